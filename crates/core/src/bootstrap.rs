@@ -1,0 +1,186 @@
+//! The bootstrap document: how a peer finds the relay without configuration.
+//!
+//! The relay serves it as JSON at `GET /api/bootstrap`. A browser tab fetches it from the origin
+//! that served the page, a native node from the URL given on its command line, and each picks the
+//! addresses its transports can dial with [`BootstrapInfo::dial_addrs`].
+
+use libp2p_identity::PeerId;
+use multiaddr::{Multiaddr, Protocol};
+use serde::{Deserialize, Serialize};
+
+/// The JSON body of `GET /api/bootstrap`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapInfo {
+    /// The relay's peer id (stable across restarts: its key lives in the relay's data directory).
+    pub peer_id: String,
+    /// Multiaddrs of the relay, each ending in `/p2p/<peer_id>`.
+    pub addrs: Vec<String>,
+    /// ICE servers (STUN/TURN URLs) for direct WebRTC between peers; empty on loopback and LANs.
+    #[serde(default)]
+    pub ice_servers: Vec<String>,
+    /// The relay's software version, for display.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// Which transports a peer can dial the relay with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayTransport {
+    /// A browser on a plain-HTTP page: `/ws` and `/wss`.
+    WebSocket,
+    /// A browser on an HTTPS page: only `/wss` (browsers block `ws://` from secure pages).
+    SecureWebSocket,
+    /// A native node: plain TCP.
+    Tcp,
+}
+
+/// Why a bootstrap document cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BootstrapError {
+    /// The `peer_id` field is not a peer id.
+    #[error("bootstrap peer_id {0:?} is not a valid peer id")]
+    InvalidPeerId(String),
+    /// No address in the document can be dialed with the transports at hand.
+    #[error("the relay offers no address this peer can dial over {0:?} (offered: {1:?})")]
+    NoUsableAddress(RelayTransport, Vec<String>),
+}
+
+impl BootstrapInfo {
+    /// The relay's peer id.
+    pub fn relay_peer_id(&self) -> Result<PeerId, BootstrapError> {
+        self.peer_id
+            .parse()
+            .map_err(|_| BootstrapError::InvalidPeerId(self.peer_id.clone()))
+    }
+
+    /// The relay addresses dialable with `transport`, in the document's order, each ending in
+    /// the relay's `/p2p/` component. Malformed entries are skipped: one bad address must not
+    /// keep a peer off the network.
+    pub fn dial_addrs(&self, transport: RelayTransport) -> Result<Vec<Multiaddr>, BootstrapError> {
+        let relay = self.relay_peer_id()?;
+        let usable: Vec<Multiaddr> = self
+            .addrs
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .filter(|a| transport_of(a) == Some(transport) || accepts(transport, a))
+            .map(|a| with_peer_id(a, relay))
+            .collect();
+        if usable.is_empty() {
+            return Err(BootstrapError::NoUsableAddress(
+                transport,
+                self.addrs.clone(),
+            ));
+        }
+        Ok(usable)
+    }
+}
+
+fn accepts(transport: RelayTransport, addr: &Multiaddr) -> bool {
+    // A plain-HTTP page may also use wss; a secure page may use only wss.
+    transport == RelayTransport::WebSocket
+        && transport_of(addr) == Some(RelayTransport::SecureWebSocket)
+}
+
+fn transport_of(addr: &Multiaddr) -> Option<RelayTransport> {
+    let mut tcp = false;
+    let mut kind = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Tcp(_) => tcp = true,
+            Protocol::Ws(_) => kind = Some(RelayTransport::WebSocket),
+            Protocol::Wss(_) => kind = Some(RelayTransport::SecureWebSocket),
+            Protocol::Tls => kind = kind.or(Some(RelayTransport::SecureWebSocket)),
+            Protocol::P2pCircuit | Protocol::Udp(_) => return None,
+            _ => {}
+        }
+    }
+    match (tcp, kind) {
+        (true, None) => Some(RelayTransport::Tcp),
+        (true, Some(k)) => Some(k),
+        _ => None,
+    }
+}
+
+/// `addr` with a trailing `/p2p/<peer>` (added if missing, kept if present).
+pub fn with_peer_id(addr: Multiaddr, peer: PeerId) -> Multiaddr {
+    match addr.iter().last() {
+        Some(Protocol::P2p(_)) => addr,
+        _ => addr.with(Protocol::P2p(peer)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay() -> PeerId {
+        libp2p_identity::Keypair::ed25519_from_bytes([7; 32])
+            .expect("32 bytes are an ed25519 secret")
+            .public()
+            .to_peer_id()
+    }
+
+    fn info(addrs: &[&str]) -> BootstrapInfo {
+        BootstrapInfo {
+            peer_id: relay().to_base58(),
+            addrs: addrs.iter().map(|s| s.to_string()).collect(),
+            ice_servers: vec![],
+            version: String::new(),
+        }
+    }
+
+    #[test]
+    fn picks_addresses_per_transport() {
+        let doc = info(&[
+            "/ip4/127.0.0.1/tcp/9090",
+            "/ip4/127.0.0.1/tcp/9091/ws",
+            "/dns4/relay.example/tcp/443/wss",
+            "/ip4/127.0.0.1/udp/9092/webrtc-direct",
+            "not an address",
+        ]);
+        let tcp = doc.dial_addrs(RelayTransport::Tcp).unwrap();
+        assert_eq!(tcp.len(), 1);
+        assert!(
+            tcp[0]
+                .to_string()
+                .starts_with("/ip4/127.0.0.1/tcp/9090/p2p/12D3KooW")
+        );
+        let ws = doc.dial_addrs(RelayTransport::WebSocket).unwrap();
+        assert_eq!(ws.len(), 2);
+        let wss = doc.dial_addrs(RelayTransport::SecureWebSocket).unwrap();
+        assert_eq!(wss.len(), 1);
+        assert!(wss[0].to_string().contains("/wss"));
+    }
+
+    #[test]
+    fn explains_when_nothing_is_dialable() {
+        let doc = info(&["/ip4/127.0.0.1/tcp/9090"]);
+        let err = doc.dial_addrs(RelayTransport::SecureWebSocket).unwrap_err();
+        assert!(matches!(err, BootstrapError::NoUsableAddress(..)));
+        assert!(err.to_string().contains("/ip4/127.0.0.1/tcp/9090"));
+    }
+
+    #[test]
+    fn rejects_a_forged_peer_id() {
+        let mut doc = info(&["/ip4/127.0.0.1/tcp/9090"]);
+        doc.peer_id = "relay".into();
+        assert_eq!(
+            doc.dial_addrs(RelayTransport::Tcp),
+            Err(BootstrapError::InvalidPeerId("relay".into()))
+        );
+    }
+
+    #[test]
+    fn keeps_an_existing_p2p_suffix() {
+        let addr = format!("/ip4/127.0.0.1/tcp/9090/p2p/{}", relay());
+        let doc = info(&[addr.as_str()]);
+        let tcp = doc.dial_addrs(RelayTransport::Tcp).unwrap();
+        assert_eq!(
+            tcp[0]
+                .iter()
+                .filter(|p| matches!(p, Protocol::P2p(_)))
+                .count(),
+            1
+        );
+    }
+}

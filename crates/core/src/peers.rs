@@ -1,0 +1,422 @@
+//! The table of connected peers: how each is reached, how fast, when last heard, how it behaves.
+//!
+//! One entry per remote peer (the relay is tracked by the relay link, not here), holding every
+//! open connection to it. A peer counts as `direct` as soon as one of its connections does not go
+//! through a relay circuit. The table is bounded: past `max_peers` new peers are refused, and a
+//! peer that fails too many pings in a row or misbehaves too often is to be disconnected; the
+//! table says so and the driver carries it out.
+
+use std::collections::BTreeMap;
+
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+use web_time::{Duration, Instant};
+
+use crate::names::{peer_name, short_id};
+use crate::protocol::{AGENT_NATIVE, AGENT_RELAY, AGENT_WEB};
+
+/// How a connection reaches the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionKind {
+    /// Through a circuit on the relay (`/p2p-circuit`).
+    Relayed,
+    /// Straight to the peer.
+    Direct,
+}
+
+/// Limits of a [`PeerTable`].
+#[derive(Debug, Clone)]
+pub struct PeerTableConfig {
+    /// Most peers tracked at once; connections from further peers are refused.
+    pub max_peers: usize,
+    /// Consecutive ping failures on a connection before it is closed.
+    pub max_ping_failures: u32,
+    /// Protocol violations tolerated before a peer is disconnected.
+    pub max_strikes: u32,
+}
+
+impl Default for PeerTableConfig {
+    fn default() -> Self {
+        Self {
+            max_peers: 256,
+            max_ping_failures: 3,
+            max_strikes: 3,
+        }
+    }
+}
+
+/// Whether a new connection may stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Tracked.
+    Accepted,
+    /// The table is full: close the connection.
+    Refused,
+}
+
+/// What to do about a peer after a failure or a violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep the connection.
+    Keep,
+    /// Close the connection(s), for this reason.
+    Disconnect(String),
+}
+
+#[derive(Debug, Clone)]
+struct Link<C> {
+    id: C,
+    kind: ConnectionKind,
+    rtt: Option<Duration>,
+    ping_failures: u32,
+}
+
+#[derive(Debug, Clone)]
+struct PeerEntry<C> {
+    links: Vec<Link<C>>,
+    first_connected: Instant,
+    last_heard: Instant,
+    agent: Option<String>,
+    strikes: u32,
+}
+
+/// One peer, as shown in the Peers panel and in `window.tabmesh.state().peers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// Full base58 peer id.
+    pub peer_id: String,
+    /// Human-friendly name derived from the id.
+    pub name: String,
+    /// Short form of the id.
+    pub short_id: String,
+    /// `"direct"` if any connection is direct, else `"relayed"`.
+    pub connection: ConnectionKind,
+    /// Number of open connections.
+    pub connections: usize,
+    /// Latest ping round trip on the preferred connection, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Milliseconds since anything was heard from the peer.
+    pub last_heard_ms_ago: u64,
+    /// Milliseconds from the clock origin (page load) to the first connection.
+    pub connected_at_ms: u64,
+    /// `"tab"`, `"native"`, `"relay"` or `"unknown"`, from the identify agent version.
+    pub kind: String,
+    /// The identify agent version, once known.
+    pub agent: Option<String>,
+    /// Protocol violations counted against the peer.
+    pub strikes: u32,
+}
+
+/// Connected peers, keyed by id; `C` is the transport's connection id type.
+#[derive(Debug, Clone)]
+pub struct PeerTable<C> {
+    config: PeerTableConfig,
+    peers: BTreeMap<PeerId, PeerEntry<C>>,
+    refused: u64,
+}
+
+impl<C: Copy + Eq> PeerTable<C> {
+    /// An empty table.
+    pub fn new(config: PeerTableConfig) -> Self {
+        Self {
+            config,
+            peers: BTreeMap::new(),
+            refused: 0,
+        }
+    }
+
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether no peer is connected.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Whether `peer` has an open connection.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// Connections refused because the table was full.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// The ids of all connected peers.
+    pub fn peer_ids(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers.keys()
+    }
+
+    /// Whether `peer` is reached by at least one direct connection.
+    pub fn is_direct(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|e| e.links.iter().any(|l| l.kind == ConnectionKind::Direct))
+    }
+
+    /// A connection to `peer` opened.
+    pub fn on_connection_established(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        id: C,
+        kind: ConnectionKind,
+    ) -> Admission {
+        let link = Link {
+            id,
+            kind,
+            rtt: None,
+            ping_failures: 0,
+        };
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.links.push(link);
+            entry.last_heard = now;
+            return Admission::Accepted;
+        }
+        if self.peers.len() >= self.config.max_peers {
+            self.refused += 1;
+            return Admission::Refused;
+        }
+        self.peers.insert(
+            peer,
+            PeerEntry {
+                links: vec![link],
+                first_connected: now,
+                last_heard: now,
+                agent: None,
+                strikes: 0,
+            },
+        );
+        Admission::Accepted
+    }
+
+    /// A connection closed. Returns `true` when it was the peer's last one (the peer is gone).
+    pub fn on_connection_closed(&mut self, peer: &PeerId, id: C) -> bool {
+        let Some(entry) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        entry.links.retain(|l| l.id != id);
+        if entry.links.is_empty() {
+            self.peers.remove(peer);
+            return true;
+        }
+        false
+    }
+
+    /// Something arrived from `peer`.
+    pub fn on_heard(&mut self, now: Instant, peer: &PeerId) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            entry.last_heard = now;
+        }
+    }
+
+    /// The peer told us its agent version (identify).
+    pub fn on_identified(&mut self, now: Instant, peer: &PeerId, agent: &str) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            entry.agent = Some(agent.chars().take(128).collect());
+            entry.last_heard = now;
+        }
+    }
+
+    /// A ping on connection `id` came back after `rtt`.
+    pub fn on_ping_success(&mut self, now: Instant, peer: &PeerId, id: C, rtt: Duration) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            entry.last_heard = now;
+            if let Some(link) = entry.links.iter_mut().find(|l| l.id == id) {
+                link.rtt = Some(rtt);
+                link.ping_failures = 0;
+            }
+        }
+    }
+
+    /// A ping on connection `id` failed or timed out.
+    pub fn on_ping_failure(&mut self, peer: &PeerId, id: C) -> Verdict {
+        let Some(link) = self
+            .peers
+            .get_mut(peer)
+            .and_then(|e| e.links.iter_mut().find(|l| l.id == id))
+        else {
+            return Verdict::Keep;
+        };
+        link.ping_failures += 1;
+        if link.ping_failures >= self.config.max_ping_failures {
+            Verdict::Disconnect(format!("{} pings failed in a row", link.ping_failures))
+        } else {
+            Verdict::Keep
+        }
+    }
+
+    /// The peer broke a protocol rule (garbage on a stream, an oversized message, ...).
+    pub fn on_misbehaviour(&mut self, peer: &PeerId, reason: &str) -> Verdict {
+        let Some(entry) = self.peers.get_mut(peer) else {
+            return Verdict::Disconnect(reason.to_owned());
+        };
+        entry.strikes += 1;
+        if entry.strikes >= self.config.max_strikes {
+            Verdict::Disconnect(format!("{} violations, last: {reason}", entry.strikes))
+        } else {
+            Verdict::Keep
+        }
+    }
+
+    /// The peers for display; timestamps are relative to `origin` (page load).
+    pub fn view(&self, now: Instant, origin: Instant) -> Vec<PeerView> {
+        self.peers
+            .iter()
+            .map(|(peer, e)| {
+                let direct = e.links.iter().find(|l| l.kind == ConnectionKind::Direct);
+                let preferred = direct.or_else(|| e.links.first());
+                PeerView {
+                    peer_id: peer.to_base58(),
+                    name: peer_name(peer),
+                    short_id: short_id(peer),
+                    connection: if direct.is_some() {
+                        ConnectionKind::Direct
+                    } else {
+                        ConnectionKind::Relayed
+                    },
+                    connections: e.links.len(),
+                    rtt_ms: preferred.and_then(|l| l.rtt).map(|d| d.as_secs_f64() * 1e3),
+                    last_heard_ms_ago: millis(now.saturating_duration_since(e.last_heard)),
+                    connected_at_ms: millis(e.first_connected.saturating_duration_since(origin)),
+                    kind: agent_kind(e.agent.as_deref()).to_owned(),
+                    agent: e.agent.clone(),
+                    strikes: e.strikes,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Milliseconds in `d`, saturating.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn agent_kind(agent: Option<&str>) -> &'static str {
+    match agent {
+        Some(a) if a.starts_with(AGENT_WEB) => "tab",
+        Some(a) if a.starts_with(AGENT_NATIVE) => "native",
+        Some(a) if a.starts_with(AGENT_RELAY) => "relay",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p_identity::Keypair;
+
+    fn peer() -> PeerId {
+        Keypair::generate_ed25519().public().to_peer_id()
+    }
+
+    fn table(max_peers: usize) -> PeerTable<u32> {
+        PeerTable::new(PeerTableConfig {
+            max_peers,
+            max_ping_failures: 2,
+            max_strikes: 2,
+        })
+    }
+
+    #[test]
+    fn direct_wins_over_relayed_and_rtt_follows_it() {
+        let t0 = Instant::now();
+        let mut t = table(8);
+        let p = peer();
+        t.on_connection_established(t0, p, 1, ConnectionKind::Relayed);
+        t.on_ping_success(t0, &p, 1, Duration::from_millis(40));
+        let v = &t.view(t0, t0)[0];
+        assert_eq!(v.connection, ConnectionKind::Relayed);
+        assert_eq!(v.rtt_ms, Some(40.0));
+        t.on_connection_established(t0, p, 2, ConnectionKind::Direct);
+        t.on_ping_success(t0, &p, 2, Duration::from_millis(3));
+        let v = &t.view(t0, t0)[0];
+        assert_eq!(v.connection, ConnectionKind::Direct);
+        assert_eq!(v.connections, 2);
+        assert_eq!(v.rtt_ms, Some(3.0));
+        assert!(t.is_direct(&p));
+        // Losing the direct connection falls back to the relayed one.
+        assert!(!t.on_connection_closed(&p, 2));
+        assert_eq!(t.view(t0, t0)[0].connection, ConnectionKind::Relayed);
+        assert!(t.on_connection_closed(&p, 1));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn last_heard_and_connected_at_use_the_injected_clock() {
+        let origin = Instant::now();
+        let t0 = origin + Duration::from_millis(250);
+        let mut t = table(8);
+        let p = peer();
+        t.on_connection_established(t0, p, 1, ConnectionKind::Relayed);
+        t.on_heard(t0 + Duration::from_secs(2), &p);
+        let v = &t.view(t0 + Duration::from_secs(5), origin)[0];
+        assert_eq!(v.last_heard_ms_ago, 3000);
+        assert_eq!(v.connected_at_ms, 250);
+    }
+
+    #[test]
+    fn refuses_peers_past_the_limit_but_not_more_connections_of_known_peers() {
+        let now = Instant::now();
+        let mut t = table(1);
+        let (a, b) = (peer(), peer());
+        assert_eq!(
+            t.on_connection_established(now, a, 1, ConnectionKind::Relayed),
+            Admission::Accepted
+        );
+        assert_eq!(
+            t.on_connection_established(now, b, 2, ConnectionKind::Relayed),
+            Admission::Refused
+        );
+        assert_eq!(
+            t.on_connection_established(now, a, 3, ConnectionKind::Direct),
+            Admission::Accepted
+        );
+        assert_eq!(t.refused(), 1);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn consecutive_ping_failures_disconnect_and_a_success_forgives() {
+        let now = Instant::now();
+        let mut t = table(8);
+        let p = peer();
+        t.on_connection_established(now, p, 1, ConnectionKind::Relayed);
+        assert_eq!(t.on_ping_failure(&p, 1), Verdict::Keep);
+        t.on_ping_success(now, &p, 1, Duration::from_millis(1));
+        assert_eq!(t.on_ping_failure(&p, 1), Verdict::Keep);
+        assert!(matches!(t.on_ping_failure(&p, 1), Verdict::Disconnect(_)));
+    }
+
+    #[test]
+    fn strikes_accumulate_to_a_disconnect() {
+        let now = Instant::now();
+        let mut t = table(8);
+        let p = peer();
+        t.on_connection_established(now, p, 1, ConnectionKind::Relayed);
+        assert_eq!(t.on_misbehaviour(&p, "garbage"), Verdict::Keep);
+        let Verdict::Disconnect(reason) = t.on_misbehaviour(&p, "garbage") else {
+            panic!("second strike must disconnect");
+        };
+        assert!(reason.contains("garbage"));
+        assert_eq!(t.view(now, now)[0].strikes, 2);
+    }
+
+    #[test]
+    fn agent_decides_the_kind_and_is_truncated() {
+        let now = Instant::now();
+        let mut t = table(8);
+        let p = peer();
+        t.on_connection_established(now, p, 1, ConnectionKind::Relayed);
+        assert_eq!(t.view(now, now)[0].kind, "unknown");
+        t.on_identified(now, &p, &format!("{AGENT_WEB}/0.1.0{}", "x".repeat(500)));
+        let v = &t.view(now, now)[0];
+        assert_eq!(v.kind, "tab");
+        assert_eq!(v.agent.as_ref().map(|a| a.len()), Some(128));
+    }
+}

@@ -1,0 +1,316 @@
+//! The link to the relay: connect, hold a reservation, and come back after losing it.
+//!
+//! A tab is only reachable through its circuit relay v2 reservation, so the relay link is the
+//! lifeline of a peer. [`RelayLink`] decides when to (re)connect: at once on start, then after
+//! each failure with exponential backoff and jitter (so a relay that restarts is not hit by every
+//! tab in the same millisecond), resetting the backoff once a reservation is held again.
+
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use serde::{Deserialize, Serialize};
+use web_time::{Duration, Instant};
+
+/// Backoff settings of a [`RelayLink`].
+#[derive(Debug, Clone)]
+pub struct RelayLinkConfig {
+    /// Delay before the first retry.
+    pub initial_backoff: Duration,
+    /// The delay doubles per failed attempt up to this.
+    pub max_backoff: Duration,
+    /// Each delay is scaled by a random factor in `1 ± jitter`.
+    pub jitter: f64,
+}
+
+impl Default for RelayLinkConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(15),
+            jitter: 0.2,
+        }
+    }
+}
+
+/// Where the link stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RelayLinkState {
+    /// Fetching the bootstrap document and dialing the relay.
+    Connecting {
+        /// 1 for the first attempt after a success or start.
+        attempt: u32,
+    },
+    /// Connected; the reservation has been requested but not yet accepted.
+    Connected,
+    /// Connected and holding a reservation: other peers can reach us through the relay.
+    Reserved {
+        /// When the reservation was first accepted on this connection.
+        since: Instant,
+    },
+    /// The last attempt failed; the next one starts at `retry_at`.
+    Waiting {
+        /// The attempt that will be made at `retry_at`.
+        attempt: u32,
+        /// When to try again.
+        retry_at: Instant,
+    },
+}
+
+/// What the driver must do for the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayCommand {
+    /// Fetch the bootstrap document (if needed), dial the relay and request a reservation.
+    Connect,
+}
+
+/// The reconnecting relay link state machine.
+#[derive(Debug)]
+pub struct RelayLink {
+    config: RelayLinkConfig,
+    state: RelayLinkState,
+    started: bool,
+    last_error: Option<String>,
+    rng: SmallRng,
+}
+
+/// Serialisable summary of the link, as shown in the UI and in `window.tabmesh.state().relay`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayLinkView {
+    /// `"connecting"`, `"connected"`, `"reserved"` or `"waiting"`.
+    pub state: String,
+    /// Whether a connection to the relay is up.
+    pub connected: bool,
+    /// Whether we hold a reservation (other peers can reach us).
+    pub reservation: bool,
+    /// The current or next attempt number since the last success.
+    pub attempt: u32,
+    /// Milliseconds until the next attempt, while waiting.
+    pub retry_in_ms: Option<u64>,
+    /// Why the last attempt or connection failed.
+    pub last_error: Option<String>,
+}
+
+impl RelayLink {
+    /// A link that will connect on its first [`poll`](Self::poll). `seed` drives the jitter.
+    pub fn new(config: RelayLinkConfig, seed: u64) -> Self {
+        Self {
+            config,
+            state: RelayLinkState::Connecting { attempt: 1 },
+            started: false,
+            last_error: None,
+            rng: SmallRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &RelayLinkState {
+        &self.state
+    }
+
+    /// Whether a reservation is held.
+    pub fn is_reserved(&self) -> bool {
+        matches!(self.state, RelayLinkState::Reserved { .. })
+    }
+
+    /// The next command to carry out, if its time has come.
+    pub fn poll(&mut self, now: Instant) -> Option<RelayCommand> {
+        match self.state {
+            RelayLinkState::Connecting { .. } if !self.started => {
+                self.started = true;
+                Some(RelayCommand::Connect)
+            }
+            RelayLinkState::Waiting { attempt, retry_at } if now >= retry_at => {
+                self.state = RelayLinkState::Connecting { attempt };
+                Some(RelayCommand::Connect)
+            }
+            _ => None,
+        }
+    }
+
+    /// When [`poll`](Self::poll) should be called next, if a timer is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            RelayLinkState::Waiting { retry_at, .. } => Some(retry_at),
+            _ => None,
+        }
+    }
+
+    /// A connection to the relay is established.
+    pub fn on_connected(&mut self) {
+        if matches!(self.state, RelayLinkState::Connecting { .. }) {
+            self.state = RelayLinkState::Connected;
+        }
+    }
+
+    /// The relay accepted (or renewed) our reservation.
+    pub fn on_reservation_accepted(&mut self, now: Instant) {
+        if !self.is_reserved() {
+            self.state = RelayLinkState::Reserved { since: now };
+            self.last_error = None;
+        }
+    }
+
+    /// The attempt failed or the connection or reservation was lost: schedule the next attempt.
+    ///
+    /// Failures reported while already waiting (for example the close events of a connection
+    /// that already failed) do not push the retry further out.
+    pub fn on_failure(&mut self, now: Instant, reason: impl Into<String>) {
+        self.last_error = Some(reason.into());
+        // `failed` counts the consecutive failures; a link that worked retries promptly.
+        let (failed, next_attempt) = match self.state {
+            RelayLinkState::Waiting { .. } => return,
+            RelayLinkState::Connecting { attempt } => (attempt, attempt + 1),
+            RelayLinkState::Connected | RelayLinkState::Reserved { .. } => (1, 1),
+        };
+        self.started = true;
+        let retry_at = now + self.backoff(failed);
+        self.state = RelayLinkState::Waiting {
+            attempt: next_attempt,
+            retry_at,
+        };
+    }
+
+    /// The delay after `failed` consecutive failures: `initial * 2^(failed - 1)`, capped, jittered.
+    fn backoff(&mut self, failed: u32) -> Duration {
+        let exponent = failed.saturating_sub(1).min(16);
+        let base = self
+            .config
+            .initial_backoff
+            .saturating_mul(1 << exponent)
+            .min(self.config.max_backoff);
+        let jitter = self.config.jitter.clamp(0.0, 1.0);
+        let factor = if jitter > 0.0 {
+            self.rng.gen_range(1.0 - jitter..=1.0 + jitter)
+        } else {
+            1.0
+        };
+        base.mul_f64(factor)
+    }
+
+    /// A summary for display.
+    pub fn view(&self, now: Instant) -> RelayLinkView {
+        let (state, connected, reservation, attempt, retry_in_ms) = match self.state {
+            RelayLinkState::Connecting { attempt } => ("connecting", false, false, attempt, None),
+            RelayLinkState::Connected => ("connected", true, false, 0, None),
+            RelayLinkState::Reserved { .. } => ("reserved", true, true, 0, None),
+            RelayLinkState::Waiting { attempt, retry_at } => (
+                "waiting",
+                false,
+                false,
+                attempt,
+                Some(retry_at.saturating_duration_since(now).as_millis() as u64),
+            ),
+        };
+        RelayLinkView {
+            state: state.to_owned(),
+            connected,
+            reservation,
+            attempt,
+            retry_in_ms,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link() -> RelayLink {
+        RelayLink::new(
+            RelayLinkConfig {
+                initial_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(8),
+                jitter: 0.0,
+            },
+            1,
+        )
+    }
+
+    #[test]
+    fn connects_once_at_start() {
+        let now = Instant::now();
+        let mut l = link();
+        assert_eq!(l.poll(now), Some(RelayCommand::Connect));
+        assert_eq!(l.poll(now), None);
+        assert_eq!(l.poll_timeout(), None);
+    }
+
+    #[test]
+    fn backs_off_exponentially_up_to_the_cap() {
+        let t0 = Instant::now();
+        let mut l = link();
+        l.poll(t0);
+        let mut now = t0;
+        let mut delays = vec![];
+        for _ in 0..6 {
+            l.on_failure(now, "refused");
+            let at = l.poll_timeout().expect("a retry is scheduled");
+            delays.push((at - now).as_secs());
+            assert_eq!(
+                l.poll(at - Duration::from_millis(1)),
+                None,
+                "not before its time"
+            );
+            now = at;
+            assert_eq!(l.poll(now), Some(RelayCommand::Connect));
+        }
+        assert_eq!(delays, vec![1, 2, 4, 8, 8, 8]);
+    }
+
+    #[test]
+    fn reservation_resets_backoff_and_clears_the_error() {
+        let t0 = Instant::now();
+        let mut l = link();
+        l.poll(t0);
+        l.on_failure(t0, "refused");
+        let at = l.poll_timeout().unwrap();
+        l.poll(at);
+        l.on_connected();
+        l.on_reservation_accepted(at);
+        assert!(l.is_reserved());
+        let v = l.view(at);
+        assert!(v.connected && v.reservation && v.last_error.is_none());
+        // Losing the relay after a success retries after the initial delay.
+        l.on_failure(at, "connection closed");
+        assert_eq!(l.poll_timeout(), Some(at + Duration::from_secs(1)));
+        let v = l.view(at);
+        assert_eq!(v.state, "waiting");
+        assert_eq!(v.retry_in_ms, Some(1000));
+        assert_eq!(v.last_error.as_deref(), Some("connection closed"));
+    }
+
+    #[test]
+    fn repeated_failure_reports_do_not_delay_the_retry() {
+        let t0 = Instant::now();
+        let mut l = link();
+        l.poll(t0);
+        l.on_connected();
+        l.on_failure(t0, "closed");
+        let at = l.poll_timeout();
+        l.on_failure(t0 + Duration::from_millis(500), "listener closed");
+        assert_eq!(l.poll_timeout(), at);
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds_and_is_seeded() {
+        let cfg = RelayLinkConfig {
+            initial_backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(10),
+            jitter: 0.2,
+        };
+        let t0 = Instant::now();
+        let retry = |seed| {
+            let mut l = RelayLink::new(cfg.clone(), seed);
+            l.poll(t0);
+            l.on_failure(t0, "x");
+            l.poll_timeout().unwrap() - t0
+        };
+        for seed in 0..50 {
+            let d = retry(seed);
+            assert!(
+                d >= Duration::from_secs(8) && d <= Duration::from_secs(12),
+                "{d:?}"
+            );
+            assert_eq!(d, retry(seed));
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The bounded log of what went over the wire, behind the UI's Event log panel.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use web_time::Instant;
+
+use crate::peers::millis;
+
+/// Which way an event went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// We sent it.
+    Sent,
+    /// We received it.
+    Received,
+    /// A local event about the wire (a connection opened or closed, a dial failed).
+    Local,
+}
+
+/// One logged event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEvent {
+    /// Sequence number, counting from 1 since the node started.
+    pub seq: u64,
+    /// Milliseconds since the clock origin (page load).
+    pub at_ms: u64,
+    /// Which way it went.
+    pub direction: Direction,
+    /// The protocol, such as `"ping"`, `"identify"`, `"kad"`, `"relay"`, `"conn"`.
+    pub protocol: String,
+    /// The remote peer's name, if the event concerns one peer.
+    pub peer: Option<String>,
+    /// What happened, in a few words.
+    pub summary: String,
+}
+
+/// The last `capacity` wire events, oldest first.
+#[derive(Debug, Clone)]
+pub struct WireLog {
+    origin: Instant,
+    capacity: usize,
+    next_seq: u64,
+    events: VecDeque<WireEvent>,
+}
+
+impl WireLog {
+    /// An empty log keeping `capacity` events, stamping them relative to `origin`.
+    pub fn new(origin: Instant, capacity: usize) -> Self {
+        Self {
+            origin,
+            capacity,
+            next_seq: 1,
+            events: VecDeque::with_capacity(capacity),
+        }
+    }
+
+    /// Appends an event, dropping the oldest when full.
+    pub fn push(
+        &mut self,
+        now: Instant,
+        direction: Direction,
+        protocol: &str,
+        peer: Option<String>,
+        summary: impl Into<String>,
+    ) -> &WireEvent {
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(WireEvent {
+            seq: self.next_seq,
+            at_ms: millis(now.saturating_duration_since(self.origin)),
+            direction,
+            protocol: protocol.to_owned(),
+            peer,
+            summary: summary.into(),
+        });
+        self.next_seq += 1;
+        self.events.back().expect("just pushed")
+    }
+
+    /// The kept events, oldest first.
+    pub fn events(&self) -> impl ExactSizeIterator<Item = &WireEvent> {
+        self.events.iter()
+    }
+
+    /// Events logged since start, including dropped ones.
+    pub fn total(&self) -> u64 {
+        self.next_seq - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use web_time::Duration;
+
+    #[test]
+    fn keeps_the_newest_events_in_order() {
+        let origin = Instant::now();
+        let mut log = WireLog::new(origin, 3);
+        for i in 0..5u64 {
+            log.push(
+                origin + Duration::from_millis(i * 10),
+                Direction::Sent,
+                "ping",
+                None,
+                format!("#{i}"),
+            );
+        }
+        let kept: Vec<_> = log
+            .events()
+            .map(|e| (e.seq, e.at_ms, e.summary.as_str()))
+            .collect();
+        assert_eq!(kept, vec![(3, 20, "#2"), (4, 30, "#3"), (5, 40, "#4")]);
+        assert_eq!(log.total(), 5);
+    }
+}

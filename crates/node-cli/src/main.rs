@@ -1,0 +1,175 @@
+//! `tabmesh-node`: a native tabmesh peer in the terminal.
+//!
+//! It runs the same node as a browser tab, over TCP instead of WebSocket, joins the relay named
+//! by `--bootstrap`, and prints what goes over the wire as it happens plus a state summary at a
+//! fixed interval (or JSON snapshots with `--json`, for scripts).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use futures::StreamExt;
+use tabmesh_core::Multiaddr;
+use tabmesh_core::protocol::AGENT_NATIVE;
+use tabmesh_core::view::NodeView;
+use tabmesh_core::wire_log::{Direction, WireEvent};
+use tabmesh_node::libp2p::identity::Keypair;
+use tabmesh_node::{BootstrapSource, Command, Node, NodeConfig, NodeEvent};
+use tracing_subscriber::EnvFilter;
+
+/// A native tabmesh peer: joins the relay and shows up in every tab's peer list.
+#[derive(Debug, Parser)]
+#[command(name = "tabmesh-node", version, about, long_about)]
+struct NodeArgs {
+    /// The relay: its HTTP URL (e.g. http://127.0.0.1:8080) or a multiaddr ending in
+    /// /p2p/<relay peer id> (e.g. /ip4/127.0.0.1/tcp/9090/p2p/12D3KooW...).
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_parser = parse_bootstrap)]
+    bootstrap: BootstrapSource,
+
+    /// Address to listen on for direct connections from other native peers (repeatable).
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: Vec<Multiaddr>,
+
+    /// Keep the identity in this file (created if missing) so the peer id survives restarts.
+    /// Without it, every run gets a new peer id.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+
+    /// Seconds between state summaries.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    status_interval: u64,
+
+    /// Print one JSON state snapshot per status interval instead of human-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_bootstrap(s: &str) -> Result<BootstrapSource, String> {
+    if s.starts_with('/') {
+        let addr: Multiaddr = s.parse().map_err(|e| format!("not a multiaddr: {e}"))?;
+        tabmesh_node::platform::bootstrap_from_addr(&addr)?;
+        Ok(BootstrapSource::Addr(addr))
+    } else if s.starts_with("http://") || s.starts_with("https://") {
+        Ok(BootstrapSource::Url(s.to_owned()))
+    } else {
+        Err("expected the relay's http(s):// URL or a multiaddr starting with /".to_owned())
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = NodeArgs::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    // The node's event loop is single-threaded by design (the same loop runs in a browser tab).
+    let local = tokio::task::LocalSet::new();
+    match local.run_until(run(args)).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tabmesh-node: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let keypair = match &args.key_file {
+        Some(path) => tabmesh_node::platform::load_or_create_identity(path)?,
+        None => Keypair::generate_ed25519(),
+    };
+    let mut config = NodeConfig::new(
+        keypair,
+        args.bootstrap.clone(),
+        format!("{AGENT_NATIVE}/{}", env!("CARGO_PKG_VERSION")),
+    );
+    config.listen = args.listen.clone();
+    config.seed = std::process::id().into();
+    let (node, mut handle) = Node::new(config).context("starting the node")?;
+    println!("tabmesh-node {} joining {}", node.peer_id(), args.bootstrap);
+
+    let node = tokio::task::spawn_local(node.run());
+    let mut status = tokio::time::interval(Duration::from_secs(args.status_interval));
+    let mut latest: Option<Box<NodeView>> = None;
+    loop {
+        tokio::select! {
+            event = handle.events.next() => match event {
+                Some(NodeEvent::View(view)) => latest = Some(view),
+                Some(NodeEvent::Wire(event)) if !args.json => println!("{}", wire_line(&event)),
+                Some(NodeEvent::Wire(_)) => {}
+                None => break,
+            },
+            _ = status.tick() => if let Some(view) = &latest {
+                if args.json {
+                    println!("{}", serde_json::to_string(view)?);
+                } else {
+                    print!("{}", summary(view));
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                println!("shutting down");
+                let _ = handle.commands.try_send(Command::Shutdown);
+                break;
+            }
+        }
+    }
+    node.await.context("node task")?;
+    Ok(())
+}
+
+fn wire_line(event: &WireEvent) -> String {
+    let arrow = match event.direction {
+        Direction::Sent => "->",
+        Direction::Received => "<-",
+        Direction::Local => "--",
+    };
+    let peer = event.peer.as_deref().unwrap_or("");
+    format!(
+        "{:>9.1}s {arrow} {:<8} {:<20} {}",
+        event.at_ms as f64 / 1e3,
+        event.protocol,
+        peer,
+        event.summary
+    )
+}
+
+fn summary(view: &NodeView) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let relay = &view.relay;
+    let _ = writeln!(out, "== {} ({}) ==", view.name, view.peer_id);
+    let _ = write!(out, "relay: {}", relay.link.state);
+    if let Some(rtt) = relay.rtt_ms {
+        let _ = write!(out, ", rtt {rtt:.1} ms");
+    }
+    if let Some(ms) = relay.link.retry_in_ms {
+        let _ = write!(out, ", retry in {:.1} s", ms as f64 / 1e3);
+    }
+    if let Some(err) = &relay.link.last_error {
+        let _ = write!(out, " (last error: {err})");
+    }
+    let _ = writeln!(out);
+    if view.peers.is_empty() {
+        let _ = writeln!(out, "peers: none yet");
+    }
+    for p in &view.peers {
+        let rtt = p
+            .rtt_ms
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.1} ms"));
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<7} {:<8} rtt {:<9} heard {:.1} s ago  {}",
+            p.name,
+            p.kind,
+            format!("{:?}", p.connection).to_lowercase(),
+            rtt,
+            p.last_heard_ms_ago as f64 / 1e3,
+            p.short_id
+        );
+    }
+    out
+}

@@ -1,0 +1,62 @@
+//! The behaviours every tabmesh peer runs, and their configuration.
+//!
+//! - relay client: reservations on the relay and circuits to other peers;
+//! - Kademlia (server mode, tabmesh protocol name): discovery now, the DHT later;
+//! - identify (pushing listen address changes, so the relay learns our circuit address as soon
+//!   as the reservation is accepted);
+//! - ping: round-trip times and liveness.
+
+// The derive generates `NodeBehaviourEvent` with one undocumented variant per field.
+#![allow(missing_docs)]
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, identify, ping, relay};
+use tabmesh_core::protocol;
+
+/// The behaviours of a tabmesh peer.
+#[derive(NetworkBehaviour)]
+pub struct NodeBehaviour {
+    /// Circuit relay v2 client.
+    pub relay: relay::client::Behaviour,
+    /// The tabmesh Kademlia DHT.
+    pub kad: kad::Behaviour<MemoryStore>,
+    /// Identify.
+    pub identify: identify::Behaviour,
+    /// Ping.
+    pub ping: ping::Behaviour,
+}
+
+impl NodeBehaviour {
+    /// The behaviours for `key`, around the relay client that the swarm builder made.
+    pub fn new(
+        key: &Keypair,
+        relay: relay::client::Behaviour,
+        agent: String,
+        ping_interval: Duration,
+    ) -> Self {
+        let peer_id = key.public().to_peer_id();
+        let mut kad_cfg = kad::Config::new(StreamProtocol::new(protocol::KADEMLIA));
+        kad_cfg.set_query_timeout(Duration::from_secs(20));
+        let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_cfg);
+        // Peers behind the relay are reachable through their circuit address: they serve the DHT.
+        kad.set_mode(Some(kad::Mode::Server));
+        Self {
+            relay,
+            kad,
+            identify: identify::Behaviour::new(
+                identify::Config::new(protocol::IDENTIFY_VERSION.to_owned(), key.public())
+                    .with_agent_version(agent)
+                    .with_push_listen_addr_updates(true),
+            ),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(ping_interval)
+                    .with_timeout(Duration::from_secs(10)),
+            ),
+        }
+    }
+}

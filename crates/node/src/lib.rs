@@ -1,0 +1,135 @@
+//! A tabmesh peer: the libp2p node that runs in every browser tab and in `tabmesh-node`.
+//!
+//! The protocol rules live in `tabmesh-core` as clock-free state machines; this crate is the thin
+//! adapter around them. [`Node`] owns a libp2p [`Swarm`](libp2p::Swarm) with the behaviours in
+//! [`behaviour`], reads the clock once per event, feeds the event to the core types and carries
+//! out what they decide (dial the relay, ask the DHT for peers, close a misbehaving connection).
+//!
+//! The browser/native split is confined to [`platform`]: which transports build the swarm, how
+//! the bootstrap document is fetched and where the identity comes from. The event loop is the
+//! same code on both.
+//!
+//! A node reports through a [`NodeHandle`]: periodic [`NodeView`] snapshots (what the UI renders
+//! and `window.tabmesh.state()` returns) and each wire event as it happens.
+
+pub mod behaviour;
+mod node;
+pub mod platform;
+
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use tabmesh_core::discovery::DiscoveryConfig;
+use tabmesh_core::peers::PeerTableConfig;
+use tabmesh_core::relay_link::RelayLinkConfig;
+pub use tabmesh_core::view::NodeView;
+use tabmesh_core::wire_log::WireEvent;
+use web_time::Duration;
+
+pub use libp2p;
+pub use node::Node;
+
+/// Where the relay's bootstrap document comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootstrapSource {
+    /// An HTTP(S) URL: the relay's base URL or its `/api/bootstrap` URL. In a browser a relative
+    /// URL (`/api/bootstrap`) is resolved against the page.
+    Url(String),
+    /// A relay multiaddr ending in `/p2p/<relay peer id>`, used as is.
+    Addr(Multiaddr),
+}
+
+impl std::fmt::Display for BootstrapSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url(url) => f.write_str(url),
+            Self::Addr(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's identity.
+    pub keypair: Keypair,
+    /// Where to find the relay.
+    pub bootstrap: BootstrapSource,
+    /// Identify agent version, e.g. `tabmesh-web/0.1.0`.
+    pub agent: String,
+    /// Extra listen addresses (native nodes listen on TCP so that native peers connect directly).
+    pub listen: Vec<Multiaddr>,
+    /// Relay reconnect backoff.
+    pub relay_link: RelayLinkConfig,
+    /// Pace of peer discovery.
+    pub discovery: DiscoveryConfig,
+    /// Peer table limits.
+    pub peer_table: PeerTableConfig,
+    /// Interval between pings on each connection.
+    pub ping_interval: Duration,
+    /// How often a [`NodeView`] is published.
+    pub view_interval: Duration,
+    /// Wire events kept in the view.
+    pub wire_log_capacity: usize,
+    /// Time between the clock origin (page load) and the moment the node is created: view
+    /// timestamps count from the origin.
+    pub clock_origin_offset: Duration,
+    /// Seed of the node's randomness (backoff jitter).
+    pub seed: u64,
+}
+
+impl NodeConfig {
+    /// Defaults for a node with `keypair`, finding the relay at `bootstrap`.
+    pub fn new(keypair: Keypair, bootstrap: BootstrapSource, agent: String) -> Self {
+        Self {
+            keypair,
+            bootstrap,
+            agent,
+            listen: Vec::new(),
+            relay_link: RelayLinkConfig::default(),
+            discovery: DiscoveryConfig::default(),
+            peer_table: PeerTableConfig::default(),
+            ping_interval: Duration::from_secs(5),
+            view_interval: Duration::from_millis(500),
+            wire_log_capacity: 50,
+            clock_origin_offset: Duration::ZERO,
+            seed: 0,
+        }
+    }
+}
+
+/// What a node reports.
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// A fresh snapshot of the node's state.
+    View(Box<NodeView>),
+    /// Something went over the wire (also kept in the next views' `wire` list).
+    Wire(WireEvent),
+}
+
+/// Requests to a running node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Close all connections and stop the event loop.
+    Shutdown,
+}
+
+/// The caller's side of a node: its events and a way to send it commands.
+#[derive(Debug)]
+pub struct NodeHandle {
+    /// Views and wire events. Bounded: when the consumer lags, events are dropped (a later view
+    /// carries the current state and the recent wire events anyway).
+    pub events: futures::channel::mpsc::Receiver<NodeEvent>,
+    /// Commands to the node.
+    pub commands: futures::channel::mpsc::Sender<Command>,
+}
+
+/// Errors that stop a node from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Building the transport stack failed.
+    #[error("cannot build the libp2p transport: {0}")]
+    Transport(String),
+    /// A listen address was refused.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(Multiaddr, String),
+}

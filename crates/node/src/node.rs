@@ -1,0 +1,727 @@
+//! The node's event loop: the libp2p adapter around the `tabmesh-core` state machines.
+//!
+//! Every swarm event is handled in three steps: read the clock once, update the core state
+//! (peer table, relay link, discovery schedule, wire log), and apply what it decided to the
+//! swarm. Timers are the core types' `poll_timeout`s; the loop sleeps until the earliest one.
+
+use futures::channel::mpsc;
+use futures::future::{Fuse, FusedFuture, LocalBoxFuture};
+use futures::{FutureExt, StreamExt};
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping, relay};
+use tabmesh_core::bootstrap::BootstrapInfo;
+use tabmesh_core::discovery::DiscoverySchedule;
+use tabmesh_core::names::{peer_name, short_id};
+use tabmesh_core::peers::{Admission, ConnectionKind, PeerTable, Verdict, millis};
+use tabmesh_core::protocol;
+use tabmesh_core::relay_link::{RelayCommand, RelayLink};
+use tabmesh_core::view::{Counters, NodeView, RelayView};
+use tabmesh_core::wire_log::{Direction, WireLog};
+use web_time::{Duration, Instant};
+
+use crate::behaviour::{NodeBehaviour, NodeBehaviourEvent};
+use crate::{BootstrapSource, Command, NodeConfig, NodeError, NodeEvent, NodeHandle, platform};
+
+/// Capacity of the event channel to the UI or terminal: a few seconds of views and wire events.
+const EVENT_CHANNEL_CAPACITY: usize = 256;
+/// Commands are rare (user actions); a small buffer is plenty.
+const COMMAND_CHANNEL_CAPACITY: usize = 16;
+/// Most addresses tried per discovered peer.
+const MAX_DIAL_ADDRS: usize = 8;
+
+/// The relay we are attached to (known once the bootstrap document has been read).
+#[derive(Debug, Clone)]
+struct RelayTarget {
+    peer_id: PeerId,
+    addr: Multiaddr,
+}
+
+/// A tabmesh peer. Create it with [`Node::new`] and drive it with [`Node::run`].
+pub struct Node {
+    swarm: Swarm<NodeBehaviour>,
+    config: NodeConfig,
+    origin: Instant,
+    peers: PeerTable<ConnectionId>,
+    relay_link: RelayLink,
+    discovery: DiscoverySchedule,
+    wire: WireLog,
+    counters: Counters,
+    relay: Option<RelayTarget>,
+    relay_listener: Option<ListenerId>,
+    relay_rtt: Option<Duration>,
+    reservation_at: Option<Instant>,
+    events: mpsc::Sender<NodeEvent>,
+    commands: mpsc::Receiver<Command>,
+}
+
+impl Node {
+    /// Builds the node (its swarm and listeners); nothing happens until [`run`](Self::run).
+    pub fn new(config: NodeConfig) -> Result<(Self, NodeHandle), NodeError> {
+        let now = Instant::now();
+        let origin = now.checked_sub(config.clock_origin_offset).unwrap_or(now);
+        let mut swarm = platform::build_swarm(
+            config.keypair.clone(),
+            config.agent.clone(),
+            config.ping_interval,
+        )?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Listen(addr.clone(), e.to_string()))?;
+        }
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
+        let node = Self {
+            swarm,
+            origin,
+            peers: PeerTable::new(config.peer_table.clone()),
+            relay_link: RelayLink::new(config.relay_link.clone(), config.seed),
+            discovery: DiscoverySchedule::new(config.discovery.clone()),
+            wire: WireLog::new(origin, config.wire_log_capacity),
+            counters: Counters::default(),
+            relay: None,
+            relay_listener: None,
+            relay_rtt: None,
+            reservation_at: None,
+            events: events_tx,
+            commands: commands_rx,
+            config,
+        };
+        Ok((
+            node,
+            NodeHandle {
+                events: events_rx,
+                commands: commands_tx,
+            },
+        ))
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// Runs the node until a [`Command::Shutdown`] arrives or the handle is dropped.
+    pub async fn run(mut self) {
+        let mut bootstrap: Fuse<LocalBoxFuture<'static, Result<BootstrapInfo, String>>> =
+            Fuse::terminated();
+        let mut next_view = Instant::now();
+        loop {
+            let now = Instant::now();
+            if let Some(RelayCommand::Connect) = self.relay_link.poll(now) {
+                bootstrap = platform::fetch_bootstrap(&self.config.bootstrap).fuse();
+            }
+            if self.discovery.poll(now) {
+                self.discover(now);
+            }
+            if now >= next_view {
+                self.publish_view(now);
+                next_view = now + self.config.view_interval;
+            }
+            let wake = [
+                self.relay_link.poll_timeout(),
+                self.discovery.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(next_view, Instant::min);
+            let mut sleep = futures_timer::Delay::new(wake.saturating_duration_since(now)).fuse();
+
+            futures::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(Instant::now(), event),
+                result = bootstrap => self.on_bootstrap(Instant::now(), result),
+                command = self.commands.next() => match command {
+                    Some(Command::Shutdown) | None => break,
+                },
+                () = sleep => {}
+            }
+            debug_assert!(bootstrap.is_terminated() || !self.relay_link.is_reserved());
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        self.log(Instant::now(), Direction::Local, "node", None, "shut down");
+    }
+
+    fn on_bootstrap(&mut self, now: Instant, result: Result<BootstrapInfo, String>) {
+        let target = result.and_then(|doc| {
+            let peer_id = doc.relay_peer_id().map_err(|e| e.to_string())?;
+            let addr = doc
+                .dial_addrs(platform::relay_transport())
+                .map_err(|e| e.to_string())?
+                .remove(0);
+            Ok(RelayTarget { peer_id, addr })
+        });
+        let target = match target {
+            Ok(t) => t,
+            Err(error) => {
+                self.log(
+                    now,
+                    Direction::Local,
+                    "relay",
+                    None,
+                    format!("bootstrap failed: {error}"),
+                );
+                self.relay_link.on_failure(now, error);
+                return;
+            }
+        };
+        if let Some(listener) = self.relay_listener.take() {
+            self.swarm.remove_listener(listener);
+        }
+        let dial_addr = without_p2p(&target.addr);
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .add_address(&target.peer_id, dial_addr);
+        match self
+            .swarm
+            .listen_on(target.addr.clone().with(Protocol::P2pCircuit))
+        {
+            Ok(id) => {
+                self.log(
+                    now,
+                    Direction::Sent,
+                    "relay",
+                    None,
+                    format!("reservation request to {}", target.addr),
+                );
+                self.relay_listener = Some(id);
+            }
+            Err(e) => self.relay_link.on_failure(now, e.to_string()),
+        }
+        self.relay = Some(target);
+    }
+
+    fn relay_peer(&self) -> Option<PeerId> {
+        self.relay.as_ref().map(|r| r.peer_id)
+    }
+
+    fn on_swarm_event(&mut self, now: Instant, event: SwarmEvent<NodeBehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(now, event),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => self.on_connection_established(now, peer_id, connection_id, &endpoint),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                let cause = cause.map_or_else(|| "closed".to_owned(), |c| c.to_string());
+                if Some(peer_id) == self.relay_peer() {
+                    if num_established == 0 {
+                        self.log(
+                            now,
+                            Direction::Local,
+                            "conn",
+                            None,
+                            format!("relay connection lost: {cause}"),
+                        );
+                        self.on_relay_lost(now, format!("relay connection lost: {cause}"));
+                    }
+                } else if self.peers.on_connection_closed(&peer_id, connection_id) {
+                    self.log(
+                        now,
+                        Direction::Local,
+                        "conn",
+                        Some(peer_id),
+                        format!("disconnected: {cause}"),
+                    );
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } if Some(listener_id) == self.relay_listener => {
+                self.relay_listener = None;
+                let reason = match reason {
+                    Ok(()) => "reservation listener closed".to_owned(),
+                    Err(e) => format!("reservation failed: {}", error_chain(&e)),
+                };
+                self.log(now, Direction::Local, "relay", None, reason.clone());
+                self.on_relay_lost(now, reason);
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if is_circuit(&address) {
+                    // Our relayed address is how every other peer reaches us: announce it.
+                    self.swarm.add_external_address(address.clone());
+                }
+                self.log(
+                    now,
+                    Direction::Local,
+                    "listen",
+                    None,
+                    format!("listening on {address}"),
+                );
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                self.counters.dial_failures += 1;
+                let text = error_chain(&error);
+                tracing::debug!(?peer_id, %text, "dial failed");
+                if peer_id.is_some() && peer_id != self.relay_peer() {
+                    self.log(
+                        now,
+                        Direction::Local,
+                        "conn",
+                        peer_id,
+                        format!("dial failed: {}", truncate(&text, 160)),
+                    );
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                self.counters.violations += 1;
+                let text = format!(
+                    "rejected incoming connection from {send_back_addr}: {}",
+                    error_chain(&error)
+                );
+                tracing::info!("{text}");
+                self.log(now, Direction::Local, "conn", None, truncate(&text, 200));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_established(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        id: ConnectionId,
+        endpoint: &ConnectedPoint,
+    ) {
+        if Some(peer) == self.relay_peer() {
+            self.relay_link.on_connected();
+            self.log(
+                now,
+                Direction::Local,
+                "conn",
+                None,
+                "connected to the relay",
+            );
+            return;
+        }
+        let kind = if is_circuit(endpoint.get_remote_address()) {
+            ConnectionKind::Relayed
+        } else {
+            ConnectionKind::Direct
+        };
+        match self.peers.on_connection_established(now, peer, id, kind) {
+            Admission::Accepted => {
+                let how = match kind {
+                    ConnectionKind::Relayed => "relayed",
+                    ConnectionKind::Direct => "direct",
+                };
+                let dir = if endpoint.is_dialer() {
+                    "dialed"
+                } else {
+                    "accepted"
+                };
+                self.log(
+                    now,
+                    Direction::Local,
+                    "conn",
+                    Some(peer),
+                    format!("{dir} {how} connection"),
+                );
+            }
+            Admission::Refused => {
+                self.counters.refused_connections = self.peers.refused();
+                self.swarm.close_connection(id);
+                self.log(
+                    now,
+                    Direction::Local,
+                    "conn",
+                    Some(peer),
+                    "refused: peer table full",
+                );
+            }
+        }
+    }
+
+    fn on_relay_lost(&mut self, now: Instant, reason: String) {
+        self.relay_link.on_failure(now, reason);
+        self.discovery.stop();
+        if let Some(listener) = self.relay_listener.take() {
+            self.swarm.remove_listener(listener);
+        }
+        if let Some(relay) = self.relay_peer() {
+            let _ = self.swarm.disconnect_peer_id(relay);
+        }
+        self.relay_rtt = None;
+    }
+
+    fn on_behaviour_event(&mut self, now: Instant, event: NodeBehaviourEvent) {
+        match event {
+            NodeBehaviourEvent::Relay(event) => self.on_relay_event(now, event),
+            NodeBehaviourEvent::Kad(event) => self.on_kad_event(now, event),
+            NodeBehaviourEvent::Identify(event) => self.on_identify_event(now, event),
+            NodeBehaviourEvent::Ping(event) => self.on_ping_event(now, event),
+        }
+    }
+
+    fn on_relay_event(&mut self, now: Instant, event: relay::client::Event) {
+        match event {
+            relay::client::Event::ReservationReqAccepted { renewal, limit, .. } => {
+                self.relay_link.on_reservation_accepted(now);
+                if !renewal {
+                    self.reservation_at.get_or_insert(now);
+                    self.discovery.start(now);
+                }
+                let what = if renewal {
+                    "reservation renewed"
+                } else {
+                    "reservation accepted"
+                };
+                let limit = limit
+                    .and_then(|l| l.duration())
+                    .map(|d| format!(" (circuits up to {} s)", d.as_secs()))
+                    .unwrap_or_default();
+                self.log(
+                    now,
+                    Direction::Received,
+                    "relay",
+                    None,
+                    format!("{what}{limit}"),
+                );
+            }
+            relay::client::Event::OutboundCircuitEstablished { .. } => {
+                self.log(
+                    now,
+                    Direction::Sent,
+                    "relay",
+                    None,
+                    "circuit opened (outbound)",
+                );
+            }
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                self.log(
+                    now,
+                    Direction::Received,
+                    "relay",
+                    Some(src_peer_id),
+                    "circuit opened (inbound)",
+                );
+            }
+        }
+    }
+
+    fn on_kad_event(&mut self, now: Instant, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            } => {
+                let peers = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                if step.last {
+                    let others = peers
+                        .iter()
+                        .filter(|p| Some(p.peer_id) != self.relay_peer())
+                        .count();
+                    self.log(
+                        now,
+                        Direction::Received,
+                        "kad",
+                        None,
+                        format!("lookup done: {others} peer(s) near us"),
+                    );
+                }
+                for info in peers {
+                    self.dial_discovered(info.peer_id, info.addrs);
+                }
+            }
+            kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            } => {
+                self.dial_discovered(peer, addresses.into_vec());
+            }
+            kad::Event::InboundRequest { request } => {
+                let what = match request {
+                    kad::InboundRequest::FindNode { .. } => "FIND_NODE",
+                    kad::InboundRequest::GetProvider { .. } => "GET_PROVIDERS",
+                    kad::InboundRequest::AddProvider { .. } => "ADD_PROVIDER",
+                    kad::InboundRequest::GetRecord { .. } => "GET_VALUE",
+                    kad::InboundRequest::PutRecord { .. } => "PUT_VALUE",
+                };
+                self.log(
+                    now,
+                    Direction::Received,
+                    "kad",
+                    None,
+                    format!("{what} request"),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn dial_discovered(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>) {
+        if peer == self.peer_id()
+            || Some(peer) == self.relay_peer()
+            || self.peers.contains(&peer)
+            || addrs.is_empty()
+        {
+            return;
+        }
+        addrs.truncate(MAX_DIAL_ADDRS);
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, %e, "not dialing");
+        }
+    }
+
+    fn discover(&mut self, now: Instant) {
+        let me = self.peer_id();
+        self.swarm.behaviour_mut().kad.get_closest_peers(me);
+        self.log(
+            now,
+            Direction::Sent,
+            "kad",
+            None,
+            "lookup: FIND_NODE for our own id",
+        );
+    }
+
+    fn on_identify_event(&mut self, now: Instant, event: identify::Event) {
+        match event {
+            identify::Event::Received { peer_id, info, .. } => {
+                self.peers.on_identified(now, &peer_id, &info.agent_version);
+                let speaks_kad = info
+                    .protocols
+                    .iter()
+                    .any(|p| p.as_ref() == protocol::KADEMLIA);
+                if speaks_kad && Some(peer_id) != self.relay_peer() {
+                    for addr in info.listen_addrs.into_iter().filter(is_dialable) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+                let who = (Some(peer_id) != self.relay_peer()).then_some(peer_id);
+                self.log(
+                    now,
+                    Direction::Received,
+                    "identify",
+                    who,
+                    format!("identify: {}", truncate(&info.agent_version, 40)),
+                );
+            }
+            identify::Event::Pushed { peer_id, .. } | identify::Event::Sent { peer_id, .. } => {
+                let who = (Some(peer_id) != self.relay_peer()).then_some(peer_id);
+                self.log(now, Direction::Sent, "identify", who, "identify");
+            }
+            identify::Event::Error { peer_id, error, .. } => {
+                let reason = format!("identify failed: {}", truncate(&error.to_string(), 120));
+                self.misbehaved(now, peer_id, &reason);
+            }
+        }
+    }
+
+    fn on_ping_event(&mut self, now: Instant, event: ping::Event) {
+        let peer = event.peer;
+        let is_relay = Some(peer) == self.relay_peer();
+        match event.result {
+            Ok(rtt) => {
+                if is_relay {
+                    self.relay_rtt = Some(rtt);
+                } else {
+                    self.peers
+                        .on_ping_success(now, &peer, event.connection, rtt);
+                }
+                let who = (!is_relay).then_some(peer);
+                let to = if is_relay { " (relay)" } else { "" };
+                self.log(
+                    now,
+                    Direction::Sent,
+                    "ping",
+                    who,
+                    format!("ping{to}: {:.1} ms", rtt.as_secs_f64() * 1e3),
+                );
+            }
+            Err(ping::Failure::Other { error }) => {
+                // Anything but our own bytes echoed back: a protocol violation.
+                let reason = format!("bad ping reply: {}", truncate(&error.to_string(), 120));
+                self.misbehaved(now, peer, &reason);
+            }
+            Err(error) => {
+                if is_relay {
+                    return;
+                }
+                if let Verdict::Disconnect(reason) =
+                    self.peers.on_ping_failure(&peer, event.connection)
+                {
+                    self.counters.disconnects += 1;
+                    self.swarm.close_connection(event.connection);
+                    self.log(
+                        now,
+                        Direction::Local,
+                        "ping",
+                        Some(peer),
+                        format!("closing connection: {reason}"),
+                    );
+                } else {
+                    self.log(
+                        now,
+                        Direction::Local,
+                        "ping",
+                        Some(peer),
+                        format!("ping failed: {error}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A peer broke a protocol: count and log it, and disconnect it once it has too many strikes.
+    fn misbehaved(&mut self, now: Instant, peer: PeerId, reason: &str) {
+        self.counters.violations += 1;
+        tracing::warn!(%peer, reason, "peer misbehaved");
+        let verdict = if Some(peer) == self.relay_peer() {
+            Verdict::Keep
+        } else {
+            self.peers.on_misbehaviour(&peer, reason)
+        };
+        match verdict {
+            Verdict::Keep => self.log(now, Direction::Local, "conn", Some(peer), reason.to_owned()),
+            Verdict::Disconnect(why) => {
+                self.counters.disconnects += 1;
+                let _ = self.swarm.disconnect_peer_id(peer);
+                self.log(
+                    now,
+                    Direction::Local,
+                    "conn",
+                    Some(peer),
+                    format!("disconnecting: {why}"),
+                );
+            }
+        }
+    }
+
+    fn log(
+        &mut self,
+        now: Instant,
+        direction: Direction,
+        protocol: &str,
+        peer: Option<PeerId>,
+        summary: impl Into<String>,
+    ) {
+        let event = self
+            .wire
+            .push(
+                now,
+                direction,
+                protocol,
+                peer.map(|p| peer_name(&p)),
+                summary,
+            )
+            .clone();
+        // Dropped when the consumer lags; the event stays in the view's wire list.
+        let _ = self.events.try_send(NodeEvent::Wire(event));
+    }
+
+    fn publish_view(&mut self, now: Instant) {
+        let view = self.view(now);
+        // Dropped when the consumer lags: the next view supersedes it.
+        let _ = self.events.try_send(NodeEvent::View(Box::new(view)));
+    }
+
+    fn view(&self, now: Instant) -> NodeView {
+        let me = self.peer_id();
+        let mut counters = self.counters.clone();
+        counters.wire_events = self.wire.total();
+        NodeView {
+            peer_id: me.to_base58(),
+            name: peer_name(&me),
+            short_id: short_id(&me),
+            agent: self.config.agent.clone(),
+            now_ms: millis(now.saturating_duration_since(self.origin)),
+            relay: RelayView {
+                peer_id: self.relay.as_ref().map(|r| r.peer_id.to_base58()),
+                bootstrap: match &self.config.bootstrap {
+                    BootstrapSource::Url(u) => platform::bootstrap_url(u),
+                    BootstrapSource::Addr(a) => a.to_string(),
+                },
+                addr: self.relay.as_ref().map(|r| r.addr.to_string()),
+                link: self.relay_link.view(now),
+                reservation_at_ms: self
+                    .reservation_at
+                    .map(|t| millis(t.saturating_duration_since(self.origin))),
+                rtt_ms: self.relay_rtt.map(|d| d.as_secs_f64() * 1e3),
+            },
+            peers: self.peers.view(now, self.origin),
+            listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
+            wire: self.wire.events().cloned().collect(),
+            counters,
+        }
+    }
+}
+
+fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
+fn is_dialable(addr: &Multiaddr) -> bool {
+    addr.iter().all(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        _ => true,
+    })
+}
+
+fn without_p2p(addr: &Multiaddr) -> Multiaddr {
+    let mut addr = addr.clone();
+    if let Some(Protocol::P2p(_)) = addr.iter().last() {
+        addr.pop();
+    }
+    addr
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max).collect();
+    cut.push('…');
+    cut
+}
+
+/// An error with its sources, skipping sources whose text is already included.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

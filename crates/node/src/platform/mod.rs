@@ -1,0 +1,102 @@
+//! The browser/native split: transports, bootstrap fetching and identity storage.
+//!
+//! Both sides offer the same crate-internal functions (`build_swarm`, `fetch_bootstrap`,
+//! `relay_transport`); the event loop in `node.rs` calls them without knowing which it got.
+
+#[cfg(not(target_arch = "wasm32"))]
+mod key_file;
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use key_file::{KeyFileError, load_or_create_identity};
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use native::*;
+#[cfg(target_arch = "wasm32")]
+pub use wasm::*;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tabmesh_core::bootstrap::BootstrapInfo;
+
+/// The URL of the bootstrap document for a relay URL given by a user: a base URL gets
+/// `/api/bootstrap` appended, a full document URL is kept.
+pub fn bootstrap_url(url: &str) -> String {
+    if url.ends_with("/api/bootstrap") {
+        url.to_owned()
+    } else {
+        format!("{}/api/bootstrap", url.trim_end_matches('/'))
+    }
+}
+
+/// A bootstrap document for a relay known by multiaddr (which must end in `/p2p/<id>`).
+pub fn bootstrap_from_addr(addr: &Multiaddr) -> Result<BootstrapInfo, String> {
+    let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+        return Err(format!("{addr} must end with /p2p/<relay peer id>"));
+    };
+    let peer: PeerId = peer;
+    Ok(BootstrapInfo {
+        peer_id: peer.to_base58(),
+        addrs: vec![addr.to_string()],
+        ice_servers: Vec::new(),
+        version: String::new(),
+    })
+}
+
+/// Largest bootstrap document accepted.
+pub(crate) const MAX_BOOTSTRAP_BYTES: usize = 64 * 1024;
+
+pub(crate) fn parse_bootstrap(body: &[u8]) -> Result<BootstrapInfo, String> {
+    if body.len() > MAX_BOOTSTRAP_BYTES {
+        return Err(format!(
+            "bootstrap document of {} bytes is over the {MAX_BOOTSTRAP_BYTES}-byte limit",
+            body.len()
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("malformed bootstrap document: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_urls_are_completed() {
+        assert_eq!(
+            bootstrap_url("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080/api/bootstrap"
+        );
+        assert_eq!(
+            bootstrap_url("http://127.0.0.1:8080/"),
+            "http://127.0.0.1:8080/api/bootstrap"
+        );
+        assert_eq!(bootstrap_url("/api/bootstrap"), "/api/bootstrap");
+    }
+
+    #[test]
+    fn a_multiaddr_needs_the_relay_id() {
+        let bare: Multiaddr = "/ip4/127.0.0.1/tcp/9090".parse().unwrap();
+        assert!(bootstrap_from_addr(&bare).unwrap_err().contains("/p2p/"));
+        let peer = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let full = bare.with(Protocol::P2p(peer));
+        assert_eq!(
+            bootstrap_from_addr(&full).unwrap().peer_id,
+            peer.to_base58()
+        );
+    }
+
+    #[test]
+    fn garbage_and_oversized_documents_are_refused() {
+        assert!(
+            parse_bootstrap(b"<html>")
+                .unwrap_err()
+                .contains("malformed")
+        );
+        let huge = vec![b' '; MAX_BOOTSTRAP_BYTES + 1];
+        assert!(parse_bootstrap(&huge).unwrap_err().contains("limit"));
+    }
+}

@@ -1,0 +1,73 @@
+//! Native side: TCP (with DNS) plus the relay client, bootstrap over HTTP with reqwest.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::LocalBoxFuture;
+use libp2p::identity::Keypair;
+use libp2p::{Swarm, noise, tcp, yamux};
+use tabmesh_core::bootstrap::{BootstrapInfo, RelayTransport};
+
+use super::{bootstrap_from_addr, bootstrap_url, parse_bootstrap};
+use crate::behaviour::NodeBehaviour;
+use crate::{BootstrapSource, NodeError};
+
+/// Native nodes reach the relay over plain TCP.
+pub(crate) fn relay_transport() -> RelayTransport {
+    RelayTransport::Tcp
+}
+
+pub(crate) fn build_swarm(
+    keypair: Keypair,
+    agent: String,
+    ping_interval: Duration,
+) -> Result<Swarm<NodeBehaviour>, NodeError> {
+    let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
+    Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| transport_err(&e))?
+        .with_dns()
+        .map_err(|e| transport_err(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport_err(&e))?
+        .with_behaviour(|key, relay| NodeBehaviour::new(key, relay, agent, ping_interval))
+        .map_err(|e| transport_err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build())
+}
+
+pub(crate) fn fetch_bootstrap(
+    source: &BootstrapSource,
+) -> LocalBoxFuture<'static, Result<BootstrapInfo, String>> {
+    match source {
+        BootstrapSource::Addr(addr) => {
+            futures::future::ready(bootstrap_from_addr(addr)).boxed_local()
+        }
+        BootstrapSource::Url(url) => {
+            let url = bootstrap_url(url);
+            async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let response = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| format!("{url}: {}", crate::node::error_chain(&e)))?;
+                let status = response.status();
+                if !status.is_success() {
+                    return Err(format!("{url}: HTTP {status}"));
+                }
+                let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+                parse_bootstrap(&body)
+            }
+            .boxed_local()
+        }
+    }
+}

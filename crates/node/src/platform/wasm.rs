@@ -1,0 +1,137 @@
+//! Browser side: WebSocket (websocket-websys) plus the relay client, bootstrap with `fetch`,
+//! identity in `sessionStorage`, clock origin from `performance.now()`.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::LocalBoxFuture;
+use libp2p::core::Transport;
+use libp2p::core::upgrade::Version;
+use libp2p::identity::Keypair;
+use libp2p::{Swarm, noise, websocket_websys, yamux};
+use tabmesh_core::bootstrap::{BootstrapInfo, RelayTransport};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use super::{bootstrap_from_addr, bootstrap_url, parse_bootstrap};
+use crate::behaviour::NodeBehaviour;
+use crate::{BootstrapSource, NodeError};
+
+const IDENTITY_KEY: &str = "tabmesh.identity";
+
+/// A page served over HTTPS may only open `wss://` connections.
+pub(crate) fn relay_transport() -> RelayTransport {
+    let secure = web_sys::window()
+        .and_then(|w| w.location().protocol().ok())
+        .is_some_and(|p| p == "https:");
+    if secure {
+        RelayTransport::SecureWebSocket
+    } else {
+        RelayTransport::WebSocket
+    }
+}
+
+pub(crate) fn build_swarm(
+    keypair: Keypair,
+    agent: String,
+    ping_interval: Duration,
+) -> Result<Swarm<NodeBehaviour>, NodeError> {
+    let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
+    Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_wasm_bindgen()
+        .with_other_transport(|key| {
+            Ok::<_, noise::Error>(
+                websocket_websys::Transport::default()
+                    .upgrade(Version::V1)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default())
+                    .boxed(),
+            )
+        })
+        .map_err(|e| transport_err(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport_err(&e))?
+        .with_behaviour(|key, relay| NodeBehaviour::new(key, relay, agent, ping_interval))
+        .map_err(|e| transport_err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build())
+}
+
+pub(crate) fn fetch_bootstrap(
+    source: &BootstrapSource,
+) -> LocalBoxFuture<'static, Result<BootstrapInfo, String>> {
+    match source {
+        BootstrapSource::Addr(addr) => {
+            futures::future::ready(bootstrap_from_addr(addr)).boxed_local()
+        }
+        BootstrapSource::Url(url) => {
+            let url = bootstrap_url(url);
+            async move {
+                let window = web_sys::window().ok_or("no window")?;
+                let response: web_sys::Response = JsFuture::from(window.fetch_with_str(&url))
+                    .await
+                    .map_err(|e| format!("{url}: {}", js_error(&e)))?
+                    .dyn_into()
+                    .map_err(|_| "fetch did not return a Response".to_owned())?;
+                if !response.ok() {
+                    return Err(format!("{url}: HTTP {}", response.status()));
+                }
+                let text = response.text().map_err(|e| js_error(&e))?;
+                let text = JsFuture::from(text).await.map_err(|e| js_error(&e))?;
+                let body = text.as_string().unwrap_or_default();
+                parse_bootstrap(body.as_bytes())
+            }
+            .boxed_local()
+        }
+    }
+}
+
+fn js_error(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// This tab's identity: kept in `sessionStorage`, so a reload keeps the peer id and a new tab
+/// gets a new one. Falls back to a fresh key when storage is unavailable (private modes).
+pub fn session_identity() -> Keypair {
+    let storage = web_sys::window().and_then(|w| w.session_storage().ok().flatten());
+    let Some(storage) = storage else {
+        tracing::warn!("sessionStorage unavailable: this tab gets a new peer id on every load");
+        return Keypair::generate_ed25519();
+    };
+    if let Some(stored) = storage.get_item(IDENTITY_KEY).ok().flatten() {
+        match decode_hex(&stored).and_then(|b| Keypair::from_protobuf_encoding(&b).ok()) {
+            Some(key) => return key,
+            None => tracing::warn!("stored identity is unreadable; creating a new one"),
+        }
+    }
+    let key = Keypair::generate_ed25519();
+    if let Ok(bytes) = key.to_protobuf_encoding() {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        if storage.set_item(IDENTITY_KEY, &hex).is_err() {
+            tracing::warn!("cannot store the identity; a reload will change the peer id");
+        }
+    }
+    key
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Time since the page started loading (`performance.now()`), the clock origin of tab views.
+pub fn since_page_load() -> Duration {
+    let ms = web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or(0.0);
+    Duration::from_secs_f64(ms.max(0.0) / 1e3)
+}

@@ -1,0 +1,151 @@
+//! Command-line configuration of the relay. Every limit of the circuit relay is settable here.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use libp2p::Multiaddr;
+
+/// The tabmesh relay and bootstrap server.
+///
+/// Browser tabs and native nodes meet here: the relay serves the web app and a bootstrap
+/// document over HTTP, accepts libp2p connections over WebSocket (browsers) and TCP (native
+/// nodes), relays circuits between peers (circuit relay v2) and is the Kademlia bootstrap node.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tabmesh-relay", version, about, long_about)]
+pub struct RelayArgs {
+    /// Directory for the relay's identity key (and later its record store).
+    #[arg(long, env = "TABMESH_DATA_DIR", default_value = ".tabmesh/relay")]
+    pub data_dir: PathBuf,
+
+    /// IP address to bind every listener to. Use 0.0.0.0 (or ::) to accept other machines.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// HTTP port: the web app, /api/bootstrap and /metrics. 0 picks a free port.
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+
+    /// libp2p TCP port, for native nodes. 0 picks a free port.
+    #[arg(long, default_value_t = 9090)]
+    pub tcp_port: u16,
+
+    /// libp2p WebSocket port, for browsers. 0 picks a free port.
+    #[arg(long, default_value_t = 9091)]
+    pub ws_port: u16,
+
+    /// Public address to announce instead of the listen addresses (repeatable), for example
+    /// `/dns4/relay.example.org/tcp/443/wss` behind a TLS-terminating proxy.
+    #[arg(long = "announce", value_name = "MULTIADDR")]
+    pub announce: Vec<Multiaddr>,
+
+    /// Directory of the built web app to serve at `/`.
+    #[arg(long, default_value = "dist")]
+    pub web_dir: PathBuf,
+
+    /// ICE server URL handed to peers for direct WebRTC (repeatable), e.g. `stun:stun.example.org`.
+    #[arg(long = "ice-server", value_name = "URL")]
+    pub ice_servers: Vec<String>,
+
+    /// Most reservations held at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_reservations: usize,
+
+    /// Most reservations per peer.
+    #[arg(long, default_value_t = 4)]
+    pub max_reservations_per_peer: usize,
+
+    /// Lifetime of a reservation in seconds (peers renew before it ends).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reservation_duration_secs: u64,
+
+    /// Reservations accepted per peer per minute.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reservation_rate_per_peer: u32,
+
+    /// Reservations accepted per source IP per minute (all local tabs share 127.0.0.1).
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reservation_rate_per_ip: u32,
+
+    /// Most circuits relayed at once.
+    #[arg(long, default_value_t = 4096)]
+    pub max_circuits: usize,
+
+    /// Most circuits per peer (a tab has one per relayed peer).
+    #[arg(long, default_value_t = 256)]
+    pub max_circuits_per_peer: usize,
+
+    /// Longest life of a circuit in seconds; peers reconnect after it ends.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_circuit_duration_secs: u64,
+
+    /// Most bytes relayed per circuit in each direction; 0 means no limit.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_circuit_bytes: u64,
+
+    /// Circuits opened per source peer per minute.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    pub circuit_rate_per_peer: u32,
+
+    /// Circuits opened per source IP per minute.
+    #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub circuit_rate_per_ip: u32,
+
+    /// Most established connections in total.
+    #[arg(long, default_value_t = 8192)]
+    pub max_connections: u32,
+
+    /// Most established connections per peer.
+    #[arg(long, default_value_t = 8)]
+    pub max_connections_per_peer: u32,
+
+    /// Most incoming connections still in their handshake.
+    #[arg(long, default_value_t = 512)]
+    pub max_pending_incoming: u32,
+
+    /// Seconds an idle connection (no open streams) is kept.
+    #[arg(long, default_value_t = 120)]
+    pub idle_timeout_secs: u64,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written to stderr. Levels come from `RUST_LOG` (default `info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_bind_to_loopback() {
+        let args = RelayArgs::try_parse_from(["tabmesh-relay"]).expect("defaults parse");
+        assert_eq!(args.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(
+            (args.http_port, args.tcp_port, args.ws_port),
+            (8080, 9090, 9091)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_message() {
+        for argv in [
+            vec!["tabmesh-relay", "--host", "localhost:80"],
+            vec!["tabmesh-relay", "--http-port", "70000"],
+            vec!["tabmesh-relay", "--announce", "not-a-multiaddr"],
+            vec!["tabmesh-relay", "--max-circuit-duration-secs", "0"],
+            vec!["tabmesh-relay", "--no-such-flag"],
+        ] {
+            let err = RelayArgs::try_parse_from(&argv).expect_err("must be refused");
+            assert!(!err.to_string().is_empty(), "{argv:?}");
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The relay's HTTP side: the web app, the bootstrap document and the metrics.
+//!
+//! - `GET /api/bootstrap`: [`BootstrapInfo`](tabmesh_core::bootstrap::BootstrapInfo) as JSON,
+//!   so a tab needs no configuration (503 until a listener is up);
+//! - `GET /metrics`: Prometheus text (OpenMetrics) with libp2p's metrics and ours;
+//! - `GET /healthz`: `ok`;
+//! - everything else: files of the built web app, with `index.html` for unknown paths, or a page
+//!   that says how to build the app when it is missing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::network::SharedState;
+
+/// The HTTP routes.
+pub fn router(shared: Arc<SharedState>, web_dir: PathBuf) -> Router {
+    let api = Router::new()
+        .route("/api/bootstrap", get(bootstrap))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(shared);
+    let index = web_dir.join("index.html");
+    if index.is_file() {
+        api.fallback_service(ServeDir::new(&web_dir).fallback(ServeFile::new(index)))
+    } else {
+        tracing::warn!(dir = %web_dir.display(), "no built web app found; serving a notice at /");
+        let notice = missing_app_notice(&web_dir);
+        api.fallback(move || {
+            let notice = notice.clone();
+            async move { (StatusCode::SERVICE_UNAVAILABLE, Html(notice)) }
+        })
+    }
+}
+
+async fn bootstrap(State(shared): State<Arc<SharedState>>) -> Response {
+    let doc = match shared.bootstrap.read() {
+        Ok(doc) => doc.clone(),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    if doc.addrs.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "relay listeners are not up yet",
+        )
+            .into_response();
+    }
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(doc)).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<SharedState>>) -> Response {
+    let mut body = String::new();
+    let encoded = match shared.registry.lock() {
+        Ok(registry) => prometheus_client::encoding::text::encode(&mut body, &registry),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    if encoded.is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn missing_app_notice(web_dir: &std::path::Path) -> String {
+    format!(
+        "<!doctype html><title>tabmesh relay</title><h1>tabmesh relay is running</h1>\
+         <p>The web app is not built: no <code>index.html</code> in <code>{}</code>.</p>\
+         <p>Run <code>cargo xtask demo</code> (or <code>cargo xtask build-web</code>) in the \
+         tabmesh checkout, or point <code>--web-dir</code> at a built app.</p>\
+         <p>The bootstrap document is at <a href=\"/api/bootstrap\">/api/bootstrap</a>.</p>",
+        web_dir.display()
+    )
+}

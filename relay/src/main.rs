@@ -1,0 +1,103 @@
+//! `tabmesh-relay`: the native relay and bootstrap server of a tabmesh network.
+//!
+//! One process: a libp2p node (circuit relay v2 server, Kademlia bootstrap node, identify, ping)
+//! listening on TCP and WebSocket, and an HTTP server for the web app, `/api/bootstrap` and
+//! `/metrics`. It stops gracefully on SIGINT or SIGTERM. See `tabmesh-relay --help`.
+
+mod config;
+mod http;
+mod network;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, RelayArgs};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = RelayArgs::parse();
+    init_logging(args.log_format);
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("tabmesh-relay: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(args: RelayArgs) -> anyhow::Result<()> {
+    let key = tabmesh_node::platform::load_or_create_identity(&args.data_dir.join("identity.key"))?;
+    let node = network::RelayNode::new(key, &args).await?;
+    let peer_id = node.peer_id();
+    let shared = node.shared();
+
+    let http_addr = SocketAddr::new(args.host, args.http_port);
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    let http_addr = listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = http::router(shared, args.web_dir.clone());
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let network = tokio::spawn(node.run(stop_rx));
+
+    tracing::info!(%peer_id, "relay identity");
+    tracing::info!(url = %format!("http://{http_addr}/"), "relay ready; open the URL in several tabs");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let (http, network) = tokio::join!(http, network);
+    network.context("network task")?;
+    http.context("http task")?.context("http server")?;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%e, "cannot watch SIGTERM; stopping on SIGINT only");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

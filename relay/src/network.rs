@@ -1,0 +1,437 @@
+//! The relay's libp2p node: circuit relay v2 server, Kademlia bootstrap node, identify, ping.
+//!
+//! Tabs can only listen through a relay reservation, so the relay also keeps the DHT's view of
+//! them honest: it learns each peer's listen addresses from identify, adds the peers that speak
+//! tabmesh's Kademlia protocol to its routing table, and removes a peer that was reachable only
+//! through our circuits as soon as its last connection closes (its reservation died with it).
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::metrics::{Metrics, Recorder};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, noise, ping, relay, tcp,
+    yamux,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use tabmesh_core::bootstrap::{BootstrapInfo, with_peer_id};
+use tabmesh_core::protocol;
+use tokio::sync::watch;
+
+use crate::config::RelayArgs;
+
+/// The relay's behaviours.
+#[derive(NetworkBehaviour)]
+pub struct RelayBehaviour {
+    limits: connection_limits::Behaviour,
+    relay: relay::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// Counters of rejected input, exported at `/metrics` next to libp2p's own.
+#[derive(Clone, Default)]
+struct RejectionCounters {
+    incoming_connection_errors: Counter,
+    protocol_violations: Counter,
+}
+
+/// What the HTTP side needs from the network side.
+pub struct SharedState {
+    /// The bootstrap document, kept current as listeners come up.
+    pub bootstrap: RwLock<BootstrapInfo>,
+    /// Prometheus registry with libp2p's and our metrics.
+    pub registry: std::sync::Mutex<Registry>,
+}
+
+/// A built relay node, not yet running.
+pub struct RelayNode {
+    swarm: Swarm<RelayBehaviour>,
+    metrics: Metrics,
+    counters: RejectionCounters,
+    shared: Arc<SharedState>,
+    announce: Vec<Multiaddr>,
+    circuit_only: HashSet<PeerId>,
+}
+
+fn per_minute(n: u32) -> (NonZeroU32, Duration) {
+    (
+        NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN),
+        Duration::from_secs(60),
+    )
+}
+
+fn relay_config(args: &RelayArgs) -> relay::Config {
+    let config = relay::Config {
+        max_reservations: args.max_reservations,
+        max_reservations_per_peer: args.max_reservations_per_peer,
+        reservation_duration: Duration::from_secs(args.reservation_duration_secs),
+        reservation_rate_limiters: Vec::new(),
+        max_circuits: args.max_circuits,
+        max_circuits_per_peer: args.max_circuits_per_peer,
+        max_circuit_duration: Duration::from_secs(args.max_circuit_duration_secs),
+        max_circuit_bytes: args.max_circuit_bytes,
+        circuit_src_rate_limiters: Vec::new(),
+    };
+    let (n, i) = per_minute(args.reservation_rate_per_peer);
+    let config = config.reservation_rate_per_peer(n, i);
+    let (n, i) = per_minute(args.reservation_rate_per_ip);
+    let config = config.reservation_rate_per_ip(n, i);
+    let (n, i) = per_minute(args.circuit_rate_per_peer);
+    let config = config.circuit_src_per_peer(n, i);
+    let (n, i) = per_minute(args.circuit_rate_per_ip);
+    config.circuit_src_per_ip(n, i)
+}
+
+impl RelayNode {
+    /// Builds the swarm and starts its listeners.
+    pub async fn new(key: Keypair, args: &RelayArgs) -> anyhow::Result<Self> {
+        let mut registry = Registry::with_prefix("tabmesh");
+        let counters = RejectionCounters::default();
+        registry.register(
+            "relay_incoming_connection_errors",
+            "Incoming connections that failed before being established (bad handshakes, garbage)",
+            counters.incoming_connection_errors.clone(),
+        );
+        registry.register(
+            "relay_protocol_violations",
+            "Peers disconnected for breaking a protocol (malformed identify, failed pings)",
+            counters.protocol_violations.clone(),
+        );
+        let local_peer_id = key.public().to_peer_id();
+        let relay_cfg = relay_config(args);
+        tracing::info!(config = ?relay_cfg, "circuit relay limits");
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(args.max_connections))
+            .with_max_established_per_peer(Some(args.max_connections_per_peer))
+            .with_max_pending_incoming(Some(args.max_pending_incoming));
+        let idle = Duration::from_secs(args.idle_timeout_secs);
+
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_dns()?
+            .with_websocket(noise::Config::new, yamux::Config::default)
+            .await?
+            .with_bandwidth_metrics(&mut registry)
+            .with_behaviour(|key| {
+                let mut kad_cfg = kad::Config::new(StreamProtocol::new(protocol::KADEMLIA));
+                kad_cfg.set_query_timeout(Duration::from_secs(30));
+                let mut kad = kad::Behaviour::with_config(
+                    local_peer_id,
+                    MemoryStore::new(local_peer_id),
+                    kad_cfg,
+                );
+                kad.set_mode(Some(kad::Mode::Server));
+                RelayBehaviour {
+                    limits: connection_limits::Behaviour::new(limits),
+                    relay: relay::Behaviour::new(local_peer_id, relay_cfg),
+                    kad,
+                    identify: identify::Behaviour::new(
+                        identify::Config::new(protocol::IDENTIFY_VERSION.to_owned(), key.public())
+                            .with_agent_version(format!(
+                                "{}/{}",
+                                protocol::AGENT_RELAY,
+                                env!("CARGO_PKG_VERSION")
+                            )),
+                    ),
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                }
+            })?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build();
+
+        let host = match args.host {
+            std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
+            std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
+        };
+        let tcp_addr = Multiaddr::empty()
+            .with(host.clone())
+            .with(Protocol::Tcp(args.tcp_port));
+        let ws_addr = Multiaddr::empty()
+            .with(host)
+            .with(Protocol::Tcp(args.ws_port))
+            .with(Protocol::Ws("/".into()));
+        for addr in [tcp_addr, ws_addr] {
+            swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("cannot listen on {addr}"))?;
+        }
+        // A relay refuses reservations until it has a confirmed external address.
+        for addr in &args.announce {
+            swarm.add_external_address(addr.clone());
+        }
+
+        let metrics = Metrics::new(&mut registry);
+        let shared = Arc::new(SharedState {
+            bootstrap: RwLock::new(BootstrapInfo {
+                peer_id: local_peer_id.to_base58(),
+                addrs: Vec::new(),
+                ice_servers: args.ice_servers.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            }),
+            registry: std::sync::Mutex::new(registry),
+        });
+        let node = Self {
+            swarm,
+            metrics,
+            counters,
+            shared,
+            announce: args.announce.clone(),
+            circuit_only: HashSet::new(),
+        };
+        node.publish_addrs();
+        Ok(node)
+    }
+
+    /// State shared with the HTTP server.
+    pub fn shared(&self) -> Arc<SharedState> {
+        self.shared.clone()
+    }
+
+    /// The relay's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    fn publish_addrs(&self) {
+        let me = *self.swarm.local_peer_id();
+        let addrs = self
+            .swarm
+            .external_addresses()
+            .map(|a| with_peer_id(a.clone(), me).to_string())
+            .collect();
+        if let Ok(mut doc) = self.shared.bootstrap.write() {
+            doc.addrs = addrs;
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_event(event),
+                _ = shutdown.changed() => break,
+            }
+        }
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        tracing::info!(peers = peers.len(), "closing connections");
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<RelayBehaviourEvent>) {
+        self.metrics.record(&event);
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                if self.announce.is_empty() {
+                    self.swarm.add_external_address(address);
+                }
+                self.publish_addrs();
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::warn!(%address, "listen address expired");
+                if self.announce.is_empty() {
+                    self.swarm.remove_external_address(&address);
+                }
+                self.publish_addrs();
+            }
+            SwarmEvent::ListenerError { error, .. } => tracing::error!(%error, "listener error"),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), num_established, "connection established");
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                tracing::debug!(%peer_id, num_established, cause = ?cause, "connection closed");
+                if num_established == 0 && self.circuit_only.remove(&peer_id) {
+                    // Only reachable through its reservation here, which is gone now.
+                    self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                self.counters.incoming_connection_errors.inc();
+                tracing::info!(from = %send_back_addr, %error, "rejected incoming connection");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: RelayBehaviourEvent) {
+        match event {
+            RelayBehaviourEvent::Relay(event) => {
+                self.metrics.record(&event);
+                log_relay_event(&event);
+            }
+            RelayBehaviourEvent::Kad(event) => {
+                self.metrics.record(&event);
+                tracing::trace!(?event, "kad");
+            }
+            RelayBehaviourEvent::Ping(event) => {
+                self.metrics.record(&event);
+                match &event.result {
+                    // Garbage or a wrong echo on the ping stream is a violation; a timeout is
+                    // not (a busy or throttled tab is slow, not hostile).
+                    Err(ping::Failure::Other { error }) => {
+                        tracing::debug!(peer = %event.peer, %error, "ping failed");
+                        self.violation(event.peer, "ping failed");
+                    }
+                    Err(error) => tracing::debug!(peer = %event.peer, %error, "ping failed"),
+                    Ok(_) => {}
+                }
+            }
+            RelayBehaviourEvent::Identify(event) => {
+                self.metrics.record(&event);
+                self.on_identify(event);
+            }
+            RelayBehaviourEvent::Limits(never) => match never {},
+        }
+    }
+
+    fn on_identify(&mut self, event: identify::Event) {
+        match event {
+            identify::Event::Received { peer_id, info, .. } => {
+                tracing::info!(
+                    peer = %peer_id,
+                    agent = %info.agent_version,
+                    addrs = info.listen_addrs.len(),
+                    "identified peer"
+                );
+                let speaks_kad = info
+                    .protocols
+                    .iter()
+                    .any(|p| p.as_ref() == protocol::KADEMLIA);
+                if !speaks_kad {
+                    return;
+                }
+                let usable: Vec<_> = info.listen_addrs.into_iter().filter(is_dialable).collect();
+                if usable.is_empty() {
+                    return;
+                }
+                if usable
+                    .iter()
+                    .all(|a| a.iter().any(|p| p == Protocol::P2pCircuit))
+                {
+                    self.circuit_only.insert(peer_id);
+                }
+                for addr in usable {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            identify::Event::Error { peer_id, error, .. } => {
+                tracing::warn!(peer = %peer_id, %error, "identify failed");
+                self.violation(peer_id, "identify failed");
+            }
+            identify::Event::Sent { .. } | identify::Event::Pushed { .. } => {}
+        }
+    }
+
+    /// A peer broke a protocol: count it, log it and disconnect it. The relay keeps running.
+    fn violation(&mut self, peer: PeerId, what: &str) {
+        self.counters.protocol_violations.inc();
+        tracing::warn!(%peer, what, "disconnecting misbehaving peer");
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+}
+
+/// Whether another peer could dial `addr`: unspecified addresses (0.0.0.0) and addresses with
+/// nothing but a `/p2p` component are useless in the routing table.
+fn is_dialable(addr: &Multiaddr) -> bool {
+    addr.iter().all(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        _ => true,
+    }) && addr.iter().any(|p| !matches!(p, Protocol::P2p(_)))
+}
+
+#[allow(deprecated)] // The deprecated variants are still emitted by libp2p-relay 0.22.
+fn log_relay_event(event: &relay::Event) {
+    use relay::Event::*;
+    match event {
+        ReservationReqAccepted {
+            src_peer_id,
+            renewed,
+        } => {
+            tracing::info!(peer = %src_peer_id, renewed, "reservation accepted")
+        }
+        ReservationReqDenied {
+            src_peer_id,
+            status,
+        } => {
+            tracing::warn!(peer = %src_peer_id, ?status, "reservation denied")
+        }
+        ReservationClosed { src_peer_id } => {
+            tracing::info!(peer = %src_peer_id, "reservation closed")
+        }
+        ReservationTimedOut { src_peer_id } => {
+            tracing::info!(peer = %src_peer_id, "reservation timed out")
+        }
+        CircuitReqAccepted {
+            src_peer_id,
+            dst_peer_id,
+        } => {
+            tracing::info!(src = %src_peer_id, dst = %dst_peer_id, "circuit opened")
+        }
+        CircuitReqDenied {
+            src_peer_id,
+            dst_peer_id,
+            status,
+        } => {
+            tracing::warn!(src = %src_peer_id, dst = %dst_peer_id, ?status, "circuit denied")
+        }
+        CircuitClosed {
+            src_peer_id,
+            dst_peer_id,
+            error,
+        } => {
+            tracing::info!(src = %src_peer_id, dst = %dst_peer_id, error = ?error, "circuit closed")
+        }
+        other => tracing::warn!(event = ?other, "relay error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_and_bare_addresses_are_not_dialable() {
+        let ok: Multiaddr = "/ip4/127.0.0.1/tcp/9090".parse().unwrap();
+        let any: Multiaddr = "/ip4/0.0.0.0/tcp/9090".parse().unwrap();
+        let circuit: Multiaddr = "/ip4/127.0.0.1/tcp/9091/ws/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
+            .parse()
+            .unwrap();
+        assert!(is_dialable(&ok));
+        assert!(is_dialable(&circuit));
+        assert!(!is_dialable(&any));
+    }
+}
