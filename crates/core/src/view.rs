@@ -55,8 +55,11 @@ pub struct RelayView {
 /// Counters of what the node refused or lost.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
-    /// Protocol violations by peers (garbage on a stream, failed upgrades, ...).
+    /// Protocol violations by connected peers (garbled pings, failed identify exchanges, ...).
     pub violations: u64,
+    /// Incoming connections that failed before being established (garbage instead of a
+    /// handshake, or the losing side of two peers dialing each other at once).
+    pub incoming_errors: u64,
     /// Peers disconnected for failed pings or violations.
     pub disconnects: u64,
     /// Connections refused because the peer table was full.

@@ -1,1 +1,86 @@
-//! placeholder
+//! End-to-end harness: real processes and a real browser.
+//!
+//! Tests and benchmarks start the actual `tabmesh-relay` and `tabmesh-node` binaries (built by
+//! `cargo xtask test` before the tests run) and drive headless Chromium through ChromeDriver, so
+//! that what they observe is what a user gets. Each process writes its output to its own log file
+//! under `target/e2e/<run>/`, which is the first place to look when a test fails.
+//!
+//! Nothing here measures speed: waits are bounded liveness checks ("within a minute"), and
+//! benchmarks report figures instead of asserting them.
+
+mod browser;
+mod procs;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use browser::{Browser, BrowserOptions, Tab};
+pub use procs::{NativeNode, Relay, RelayOptions, stop_pid};
+pub use tabmesh_core::view::NodeView;
+
+/// The workspace root (where `Cargo.toml` with `[workspace]` lives).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."))
+}
+
+/// The cargo target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Path of a workspace binary: `$TABMESH_BIN_DIR/<name>` or `target/debug/<name>`.
+pub fn bin_path(name: &str) -> PathBuf {
+    std::env::var_os("TABMESH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug"))
+        .join(name)
+}
+
+/// The built web app (`dist/`), which the relay serves.
+pub fn web_dir() -> PathBuf {
+    std::env::var_os("TABMESH_WEB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("dist"))
+}
+
+/// A fresh directory for one run's logs and data: `target/e2e/<name>`.
+pub fn run_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = target_dir().join("e2e").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A TCP port that was free on 127.0.0.1 a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, failing after `timeout` with the last
+/// observation, so that a failure says what was seen instead of just "timed out".
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(observed)) => observed,
+            Err(error) => format!("error: {error:#}"),
+        };
+        if start.elapsed() > timeout {
+            anyhow::bail!("{what}: not reached within {timeout:?}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -93,6 +93,8 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     println!("tabmesh-node {} joining {}", node.peer_id(), args.bootstrap);
 
     let node = tokio::task::spawn_local(node.run());
+    let shutdown_signal = terminate_or_interrupt()?;
+    tokio::pin!(shutdown_signal);
     let mut status = tokio::time::interval(Duration::from_secs(args.status_interval));
     let mut latest: Option<Box<NodeView>> = None;
     loop {
@@ -110,7 +112,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
                     print!("{}", summary(view));
                 }
             },
-            _ = tokio::signal::ctrl_c() => {
+            () = &mut shutdown_signal => {
                 println!("shutting down");
                 let _ = handle.commands.try_send(Command::Shutdown);
                 break;
@@ -119,6 +121,18 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     node.await.context("node task")?;
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+fn terminate_or_interrupt() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("watching SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 fn wire_line(event: &WireEvent) -> String {

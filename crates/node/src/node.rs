@@ -5,7 +5,7 @@
 //! swarm. Timers are the core types' `poll_timeout`s; the loop sleeps until the earliest one.
 
 use futures::channel::mpsc;
-use futures::future::{Fuse, FusedFuture, LocalBoxFuture};
+use futures::future::{Fuse, LocalBoxFuture};
 use futures::{FutureExt, StreamExt};
 use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
@@ -139,7 +139,6 @@ impl Node {
                 },
                 () = sleep => {}
             }
-            debug_assert!(bootstrap.is_terminated() || !self.relay_link.is_reserved());
         }
         self.shutdown();
     }
@@ -277,14 +276,16 @@ impl Node {
                 self.counters.dial_failures += 1;
                 let text = error_chain(&error);
                 tracing::debug!(?peer_id, %text, "dial failed");
-                if peer_id.is_some() && peer_id != self.relay_peer() {
-                    self.log(
-                        now,
-                        Direction::Local,
-                        "conn",
-                        peer_id,
-                        format!("dial failed: {}", truncate(&text, 160)),
-                    );
+                if peer_id.is_some() && peer_id == self.relay_peer() {
+                    if !self.relay_link.is_reserved() {
+                        // The reservation listener may not report a failed dial; do not wait.
+                        let reason = format!("cannot reach the relay: {}", truncate(&text, 200));
+                        self.log(now, Direction::Local, "conn", None, reason.clone());
+                        self.on_relay_lost(now, reason);
+                    }
+                } else if peer_id.is_some() {
+                    let reason = format!("dial failed: {}", truncate(&text, 160));
+                    self.log(now, Direction::Local, "conn", peer_id, reason);
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -292,9 +293,9 @@ impl Node {
                 send_back_addr,
                 ..
             } => {
-                self.counters.violations += 1;
+                self.counters.incoming_errors += 1;
                 let text = format!(
-                    "rejected incoming connection from {send_back_addr}: {}",
+                    "incoming connection from {send_back_addr} failed: {}",
                     error_chain(&error)
                 );
                 tracing::info!("{text}");
@@ -322,7 +323,7 @@ impl Node {
             );
             return;
         }
-        let kind = if is_circuit(endpoint.get_remote_address()) {
+        let kind = if endpoint.is_relayed() {
             ConnectionKind::Relayed
         } else {
             ConnectionKind::Direct

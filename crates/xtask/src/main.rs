@@ -1,1 +1,82 @@
-fn main() {}
+//! `cargo xtask`: the project's tasks.
+//!
+//! - `demo`: build the web app, start the relay serving it, print the URL to open in tabs;
+//! - `test`: formatting, clippy (native and wasm32), unit and integration tests, and the browser
+//!   end-to-end tests inside a loopback-only network namespace;
+//! - `build-web`: build the web app into `dist/`;
+//! - `net up|down|status`: a local network of a relay, headless tabs and native nodes;
+//! - `bench`: sizes, join times and relay footprint, printed as figures.
+
+mod bench;
+mod net;
+mod shell;
+mod test;
+mod web;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "tabmesh project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Build the web app (release) and run the relay serving it on http://127.0.0.1:8080.
+    Demo {
+        /// Extra flags passed to tabmesh-relay (after `--`), e.g. `-- --http-port 8081`.
+        #[arg(last = true)]
+        relay_args: Vec<String>,
+    },
+    /// Run every check and test: fmt, clippy (native + wasm32), unit, integration, browser e2e.
+    Test {
+        /// Skip the browser end-to-end tests.
+        #[arg(long)]
+        no_e2e: bool,
+        /// Only run the browser end-to-end tests (after building what they need).
+        #[arg(long, conflicts_with = "no_e2e")]
+        e2e_only: bool,
+    },
+    /// Build the web app into dist/.
+    BuildWeb {
+        /// Debug build (faster to build, larger and slower).
+        #[arg(long)]
+        dev: bool,
+        /// Skip wasm-opt even when it is available.
+        #[arg(long)]
+        no_opt: bool,
+    },
+    /// Boot or stop a local network of headless tabs and native nodes.
+    Net {
+        #[command(subcommand)]
+        action: net::NetAction,
+    },
+    /// Print benchmark figures: wasm size, join times, relay memory.
+    Bench(bench::BenchArgs),
+    /// (internal) The part of `bench` that runs inside the loopback-only namespace.
+    #[command(hide = true)]
+    BenchInner(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Demo { relay_args } => web::demo(&relay_args),
+        Task::Test { no_e2e, e2e_only } => test::run(!no_e2e, !e2e_only),
+        Task::BuildWeb { dev, no_opt } => {
+            web::build(web::Profile::from_dev(dev), !no_opt).map(|_| ())
+        }
+        Task::Net { action } => net::run(action),
+        Task::Bench(args) => bench::run(args),
+        Task::BenchInner(args) => bench::run_inner(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

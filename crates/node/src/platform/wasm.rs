@@ -40,13 +40,13 @@ pub(crate) fn build_swarm(
     Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_wasm_bindgen()
         .with_other_transport(|key| {
-            Ok::<_, noise::Error>(
-                websocket_websys::Transport::default()
-                    .upgrade(Version::V1)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default())
-                    .boxed(),
-            )
+            let noise = noise::Config::new(key)
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
+            Ok(websocket_websys::Transport::default()
+                .upgrade(Version::V1)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .boxed())
         })
         .map_err(|e| transport_err(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -118,7 +118,7 @@ pub fn session_identity() -> Keypair {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

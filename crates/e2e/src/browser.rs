@@ -1,0 +1,260 @@
+//! Headless Chromium driven over WebDriver (ChromeDriver + fantoccini), one tab per peer.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use fantoccini::wd::WindowHandle;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tabmesh_core::view::NodeView;
+
+use crate::{free_port, wait_until};
+
+/// Chromium flags for headless peers on loopback.
+///
+/// Background tabs must keep full-speed timers (every tab is a live peer), and WebRTC must
+/// gather loopback candidates without mDNS or a media prompt in a namespace with only `lo`.
+const CHROMIUM_ARGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-features=WebRtcHideLocalIpsWithMdns,CalculateNativeWinOcclusion",
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-ui-for-media-stream",
+    "--window-size=1280,900",
+    // Defence in depth for runs outside a network namespace: no name resolves but localhost,
+    // and anything not on loopback goes to a closed local port instead of leaving the machine.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+    "--proxy-server=127.0.0.1:9",
+    "--proxy-bypass-list=127.0.0.1;localhost;[::1]",
+];
+
+/// Where ChromeDriver and Chromium are.
+#[derive(Debug, Clone)]
+pub struct BrowserOptions {
+    /// The `chromedriver` binary.
+    pub chromedriver: PathBuf,
+    /// The Chromium binary, if ChromeDriver should not find it itself.
+    pub chromium: Option<PathBuf>,
+    /// Directory for the profile and ChromeDriver's log.
+    pub dir: PathBuf,
+}
+
+impl BrowserOptions {
+    /// `$CHROMEDRIVER` or `chromedriver` on PATH; `$CHROMIUM` or Debian's Chromium binary.
+    pub fn new(dir: &Path) -> Self {
+        let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).or_else(|| {
+            let debian = PathBuf::from("/usr/lib/chromium/chromium");
+            debian.exists().then_some(debian)
+        });
+        Self {
+            chromedriver: std::env::var_os("CHROMEDRIVER")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("chromedriver")),
+            chromium,
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+/// One open tab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tab(WindowHandle);
+
+/// A headless Chromium with tabs.
+pub struct Browser {
+    driver: Child,
+    client: Client,
+    tabs: Vec<Tab>,
+    first_unused: bool,
+    detached: bool,
+}
+
+impl Browser {
+    /// Starts ChromeDriver and a Chromium session.
+    pub async fn start(options: BrowserOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&options.dir)?;
+        let port = free_port()?;
+        let log = options.dir.join("chromedriver.log");
+        let driver = Command::new(&options.chromedriver)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start {} (install chromium-driver)",
+                    options.chromedriver.display()
+                )
+            })?;
+        let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|s| s.to_string()).collect();
+        args.push(format!(
+            "--user-data-dir={}",
+            options.dir.join("profile").display()
+        ));
+        args.push("--enable-logging=stderr".into());
+        let mut chrome = json!({ "args": args });
+        if let Some(bin) = &options.chromium {
+            chrome["binary"] = json!(bin);
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".into(), chrome);
+        caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
+        let url = format!("http://127.0.0.1:{port}");
+        let client = wait_until(
+            "chromedriver accepts a session",
+            Duration::from_secs(30),
+            || {
+                let caps = caps.clone();
+                let url = url.clone();
+                async move {
+                    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                    Ok(ClientBuilder::new(connector)
+                        .capabilities(caps)
+                        .connect(&url)
+                        .await
+                        .map_err(|e| e.to_string()))
+                }
+            },
+        )
+        .await?;
+        Ok(Self {
+            driver,
+            client,
+            tabs: Vec::new(),
+            first_unused: true,
+            detached: false,
+        })
+    }
+
+    /// The WebDriver client, for anything not wrapped here.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Open tabs, in opening order.
+    pub fn tabs(&self) -> &[Tab] {
+        &self.tabs
+    }
+
+    /// Opens `url` in a new tab (the session's first window for the first tab).
+    pub async fn open_tab(&mut self, url: &str) -> anyhow::Result<Tab> {
+        let handle = if self.first_unused {
+            self.first_unused = false;
+            self.client.window().await?
+        } else {
+            self.client.new_window(true).await?.handle
+        };
+        self.client.switch_to_window(handle.clone()).await?;
+        self.client.goto(url).await?;
+        let tab = Tab(handle);
+        self.tabs.push(tab.clone());
+        Ok(tab)
+    }
+
+    /// Makes `tab` the one later commands act on.
+    pub async fn switch(&self, tab: &Tab) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.0.clone()).await?;
+        Ok(())
+    }
+
+    /// `window.tabmesh.state()` of `tab`: `None` before the node has published a view.
+    pub async fn state(&self, tab: &Tab) -> anyhow::Result<Option<NodeView>> {
+        let raw = self.raw_state(tab).await?;
+        if raw.is_null() {
+            return Ok(None);
+        }
+        Ok(Some(
+            serde_json::from_value(raw).context("window.tabmesh.state() is not a NodeView")?,
+        ))
+    }
+
+    /// `window.tabmesh.state()` of `tab` as untyped JSON.
+    pub async fn raw_state(&self, tab: &Tab) -> anyhow::Result<Value> {
+        self.switch(tab).await?;
+        Ok(self
+            .client
+            .execute(
+                "return (window.tabmesh && window.tabmesh.state) ? window.tabmesh.state() : null;",
+                vec![],
+            )
+            .await?)
+    }
+
+    /// The visible text of the first element matching `css` in `tab`.
+    pub async fn text(&self, tab: &Tab, css: &str) -> anyhow::Result<String> {
+        self.switch(tab).await?;
+        Ok(self.client.find(Locator::Css(css)).await?.text().await?)
+    }
+
+    /// Whether an element matching `css` is present in `tab`.
+    pub async fn exists(&self, tab: &Tab, css: &str) -> anyhow::Result<bool> {
+        self.switch(tab).await?;
+        Ok(!self.client.find_all(Locator::Css(css)).await?.is_empty())
+    }
+
+    /// Saves a PNG screenshot of `tab`.
+    pub async fn screenshot(&self, tab: &Tab, path: &Path) -> anyhow::Result<()> {
+        self.switch(tab).await?;
+        std::fs::write(path, self.client.screenshot().await?)?;
+        Ok(())
+    }
+
+    /// Reloads `tab`.
+    pub async fn reload(&self, tab: &Tab) -> anyhow::Result<()> {
+        self.switch(tab).await?;
+        self.client.refresh().await?;
+        Ok(())
+    }
+
+    /// Closes `tab`.
+    pub async fn close_tab(&mut self, tab: &Tab) -> anyhow::Result<()> {
+        self.switch(tab).await?;
+        self.client.close_window().await?;
+        self.tabs.retain(|t| t != tab);
+        if let Some(other) = self.tabs.first() {
+            self.client.switch_to_window(other.0.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the session and ChromeDriver.
+    pub async fn quit(mut self) -> anyhow::Result<()> {
+        let result = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        result.map_err(Into::into)
+    }
+}
+
+impl Browser {
+    /// Leaves ChromeDriver and the session running after this process exits; returns
+    /// ChromeDriver's pid (stopping it ends the browser).
+    pub async fn detach(mut self) -> anyhow::Result<u32> {
+        self.client.persist().await?;
+        self.detached = true;
+        Ok(self.driver.id())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.detached {
+            let _ = self.driver.kill();
+            let _ = self.driver.wait();
+        }
+    }
+}

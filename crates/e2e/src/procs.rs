@@ -1,0 +1,255 @@
+//! The relay and native nodes as child processes, each logging to its own file.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tabmesh_core::bootstrap::BootstrapInfo;
+use tabmesh_core::view::NodeView;
+
+use crate::{bin_path, free_port, wait_until};
+
+/// Sends SIGTERM to `pid` (through `kill`, keeping this crate free of unsafe code).
+pub fn stop_pid(pid: u32) -> std::io::Result<()> {
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .map(|_| ())
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> anyhow::Result<ExitStatus> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            anyhow::bail!(
+                "process {} did not exit within {timeout:?} of SIGTERM",
+                child.id()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ports, directories and extra flags of a relay process.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// The relay binary.
+    pub bin: PathBuf,
+    /// HTTP port.
+    pub http_port: u16,
+    /// libp2p TCP port.
+    pub tcp_port: u16,
+    /// libp2p WebSocket port.
+    pub ws_port: u16,
+    /// Data directory (identity key).
+    pub data_dir: PathBuf,
+    /// Built web app.
+    pub web_dir: PathBuf,
+    /// Further command-line flags.
+    pub extra_args: Vec<String>,
+}
+
+impl RelayOptions {
+    /// Free ports, a data directory under `run_dir`, and the workspace's `dist/`.
+    pub fn new(run_dir: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            bin: bin_path("tabmesh-relay"),
+            http_port: free_port()?,
+            tcp_port: free_port()?,
+            ws_port: free_port()?,
+            data_dir: run_dir.join("relay-data"),
+            web_dir: crate::web_dir(),
+            extra_args: Vec::new(),
+        })
+    }
+}
+
+/// A running `tabmesh-relay`.
+#[derive(Debug)]
+pub struct Relay {
+    child: Child,
+    options: RelayOptions,
+    detached: bool,
+    /// Where its stderr and stdout go.
+    pub log: PathBuf,
+}
+
+impl Relay {
+    /// Starts the relay and waits until it serves its bootstrap document.
+    pub async fn start(options: RelayOptions, log: PathBuf) -> anyhow::Result<Self> {
+        let bin = options.bin.clone();
+        let out = File::options().create(true).append(true).open(&log)?;
+        let child = Command::new(&bin)
+            .arg("--data-dir")
+            .arg(&options.data_dir)
+            .arg("--web-dir")
+            .arg(&options.web_dir)
+            .args(["--http-port", &options.http_port.to_string()])
+            .args(["--tcp-port", &options.tcp_port.to_string()])
+            .args(["--ws-port", &options.ws_port.to_string()])
+            .args(&options.extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {} (build it first)", bin.display()))?;
+        let mut relay = Self {
+            child,
+            options,
+            detached: false,
+            log,
+        };
+        let url = relay.url();
+        let client = reqwest::Client::new();
+        let ready = wait_until(
+            "relay serves /api/bootstrap",
+            Duration::from_secs(30),
+            || {
+                let client = client.clone();
+                let url = format!("{url}/api/bootstrap");
+                async move {
+                    let response = client.get(&url).send().await?;
+                    Ok(if response.status().is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!("HTTP {}", response.status()))
+                    })
+                }
+            },
+        )
+        .await;
+        if let Err(e) = ready {
+            let _ = relay.child.kill();
+            let log = std::fs::read_to_string(&relay.log).unwrap_or_default();
+            anyhow::bail!("{e:#}\nrelay log:\n{log}");
+        }
+        Ok(relay)
+    }
+
+    /// The relay's HTTP base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.options.http_port)
+    }
+
+    /// Its options (to restart it the same way).
+    pub fn options(&self) -> &RelayOptions {
+        &self.options
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its bootstrap document.
+    pub async fn bootstrap(&self) -> anyhow::Result<BootstrapInfo> {
+        Ok(reqwest::get(format!("{}/api/bootstrap", self.url()))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// Stops it with SIGTERM and returns its exit status.
+    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
+        stop_pid(self.child.id())?;
+        wait_exit(&mut self.child, Duration::from_secs(15))
+    }
+}
+
+impl Relay {
+    /// Leaves the relay running after this process exits; returns its pid.
+    pub fn detach(mut self) -> u32 {
+        self.detached = true;
+        self.child.id()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if !self.detached && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `tabmesh-node --json`, with its latest state parsed from its output.
+#[derive(Debug)]
+pub struct NativeNode {
+    child: Child,
+    latest: Arc<Mutex<Option<NodeView>>>,
+    /// Where its output goes.
+    pub log: PathBuf,
+}
+
+impl NativeNode {
+    /// Starts a native node joining the relay at `bootstrap` (URL or multiaddr).
+    pub fn start(bootstrap: &str, log: PathBuf) -> anyhow::Result<Self> {
+        Self::start_with(&bin_path("tabmesh-node"), bootstrap, &[], log)
+    }
+
+    /// Starts the node binary `bin` with `extra_args`.
+    pub fn start_with(
+        bin: &Path,
+        bootstrap: &str,
+        extra_args: &[&str],
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin)
+            .args(["--bootstrap", bootstrap, "--json", "--status-interval", "1"])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::options().create(true).append(true).open(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {} (build it first)", bin.display()))?;
+        let stdout = child.stdout.take().context("node stdout")?;
+        let latest = Arc::new(Mutex::new(None));
+        let sink = latest.clone();
+        let mut file = File::options().create(true).append(true).open(&log)?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+                if let (Ok(view), Ok(mut slot)) =
+                    (serde_json::from_str::<NodeView>(&line), sink.lock())
+                {
+                    *slot = Some(view);
+                }
+            }
+        });
+        Ok(Self { child, latest, log })
+    }
+
+    /// The node's latest printed state.
+    pub fn state(&self) -> Option<NodeView> {
+        self.latest.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Stops it with SIGTERM.
+    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
+        stop_pid(self.child.id())?;
+        wait_exit(&mut self.child, Duration::from_secs(15))
+    }
+}
+
+impl Drop for NativeNode {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Foundation end to end: real relay process, real native node, four headless Chromium tabs.
+//!
+//! Every tab must list the other three (and the native node) with a measured RTT, both in
+//! `window.tabmesh.state()` and on the visible page; after the relay restarts, every tab must
+//! show that it lost the relay and then reconnect by itself.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tabmesh_e2e::{
+    Browser, BrowserOptions, NativeNode, NodeView, Relay, RelayOptions, run_dir, wait_until,
+};
+
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Checks that every tab's view lists exactly `expected` minus itself, each with an RTT.
+fn check_mesh(views: &[NodeView], expected: &BTreeSet<String>) -> Result<(), String> {
+    for view in views {
+        let want: BTreeSet<_> = expected
+            .iter()
+            .filter(|id| **id != view.peer_id)
+            .cloned()
+            .collect();
+        let have: BTreeSet<_> = view.peers.iter().map(|p| p.peer_id.clone()).collect();
+        if !want.is_subset(&have) {
+            return Err(format!(
+                "{} lists {} of {} peers",
+                view.name,
+                have.intersection(&want).count(),
+                want.len()
+            ));
+        }
+        if let Some(p) = view
+            .peers
+            .iter()
+            .find(|p| want.contains(&p.peer_id) && p.rtt_ms.is_none())
+        {
+            return Err(format!("{} has no RTT for {} yet", view.name, p.name));
+        }
+        if !view.relay.link.connected || !view.relay.link.reservation {
+            return Err(format!(
+                "{} relay state is {}",
+                view.name, view.relay.link.state
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn all_views(browser: &Browser) -> anyhow::Result<Result<Vec<NodeView>, String>> {
+    let mut views = Vec::new();
+    for tab in browser.tabs() {
+        match browser.state(tab).await? {
+            Some(view) => views.push(view),
+            None => return Ok(Err("a tab has not published its state yet".into())),
+        }
+    }
+    Ok(Ok(views))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tabs_and_a_native_node_form_a_mesh_and_survive_a_relay_restart() -> anyhow::Result<()> {
+    let dir = run_dir("foundation")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let relay_id = relay.bootstrap().await?.peer_id;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    for _ in 0..4 {
+        browser.open_tab(&relay.url()).await?;
+    }
+
+    // Four tabs, each with its own identity, all meeting through the relay.
+    let views = wait_until("4 tabs have ids", PATIENCE, || all_views(&browser)).await?;
+    let mut ids: BTreeSet<String> = views.iter().map(|v| v.peer_id.clone()).collect();
+    assert_eq!(ids.len(), 4, "every tab has its own peer id");
+    assert!(!ids.contains(&relay_id), "the relay is not listed as a tab");
+    let views = wait_until("every tab lists the other 3 with an RTT", PATIENCE, || {
+        let ids = ids.clone();
+        let browser = &browser;
+        async move {
+            Ok(match all_views(browser).await? {
+                Ok(views) => check_mesh(&views, &ids).map(|()| views),
+                Err(e) => Err(e),
+            })
+        }
+    })
+    .await?;
+    for view in &views {
+        assert!(
+            view.peers.iter().all(|p| p.peer_id != relay_id),
+            "the relay is not a peer"
+        );
+        assert!(
+            view.peers.iter().all(|p| p.kind == "tab"),
+            "{:?}",
+            view.peers
+        );
+    }
+
+    // The visible page says the same: each tab's Peers panel names the other three.
+    for (tab, view) in browser.tabs().iter().zip(&views) {
+        let panel = browser.text(tab, "[data-testid=peers-panel]").await?;
+        for other in views.iter().filter(|v| v.peer_id != view.peer_id) {
+            assert!(
+                panel.contains(&other.name),
+                "{} panel lacks {}:\n{panel}",
+                view.name,
+                other.name
+            );
+        }
+        assert!(
+            panel.contains("relayed"),
+            "connection kind is shown:\n{panel}"
+        );
+        let header = browser.text(tab, "header").await?;
+        assert!(
+            header.contains(&view.name) && header.contains("relay connected"),
+            "{header}"
+        );
+    }
+    browser
+        .screenshot(&browser.tabs()[0], &dir.join("mesh.png"))
+        .await?;
+
+    // A native node joins and shows up everywhere.
+    let node = NativeNode::start(&relay.url(), dir.join("node.log"))?;
+    let node_view = wait_until("the native node reports its state", PATIENCE, || {
+        let state = node.state();
+        async move { Ok(state.ok_or_else(|| "no state yet".to_owned())) }
+    })
+    .await?;
+    ids.insert(node_view.peer_id.clone());
+    wait_until(
+        "every tab lists the native node, and it lists every tab",
+        PATIENCE,
+        || {
+            let ids = ids.clone();
+            let browser = &browser;
+            let node_state = node.state();
+            async move {
+                let mut views = match all_views(browser).await? {
+                    Ok(views) => views,
+                    Err(e) => return Ok(Err(e)),
+                };
+                views.extend(node_state);
+                Ok(check_mesh(&views, &ids))
+            }
+        },
+    )
+    .await?;
+    let tab_view = browser.state(&browser.tabs()[0]).await?.expect("state");
+    let native = tab_view
+        .peers
+        .iter()
+        .find(|p| p.peer_id == node_view.peer_id)
+        .expect("listed");
+    assert_eq!(native.kind, "native");
+
+    // The relay restarts: tabs notice, say so, and come back by themselves.
+    let options = relay.options().clone();
+    let status = relay.stop()?;
+    assert!(
+        status.success(),
+        "relay shut down gracefully on SIGTERM: {status}"
+    );
+    wait_until("every tab shows the relay as lost", PATIENCE, || {
+        let browser = &browser;
+        async move {
+            for tab in browser.tabs() {
+                let view = browser.state(tab).await?.expect("state");
+                if view.relay.link.connected {
+                    return Ok(Err(format!("{} still connected", view.name)));
+                }
+                if !browser.exists(tab, "[data-testid=relay-banner]").await? {
+                    return Ok(Err(format!("{} shows no relay banner", view.name)));
+                }
+            }
+            Ok(Ok(()))
+        }
+    })
+    .await?;
+    let lost = browser
+        .text(&browser.tabs()[1], "[data-testid=relay-banner]")
+        .await?;
+    assert!(
+        lost.contains("unreachable") || lost.contains("Connecting"),
+        "{lost}"
+    );
+    browser
+        .screenshot(&browser.tabs()[1], &dir.join("relay-lost.png"))
+        .await?;
+
+    let relay = Relay::start(options, dir.join("relay-restarted.log")).await?;
+    assert_eq!(
+        relay.bootstrap().await?.peer_id,
+        relay_id,
+        "the relay keeps its identity"
+    );
+    wait_until(
+        "after the restart every tab and the node list all peers again",
+        PATIENCE,
+        || {
+            let ids = ids.clone();
+            let browser = &browser;
+            let node_state = node.state();
+            async move {
+                let mut views = match all_views(browser).await? {
+                    Ok(views) => views,
+                    Err(e) => return Ok(Err(e)),
+                };
+                views.extend(node_state);
+                Ok(check_mesh(&views, &ids))
+            }
+        },
+    )
+    .await?;
+    browser
+        .screenshot(&browser.tabs()[0], &dir.join("reconnected.png"))
+        .await?;
+
+    node.stop()?;
+    browser.quit().await?;
+    relay.stop()?;
+    Ok(())
+}

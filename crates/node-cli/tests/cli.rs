@@ -1,0 +1,133 @@
+//! `tabmesh-node` as a real process: arguments, an unreachable relay, garbage, joining.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tabmesh_e2e::{NativeNode, Relay, RelayOptions, free_port, run_dir, wait_until};
+
+const NODE: &str = env!("CARGO_BIN_EXE_tabmesh-node");
+
+fn relay_bin() -> PathBuf {
+    // The relay is a sibling binary in the same target directory.
+    Path::new(NODE).with_file_name("tabmesh-relay")
+}
+
+#[test]
+fn wrong_arguments_exit_non_zero_with_a_message() {
+    for (args, says) in [
+        (
+            &["--bootstrap", "relay.example"][..],
+            "expected the relay's http(s):// URL or a multiaddr",
+        ),
+        (
+            &["--bootstrap", "/ip4/127.0.0.1/tcp/9090"],
+            "must end with /p2p/",
+        ),
+        (&["--listen", "nonsense"], "invalid value"),
+        (&["--status-interval", "0"], "invalid value"),
+    ] {
+        let out = Command::new(NODE).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_relay_is_reported_and_retried() -> anyhow::Result<()> {
+    let dir = run_dir("node-unreachable")?;
+    let closed = format!("http://127.0.0.1:{}", free_port()?);
+    let node = NativeNode::start_with(Path::new(NODE), &closed, &[], dir.join("node.log"))?;
+    let view = wait_until(
+        "the node reports the failure",
+        Duration::from_secs(30),
+        || {
+            let state = node.state();
+            async move {
+                Ok(match state {
+                    Some(v) if v.relay.link.attempt >= 2 => Ok(v),
+                    Some(v) => Err(format!("relay state {:?}", v.relay.link)),
+                    None => Err("no state yet".into()),
+                })
+            }
+        },
+    )
+    .await?;
+    assert!(!view.relay.link.connected);
+    let error = view.relay.link.last_error.unwrap_or_default();
+    assert!(error.contains(&closed), "names the URL: {error}");
+    node.stop()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn native_nodes_meet_and_survive_garbage() -> anyhow::Result<()> {
+    let dir = run_dir("node-garbage")?;
+    let mut options = RelayOptions::new(&dir)?;
+    options.bin = relay_bin();
+    let relay = Relay::start(options, dir.join("relay.log")).await?;
+    let port = free_port()?;
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let a = NativeNode::start_with(
+        Path::new(NODE),
+        &relay.url(),
+        &["--listen", &listen],
+        dir.join("a.log"),
+    )?;
+    let b = NativeNode::start_with(Path::new(NODE), &relay.url(), &[], dir.join("b.log"))?;
+    let (a_view, b_view) = wait_until(
+        "the two nodes list each other",
+        Duration::from_secs(60),
+        || {
+            let (a, b) = (a.state(), b.state());
+            async move {
+                Ok(match (a, b) {
+                    (Some(a), Some(b))
+                        if a.peers.iter().any(|p| p.peer_id == b.peer_id)
+                            && b.peers.iter().any(|p| p.peer_id == a.peer_id) =>
+                    {
+                        Ok((a, b))
+                    }
+                    (a, b) => Err(format!(
+                        "a: {:?} peers, b: {:?} peers",
+                        a.map(|v| v.peers.len()),
+                        b.map(|v| v.peers.len())
+                    )),
+                })
+            }
+        },
+    )
+    .await?;
+    assert_eq!(a_view.relay.link.state, "reserved");
+    assert!(b_view.peers.iter().all(|p| p.kind == "native"));
+
+    let mut garbage = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    garbage.write_all(b"\x00\x01\x02 definitely not multistream-select\n")?;
+    drop(garbage);
+    wait_until(
+        "the garbage is counted and the node keeps its peer",
+        Duration::from_secs(30),
+        || {
+            let a = a.state();
+            let b_id = b_view.peer_id.clone();
+            async move {
+                Ok(match a {
+                    Some(v)
+                        if v.counters.incoming_errors >= 1
+                            && v.peers.iter().any(|p| p.peer_id == b_id) =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("{:?}", other.map(|v| v.counters))),
+                })
+            }
+        },
+    )
+    .await?;
+    a.stop()?;
+    b.stop()?;
+    relay.stop()?;
+    Ok(())
+}

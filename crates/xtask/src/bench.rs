@@ -1,0 +1,213 @@
+//! `cargo xtask bench`: figures, not assertions.
+//!
+//! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped;
+//! - join time for 4 and 8 tabs: page load to relay reservation, page load to all peers
+//!   connected (median and worst over every tab of every run);
+//! - relay resident memory: idle, with 8 tabs, with many native clients (`tabmesh-loadgen`).
+//!
+//! The browser and network parts run inside a loopback-only network namespace, like the tests.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, bin_path, run_dir, wait_until};
+
+use crate::shell::{self, cargo};
+use crate::web::{self, mb};
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Runs per tab count for the join times.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Native clients for the relay memory figure.
+    #[arg(long, default_value_t = 500)]
+    clients: usize,
+}
+
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let build = web::build(web::Profile::Release, true)?;
+    println!("== wasm size (web app, release, opt-level s) ==");
+    println!("raw (cargo)        {:>10}", mb(build.raw));
+    println!("after wasm-bindgen {:>10}", mb(build.bindgen));
+    match build.optimized {
+        Some(bytes) => println!("after wasm-opt -Oz {:>10}", mb(bytes)),
+        None => println!("after wasm-opt -Oz {:>10}", "(wasm-opt not installed)"),
+    }
+    println!("gzipped (served)   {:>10}", mb(build.gzipped));
+    shell::run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tabmesh-relay",
+        "-p",
+        "tabmesh-node-cli",
+    ]))?;
+    let exe = std::env::current_exe()?;
+    let mut inner = std::process::Command::new(exe);
+    inner
+        .arg("bench-inner")
+        .args([
+            "--runs",
+            &args.runs.to_string(),
+            "--clients",
+            &args.clients.to_string(),
+        ])
+        .env("TABMESH_BIN_DIR", tabmesh_e2e::target_dir().join("release"))
+        .current_dir(shell::root());
+    shell::run(&mut shell::in_loopback_namespace(&inner)?)
+}
+
+pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(async {
+        for tabs in [4, 8] {
+            join_times(tabs, args.runs).await?;
+        }
+        relay_memory(args.clients).await
+    })
+}
+
+fn summary(mut values: Vec<f64>) -> String {
+    if values.is_empty() {
+        return "no samples".into();
+    }
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    let worst = values[values.len() - 1];
+    format!(
+        "median {median:>7.0} ms   worst {worst:>7.0} ms   ({} samples)",
+        values.len()
+    )
+}
+
+async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
+    let mut reservation = Vec::new();
+    let mut all_peers = Vec::new();
+    for run in 0..runs {
+        let dir = run_dir(&format!("bench-join-{tabs}-{run}"))?;
+        let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+        let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+        for _ in 0..tabs {
+            browser.open_tab(&relay.url()).await?;
+        }
+        let handles = browser.tabs().to_vec();
+        let views = wait_until("all tabs see each other", Duration::from_secs(120), || {
+            let browser = &browser;
+            let handles = handles.clone();
+            async move {
+                let mut views = Vec::new();
+                for tab in &handles {
+                    match browser.state(tab).await? {
+                        Some(v)
+                            if v.peers.len() >= tabs - 1 && v.relay.reservation_at_ms.is_some() =>
+                        {
+                            views.push(v)
+                        }
+                        Some(v) => {
+                            return Ok(Err(format!("{} has {} peers", v.name, v.peers.len())));
+                        }
+                        None => return Ok(Err("a tab has no state yet".into())),
+                    }
+                }
+                Ok(Ok(views))
+            }
+        })
+        .await?;
+        for v in views {
+            reservation.extend(v.relay.reservation_at_ms.map(|ms| ms as f64));
+            all_peers.extend(
+                v.peers
+                    .iter()
+                    .map(|p| p.connected_at_ms)
+                    .max()
+                    .map(|ms| ms as f64),
+            );
+        }
+        browser.quit().await?;
+        relay.stop()?;
+    }
+    println!("== join time, {tabs} tabs, {runs} runs (per tab, from page load) ==");
+    println!("to relay reservation   {}", summary(reservation));
+    println!("to all peers connected {}", summary(all_peers));
+    Ok(())
+}
+
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+async fn relay_memory(clients: usize) -> anyhow::Result<()> {
+    let dir = run_dir("bench-relay-memory")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_kb(relay.pid())?;
+
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    for _ in 0..8 {
+        browser.open_tab(&relay.url()).await?;
+    }
+    let handles = browser.tabs().to_vec();
+    wait_until("8 tabs see each other", Duration::from_secs(120), || {
+        let browser = &browser;
+        let handles = handles.clone();
+        async move {
+            for tab in &handles {
+                let peers = browser.state(tab).await?.map_or(0, |v| v.peers.len());
+                if peers < 7 {
+                    return Ok(Err(format!("a tab has {peers} peers")));
+                }
+            }
+            Ok(Ok(()))
+        }
+    })
+    .await?;
+    let with_tabs = rss_kb(relay.pid())?;
+    browser.quit().await?;
+
+    let bootstrap = relay.bootstrap().await?;
+    let tcp = bootstrap
+        .addrs
+        .iter()
+        .find(|a| !a.contains("/ws"))
+        .context("relay has no TCP address")?;
+    let mut loadgen = std::process::Command::new(bin_path("tabmesh-loadgen"))
+        .args(["--relay", tcp, "--clients", &clients.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("loadgen.log"))?)
+        .spawn()
+        .context("starting tabmesh-loadgen")?;
+    let stdout = loadgen.stdout.take().context("loadgen stdout")?;
+    let ready = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("ready ").map(str::to_owned))
+    })
+    .await?;
+    let with_clients = rss_kb(relay.pid())?;
+    let _ = loadgen.kill();
+    let _ = loadgen.wait();
+    relay.stop()?;
+    println!("== relay resident memory (release build) ==");
+    println!(
+        "idle                       {:>8.1} MB",
+        idle as f64 / 1024.0
+    );
+    println!(
+        "8 tabs (full mesh)         {:>8.1} MB",
+        with_tabs as f64 / 1024.0
+    );
+    println!(
+        "{clients} native clients         {:>8.1} MB   (loadgen: {})",
+        with_clients as f64 / 1024.0,
+        ready.unwrap_or_else(|| "did not report ready".into())
+    );
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Building the web app without trunk, and the demo.
+//!
+//! The pipeline is trunk's, done with libraries: `cargo build --target wasm32-unknown-unknown`,
+//! wasm-bindgen (the `wasm-bindgen-cli-support` library at the exact version libp2p pins, so
+//! there is no CLI to install), then `wasm-opt -Oz` when a working binaryen is available, and an
+//! `index.html` derived from the trunk one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::shell::{self, cargo, find_tool, root};
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const CRATE: &str = "tabmesh_web";
+
+/// Build profile of the web app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Profile {
+    Release,
+    Dev,
+}
+
+impl Profile {
+    pub(crate) fn from_dev(dev: bool) -> Self {
+        if dev { Self::Dev } else { Self::Release }
+    }
+}
+
+/// Sizes of one build, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WebBuild {
+    pub(crate) raw: u64,
+    pub(crate) bindgen: u64,
+    pub(crate) optimized: Option<u64>,
+    pub(crate) gzipped: u64,
+}
+
+/// Adds the wasm target if rustup lacks it.
+pub(crate) fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = shell::output(Command::new("rustup").args(["target", "list", "--installed"]));
+    match installed {
+        Some(list) if list.lines().any(|l| l.trim() == WASM_TARGET) => Ok(()),
+        Some(_) => shell::run(Command::new("rustup").args(["target", "add", WASM_TARGET])),
+        // No rustup: trust that the toolchain has the target; cargo will say if not.
+        None => Ok(()),
+    }
+}
+
+/// The wasm-opt binary, if a working one is installed (PATH or `.tools/node_modules/.bin`).
+pub(crate) fn wasm_opt() -> Option<PathBuf> {
+    let local = root().join(".tools/node_modules/.bin/wasm-opt");
+    let tool = find_tool("wasm-opt", &[local])?;
+    let version = shell::output(Command::new(&tool).arg("--version"))?;
+    // Binaryen before 116 cannot read what Rust 1.95 emits (Debian 12 ships 108).
+    let number: u32 = version
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or(0);
+    if number < 116 {
+        eprintln!(
+            "note: ignoring {} ({}): version 116 or newer is needed",
+            tool.display(),
+            version.trim()
+        );
+        return None;
+    }
+    Some(tool)
+}
+
+/// Builds the web app into `dist/`.
+pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild> {
+    ensure_wasm_target()?;
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "-p",
+        "tabmesh-web",
+        "--lib",
+        "--target",
+        WASM_TARGET,
+    ]);
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    shell::run(&mut cmd)?;
+    let profile_dir = match profile {
+        Profile::Release => "release",
+        Profile::Dev => "debug",
+    };
+    let input = tabmesh_e2e::target_dir()
+        .join(WASM_TARGET)
+        .join(profile_dir)
+        .join(format!("{CRATE}.wasm"));
+    let dist = root().join("dist");
+    let staging = root().join("target/dist-staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+
+    eprintln!("wasm-bindgen 0.2.108 (library)");
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(&input)
+        .out_name(CRATE)
+        .web(true)
+        .context("wasm-bindgen --target web")?
+        .typescript(false)
+        .debug(profile == Profile::Dev)
+        .generate(&staging)
+        .context("wasm-bindgen")?;
+    let wasm = staging.join(format!("{CRATE}_bg.wasm"));
+    let raw = file_size(&input)?;
+    let bindgen = file_size(&wasm)?;
+
+    let mut optimized = None;
+    match (optimize, profile, wasm_opt()) {
+        (true, Profile::Release, Some(tool)) => {
+            let out = staging.join("opt.wasm");
+            let status = Command::new(&tool)
+                .arg("-Oz")
+                .args(WASM_FEATURES)
+                .arg(&wasm)
+                .arg("-o")
+                .arg(&out)
+                .status();
+            match status {
+                Ok(s) if s.success() => {
+                    std::fs::rename(&out, &wasm)?;
+                    optimized = Some(file_size(&wasm)?);
+                }
+                other => eprintln!(
+                    "warning: wasm-opt failed ({other:?}); serving the unoptimized module"
+                ),
+            }
+        }
+        (true, Profile::Release, None) => eprintln!(
+            "note: wasm-opt not found; the module is larger than it needs to be \
+             (install it with `npm install --prefix .tools binaryen@132.0.0`)"
+        ),
+        _ => {}
+    }
+    let gzipped = gzip_size(&std::fs::read(&wasm)?)?;
+
+    write_index(&staging)?;
+    std::fs::copy(root().join("web/style.css"), staging.join("style.css"))?;
+    let _ = std::fs::remove_dir_all(&dist);
+    std::fs::rename(&staging, &dist)
+        .with_context(|| format!("cannot move the build to {}", dist.display()))?;
+    let build = WebBuild {
+        raw,
+        bindgen,
+        optimized,
+        gzipped,
+    };
+    eprintln!(
+        "web app built in {}: wasm {} raw, {} after wasm-bindgen, {} after wasm-opt, {} gzipped",
+        dist.display(),
+        mb(raw),
+        mb(bindgen),
+        optimized.map_or_else(|| "(no wasm-opt)".to_owned(), mb),
+        mb(gzipped)
+    );
+    Ok(build)
+}
+
+/// The wasm features Rust 1.95 emits by default, which wasm-opt must be told about.
+const WASM_FEATURES: &[&str] = &[
+    "--enable-bulk-memory",
+    "--enable-nontrapping-float-to-int",
+    "--enable-sign-ext",
+    "--enable-mutable-globals",
+    "--enable-reference-types",
+    "--enable-multivalue",
+];
+
+pub(crate) fn mb(bytes: u64) -> String {
+    format!("{:.2} MB", bytes as f64 / 1e6)
+}
+
+fn file_size(path: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("missing {}", path.display()))?
+        .len())
+}
+
+fn gzip_size(bytes: &[u8]) -> anyhow::Result<u64> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes)?;
+    Ok(encoder.finish()?.len() as u64)
+}
+
+/// `index.html` for the trunk-less build: trunk's `data-trunk` links become the stylesheet and
+/// the module script, everything else is kept as written.
+fn write_index(dir: &Path) -> anyhow::Result<()> {
+    let template = std::fs::read_to_string(root().join("index.html"))?;
+    let mut out = String::new();
+    let mut replaced = 0;
+    for line in template.lines() {
+        if line.contains("data-trunk") && line.contains("rel=\"css\"") {
+            out.push_str("    <link rel=\"stylesheet\" href=\"/style.css\" />\n");
+            replaced += 1;
+        } else if line.contains("data-trunk") && line.contains("rel=\"rust\"") {
+            out.push_str(&format!(
+                "    <link rel=\"modulepreload\" href=\"/{CRATE}.js\" />\n    \
+                 <link rel=\"preload\" href=\"/{CRATE}_bg.wasm\" as=\"fetch\" type=\"application/wasm\" crossorigin />\n    \
+                 <script type=\"module\">import init from \"/{CRATE}.js\"; init({{ module_or_path: \"/{CRATE}_bg.wasm\" }});</script>\n"
+            ));
+            replaced += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if replaced != 2 {
+        bail!("index.html must have one data-trunk css link and one data-trunk rust link");
+    }
+    std::fs::write(dir.join("index.html"), out)?;
+    Ok(())
+}
+
+/// `cargo xtask demo`.
+pub(crate) fn demo(relay_args: &[String]) -> anyhow::Result<()> {
+    build(Profile::Release, true)?;
+    shell::run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tabmesh-relay",
+        "-p",
+        "tabmesh-node-cli",
+    ]))?;
+    let relay = tabmesh_e2e::target_dir().join("release/tabmesh-relay");
+    let port = relay_args
+        .windows(2)
+        .find(|w| w[0] == "--http-port")
+        .map_or("8080", |w| w[1].as_str());
+    println!();
+    println!("  tabmesh is starting. Open http://127.0.0.1:{port}/ in several browser tabs:");
+    println!("  each tab becomes a peer and lists the others within seconds.");
+    println!(
+        "  A native peer joins with: target/release/tabmesh-node --bootstrap http://127.0.0.1:{port}"
+    );
+    println!("  Stop with Ctrl-C.");
+    println!();
+    let mut cmd = Command::new(relay);
+    cmd.current_dir(root())
+        .args(["--web-dir", "dist", "--data-dir", ".tabmesh/relay"])
+        .args(relay_args);
+    // The relay gets Ctrl-C too (same process group) and shuts down gracefully.
+    let status = cmd.status().context("cannot start the relay")?;
+    if !status.success() {
+        bail!("the relay exited with {status}");
+    }
+    Ok(())
+}

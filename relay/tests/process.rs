@@ -1,0 +1,186 @@
+//! The relay as a real process: command line, bad input, identity, shutdown.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use tabmesh_e2e::{Relay, RelayOptions, run_dir, wait_until};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_tabmesh-relay");
+
+fn options(dir: &std::path::Path) -> RelayOptions {
+    let mut options = RelayOptions::new(dir).expect("free ports");
+    options.bin = PathBuf::from(RELAY);
+    options
+}
+
+#[test]
+fn help_documents_every_limit() {
+    let out = Command::new(RELAY).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--data-dir",
+        "--host",
+        "--http-port",
+        "--tcp-port",
+        "--ws-port",
+        "--announce",
+        "--web-dir",
+        "--ice-server",
+        "--max-reservations",
+        "--max-reservations-per-peer",
+        "--reservation-duration-secs",
+        "--reservation-rate-per-peer",
+        "--reservation-rate-per-ip",
+        "--max-circuits",
+        "--max-circuits-per-peer",
+        "--max-circuit-duration-secs",
+        "--max-circuit-bytes",
+        "--circuit-rate-per-peer",
+        "--circuit-rate-per-ip",
+        "--max-connections",
+        "--max-connections-per-peer",
+        "--max-pending-incoming",
+        "--idle-timeout-secs",
+        "--log-format",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn wrong_arguments_exit_non_zero_with_a_message() {
+    for args in [
+        &["--http-port", "70000"][..],
+        &["--host", "not-an-ip"],
+        &["--announce", "/not/a/multiaddr"],
+        &["--max-circuit-duration-secs", "0"],
+        &["--frobnicate"],
+    ] {
+        let out = Command::new(RELAY).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let dir = run_dir("relay-port-in-use").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(RELAY)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--http-port", &port, "--tcp-port", "0", "--ws-port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen for HTTP on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_corrupt_identity_stops_the_relay_and_is_kept() {
+    let dir = run_dir("relay-corrupt-key").unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/identity.key"), b"not a key").unwrap();
+    let out = Command::new(RELAY)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--http-port", "0", "--tcp-port", "0", "--ws-port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a libp2p key"));
+    assert_eq!(
+        std::fs::read(dir.join("data/identity.key")).unwrap(),
+        b"not a key"
+    );
+}
+
+async fn metric(relay: &Relay, name: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{}/metrics", relay.url()))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+#[tokio::test]
+async fn garbage_is_counted_and_the_relay_keeps_serving() -> anyhow::Result<()> {
+    let dir = run_dir("relay-garbage")?;
+    let relay = Relay::start(options(&dir), dir.join("relay.log")).await?;
+    let before = relay.bootstrap().await?;
+    assert!(
+        before.addrs.iter().any(|a| a.contains("/ws/")),
+        "{:?}",
+        before.addrs
+    );
+    assert!(before.addrs.iter().all(|a| a.ends_with(&before.peer_id)));
+
+    for port in [relay.options().tcp_port, relay.options().ws_port] {
+        for payload in [
+            &b"\x00\xffgarbage that is no multistream-select header\n"[..],
+            &[0x13; 70_000],
+        ] {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            let _ = stream.write_all(payload);
+        }
+    }
+    wait_until(
+        "rejections are counted",
+        Duration::from_secs(30),
+        || async {
+            let n = metric(&relay, "tabmesh_relay_incoming_connection_errors_total").await?;
+            Ok(if n >= 2.0 {
+                Ok(())
+            } else {
+                Err(format!("{n} counted"))
+            })
+        },
+    )
+    .await?;
+    assert_eq!(
+        relay.bootstrap().await?,
+        before,
+        "still serving the same document"
+    );
+    let log = std::fs::read_to_string(&relay.log)?;
+    assert!(
+        log.contains("rejected incoming connection"),
+        "rejections are logged"
+    );
+    assert!(relay.stop()?.success());
+    Ok(())
+}
+
+#[tokio::test]
+async fn identity_survives_a_restart_and_sigterm_is_graceful() -> anyhow::Result<()> {
+    let dir = run_dir("relay-restart")?;
+    let relay = Relay::start(options(&dir), dir.join("relay.log")).await?;
+    let first = relay.bootstrap().await?.peer_id;
+    let opts = relay.options().clone();
+    let status = relay.stop()?;
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(dir.join("relay.log"))?;
+    assert!(log.contains("relay stopped"), "{log}");
+    let relay = Relay::start(opts, dir.join("relay2.log")).await?;
+    assert_eq!(relay.bootstrap().await?.peer_id, first);
+    // Without a built web app the relay says how to build it instead of failing.
+    let page = reqwest::get(relay.url()).await?;
+    if !relay.options().web_dir.join("index.html").exists() {
+        assert_eq!(page.status(), 503);
+        assert!(page.text().await?.contains("cargo xtask demo"));
+    }
+    relay.stop()?;
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The header (who am I, is the relay there) and the relay banner (why not, and what next).
+
+use std::rc::Rc;
+
+use tabmesh_core::view::RelayView;
+use tabmesh_node::NodeView;
+use yew::prelude::*;
+
+use super::CopyButton;
+
+/// Properties of [`Header`].
+#[derive(Properties, PartialEq)]
+pub(crate) struct HeaderProps {
+    /// The node's view, once it exists.
+    pub(crate) view: Option<Rc<NodeView>>,
+}
+
+/// Brand, our name and id with a copy button, and the relay state.
+#[function_component(Header)]
+pub(crate) fn header(props: &HeaderProps) -> Html {
+    let identity = match &props.view {
+        None => html! { <span class="muted">{ "starting…" }</span> },
+        Some(view) => html! {
+            <div class="identity">
+                <span class="name" data-testid="my-name">{ &view.name }</span>
+                <code class="peer-id" title={view.peer_id.clone()} data-testid="my-peer-id">
+                    { &view.short_id }
+                </code>
+                <CopyButton text={view.peer_id.clone()} label="Copy id" title="Copy the full peer id" />
+            </div>
+        },
+    };
+    let relay = props.view.as_ref().map(|v| relay_pill(&v.relay));
+    html! {
+        <header>
+            <div class="brand">{ "tabmesh" }</div>
+            { identity }
+            { relay.unwrap_or_default() }
+        </header>
+    }
+}
+
+fn relay_pill(relay: &RelayView) -> Html {
+    let (class, text) = match relay.link.state.as_str() {
+        "reserved" => (
+            "pill ok",
+            match relay.rtt_ms {
+                Some(rtt) => format!("relay connected · {rtt:.1} ms"),
+                None => "relay connected".to_owned(),
+            },
+        ),
+        "connected" => ("pill warn", "relay: reserving…".to_owned()),
+        "waiting" => (
+            "pill bad",
+            format!(
+                "relay offline · retry in {} s",
+                relay.link.retry_in_ms.unwrap_or(0).div_ceil(1000)
+            ),
+        ),
+        _ => ("pill warn", "relay: connecting…".to_owned()),
+    };
+    html! { <div class={class} data-testid="relay-state" data-state={relay.link.state.clone()}>{ text }</div> }
+}
+
+/// Properties of [`RelayBanner`].
+#[derive(Properties, PartialEq)]
+pub(crate) struct RelayBannerProps {
+    /// The relay as the node sees it.
+    pub(crate) relay: RelayView,
+}
+
+/// Says what is wrong with the relay link and what happens next; hidden while all is well.
+#[function_component(RelayBanner)]
+pub(crate) fn relay_banner(props: &RelayBannerProps) -> Html {
+    let link = &props.relay.link;
+    let message = match link.state.as_str() {
+        "reserved" => return Html::default(),
+        "connected" => {
+            html! { <>{ "Connected to the relay; asking for a reservation so other peers can reach this tab…" }</> }
+        }
+        "waiting" => html! {
+            <>
+                <strong>{ "The relay is unreachable. " }</strong>
+                { link.last_error.as_deref().map(|e| format!("{}. ", e.trim_end_matches('.'))).unwrap_or_default() }
+                { format!(
+                    "Retrying in {:.1} s (attempt {}). Peers connected directly stay connected.",
+                    link.retry_in_ms.unwrap_or(0) as f64 / 1e3,
+                    link.attempt
+                ) }
+            </>
+        },
+        _ => html! { <>{ format!("Connecting to the relay via {}…", props.relay.bootstrap) }</> },
+    };
+    let class = if link.state == "waiting" {
+        "banner error"
+    } else {
+        "banner info"
+    };
+    html! { <div class={class} role="status" data-testid="relay-banner">{ message }</div> }
+}

@@ -1,0 +1,65 @@
+//! One component per panel, plus the copy button they share.
+
+mod event_log;
+mod header;
+mod peers;
+
+pub(crate) use event_log::EventLog;
+pub(crate) use header::{Header, RelayBanner};
+pub(crate) use peers::PeersPanel;
+
+use gloo_timers::callback::Timeout;
+use yew::prelude::*;
+
+/// Properties of [`CopyButton`].
+#[derive(Properties, PartialEq)]
+pub(crate) struct CopyButtonProps {
+    /// The text to copy.
+    pub(crate) text: AttrValue,
+    /// Button label.
+    #[prop_or(AttrValue::Static("Copy"))]
+    pub(crate) label: AttrValue,
+    /// Accessible description.
+    #[prop_or_default]
+    pub(crate) title: AttrValue,
+}
+
+/// A button that copies `text` to the clipboard and says so for a moment.
+#[function_component(CopyButton)]
+pub(crate) fn copy_button(props: &CopyButtonProps) -> Html {
+    let copied = use_state(|| None::<bool>);
+    let onclick = {
+        let text = props.text.clone();
+        let copied = copied.clone();
+        Callback::from(move |_: MouseEvent| {
+            let Some(window) = web_sys::window() else {
+                return;
+            };
+            let promise = window.navigator().clipboard().write_text(&text);
+            let copied = copied.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let ok = wasm_bindgen_futures::JsFuture::from(promise).await.is_ok();
+                copied.set(Some(ok));
+                let reset = copied.clone();
+                Timeout::new(1500, move || reset.set(None)).forget();
+            });
+        })
+    };
+    let label = match *copied {
+        Some(true) => AttrValue::Static("Copied"),
+        Some(false) => AttrValue::Static("Copy failed"),
+        None => props.label.clone(),
+    };
+    html! {
+        <button class="copy" type="button" title={props.title.clone()} {onclick}>{ label }</button>
+    }
+}
+
+/// "1.2 s ago", "3 min ago".
+pub(crate) fn ago(ms: u64) -> String {
+    match ms {
+        0..=999 => "just now".to_owned(),
+        1_000..=59_999 => format!("{} s ago", ms / 1000),
+        _ => format!("{} min ago", ms / 60_000),
+    }
+}
