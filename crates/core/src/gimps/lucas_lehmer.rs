@@ -1,0 +1,178 @@
+//! The Lucas-Lehmer test for Mersenne numbers `M_p = 2^p - 1`, resumable in slices.
+//!
+//! For an odd prime `p`, `M_p` is prime exactly when `s_{p-2} ≡ 0 (mod M_p)`, where `s_0 = 4`
+//! and `s_{i+1} = s_i² - 2`. Reduction modulo `2^p - 1` needs no division:
+//! `x mod (2^p - 1) = (x & M_p) + (x >> p)`, folded until below `M_p`.
+//!
+//! [`LucasLehmer::advance`] runs a bounded number of iterations and returns, so a browser tab can
+//! interleave a long test with its event loop instead of freezing.
+
+use num_bigint::BigUint;
+use num_traits::{One, Zero};
+
+/// Exponents `p` of every known Mersenne prime `2^p - 1`, in increasing order (52 as of 2024).
+pub const KNOWN_MERSENNE_EXPONENTS: [u32; 52] = [
+    2, 3, 5, 7, 13, 17, 19, 31, 61, 89, 107, 127, 521, 607, 1279, 2203, 2281, 3217, 4253, 4423,
+    9689, 9941, 11213, 19937, 21701, 23209, 44497, 86243, 110503, 132049, 216091, 756839, 859433,
+    1257787, 1398269, 2976221, 3021377, 6972593, 13466917, 20996011, 24036583, 25964951, 30402457,
+    32582657, 37156667, 42643801, 43112609, 57885161, 74207281, 77232917, 82589933, 136279841,
+];
+
+/// Every exponent below this has been tested and double-checked by GIMPS (milestone of 2024):
+/// below it, [`KNOWN_MERSENNE_EXPONENTS`] is the complete list.
+pub const VERIFIED_BELOW: u32 = 82_589_933;
+
+/// Whether `n` is prime (trial division; exponents are small enough).
+pub fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n < 4 {
+        return true;
+    }
+    if n.is_multiple_of(2) {
+        return false;
+    }
+    let mut d = 3u32;
+    while d.saturating_mul(d) <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+/// The smallest prime greater than `n` (the next exponent worth testing).
+pub fn next_prime(n: u32) -> u32 {
+    let mut candidate = n.saturating_add(1);
+    while !is_prime(candidate) {
+        candidate = candidate.saturating_add(1);
+    }
+    candidate
+}
+
+/// A Lucas-Lehmer test in progress.
+#[derive(Debug, Clone)]
+pub struct LucasLehmer {
+    p: u32,
+    modulus: BigUint,
+    s: BigUint,
+    done: u32,
+    result: Option<bool>,
+}
+
+impl LucasLehmer {
+    /// Starts testing `2^p - 1`. Composite exponents are answered at once (`M_p` is then
+    /// composite too), as is `p = 2` (`M_2 = 3` is prime).
+    pub fn new(p: u32) -> Self {
+        let result = match p {
+            2 => Some(true),
+            _ if !is_prime(p) => Some(false),
+            _ => None,
+        };
+        Self {
+            p,
+            modulus: (BigUint::one() << p) - BigUint::one(),
+            s: BigUint::from(4u32),
+            done: 0,
+            result,
+        }
+    }
+
+    /// The exponent under test.
+    pub fn exponent(&self) -> u32 {
+        self.p
+    }
+
+    /// Iterations done so far, out of `p - 2`.
+    pub fn progress(&self) -> (u32, u32) {
+        (self.done, self.p.saturating_sub(2))
+    }
+
+    /// Runs at most `budget` iterations; returns the verdict once the test is complete.
+    pub fn advance(&mut self, budget: u32) -> Option<bool> {
+        if self.result.is_some() {
+            return self.result;
+        }
+        let total = self.p - 2;
+        let end = self.done.saturating_add(budget).min(total);
+        while self.done < end {
+            self.s = self.square_minus_two();
+            self.done += 1;
+        }
+        if self.done == total {
+            self.result = Some(self.s.is_zero());
+        }
+        self.result
+    }
+
+    fn square_minus_two(&self) -> BigUint {
+        let square = &self.s * &self.s;
+        let mut r = (&square & &self.modulus) + (square >> self.p);
+        while r >= self.modulus {
+            r -= &self.modulus;
+        }
+        // s² - 2 mod M_p, staying non-negative.
+        if r < BigUint::from(2u32) {
+            r += &self.modulus;
+        }
+        r - 2u32
+    }
+}
+
+/// Runs the whole test: whether `2^p - 1` is prime.
+pub fn is_mersenne_prime(p: u32) -> bool {
+    LucasLehmer::new(p).advance(u32::MAX).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_mersenne_prime_exponent_up_to_4423_and_nothing_else() {
+        let found: Vec<u32> = (2..=4423)
+            .filter(|&p| is_prime(p) && is_mersenne_prime(p))
+            .collect();
+        let expected: Vec<u32> = KNOWN_MERSENNE_EXPONENTS
+            .iter()
+            .copied()
+            .filter(|&p| p <= 4423)
+            .collect();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn refuses_composites_and_composite_exponents() {
+        // 2^11 - 1 = 2047 = 23 * 89, the smallest prime exponent with a composite Mersenne number.
+        assert!(!is_mersenne_prime(11));
+        assert!(!is_mersenne_prime(4421));
+        assert!(!is_mersenne_prime(4));
+        assert!(!is_mersenne_prime(0));
+        assert!(!is_mersenne_prime(1));
+    }
+
+    #[test]
+    fn sliced_runs_agree_with_whole_runs() {
+        let mut test = LucasLehmer::new(521);
+        let mut slices = 0;
+        let verdict = loop {
+            slices += 1;
+            if let Some(v) = test.advance(50) {
+                break v;
+            }
+        };
+        assert!(verdict);
+        assert_eq!(slices, 11, "519 iterations in slices of 50");
+        assert_eq!(test.progress(), (519, 519));
+    }
+
+    #[test]
+    fn next_prime_walks_the_exponents() {
+        assert_eq!(next_prime(0), 2);
+        assert_eq!(next_prime(2), 3);
+        assert_eq!(next_prime(13), 17);
+        assert_eq!(next_prime(4423), 4441);
+    }
+}

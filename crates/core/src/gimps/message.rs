@@ -1,0 +1,327 @@
+//! GIMPS gossip messages: the exercise's six fields, a signature, and strict decoding.
+//!
+//! On the wire a message is one JSON object, for example
+//! `{"msg_type":"PRIME","msg_id":7,"msg_forwarder":"12D3…","msg_originator":"12D3…","ttl":2,
+//! "data":"4423","signature":"…"}`. `data` is empty for `PING` and `PONG` and holds the exponent
+//! `p` of the Mersenne prime `2^p - 1` for `PRIME`.
+//!
+//! A `PRIME` is signed by its originator over what no hop may change (type, originator, id,
+//! exponent); forwarders pass the signature on and rewrite only `msg_forwarder` and `ttl`. The
+//! originator's public key is inside its (Ed25519, identity-multihash) peer id, so a receiver
+//! checks the signature with nothing but the message: credit cannot be forged.
+
+use libp2p_identity::{Keypair, PeerId, PublicKey};
+use serde::{Deserialize, Serialize};
+
+/// Largest encoded message accepted: a PRIME with two peer ids and a signature is ~400 bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+const SIGNING_DOMAIN: &[u8] = b"tabmesh/gimps/prime/v1";
+
+/// The three message types of the exercise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum MsgType {
+    /// Liveness probe; answered with a `PONG`.
+    Ping,
+    /// Answer to a `PING`.
+    Pong,
+    /// Announcement of a Mersenne prime `2^data - 1`.
+    Prime,
+}
+
+/// A decoded, well-formed message (its signature is checked by [`GossipMessage::verify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipMessage {
+    /// Type.
+    pub msg_type: MsgType,
+    /// The originator's counter value for this message.
+    pub msg_id: u64,
+    /// The peer that handed us the message.
+    pub msg_forwarder: PeerId,
+    /// The peer that created the message.
+    pub msg_originator: PeerId,
+    /// Remaining hops.
+    pub ttl: u8,
+    /// The exponent, for `PRIME`.
+    pub exponent: Option<u32>,
+    /// The originator's signature, for `PRIME`.
+    pub signature: Vec<u8>,
+}
+
+/// Why bytes from a peer are not a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// Longer than [`MAX_MESSAGE_BYTES`].
+    #[error("message of {0} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")]
+    Oversized(usize),
+    /// Not the expected JSON object.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The signature does not verify against the originator's key.
+    #[error("bad signature on PRIME from {0}")]
+    BadSignature(PeerId),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    msg_type: MsgType,
+    msg_id: u64,
+    msg_forwarder: String,
+    msg_originator: String,
+    ttl: u8,
+    data: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    signature: String,
+}
+
+impl GossipMessage {
+    /// A `PING` or `PONG` from `me`.
+    pub fn probe(msg_type: MsgType, msg_id: u64, me: PeerId, ttl: u8) -> Self {
+        Self {
+            msg_type,
+            msg_id,
+            msg_forwarder: me,
+            msg_originator: me,
+            ttl,
+            exponent: None,
+            signature: Vec::new(),
+        }
+    }
+
+    /// A signed `PRIME` announcing `2^exponent - 1`, originated by the owner of `key`.
+    pub fn prime(key: &Keypair, msg_id: u64, exponent: u32, ttl: u8) -> Self {
+        let me = key.public().to_peer_id();
+        let mut msg = Self {
+            msg_type: MsgType::Prime,
+            msg_id,
+            msg_forwarder: me,
+            msg_originator: me,
+            ttl,
+            exponent: Some(exponent),
+            signature: Vec::new(),
+        };
+        // Signing with an Ed25519 key cannot fail; other key types are not used by tabmesh.
+        msg.signature = key.sign(&msg.signed_bytes()).unwrap_or_default();
+        msg
+    }
+
+    /// The copy a forwarder sends on: same content and signature, new forwarder, one hop less.
+    pub fn forwarded_by(&self, me: PeerId) -> Self {
+        Self {
+            msg_forwarder: me,
+            ttl: self.ttl.saturating_sub(1),
+            ..self.clone()
+        }
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(96);
+        bytes.extend_from_slice(SIGNING_DOMAIN);
+        bytes.extend_from_slice(&self.msg_originator.to_bytes());
+        bytes.extend_from_slice(&self.msg_id.to_be_bytes());
+        bytes.extend_from_slice(&self.exponent.unwrap_or(0).to_be_bytes());
+        bytes
+    }
+
+    /// Checks a `PRIME`'s signature against the key embedded in the originator's peer id.
+    /// `PING` and `PONG` are unsigned (they are never forwarded).
+    pub fn verify(&self) -> Result<(), MessageError> {
+        if self.msg_type != MsgType::Prime {
+            return Ok(());
+        }
+        let key = originator_key(&self.msg_originator)
+            .ok_or(MessageError::BadSignature(self.msg_originator))?;
+        if key.verify(&self.signed_bytes(), &self.signature) {
+            Ok(())
+        } else {
+            Err(MessageError::BadSignature(self.msg_originator))
+        }
+    }
+
+    /// The JSON wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = Wire {
+            msg_type: self.msg_type,
+            msg_id: self.msg_id,
+            msg_forwarder: self.msg_forwarder.to_base58(),
+            msg_originator: self.msg_originator.to_base58(),
+            ttl: self.ttl,
+            data: self.exponent.map(|p| p.to_string()).unwrap_or_default(),
+            signature: self.signature.iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+
+    /// Parses and checks the shape of a message (not its signature, nor protocol rules).
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(MessageError::Oversized(bytes.len()));
+        }
+        let malformed = |what: String| MessageError::Malformed(what);
+        let wire: Wire = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+        let peer = |s: &str, field: &str| {
+            s.parse::<PeerId>()
+                .map_err(|_| malformed(format!("{field} is not a peer id")))
+        };
+        let msg_forwarder = peer(&wire.msg_forwarder, "msg_forwarder")?;
+        let msg_originator = peer(&wire.msg_originator, "msg_originator")?;
+        let exponent = match wire.msg_type {
+            MsgType::Ping | MsgType::Pong if wire.data.is_empty() => None,
+            MsgType::Ping | MsgType::Pong => {
+                return Err(malformed("PING/PONG data must be empty".into()));
+            }
+            MsgType::Prime => match wire.data.parse::<u32>() {
+                Ok(p) if p >= 2 => Some(p),
+                _ => {
+                    return Err(malformed(format!(
+                        "PRIME data {:?} is not an exponent",
+                        wire.data
+                    )));
+                }
+            },
+        };
+        let signature =
+            decode_hex(&wire.signature).ok_or_else(|| malformed("signature is not hex".into()))?;
+        if wire.msg_type == MsgType::Prime && signature.is_empty() {
+            return Err(malformed("PRIME without a signature".into()));
+        }
+        Ok(Self {
+            msg_type: wire.msg_type,
+            msg_id: wire.msg_id,
+            msg_forwarder,
+            msg_originator,
+            ttl: wire.ttl,
+            exponent,
+            signature,
+        })
+    }
+}
+
+/// The public key inside an identity-multihash peer id (Ed25519 ids carry their key).
+fn originator_key(peer: &PeerId) -> Option<PublicKey> {
+    let multihash = peer.as_ref();
+    // 0x00 is the identity multihash: the digest is the protobuf-encoded public key.
+    if multihash.code() != 0x00 {
+        return None;
+    }
+    PublicKey::try_decode_protobuf(multihash.digest()).ok()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> Keypair {
+        Keypair::ed25519_from_bytes([seed; 32]).expect("32 bytes")
+    }
+
+    #[test]
+    fn a_prime_round_trips_and_verifies() {
+        let k = key(1);
+        let msg = GossipMessage::prime(&k, 7, 4423, 2);
+        let bytes = msg.encode();
+        assert!(bytes.len() < MAX_MESSAGE_BYTES / 2, "{} bytes", bytes.len());
+        let back = GossipMessage::decode(&bytes).unwrap();
+        assert_eq!(back, msg);
+        back.verify().unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.contains(r#""msg_type":"PRIME""#) && text.contains(r#""data":"4423""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn forwarding_keeps_the_signature_valid() {
+        let origin = key(1);
+        let relay_peer = key(2).public().to_peer_id();
+        let fwd = GossipMessage::prime(&origin, 1, 127, 2).forwarded_by(relay_peer);
+        assert_eq!((fwd.ttl, fwd.msg_forwarder), (1, relay_peer));
+        fwd.verify().unwrap();
+    }
+
+    #[test]
+    fn forged_credit_and_changed_exponents_fail_verification() {
+        let thief = key(3);
+        let victim = key(4).public().to_peer_id();
+        // The thief claims the victim found it... signing with its own key.
+        let mut forged = GossipMessage::prime(&thief, 1, 9941, 2);
+        forged.msg_originator = victim;
+        assert_eq!(forged.verify(), Err(MessageError::BadSignature(victim)));
+        // ...or takes the victim's announcement and bumps the exponent.
+        let mut bumped = GossipMessage::prime(&key(4), 1, 9689, 2);
+        bumped.exponent = Some(9941);
+        assert!(bumped.verify().is_err());
+    }
+
+    #[test]
+    fn malformed_and_oversized_input_is_rejected_with_a_reason() {
+        let me = key(1).public().to_peer_id().to_base58();
+        let cases = [
+            ("not json".to_owned(), "malformed"),
+            (
+                format!(
+                    r#"{{"msg_type":"PING","msg_id":1,"msg_forwarder":"{me}","msg_originator":"x","ttl":0,"data":""}}"#
+                ),
+                "msg_originator",
+            ),
+            (
+                format!(
+                    r#"{{"msg_type":"PING","msg_id":1,"msg_forwarder":"{me}","msg_originator":"{me}","ttl":0,"data":"5"}}"#
+                ),
+                "must be empty",
+            ),
+            (
+                format!(
+                    r#"{{"msg_type":"PRIME","msg_id":1,"msg_forwarder":"{me}","msg_originator":"{me}","ttl":0,"data":"-5","signature":"00"}}"#
+                ),
+                "not an exponent",
+            ),
+            (
+                format!(
+                    r#"{{"msg_type":"PRIME","msg_id":1,"msg_forwarder":"{me}","msg_originator":"{me}","ttl":0,"data":"5"}}"#
+                ),
+                "without a signature",
+            ),
+            (
+                format!(
+                    r#"{{"msg_type":"HELLO","msg_id":1,"msg_forwarder":"{me}","msg_originator":"{me}","ttl":0,"data":""}}"#
+                ),
+                "malformed",
+            ),
+            (
+                format!(
+                    r#"{{"msg_type":"PING","msg_id":1,"msg_forwarder":"{me}","msg_originator":"{me}","ttl":300,"data":""}}"#
+                ),
+                "malformed",
+            ),
+            (
+                format!(
+                    r#"{{"msg_type":"PING","msg_id":1,"msg_forwarder":"{me}","msg_originator":"{me}","ttl":0,"data":"","extra":1}}"#
+                ),
+                "unknown field",
+            ),
+        ];
+        for (input, says) in cases {
+            let err = GossipMessage::decode(input.as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(says), "{input}: {err}");
+        }
+        let huge = vec![b'{'; MAX_MESSAGE_BYTES + 1];
+        assert_eq!(
+            GossipMessage::decode(&huge),
+            Err(MessageError::Oversized(MAX_MESSAGE_BYTES + 1))
+        );
+    }
+}

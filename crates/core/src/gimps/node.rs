@@ -1,0 +1,657 @@
+//! The GIMPS gossip node: the exercise's four routines as a clock-free state machine.
+//!
+//! 1. Search (every `search_interval`): test successive prime exponents above the largest known
+//!    Mersenne prime; announce a find as a signed `PRIME` with TTL `initial_ttl`.
+//! 2. Evict (every `evict_interval`): drop peers not heard from for `stale_timeout`.
+//! 3. Ping (every `ping_interval`): `PING` every peer in the list.
+//! 4. Receive: update the forwarder's last-heard time; drop duplicates (originator, msg_id);
+//!    answer `PING` with `PONG` (TTL 0); for `PRIME`, record it if larger than the largest seen
+//!    (credit the originator), add the originator to the peer list, and forward a copy with
+//!    TTL - 1 to every other peer while TTL > 0.
+//!
+//! Beyond the exercise: `PRIME`s are signed (forged credit is rejected), claimed exponents are
+//! checked against the verified list of Mersenne primes (fakes are rejected and their originator
+//! is marked misbehaving), TTLs above `max_ttl`, forged forwarders and malformed input are
+//! rejected and counted, and a peer with `max_strikes` violations is to be disconnected.
+//!
+//! Time enters as `now`; sending is an output ([`GossipAction::Send`]); the Lucas-Lehmer work is
+//! pulled by the driver with [`GossipNode::next_candidate`] and reported with
+//! [`GossipNode::on_tested`], so the driver decides where it runs (a worker, slices, a thread).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+use libp2p_identity::{Keypair, PeerId};
+use serde::{Deserialize, Serialize};
+use web_time::{Duration, Instant};
+
+use super::lucas_lehmer::{KNOWN_MERSENNE_EXPONENTS, VERIFIED_BELOW, next_prime};
+use super::message::{GossipMessage, MessageError, MsgType};
+use crate::names::{peer_name, short_id};
+use crate::peers::millis;
+
+/// Intervals, limits and mode of a gossip node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GossipConfig {
+    /// How often a search round starts (if none is running).
+    pub search_interval: Duration,
+    /// How often stale peers are evicted.
+    pub evict_interval: Duration,
+    /// Silence after which a peer is evicted.
+    pub stale_timeout: Duration,
+    /// How often every peer is pinged.
+    pub ping_interval: Duration,
+    /// TTL of our own `PRIME` announcements.
+    pub initial_ttl: u8,
+    /// Messages with a larger TTL are rejected.
+    pub max_ttl: u8,
+    /// Remembered (originator, msg_id) pairs for deduplication.
+    pub seen_capacity: usize,
+    /// Most peers in the peer list.
+    pub max_peers: usize,
+    /// Violations before a peer is to be disconnected.
+    pub max_strikes: u32,
+    /// Messages kept for the dashboard's log.
+    pub log_capacity: usize,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            search_interval: Duration::from_secs(10),
+            evict_interval: Duration::from_secs(1),
+            stale_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(5),
+            initial_ttl: 2,
+            max_ttl: 8,
+            seen_capacity: 4096,
+            max_peers: 256,
+            max_strikes: 3,
+            log_capacity: 20,
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GossipAction {
+    /// Send `message` to `to`.
+    Send {
+        /// Recipient.
+        to: PeerId,
+        /// The message.
+        message: GossipMessage,
+    },
+    /// `peer` left the peer list (silent for too long).
+    Evicted(PeerId),
+    /// A larger Mersenne prime became the largest we know.
+    NewBiggest {
+        /// Its exponent.
+        exponent: u32,
+        /// Who found it.
+        originator: PeerId,
+    },
+    /// Input from `from` was rejected.
+    Rejected {
+        /// The peer that sent it.
+        from: PeerId,
+        /// Why.
+        reason: String,
+        /// Whether the peer has used up its strikes and should be disconnected.
+        disconnect: bool,
+    },
+}
+
+/// Counters of the node's traffic and rejections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipCounters {
+    /// Messages accepted.
+    pub received: u64,
+    /// Messages sent (including forwards).
+    pub sent: u64,
+    /// `PRIME`s forwarded.
+    pub forwarded: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Malformed or oversized messages.
+    pub rejected_malformed: u64,
+    /// Messages whose `msg_forwarder` is not the sending peer.
+    pub rejected_forged_forwarder: u64,
+    /// Messages with a TTL above the maximum.
+    pub rejected_ttl: u64,
+    /// `PRIME`s with a bad signature.
+    pub rejected_signature: u64,
+    /// `PRIME`s claiming an exponent that is not a Mersenne prime (or cannot be verified).
+    pub rejected_fake_prime: u64,
+    /// Messages ignored while asleep.
+    pub ignored_asleep: u64,
+    /// Peers evicted for silence.
+    pub evicted: u64,
+}
+
+/// One line of the dashboard's message log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedMessage {
+    /// `"SENT"` or `"RECEIVED"`.
+    pub direction: String,
+    /// Milliseconds since the node's clock origin.
+    pub at_ms: u64,
+    /// The other peer (recipient or sender), by name.
+    pub peer: String,
+    /// `PING`, `PONG` or `PRIME`.
+    pub msg_type: MsgType,
+    /// The message's id.
+    pub msg_id: u64,
+    /// The forwarder, by name.
+    pub msg_forwarder: String,
+    /// The originator, by name.
+    pub msg_originator: String,
+    /// TTL.
+    pub ttl: u8,
+    /// The exponent for `PRIME`, else empty.
+    pub data: String,
+}
+
+/// A peer in the gossip peer list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipPeerView {
+    /// Peer id.
+    pub peer_id: String,
+    /// Name.
+    pub name: String,
+    /// Milliseconds since last heard.
+    pub heard_ms_ago: u64,
+}
+
+/// The largest Mersenne prime known and its finder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimeView {
+    /// `p` in `2^p - 1`.
+    pub exponent: u32,
+    /// Number of decimal digits of `2^p - 1`.
+    pub digits: u64,
+    /// The finder's peer id.
+    pub originator: String,
+    /// The finder's name.
+    pub originator_name: String,
+}
+
+/// The `gimps` section of the node's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GimpsView {
+    /// Whether the node answers and sends.
+    pub awake: bool,
+    /// Our message counter (the last `msg_id` used).
+    pub msg_id: u64,
+    /// The peer list.
+    pub peers: Vec<GossipPeerView>,
+    /// The largest Mersenne prime known.
+    pub biggest: Option<PrimeView>,
+    /// Exponents of the Mersenne primes we found and announced.
+    pub my_primes: Vec<u32>,
+    /// Whether a search round is running.
+    pub searching: bool,
+    /// The exponent being tested, if any.
+    pub testing: Option<u32>,
+    /// Peers whose originated `PRIME`s were fake.
+    pub misbehaving: Vec<String>,
+    /// Traffic and rejection counters.
+    pub counters: GossipCounters,
+    /// The last messages sent and received, oldest first.
+    pub log: Vec<LoggedMessage>,
+}
+
+/// Number of decimal digits of `2^p - 1`: `floor(p · log10 2) + 1`.
+pub fn mersenne_digits(p: u32) -> u64 {
+    (f64::from(p) * std::f64::consts::LOG10_2).floor() as u64 + 1
+}
+
+/// Whether `2^p - 1` is accepted as a Mersenne prime without running the test: it is in the
+/// verified list. Exponents not in the list are fake below [`VERIFIED_BELOW`] and too costly to
+/// check above it, so both are refused.
+pub fn is_verified_mersenne_exponent(p: u32) -> Result<(), &'static str> {
+    if KNOWN_MERSENNE_EXPONENTS.contains(&p) {
+        Ok(())
+    } else if p < VERIFIED_BELOW {
+        Err("not a Mersenne prime")
+    } else {
+        Err("beyond the verified range; too costly to check")
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SeenCache {
+    capacity: usize,
+    order: VecDeque<(PeerId, u64)>,
+    set: HashSet<(PeerId, u64)>,
+}
+
+impl SeenCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            order: VecDeque::new(),
+            set: HashSet::new(),
+        }
+    }
+
+    /// Records `key`; returns `false` if it was already there.
+    fn insert(&mut self, key: (PeerId, u64)) -> bool {
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
+/// A GIMPS gossip node.
+#[derive(Debug, Clone)]
+pub struct GossipNode {
+    key: Keypair,
+    me: PeerId,
+    config: GossipConfig,
+    origin: Instant,
+    awake: bool,
+    msg_counter: u64,
+    peers: BTreeMap<PeerId, Instant>,
+    seen: SeenCache,
+    biggest: Option<(u32, PeerId)>,
+    my_primes: Vec<u32>,
+    misbehaving: BTreeSet<PeerId>,
+    strikes: BTreeMap<PeerId, u32>,
+    next_search: Instant,
+    next_evict: Instant,
+    next_ping: Instant,
+    searching: bool,
+    cursor: u32,
+    testing: Option<u32>,
+    counters: GossipCounters,
+    log: VecDeque<LoggedMessage>,
+}
+
+impl GossipNode {
+    /// A node with identity `key`, started at `now`; `origin` is the clock origin of its views.
+    /// The first search round starts at once; the first eviction and ping rounds after their
+    /// intervals.
+    pub fn new(key: Keypair, config: GossipConfig, origin: Instant, now: Instant) -> Self {
+        let me = key.public().to_peer_id();
+        Self {
+            me,
+            seen: SeenCache::new(config.seen_capacity),
+            next_search: now,
+            next_evict: now + config.evict_interval,
+            next_ping: now + config.ping_interval,
+            key,
+            config,
+            origin,
+            awake: true,
+            msg_counter: 0,
+            peers: BTreeMap::new(),
+            biggest: None,
+            my_primes: Vec::new(),
+            misbehaving: BTreeSet::new(),
+            strikes: BTreeMap::new(),
+            searching: false,
+            cursor: 1,
+            testing: None,
+            counters: GossipCounters::default(),
+            log: VecDeque::new(),
+        }
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.me
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GossipConfig {
+        &self.config
+    }
+
+    /// The largest known Mersenne prime exponent and its finder.
+    pub fn biggest(&self) -> Option<(u32, PeerId)> {
+        self.biggest
+    }
+
+    /// Whether `peer` is in the peer list.
+    pub fn knows(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// The peers in the peer list.
+    pub fn peer_list(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers.keys()
+    }
+
+    /// Whether the node is awake.
+    pub fn is_awake(&self) -> bool {
+        self.awake
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &GossipCounters {
+        &self.counters
+    }
+
+    /// A transport connection to `peer` opened: it joins the peer list (the exercise's
+    /// bootstrap list) with a fresh timestamp.
+    pub fn on_peer_connected(&mut self, now: Instant, peer: PeerId) {
+        self.heard(now, peer);
+    }
+
+    /// All transport connections to `peer` closed: forget its strikes (it keeps its place in the
+    /// peer list until eviction, as in the exercise).
+    pub fn on_peer_disconnected(&mut self, peer: &PeerId) {
+        self.strikes.remove(peer);
+    }
+
+    fn heard(&mut self, now: Instant, peer: PeerId) {
+        if peer == self.me {
+            return;
+        }
+        if self.peers.len() < self.config.max_peers || self.peers.contains_key(&peer) {
+            self.peers.insert(peer, now);
+        }
+    }
+
+    fn next_msg_id(&mut self) -> u64 {
+        self.msg_counter += 1;
+        self.msg_counter
+    }
+
+    fn send(
+        &mut self,
+        now: Instant,
+        to: PeerId,
+        message: GossipMessage,
+        out: &mut Vec<GossipAction>,
+    ) {
+        self.counters.sent += 1;
+        self.record("SENT", now, to, &message);
+        out.push(GossipAction::Send { to, message });
+    }
+
+    fn record(&mut self, direction: &str, now: Instant, peer: PeerId, m: &GossipMessage) {
+        if self.log.len() == self.config.log_capacity.max(1) {
+            self.log.pop_front();
+        }
+        self.log.push_back(LoggedMessage {
+            direction: direction.to_owned(),
+            at_ms: millis(now.saturating_duration_since(self.origin)),
+            peer: peer_name(&peer),
+            msg_type: m.msg_type,
+            msg_id: m.msg_id,
+            msg_forwarder: peer_name(&m.msg_forwarder),
+            msg_originator: peer_name(&m.msg_originator),
+            ttl: m.ttl,
+            data: m.exponent.map(|p| p.to_string()).unwrap_or_default(),
+        });
+    }
+
+    fn reject(&mut self, from: PeerId, reason: String) -> Vec<GossipAction> {
+        let strikes = self.strikes.entry(from).or_insert(0);
+        *strikes += 1;
+        let disconnect = *strikes >= self.config.max_strikes;
+        vec![GossipAction::Rejected {
+            from,
+            reason,
+            disconnect,
+        }]
+    }
+
+    /// Bytes arrived from `from` on the gossip protocol.
+    pub fn on_message(&mut self, now: Instant, from: PeerId, bytes: &[u8]) -> Vec<GossipAction> {
+        if !self.awake {
+            self.counters.ignored_asleep += 1;
+            return Vec::new();
+        }
+        let msg = match GossipMessage::decode(bytes) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.counters.rejected_malformed += 1;
+                return self.reject(from, e.to_string());
+            }
+        };
+        if msg.msg_forwarder != from {
+            self.counters.rejected_forged_forwarder += 1;
+            return self.reject(
+                from,
+                format!(
+                    "msg_forwarder {} is not the sender",
+                    short_id(&msg.msg_forwarder)
+                ),
+            );
+        }
+        if msg.ttl > self.config.max_ttl {
+            self.counters.rejected_ttl += 1;
+            return self.reject(
+                from,
+                format!("TTL {} above the maximum {}", msg.ttl, self.config.max_ttl),
+            );
+        }
+        if let Err(e @ MessageError::BadSignature(_)) = msg.verify() {
+            self.counters.rejected_signature += 1;
+            return self.reject(from, e.to_string());
+        }
+        if let (MsgType::Prime, Some(exponent)) = (msg.msg_type, msg.exponent)
+            && let Err(why) = is_verified_mersenne_exponent(exponent)
+        {
+            self.counters.rejected_fake_prime += 1;
+            self.misbehaving.insert(msg.msg_originator);
+            let reason = format!(
+                "fake PRIME 2^{exponent}-1 from {}: {why}",
+                peer_name(&msg.msg_originator)
+            );
+            return self.reject(from, reason);
+        }
+        self.heard(now, msg.msg_forwarder);
+        if !self.seen.insert((msg.msg_originator, msg.msg_id)) {
+            self.counters.duplicates += 1;
+            return Vec::new();
+        }
+        self.counters.received += 1;
+        self.record("RECEIVED", now, from, &msg);
+        let mut out = Vec::new();
+        match msg.msg_type {
+            MsgType::Ping => {
+                let id = self.next_msg_id();
+                let pong = GossipMessage::probe(MsgType::Pong, id, self.me, 0);
+                self.send(now, msg.msg_forwarder, pong, &mut out);
+            }
+            MsgType::Pong => {}
+            MsgType::Prime => self.on_prime(now, msg, &mut out),
+        }
+        out
+    }
+
+    fn on_prime(&mut self, now: Instant, msg: GossipMessage, out: &mut Vec<GossipAction>) {
+        let exponent = msg.exponent.unwrap_or(0);
+        if self.credits(exponent, msg.msg_originator) {
+            self.biggest = Some((exponent, msg.msg_originator));
+            out.push(GossipAction::NewBiggest {
+                exponent,
+                originator: msg.msg_originator,
+            });
+        }
+        self.heard(now, msg.msg_originator);
+        if msg.ttl > 0 {
+            let copy = msg.forwarded_by(self.me);
+            let targets: Vec<PeerId> = self
+                .peers
+                .keys()
+                .filter(|p| **p != msg.msg_forwarder && **p != msg.msg_originator)
+                .copied()
+                .collect();
+            for to in targets {
+                self.counters.forwarded += 1;
+                self.send(now, to, copy.clone(), out);
+            }
+        }
+    }
+
+    /// Whether a claim of `2^exponent - 1` by `originator` replaces what we know: a larger
+    /// prime always does; the same prime does when the claimant's peer id is smaller. Two peers
+    /// often find the same prime independently; the tie-break makes every node credit the same
+    /// one, whatever order the announcements arrive in.
+    fn credits(&self, exponent: u32, originator: PeerId) -> bool {
+        match self.biggest {
+            None => true,
+            Some((p, holder)) => {
+                exponent > p || (exponent == p && originator.to_bytes() < holder.to_bytes())
+            }
+        }
+    }
+
+    /// Runs the timed routines that are due: eviction, pings, the start of a search round.
+    pub fn on_tick(&mut self, now: Instant) -> Vec<GossipAction> {
+        let mut out = Vec::new();
+        if !self.awake {
+            return out;
+        }
+        if now >= self.next_evict {
+            self.next_evict = now + self.config.evict_interval;
+            let stale: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, heard)| {
+                    now.saturating_duration_since(**heard) > self.config.stale_timeout
+                })
+                .map(|(p, _)| *p)
+                .collect();
+            for peer in stale {
+                self.peers.remove(&peer);
+                self.strikes.remove(&peer);
+                self.counters.evicted += 1;
+                out.push(GossipAction::Evicted(peer));
+            }
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.config.ping_interval;
+            let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+            for to in peers {
+                let id = self.next_msg_id();
+                let ping = GossipMessage::probe(MsgType::Ping, id, self.me, 0);
+                self.send(now, to, ping, &mut out);
+            }
+        }
+        if now >= self.next_search {
+            self.next_search = now + self.config.search_interval;
+            self.searching = true;
+        }
+        out
+    }
+
+    /// When [`on_tick`](Self::on_tick) has work next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.awake
+            .then(|| self.next_evict.min(self.next_ping).min(self.next_search))
+    }
+
+    /// The next exponent to test, while a search round runs: the next prime above both the
+    /// largest known Mersenne exponent and the last exponent we tested.
+    pub fn next_candidate(&mut self) -> Option<u32> {
+        if !self.awake || !self.searching {
+            self.testing = None;
+            return None;
+        }
+        let floor = self.biggest.map_or(1, |(p, _)| p).max(self.cursor);
+        let candidate = next_prime(floor);
+        self.cursor = candidate;
+        self.testing = Some(candidate);
+        Some(candidate)
+    }
+
+    /// The driver finished testing `exponent`. A prime larger than any known ends the round and
+    /// is announced to every peer as a signed `PRIME`.
+    pub fn on_tested(&mut self, now: Instant, exponent: u32, is_prime: bool) -> Vec<GossipAction> {
+        let mut out = Vec::new();
+        self.testing = None;
+        if !is_prime || !self.awake || self.biggest.is_some_and(|(p, _)| exponent <= p) {
+            return out;
+        }
+        self.searching = false;
+        if !self.credits(exponent, self.me) {
+            return out;
+        }
+        self.biggest = Some((exponent, self.me));
+        self.my_primes.push(exponent);
+        out.push(GossipAction::NewBiggest {
+            exponent,
+            originator: self.me,
+        });
+        let id = self.next_msg_id();
+        let announcement = GossipMessage::prime(&self.key, id, exponent, self.config.initial_ttl);
+        self.seen.insert((self.me, id));
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for to in peers {
+            self.send(now, to, announcement.clone(), &mut out);
+        }
+        out
+    }
+
+    /// Stop answering and sending (others will evict us).
+    pub fn sleep(&mut self) {
+        self.awake = false;
+        self.testing = None;
+    }
+
+    /// Answer and send again; the routines restart from `now`.
+    pub fn wake(&mut self, now: Instant) {
+        if self.awake {
+            return;
+        }
+        self.awake = true;
+        // Peers went silent for us too while we slept: give them a fresh timestamp rather
+        // than evicting everyone at once.
+        for heard in self.peers.values_mut() {
+            *heard = now;
+        }
+        self.next_evict = now + self.config.evict_interval;
+        self.next_ping = now;
+        self.next_search = now;
+    }
+
+    /// Forget everything learnt (peer list aside from connected peers is rebuilt by the driver):
+    /// largest prime, own primes, dedupe cache, strikes, counters, log; keep identity and
+    /// message counter (ids must never repeat, or peers would drop our messages as duplicates).
+    pub fn reset(&mut self, now: Instant) {
+        let msg_counter = self.msg_counter;
+        *self = Self::new(self.key.clone(), self.config.clone(), self.origin, now);
+        self.msg_counter = msg_counter;
+    }
+
+    /// The dashboard's view; timestamps relative to the clock origin.
+    pub fn view(&self, now: Instant) -> GimpsView {
+        GimpsView {
+            awake: self.awake,
+            msg_id: self.msg_counter,
+            peers: self
+                .peers
+                .iter()
+                .map(|(p, heard)| GossipPeerView {
+                    peer_id: p.to_base58(),
+                    name: peer_name(p),
+                    heard_ms_ago: millis(now.saturating_duration_since(*heard)),
+                })
+                .collect(),
+            biggest: self.biggest.map(|(exponent, originator)| PrimeView {
+                exponent,
+                digits: mersenne_digits(exponent),
+                originator: originator.to_base58(),
+                originator_name: peer_name(&originator),
+            }),
+            my_primes: self.my_primes.clone(),
+            searching: self.searching,
+            testing: self.testing,
+            misbehaving: self.misbehaving.iter().map(|p| p.to_base58()).collect(),
+            counters: self.counters.clone(),
+            log: self.log.iter().cloned().collect(),
+        }
+    }
+}

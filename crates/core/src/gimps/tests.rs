@@ -1,0 +1,422 @@
+//! One test per protocol rule, driven with injected time, and simulations of many nodes.
+
+use libp2p_identity::{Keypair, PeerId};
+use web_time::{Duration, Instant};
+
+use super::message::{GossipMessage, MsgType};
+use super::node::{GossipAction, GossipConfig, GossipNode, mersenne_digits};
+use super::sim::{SimConfig, Simulation, flood};
+
+fn key(seed: u8) -> Keypair {
+    Keypair::ed25519_from_bytes([seed; 32]).expect("32 bytes")
+}
+
+fn id(seed: u8) -> PeerId {
+    key(seed).public().to_peer_id()
+}
+
+fn node(t0: Instant) -> GossipNode {
+    GossipNode::new(key(1), GossipConfig::default(), t0, t0)
+}
+
+fn sends(actions: &[GossipAction]) -> Vec<(PeerId, &GossipMessage)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            GossipAction::Send { to, message } => Some((*to, message)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[test]
+fn rule_1_search_rounds_test_successive_prime_exponents_and_announce_finds() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    assert_eq!(n.next_candidate(), None, "no round before the first tick");
+    n.on_tick(t0);
+    let tested: Vec<u32> = (0..5).filter_map(|_| n.next_candidate()).collect();
+    assert_eq!(tested, vec![2, 3, 5, 7, 11]);
+    // 11 is not a Mersenne exponent; the round goes on. Say 13 is found:
+    assert!(n.on_tested(t0, 11, false).is_empty());
+    assert_eq!(n.next_candidate(), Some(13));
+    let actions = n.on_tested(t0, 13, true);
+    let sent = sends(&actions);
+    assert_eq!(sent.len(), 1);
+    let (to, msg) = sent[0];
+    assert_eq!(to, id(2));
+    assert_eq!(
+        (msg.msg_type, msg.exponent, msg.ttl),
+        (MsgType::Prime, Some(13), 2)
+    );
+    msg.verify().expect("signed");
+    assert_eq!(n.biggest(), Some((13, id(1))));
+    // The round is over until the next search tick, 10 s later, which starts above 13.
+    assert_eq!(n.next_candidate(), None);
+    n.on_tick(t0 + secs(9));
+    assert_eq!(n.next_candidate(), None);
+    n.on_tick(t0 + secs(10));
+    assert_eq!(n.next_candidate(), Some(17));
+    assert_eq!(n.view(t0).my_primes, vec![13]);
+}
+
+#[test]
+fn rule_2_silent_peers_are_evicted_after_the_stale_timeout() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    n.on_peer_connected(t0 + secs(5), id(3));
+    for s in 1..=10 {
+        let evicted: Vec<_> = n
+            .on_tick(t0 + secs(s))
+            .into_iter()
+            .filter(|a| matches!(a, GossipAction::Evicted(_)))
+            .collect();
+        assert!(evicted.is_empty(), "nobody is stale at {s} s");
+    }
+    let actions = n.on_tick(t0 + secs(11));
+    assert!(actions.contains(&GossipAction::Evicted(id(2))));
+    assert!(!n.knows(&id(2)) && n.knows(&id(3)));
+    assert_eq!(n.counters().evicted, 1);
+}
+
+#[test]
+fn rule_3_every_peer_is_pinged_every_ping_interval_with_fresh_ids() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    n.on_peer_connected(t0, id(3));
+    assert!(sends(&n.on_tick(t0 + secs(4))).is_empty());
+    let first = n.on_tick(t0 + secs(5));
+    let pings = sends(&first);
+    assert_eq!(pings.len(), 2);
+    assert!(
+        pings
+            .iter()
+            .all(|(_, m)| m.msg_type == MsgType::Ping && m.ttl == 0)
+    );
+    let ids: Vec<u64> = pings.iter().map(|(_, m)| m.msg_id).collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert!(sends(&n.on_tick(t0 + secs(9))).is_empty());
+    assert_eq!(sends(&n.on_tick(t0 + secs(10))).len(), 2);
+}
+
+#[test]
+fn rule_4_receiving_updates_the_forwarder_and_drops_duplicates() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    let ping = GossipMessage::probe(MsgType::Ping, 1, id(2), 0).encode();
+    n.on_message(t0 + secs(3), id(2), &ping);
+    assert_eq!(
+        n.view(t0 + secs(4)).peers[0].heard_ms_ago,
+        1000,
+        "added with a fresh timestamp"
+    );
+    assert!(
+        n.on_message(t0 + secs(4), id(2), &ping).is_empty(),
+        "duplicate dropped"
+    );
+    assert_eq!(n.counters().duplicates, 1);
+    assert_eq!(
+        n.view(t0 + secs(4)).peers[0].heard_ms_ago,
+        0,
+        "a duplicate still shows liveness"
+    );
+}
+
+#[test]
+fn rule_4_ping_is_answered_with_a_pong_and_a_pong_with_nothing() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    let actions = n.on_message(
+        t0,
+        id(2),
+        &GossipMessage::probe(MsgType::Ping, 9, id(2), 0).encode(),
+    );
+    let sent = sends(&actions);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, id(2));
+    assert_eq!(
+        (sent[0].1.msg_type, sent[0].1.ttl, sent[0].1.msg_originator),
+        (MsgType::Pong, 0, id(1))
+    );
+    let pong = GossipMessage::probe(MsgType::Pong, 4, id(2), 0).encode();
+    assert!(n.on_message(t0, id(2), &pong).is_empty());
+    let log = n.view(t0).log;
+    let kinds: Vec<_> = log
+        .iter()
+        .map(|l| (l.direction.as_str(), l.msg_type))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("RECEIVED", MsgType::Ping),
+            ("SENT", MsgType::Pong),
+            ("RECEIVED", MsgType::Pong)
+        ]
+    );
+}
+
+#[test]
+fn rule_4_a_larger_prime_credits_the_originator_and_is_forwarded_with_one_hop_less() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    for p in [2, 3, 4] {
+        n.on_peer_connected(t0, id(p));
+    }
+    // Originated by 5 (not in our list), forwarded to us by 2.
+    let prime = GossipMessage::prime(&key(5), 1, 4423, 2).forwarded_by(id(2));
+    let actions = n.on_message(t0, id(2), &prime.encode());
+    assert!(actions.contains(&GossipAction::NewBiggest {
+        exponent: 4423,
+        originator: id(5)
+    }));
+    assert_eq!(
+        n.biggest(),
+        Some((4423, id(5))),
+        "credit goes to the originator"
+    );
+    assert!(n.knows(&id(5)), "the originator joins the peer list");
+    let forwards = sends(&actions);
+    let targets: Vec<PeerId> = forwards.iter().map(|(to, _)| *to).collect();
+    assert_eq!(targets.len(), 2);
+    assert!(
+        targets.contains(&id(3)) && targets.contains(&id(4)),
+        "not back to 2, not to 5"
+    );
+    for (_, m) in &forwards {
+        assert_eq!(
+            (m.ttl, m.msg_forwarder, m.msg_originator),
+            (0, id(1), id(5))
+        );
+        m.verify()
+            .expect("the originator's signature travels along");
+    }
+    // A smaller prime is not recorded but still forwarded; TTL 0 is not forwarded.
+    let smaller = GossipMessage::prime(&key(3), 1, 521, 2).forwarded_by(id(3));
+    let actions = n.on_message(t0, id(3), &smaller.encode());
+    assert_eq!(n.biggest(), Some((4423, id(5))));
+    assert_eq!(
+        sends(&actions).len(),
+        3,
+        "to 2, 4 and 5 (now in the list), not back to 3"
+    );
+    let last = GossipMessage::prime(&key(4), 1, 9941, 0).forwarded_by(id(4));
+    let actions = n.on_message(t0, id(4), &last.encode());
+    assert_eq!(n.biggest(), Some((9941, id(4))));
+    assert!(sends(&actions).is_empty(), "TTL 0 stops here");
+    let view = n.view(t0).biggest.expect("known");
+    assert_eq!((view.exponent, view.digits), (9941, 2993));
+}
+
+#[test]
+fn forged_credit_fake_primes_excess_ttl_and_garbage_are_rejected_and_counted() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    let rejected = |actions: &[GossipAction]| {
+        actions.iter().find_map(|a| match a {
+            GossipAction::Rejected {
+                reason, disconnect, ..
+            } => Some((reason.clone(), *disconnect)),
+            _ => None,
+        })
+    };
+    // Credit stolen: 2 signs, claims 6 originated it.
+    let mut forged = GossipMessage::prime(&key(2), 1, 4423, 2);
+    forged.msg_originator = id(6);
+    let (why, _) = rejected(&n.on_message(t0, id(2), &forged.encode())).expect("rejected");
+    assert!(why.contains("bad signature"), "{why}");
+    // A validly signed but fake prime: 2^4421 - 1 is not prime.
+    let fake = GossipMessage::prime(&key(2), 2, 4421, 2);
+    let (why, _) = rejected(&n.on_message(t0, id(2), &fake.encode())).expect("rejected");
+    assert!(why.contains("not a Mersenne prime"), "{why}");
+    assert_eq!(n.view(t0).misbehaving, vec![id(2).to_base58()]);
+    assert_eq!(n.biggest(), None, "nothing stored from rejected input");
+    // TTL above the maximum.
+    let greedy = GossipMessage::prime(&key(3), 1, 127, 200).forwarded_by(id(3));
+    let (why, _) = rejected(&n.on_message(t0, id(3), &greedy.encode())).expect("rejected");
+    assert!(why.contains("TTL"), "{why}");
+    // Forwarder that is not the sender.
+    let relayed = GossipMessage::probe(MsgType::Ping, 1, id(4), 0);
+    let (why, _) = rejected(&n.on_message(t0, id(3), &relayed.encode())).expect("rejected");
+    assert!(why.contains("not the sender"), "{why}");
+    // Garbage, and the third strike for peer 2 asks for a disconnect.
+    let (why, disconnect) = rejected(&n.on_message(t0, id(2), b"\x00garbage")).expect("rejected");
+    assert!(why.contains("malformed") && disconnect, "{why}");
+    let c = n.counters();
+    assert_eq!(
+        (
+            c.rejected_signature,
+            c.rejected_fake_prime,
+            c.rejected_ttl,
+            c.rejected_forged_forwarder,
+            c.rejected_malformed
+        ),
+        (1, 1, 1, 1, 1)
+    );
+    assert_eq!(c.received, 0);
+}
+
+#[test]
+fn asleep_a_node_neither_answers_nor_sends_and_wakes_up_where_it_was() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    n.sleep();
+    assert!(
+        n.on_message(
+            t0,
+            id(2),
+            &GossipMessage::probe(MsgType::Ping, 1, id(2), 0).encode()
+        )
+        .is_empty()
+    );
+    assert!(n.on_tick(t0 + secs(30)).is_empty());
+    assert_eq!(n.next_candidate(), None);
+    assert_eq!(n.counters().ignored_asleep, 1);
+    n.wake(t0 + secs(30));
+    assert!(n.knows(&id(2)), "not evicted by its own sleep");
+    let pings = n.on_tick(t0 + secs(30));
+    assert_eq!(sends(&pings).len(), 1, "pings at once on waking");
+    assert!(n.next_candidate().is_some(), "and searches again");
+}
+
+#[test]
+fn reset_forgets_what_was_learnt_but_never_reuses_message_ids() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    n.on_tick(t0 + secs(5));
+    let before = n.view(t0).msg_id;
+    n.on_message(
+        t0,
+        id(2),
+        &GossipMessage::prime(&key(2), 1, 127, 0).encode(),
+    );
+    n.reset(t0 + secs(6));
+    let v = n.view(t0 + secs(6));
+    assert_eq!((v.biggest, v.peers.len(), v.log.len()), (None, 0, 0));
+    assert_eq!(v.msg_id, before);
+    // The same PRIME is accepted again after a reset (the dedupe cache is gone too).
+    n.on_message(
+        t0 + secs(6),
+        id(2),
+        &GossipMessage::prime(&key(2), 1, 127, 0).encode(),
+    );
+    assert_eq!(n.biggest(), Some((127, id(2))));
+}
+
+#[test]
+fn equal_claims_are_credited_to_the_smaller_peer_id_in_any_order() {
+    let t0 = Instant::now();
+    let (a, b) = (key(7), key(8));
+    let (small, large) = if a.public().to_peer_id().to_bytes() < b.public().to_peer_id().to_bytes()
+    {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let small_claim = GossipMessage::prime(&small, 1, 127, 0).encode();
+    let large_claim = GossipMessage::prime(&large, 1, 127, 0).encode();
+    for order in [[&small_claim, &large_claim], [&large_claim, &small_claim]] {
+        let mut n = node(t0);
+        for claim in order {
+            let from = GossipMessage::decode(claim).unwrap().msg_forwarder;
+            n.on_message(t0, from, claim);
+        }
+        assert_eq!(n.biggest(), Some((127, small.public().to_peer_id())));
+    }
+}
+
+#[test]
+fn digit_counts_match_known_values() {
+    assert_eq!(mersenne_digits(2), 1);
+    assert_eq!(mersenne_digits(127), 39);
+    assert_eq!(mersenne_digits(4423), 1332);
+    assert_eq!(mersenne_digits(82_589_933), 24_862_048);
+}
+
+#[test]
+fn simulated_nodes_converge_on_the_same_largest_prime_and_finder() {
+    let mut sim = Simulation::new(SimConfig {
+        nodes: 16,
+        degree: 4,
+        seed: 7,
+        ..SimConfig::default()
+    });
+    // One find per node per 10 s round at most (the exercise's pace): 2 minutes reach 2^61 - 1.
+    sim.run_for(secs(120));
+    sim.stop_search();
+    sim.run_for(secs(5));
+    let (p, finder) = sim.nodes()[0].biggest().expect("something was found");
+    assert!(
+        p >= 61,
+        "two minutes of rounds reach at least 2^61 - 1 (got {p})"
+    );
+    for n in sim.nodes() {
+        assert_eq!(n.biggest(), Some((p, finder)), "all agree");
+    }
+    let finder_node = sim
+        .nodes()
+        .iter()
+        .find(|n| n.peer_id() == finder)
+        .expect("finder is a node");
+    assert!(finder_node.view(sim.now()).my_primes.contains(&p));
+}
+
+#[test]
+fn simulation_is_repeatable_from_its_seed() {
+    let run = |seed| {
+        let mut sim = Simulation::new(SimConfig {
+            nodes: 10,
+            seed,
+            ..SimConfig::default()
+        });
+        sim.run_for(secs(30));
+        (sim.nodes()[3].biggest(), sim.messages)
+    };
+    assert_eq!(run(3), run(3));
+}
+
+#[test]
+fn a_sleeping_node_is_evicted_within_the_stale_timeout_and_rejoins_on_waking() {
+    let mut sim = Simulation::new(SimConfig {
+        nodes: 6,
+        degree: 5,
+        seed: 2,
+        search: false,
+        ..SimConfig::default()
+    });
+    sim.run_for(secs(6));
+    let sleeper = sim.nodes()[0].peer_id();
+    assert!(sim.nodes()[1..].iter().all(|n| n.knows(&sleeper)));
+    sim.node_mut(0).sleep();
+    // Stale after 10 s of silence, checked every second, plus one network latency.
+    sim.run_for(secs(12));
+    assert!(
+        sim.nodes()[1..].iter().all(|n| !n.knows(&sleeper)),
+        "evicted by everyone"
+    );
+    let now = sim.now();
+    sim.node_mut(0).wake(now);
+    sim.run_for(secs(1));
+    assert!(
+        sim.nodes()[1..].iter().all(|n| n.knows(&sleeper)),
+        "back after its first pings"
+    );
+}
+
+#[test]
+fn flooding_reaches_more_nodes_with_more_ttl() {
+    let reach: Vec<f64> = (1..=4).map(|ttl| flood(64, 4, ttl, 1).reach).collect();
+    assert!(reach.windows(2).all(|w| w[0] <= w[1]), "{reach:?}");
+    assert!(reach[3] > reach[0], "{reach:?}");
+    let full = flood(8, 7, 1, 1);
+    assert_eq!(full.reach, 1.0, "a full mesh needs one hop");
+}
