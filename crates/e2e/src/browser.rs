@@ -234,8 +234,9 @@ impl Browser {
     /// Ends the session and ChromeDriver.
     pub async fn quit(mut self) -> anyhow::Result<()> {
         let result = self.client.clone().close().await;
-        let _ = self.driver.kill();
+        crate::kill_tree(self.driver.id());
         let _ = self.driver.wait();
+        self.detached = true;
         result.map_err(Into::into)
     }
 }
@@ -253,7 +254,8 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.detached {
-            let _ = self.driver.kill();
+            // Killing only ChromeDriver would orphan Chromium: take the whole tree down.
+            crate::kill_tree(self.driver.id());
             let _ = self.driver.wait();
         }
     }

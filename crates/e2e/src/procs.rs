@@ -21,6 +21,42 @@ pub fn stop_pid(pid: u32) -> std::io::Result<()> {
         .map(|_| ())
 }
 
+/// `pid` and all its descendants, children first (Chromium runs under ChromeDriver).
+pub fn with_descendants(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The fields after the parenthesised command name are: state, ppid, ...
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                all.extend(with_descendants(child));
+            }
+        }
+    }
+    all.push(pid);
+    all
+}
+
+/// Sends SIGKILL to `pid` and all its descendants.
+pub fn kill_tree(pid: u32) {
+    for p in with_descendants(pid) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .status();
+    }
+}
+
 fn wait_exit(child: &mut Child, timeout: Duration) -> anyhow::Result<ExitStatus> {
     let start = std::time::Instant::now();
     loop {

@@ -3,7 +3,9 @@
 //! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped;
 //! - join time for 4 and 8 tabs: page load to relay reservation, page load to all peers
 //!   connected (median and worst over every tab of every run);
-//! - relay resident memory: idle, with 8 tabs, with many native clients (`tabmesh-loadgen`).
+//! - relay resident memory: idle, with 8 tabs, with many native clients (`tabmesh-loadgen`);
+//! - GIMPS gossip: native Lucas-Lehmer times, and from the deterministic simulation the share of
+//!   nodes a `PRIME` reaches and the messages it costs, for 8/64/256 nodes and TTL 1 to 4.
 //!
 //! The browser and network parts run inside a loopback-only network namespace, like the tests.
 
@@ -35,6 +37,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => println!("after wasm-opt -Oz {:>10}", "(wasm-opt not installed)"),
     }
     println!("gzipped (served)   {:>10}", mb(build.gzipped));
+    gimps_figures();
     shell::run(cargo().args([
         "build",
         "--release",
@@ -65,6 +68,39 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         }
         relay_memory(args.clients).await
     })
+}
+
+/// Lucas-Lehmer and flooding figures, native, in this process (tabmesh-core is built at
+/// opt-level 2 even in dev builds; see the workspace profiles).
+fn gimps_figures() {
+    use tabmesh_core::gimps::lucas_lehmer::is_mersenne_prime;
+    use tabmesh_core::gimps::sim::flood;
+    println!("== Lucas-Lehmer, native (num-bigint, tabmesh-core at opt-level 2) ==");
+    for p in [4423u32, 9941] {
+        let start = std::time::Instant::now();
+        let prime = is_mersenne_prime(p);
+        println!(
+            "p = {p:<6} {:>9.1} ms   (prime: {prime})",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    println!("== PRIME flooding in simulation (degree 4, seed 1): reach / messages per PRIME ==");
+    println!(
+        "{:>6} {:>16} {:>16} {:>16} {:>16}",
+        "nodes", "TTL 1", "TTL 2", "TTL 3", "TTL 4"
+    );
+    for nodes in [8usize, 64, 256] {
+        let cells: Vec<String> = (1..=4u8)
+            .map(|ttl| {
+                let r = flood(nodes, 4, ttl, 1);
+                format!("{:>5.1}% / {:>5}", r.reach * 100.0, r.messages)
+            })
+            .collect();
+        println!(
+            "{nodes:>6} {:>16} {:>16} {:>16} {:>16}",
+            cells[0], cells[1], cells[2], cells[3]
+        );
+    }
 }
 
 fn summary(mut values: Vec<f64>) -> String {

@@ -129,38 +129,11 @@ fn up(tabs: usize, nodes: usize, http_port: u16) -> anyhow::Result<()> {
     })
 }
 
-/// `pid` and all its descendants (Chromium runs under ChromeDriver), children first.
-fn with_descendants(pid: u32) -> Vec<u32> {
-    let mut children = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            // Fields after the parenthesised command name: state, ppid, ...
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            if ppid == Some(pid) {
-                children.extend(with_descendants(child));
-            }
-        }
-    }
-    children.push(pid);
-    children
-}
-
 fn down() -> anyhow::Result<()> {
     let pids: Vec<(String, u32)> = read_pids()
         .into_iter()
         .flat_map(|(name, pid)| {
-            with_descendants(pid)
+            tabmesh_e2e::with_descendants(pid)
                 .into_iter()
                 .map(move |p| (name.clone(), p))
         })
