@@ -131,6 +131,9 @@ impl RelayNode {
             .with_behaviour(|key| {
                 let mut kad_cfg = kad::Config::new(StreamProtocol::new(protocol::KADEMLIA));
                 kad_cfg.set_query_timeout(Duration::from_secs(30));
+                // The relay is the bootstrap node: its table fills from identify, it has nobody
+                // to bootstrap from.
+                kad_cfg.set_periodic_bootstrap_interval(None);
                 let mut kad = kad::Behaviour::with_config(
                     local_peer_id,
                     MemoryStore::new(local_peer_id),
@@ -415,6 +418,7 @@ fn log_relay_event(event: &relay::Event) {
         } => {
             tracing::info!(src = %src_peer_id, dst = %dst_peer_id, error = ?error, "circuit closed")
         }
+        StatusChanged { status } => tracing::info!(?status, "relay service status"),
         other => tracing::warn!(event = ?other, "relay error"),
     }
 }

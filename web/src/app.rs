@@ -2,7 +2,7 @@
 
 use yew::prelude::*;
 
-use crate::components::{EventLog, Header, PeersPanel, RelayBanner};
+use crate::components::{EventLog, GimpsLog, GimpsPanel, Header, PeersPanel, RelayBanner};
 use crate::runtime;
 use crate::state::{Action, AppState};
 
@@ -38,9 +38,17 @@ pub(crate) fn app() -> Html {
         (Some(view), None) => html! {
             <>
                 <RelayBanner relay={view.relay.clone()} />
-                <main class="panels">
-                    <PeersPanel peers={view.peers.clone()} />
-                    <EventLog events={view.wire.clone()} />
+                <main>
+                    if let Some(gimps) = &view.gimps {
+                        <div class="panels gimps">
+                            <GimpsPanel gimps={gimps.clone()} name={view.name.clone()} peer_id={view.peer_id.clone()} />
+                            <GimpsLog gimps={gimps.clone()} />
+                        </div>
+                    }
+                    <div class="panels">
+                        <PeersPanel peers={view.peers.clone()} />
+                        <EventLog events={view.wire.clone()} />
+                    </div>
                 </main>
             </>
         },

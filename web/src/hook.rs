@@ -3,9 +3,14 @@
 //! - `window.tabmesh.state()` returns the node's current [`NodeView`](tabmesh_node::NodeView)
 //!   as a plain object (`null` until the node has published its first view). Its fields are a
 //!   stable interface that end-to-end tests read; later protocols add sections to it.
+//! - `sleep()`, `wake()`, `reset()`: the GIMPS node's buttons.
+//! - `benchLucasLehmer(p)`: times one whole Lucas-Lehmer test in this tab, in milliseconds
+//!   (blocks the tab; for benchmarks).
 
 use wasm_bindgen::JsValue;
 use wasm_bindgen::prelude::Closure;
+
+use tabmesh_node::Command;
 
 use crate::runtime;
 
@@ -22,7 +27,19 @@ pub(crate) fn install() {
             .unwrap_or(JsValue::NULL)
     });
     let _ = js_sys::Reflect::set(&api, &"state".into(), state.as_ref());
-    // The closure lives as long as the page.
+    // The closures live as long as the page.
     state.forget();
+    for (name, command) in [
+        ("sleep", Command::Sleep),
+        ("wake", Command::Wake),
+        ("reset", Command::Reset),
+    ] {
+        let f = Closure::<dyn Fn()>::new(move || runtime::command(command.clone()));
+        let _ = js_sys::Reflect::set(&api, &name.into(), f.as_ref());
+        f.forget();
+    }
+    let bench = Closure::<dyn Fn(u32) -> f64>::new(tabmesh_node::platform::time_lucas_lehmer);
+    let _ = js_sys::Reflect::set(&api, &"benchLucasLehmer".into(), bench.as_ref());
+    bench.forget();
     let _ = js_sys::Reflect::set(&window, &"tabmesh".into(), &api);
 }

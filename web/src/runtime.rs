@@ -19,6 +19,55 @@ pub(crate) fn latest_view() -> Option<Rc<NodeView>> {
     LATEST.with(|l| l.borrow().clone())
 }
 
+/// Sends `command` to the node (dropped if the node is gone or swamped, which a click can retry).
+pub(crate) fn command(command: Command) {
+    COMMANDS.with(|c| {
+        if let Some(sender) = c.borrow_mut().as_mut() {
+            let _ = sender.try_send(command);
+        }
+    });
+}
+
+/// GIMPS settings from the page's query string, e.g. `?stale_timeout=5&ttl=3` (seconds for
+/// intervals). Unknown keys are ignored; bad values keep the default and are logged.
+fn gossip_overrides(config: &mut NodeConfig) {
+    let search = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .unwrap_or_default();
+    let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search) else {
+        return;
+    };
+    let secs = |key: &str| -> Option<tabmesh_core::Duration> {
+        let raw = params.get(key)?;
+        match raw.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => {
+                Some(tabmesh_core::Duration::from_secs_f64(v))
+            }
+            _ => {
+                tracing::warn!(key, raw, "ignoring a bad interval in the URL");
+                None
+            }
+        }
+    };
+    let g = &mut config.gossip;
+    if let Some(d) = secs("search_interval") {
+        g.search_interval = d;
+    }
+    if let Some(d) = secs("evict_interval") {
+        g.evict_interval = d;
+    }
+    if let Some(d) = secs("stale_timeout") {
+        g.stale_timeout = d;
+    }
+    if let Some(d) = secs("ping_interval") {
+        g.ping_interval = d;
+    }
+    if let Some(ttl) = params.get("ttl").and_then(|t| t.parse::<u8>().ok()) {
+        g.initial_ttl = ttl.min(16);
+        g.max_ttl = g.max_ttl.max(g.initial_ttl);
+    }
+}
+
 /// Starts the node and calls `on_view` with each view it publishes.
 pub(crate) fn start(on_view: impl Fn(Rc<NodeView>) + 'static) -> Result<(), String> {
     let mut config = NodeConfig::new(
@@ -28,6 +77,7 @@ pub(crate) fn start(on_view: impl Fn(Rc<NodeView>) + 'static) -> Result<(), Stri
     );
     config.clock_origin_offset = platform::since_page_load();
     config.seed = (js_sys::Math::random() * 2f64.powi(53)) as u64;
+    gossip_overrides(&mut config);
     let (node, mut handle) = Node::new(config).map_err(|e| e.to_string())?;
     COMMANDS.with(|c| *c.borrow_mut() = Some(handle.commands.clone()));
     wasm_bindgen_futures::spawn_local(node.run());

@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::peers::PeerView;
+use crate::gimps::node::{GimpsView, GossipConfig};
+use crate::peers::{PeerView, millis};
 use crate::relay_link::RelayLinkView;
 use crate::wire_log::WireEvent;
 
@@ -32,6 +33,56 @@ pub struct NodeView {
     pub wire: Vec<WireEvent>,
     /// Counters of rejected input and failures.
     pub counters: Counters,
+    /// The GIMPS gossip protocol's state (absent in peers that do not run it).
+    #[serde(default)]
+    pub gimps: Option<GimpsSection>,
+}
+
+/// The `gimps` section: the protocol state plus what the driver measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GimpsSection {
+    /// Protocol state: awake, msg_id, peers, biggest prime, own primes, log, counters.
+    #[serde(flatten)]
+    pub state: GimpsView,
+    /// Lucas-Lehmer tests completed per second, over the last 10 s.
+    pub tests_per_sec: f64,
+    /// Lucas-Lehmer tests completed since start.
+    pub tested_total: u64,
+    /// Wall-clock time (Unix ms) at which the current largest prime was learnt or found, to
+    /// compare across peers.
+    pub learned_at_unix_ms: Option<u64>,
+    /// The protocol's intervals and limits.
+    pub config: GimpsConfigView,
+}
+
+/// The configurable part of the protocol, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GimpsConfigView {
+    /// Search round interval.
+    pub search_interval_ms: u64,
+    /// Eviction check interval.
+    pub evict_interval_ms: u64,
+    /// Silence before eviction.
+    pub stale_timeout_ms: u64,
+    /// Ping interval.
+    pub ping_interval_ms: u64,
+    /// TTL of own announcements.
+    pub initial_ttl: u8,
+    /// Largest TTL accepted.
+    pub max_ttl: u8,
+}
+
+impl From<&GossipConfig> for GimpsConfigView {
+    fn from(c: &GossipConfig) -> Self {
+        Self {
+            search_interval_ms: millis(c.search_interval),
+            evict_interval_ms: millis(c.evict_interval),
+            stale_timeout_ms: millis(c.stale_timeout),
+            ping_interval_ms: millis(c.ping_interval),
+            initial_ttl: c.initial_ttl,
+            max_ttl: c.max_ttl,
+        }
+    }
 }
 
 /// The relay as seen by a peer.

@@ -200,6 +200,13 @@ impl Browser {
         Ok(self.client.find(Locator::Css(css)).await?.text().await?)
     }
 
+    /// Clicks the first element matching `css` in `tab`.
+    pub async fn click(&self, tab: &Tab, css: &str) -> anyhow::Result<()> {
+        self.switch(tab).await?;
+        self.client.find(Locator::Css(css)).await?.click().await?;
+        Ok(())
+    }
+
     /// Whether an element matching `css` is present in `tab`.
     pub async fn exists(&self, tab: &Tab, css: &str) -> anyhow::Result<bool> {
         self.switch(tab).await?;

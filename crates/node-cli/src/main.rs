@@ -16,6 +16,7 @@ use tabmesh_core::view::NodeView;
 use tabmesh_core::wire_log::{Direction, WireEvent};
 use tabmesh_node::libp2p::identity::Keypair;
 use tabmesh_node::{BootstrapSource, Command, Node, NodeConfig, NodeEvent};
+use tokio::io::AsyncBufReadExt;
 use tracing_subscriber::EnvFilter;
 
 /// A native tabmesh peer: joins the relay and shows up in every tab's peer list.
@@ -43,6 +44,35 @@ struct NodeArgs {
     /// Print one JSON state snapshot per status interval instead of human-readable output.
     #[arg(long)]
     json: bool,
+
+    /// GIMPS: seconds between search rounds.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_secs)]
+    search_interval: f64,
+
+    /// GIMPS: seconds between eviction checks.
+    #[arg(long, default_value_t = 1.0, value_parser = positive_secs)]
+    evict_interval: f64,
+
+    /// GIMPS: seconds of silence after which a peer is evicted.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_secs)]
+    stale_timeout: f64,
+
+    /// GIMPS: seconds between pings of every peer.
+    #[arg(long, default_value_t = 5.0, value_parser = positive_secs)]
+    ping_interval: f64,
+
+    /// GIMPS: TTL of our PRIME announcements.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=16))]
+    ttl: u8,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 fn parse_bootstrap(s: &str) -> Result<BootstrapSource, String> {
@@ -89,8 +119,19 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     );
     config.listen = args.listen.clone();
     config.seed = std::process::id().into();
+    config.gossip.search_interval = Duration::from_secs_f64(args.search_interval);
+    config.gossip.evict_interval = Duration::from_secs_f64(args.evict_interval);
+    config.gossip.stale_timeout = Duration::from_secs_f64(args.stale_timeout);
+    config.gossip.ping_interval = Duration::from_secs_f64(args.ping_interval);
+    config.gossip.initial_ttl = args.ttl;
+    config.gossip.max_ttl = config.gossip.max_ttl.max(args.ttl);
     let (node, mut handle) = Node::new(config).context("starting the node")?;
     println!("tabmesh-node {} joining {}", node.peer_id(), args.bootstrap);
+    if !args.json {
+        println!("type sleep, wake or reset (and Enter) to control the GIMPS node");
+    }
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
 
     let node = tokio::task::spawn_local(node.run());
     let shutdown_signal = terminate_or_interrupt()?;
@@ -111,6 +152,16 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 } else {
                     print!("{}", summary(view));
                 }
+            },
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => match line.trim() {
+                    "sleep" => { let _ = handle.commands.try_send(Command::Sleep); }
+                    "wake" => { let _ = handle.commands.try_send(Command::Wake); }
+                    "reset" => { let _ = handle.commands.try_send(Command::Reset); }
+                    "" => {}
+                    other => eprintln!("unknown command {other:?}: use sleep, wake or reset"),
+                },
+                _ => stdin_open = false,
             },
             () = &mut shutdown_signal => {
                 println!("shutting down");
@@ -167,6 +218,43 @@ fn summary(view: &NodeView) -> String {
         let _ = write!(out, " (last error: {err})");
     }
     let _ = writeln!(out);
+    if let Some(g) = &view.gimps {
+        let state = if g.state.awake { "awake" } else { "ASLEEP" };
+        let _ = write!(out, "gimps: {state}, msg_id {}", g.state.msg_id);
+        if let Some(p) = g.state.testing {
+            let _ = write!(out, ", testing p = {p} ({:.1} tests/s)", g.tests_per_sec);
+        }
+        match &g.state.biggest {
+            Some(b) => {
+                let _ = write!(
+                    out,
+                    ", biggest 2^{}-1 ({} digits) found by {} ({})",
+                    b.exponent, b.digits, b.originator_name, b.originator
+                );
+            }
+            None => {
+                let _ = write!(out, ", no prime known yet");
+            }
+        }
+        let _ = writeln!(out, ", my primes {:?}", g.state.my_primes);
+        if g.state.peers.is_empty() {
+            let _ = writeln!(out, "  gossip peers: peerless");
+        } else {
+            let list: Vec<String> = g
+                .state
+                .peers
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} (heard {:.1} s ago)",
+                        p.name,
+                        p.heard_ms_ago as f64 / 1e3
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "  gossip peers: {}", list.join(", "));
+        }
+    }
     if view.peers.is_empty() {
         let _ = writeln!(out, "peers: none yet");
     }

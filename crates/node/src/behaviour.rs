@@ -4,7 +4,8 @@
 //! - Kademlia (server mode, tabmesh protocol name): discovery now, the DHT later;
 //! - identify (pushing listen address changes, so the relay learns our circuit address as soon
 //!   as the reservation is accepted);
-//! - ping: round-trip times and liveness.
+//! - ping: round-trip times and liveness;
+//! - GIMPS gossip (`/tabmesh/gimps/1.0.0`): one request per message, see `gossip_codec`.
 
 // The derive generates `NodeBehaviourEvent` with one undocumented variant per field.
 #![allow(missing_docs)]
@@ -13,9 +14,12 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore};
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, identify, ping, relay};
 use tabmesh_core::protocol;
+
+use crate::gossip_codec::{self, GossipCodec};
 
 /// The behaviours of a tabmesh peer.
 #[derive(NetworkBehaviour)]
@@ -28,6 +32,8 @@ pub struct NodeBehaviour {
     pub identify: identify::Behaviour,
     /// Ping.
     pub ping: ping::Behaviour,
+    /// GIMPS gossip.
+    pub gimps: request_response::Behaviour<GossipCodec>,
 }
 
 impl NodeBehaviour {
@@ -56,6 +62,13 @@ impl NodeBehaviour {
                 ping::Config::new()
                     .with_interval(ping_interval)
                     .with_timeout(Duration::from_secs(10)),
+            ),
+            gimps: request_response::Behaviour::with_codec(
+                GossipCodec,
+                [(gossip_codec::PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(10))
+                    .with_max_concurrent_streams(64),
             ),
         }
     }

@@ -13,12 +13,14 @@
 //! and `window.tabmesh.state()` returns) and each wire event as it happens.
 
 pub mod behaviour;
+pub mod gossip_codec;
 mod node;
 pub mod platform;
 
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use tabmesh_core::discovery::DiscoveryConfig;
+use tabmesh_core::gimps::node::GossipConfig;
 use tabmesh_core::peers::PeerTableConfig;
 use tabmesh_core::relay_link::RelayLinkConfig;
 pub use tabmesh_core::view::NodeView;
@@ -75,6 +77,8 @@ pub struct NodeConfig {
     pub clock_origin_offset: Duration,
     /// Seed of the node's randomness (backoff jitter).
     pub seed: u64,
+    /// GIMPS gossip intervals and limits.
+    pub gossip: GossipConfig,
 }
 
 impl NodeConfig {
@@ -93,6 +97,7 @@ impl NodeConfig {
             wire_log_capacity: 50,
             clock_origin_offset: Duration::ZERO,
             seed: 0,
+            gossip: GossipConfig::default(),
         }
     }
 }
@@ -111,6 +116,12 @@ pub enum NodeEvent {
 pub enum Command {
     /// Close all connections and stop the event loop.
     Shutdown,
+    /// GIMPS: stop answering and sending (peers will evict us).
+    Sleep,
+    /// GIMPS: answer and send again.
+    Wake,
+    /// GIMPS: forget the largest prime, own primes, peer list and logs.
+    Reset,
 }
 
 /// The caller's side of a node: its events and a way to send it commands.

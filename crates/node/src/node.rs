@@ -5,21 +5,24 @@
 //! swarm. Timers are the core types' `poll_timeout`s; the loop sleeps until the earliest one.
 
 use futures::channel::mpsc;
-use futures::future::{Fuse, LocalBoxFuture};
+use futures::future::{Fuse, FusedFuture, LocalBoxFuture};
 use futures::{FutureExt, StreamExt};
 use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping, relay};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping, relay, request_response};
+use std::collections::VecDeque;
 use tabmesh_core::bootstrap::BootstrapInfo;
 use tabmesh_core::discovery::DiscoverySchedule;
+use tabmesh_core::gimps::message::MsgType;
+use tabmesh_core::gimps::node::{GossipAction, GossipNode};
 use tabmesh_core::names::{peer_name, short_id};
 use tabmesh_core::peers::{Admission, ConnectionKind, PeerTable, Verdict, millis};
 use tabmesh_core::protocol;
 use tabmesh_core::relay_link::{RelayCommand, RelayLink};
-use tabmesh_core::view::{Counters, NodeView, RelayView};
+use tabmesh_core::view::{Counters, GimpsSection, NodeView, RelayView};
 use tabmesh_core::wire_log::{Direction, WireLog};
 use web_time::{Duration, Instant};
 
@@ -32,6 +35,10 @@ const EVENT_CHANNEL_CAPACITY: usize = 256;
 const COMMAND_CHANNEL_CAPACITY: usize = 16;
 /// Most addresses tried per discovered peer.
 const MAX_DIAL_ADDRS: usize = 8;
+/// Window over which the Lucas-Lehmer test rate is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+type SearchFuture = Fuse<LocalBoxFuture<'static, (u32, bool)>>;
 
 /// The relay we are attached to (known once the bootstrap document has been read).
 #[derive(Debug, Clone)]
@@ -54,6 +61,10 @@ pub struct Node {
     relay_listener: Option<ListenerId>,
     relay_rtt: Option<Duration>,
     reservation_at: Option<Instant>,
+    gossip: GossipNode,
+    tests_done: VecDeque<Instant>,
+    tested_total: u64,
+    learned_at_unix_ms: Option<u64>,
     events: mpsc::Sender<NodeEvent>,
     commands: mpsc::Receiver<Command>,
 }
@@ -87,6 +98,10 @@ impl Node {
             relay_listener: None,
             relay_rtt: None,
             reservation_at: None,
+            gossip: GossipNode::new(config.keypair.clone(), config.gossip.clone(), origin, now),
+            tests_done: VecDeque::new(),
+            tested_total: 0,
+            learned_at_unix_ms: None,
             events: events_tx,
             commands: commands_rx,
             config,
@@ -109,6 +124,7 @@ impl Node {
     pub async fn run(mut self) {
         let mut bootstrap: Fuse<LocalBoxFuture<'static, Result<BootstrapInfo, String>>> =
             Fuse::terminated();
+        let mut search: SearchFuture = Fuse::terminated();
         let mut next_view = Instant::now();
         loop {
             let now = Instant::now();
@@ -118,6 +134,16 @@ impl Node {
             if self.discovery.poll(now) {
                 self.discover(now);
             }
+            let actions = self.gossip.on_tick(now);
+            self.apply_gossip(now, actions);
+            if search.is_terminated()
+                && let Some(p) = self.gossip.next_candidate()
+            {
+                search = platform::lucas_lehmer(p)
+                    .map(move |prime| (p, prime))
+                    .boxed_local()
+                    .fuse();
+            }
             if now >= next_view {
                 self.publish_view(now);
                 next_view = now + self.config.view_interval;
@@ -125,6 +151,7 @@ impl Node {
             let wake = [
                 self.relay_link.poll_timeout(),
                 self.discovery.poll_timeout(),
+                self.gossip.poll_timeout(),
             ]
             .into_iter()
             .flatten()
@@ -134,13 +161,165 @@ impl Node {
             futures::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(Instant::now(), event),
                 result = bootstrap => self.on_bootstrap(Instant::now(), result),
+                (p, prime) = search => self.on_tested(Instant::now(), p, prime),
                 command = self.commands.next() => match command {
                     Some(Command::Shutdown) | None => break,
+                    Some(command) => self.on_command(Instant::now(), command),
                 },
                 () = sleep => {}
             }
         }
         self.shutdown();
+    }
+
+    fn on_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Sleep => {
+                self.gossip.sleep();
+                self.log(
+                    now,
+                    Direction::Local,
+                    "gimps",
+                    None,
+                    "asleep: not answering or sending",
+                );
+            }
+            Command::Wake => {
+                self.gossip.wake(now);
+                self.rejoin_connected_peers(now);
+                self.log(now, Direction::Local, "gimps", None, "awake");
+            }
+            Command::Reset => {
+                self.gossip.reset(now);
+                self.learned_at_unix_ms = None;
+                self.rejoin_connected_peers(now);
+                self.log(now, Direction::Local, "gimps", None, "state reset");
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    /// Connected peers belong in the gossip peer list (the exercise's bootstrap list).
+    fn rejoin_connected_peers(&mut self, now: Instant) {
+        let peers: Vec<PeerId> = self.peers.peer_ids().copied().collect();
+        for peer in peers {
+            self.gossip.on_peer_connected(now, peer);
+        }
+    }
+
+    fn on_tested(&mut self, now: Instant, exponent: u32, prime: bool) {
+        self.tested_total += 1;
+        self.tests_done.push_back(now);
+        while self
+            .tests_done
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > RATE_WINDOW)
+        {
+            self.tests_done.pop_front();
+        }
+        let actions = self.gossip.on_tested(now, exponent, prime);
+        self.apply_gossip(now, actions);
+    }
+
+    fn apply_gossip(&mut self, now: Instant, actions: Vec<GossipAction>) {
+        for action in actions {
+            match action {
+                GossipAction::Send { to, message } => {
+                    if message.msg_type == MsgType::Prime {
+                        let summary = format!(
+                            "PRIME 2^{}-1 by {} (ttl {})",
+                            message.exponent.unwrap_or(0),
+                            peer_name(&message.msg_originator),
+                            message.ttl
+                        );
+                        self.log(now, Direction::Sent, "gimps", Some(to), summary);
+                    }
+                    self.swarm
+                        .behaviour_mut()
+                        .gimps
+                        .send_request(&to, message.encode());
+                }
+                GossipAction::Evicted(peer) => {
+                    self.log(
+                        now,
+                        Direction::Local,
+                        "gimps",
+                        Some(peer),
+                        "evicted: silent too long",
+                    );
+                }
+                GossipAction::NewBiggest {
+                    exponent,
+                    originator,
+                } => {
+                    self.learned_at_unix_ms = unix_ms();
+                    let who = if originator == self.peer_id() {
+                        "us".to_owned()
+                    } else {
+                        peer_name(&originator)
+                    };
+                    self.log(
+                        now,
+                        Direction::Local,
+                        "gimps",
+                        None,
+                        format!("largest prime now 2^{exponent}-1, found by {who}"),
+                    );
+                }
+                GossipAction::Rejected {
+                    from,
+                    reason,
+                    disconnect,
+                } => {
+                    self.counters.violations += 1;
+                    tracing::warn!(peer = %from, %reason, "gossip message rejected");
+                    self.log(
+                        now,
+                        Direction::Local,
+                        "gimps",
+                        Some(from),
+                        format!("rejected: {}", truncate(&reason, 160)),
+                    );
+                    if disconnect && Some(from) != self.relay_peer() {
+                        self.counters.disconnects += 1;
+                        let _ = self.swarm.disconnect_peer_id(from);
+                        self.log(
+                            now,
+                            Direction::Local,
+                            "conn",
+                            Some(from),
+                            "disconnecting: too many gossip violations",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_gimps_event(&mut self, now: Instant, event: request_response::Event<Vec<u8>, ()>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.peers.on_heard(now, &peer);
+                let _ = self.swarm.behaviour_mut().gimps.send_response(channel, ());
+                let actions = self.gossip.on_message(now, peer, &request);
+                self.apply_gossip(now, actions);
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "gossip send failed");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "gossip receive failed");
+            }
+            request_response::Event::Message { .. }
+            | request_response::Event::ResponseSent { .. } => {}
+        }
     }
 
     fn shutdown(&mut self) {
@@ -234,6 +413,7 @@ impl Node {
                         self.on_relay_lost(now, format!("relay connection lost: {cause}"));
                     }
                 } else if self.peers.on_connection_closed(&peer_id, connection_id) {
+                    self.gossip.on_peer_disconnected(&peer_id);
                     self.log(
                         now,
                         Direction::Local,
@@ -330,6 +510,7 @@ impl Node {
         };
         match self.peers.on_connection_established(now, peer, id, kind) {
             Admission::Accepted => {
+                self.gossip.on_peer_connected(now, peer);
                 let how = match kind {
                     ConnectionKind::Relayed => "relayed",
                     ConnectionKind::Direct => "direct",
@@ -379,6 +560,7 @@ impl Node {
             NodeBehaviourEvent::Kad(event) => self.on_kad_event(now, event),
             NodeBehaviourEvent::Identify(event) => self.on_identify_event(now, event),
             NodeBehaviourEvent::Ping(event) => self.on_ping_event(now, event),
+            NodeBehaviourEvent::Gimps(event) => self.on_gimps_event(now, event),
         }
     }
 
@@ -679,8 +861,23 @@ impl Node {
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
             wire: self.wire.events().cloned().collect(),
             counters,
+            gimps: Some(GimpsSection {
+                state: self.gossip.view(now),
+                tests_per_sec: self.tests_done.len() as f64 / RATE_WINDOW.as_secs_f64(),
+                tested_total: self.tested_total,
+                learned_at_unix_ms: self.learned_at_unix_ms,
+                config: self.gossip.config().into(),
+            }),
         }
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (to compare moments across peers).
+fn unix_ms() -> Option<u64> {
+    web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
+        .ok()
+        .map(millis)
 }
 
 fn is_circuit(addr: &Multiaddr) -> bool {

@@ -71,3 +71,12 @@ pub(crate) fn fetch_bootstrap(
         }
     }
 }
+
+/// Runs the Lucas-Lehmer test for `2^p - 1` on its own thread, off the event loop.
+pub(crate) fn lucas_lehmer(p: u32) -> LocalBoxFuture<'static, bool> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(tabmesh_core::gimps::lucas_lehmer::is_mersenne_prime(p));
+    });
+    async move { rx.await.unwrap_or(false) }.boxed_local()
+}

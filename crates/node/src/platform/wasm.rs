@@ -135,3 +135,33 @@ pub fn since_page_load() -> Duration {
         .unwrap_or(0.0);
     Duration::from_secs_f64(ms.max(0.0) / 1e3)
 }
+
+/// Runs the Lucas-Lehmer test for `2^p - 1` in slices of about 8 ms, yielding to the browser's
+/// event loop between slices so the tab never freezes.
+pub(crate) fn lucas_lehmer(p: u32) -> LocalBoxFuture<'static, bool> {
+    const SLICE: Duration = Duration::from_millis(8);
+    async move {
+        let mut test = tabmesh_core::gimps::lucas_lehmer::LucasLehmer::new(p);
+        let mut budget = 16u32;
+        loop {
+            let start = web_time::Instant::now();
+            if let Some(verdict) = test.advance(budget) {
+                return verdict;
+            }
+            // Adapt the slice to the measured speed: iterations get slower as p grows.
+            let took = start.elapsed().max(Duration::from_micros(100));
+            let scale = SLICE.as_secs_f64() / took.as_secs_f64();
+            budget = ((f64::from(budget) * scale.clamp(0.5, 2.0)) as u32).max(1);
+            futures_timer::Delay::new(Duration::ZERO).await;
+        }
+    }
+    .boxed_local()
+}
+
+/// Times a whole Lucas-Lehmer test of `2^p - 1` in this tab, in milliseconds (for benchmarks;
+/// blocks the tab while it runs).
+pub fn time_lucas_lehmer(p: u32) -> f64 {
+    let start = web_time::Instant::now();
+    let _ = tabmesh_core::gimps::lucas_lehmer::is_mersenne_prime(p);
+    start.elapsed().as_secs_f64() * 1e3
+}

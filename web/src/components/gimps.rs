@@ -1,0 +1,237 @@
+//! The GIMPS dashboard: the node's state (with any further fields shown automatically), the
+//! Sleep/Wake and Reset buttons, search progress, and the last 20 messages sent and received.
+
+use tabmesh_core::view::GimpsSection;
+use tabmesh_node::Command;
+use yew::prelude::*;
+
+use super::{CopyButton, ago};
+use crate::runtime;
+
+/// Properties of [`GimpsPanel`].
+#[derive(Properties, PartialEq)]
+pub(crate) struct GimpsPanelProps {
+    /// The `gimps` section of the node's view.
+    pub(crate) gimps: GimpsSection,
+    /// Our name.
+    pub(crate) name: AttrValue,
+    /// Our peer id.
+    pub(crate) peer_id: AttrValue,
+}
+
+/// Fields the State panel lays out itself; anything else in the section is listed generically.
+const SHOWN: &[&str] = &[
+    "awake",
+    "msg_id",
+    "peers",
+    "biggest",
+    "my_primes",
+    "searching",
+    "testing",
+    "log",
+    "counters",
+    "tests_per_sec",
+    "tested_total",
+    "learned_at_unix_ms",
+    "config",
+    "misbehaving",
+];
+
+/// The GIMPS State panel with its controls and search progress.
+#[function_component(GimpsPanel)]
+pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
+    let g = &props.gimps;
+    let s = &g.state;
+    let toggle = {
+        let awake = s.awake;
+        Callback::from(move |_: MouseEvent| {
+            runtime::command(if awake { Command::Sleep } else { Command::Wake })
+        })
+    };
+    let reset = Callback::from(|_: MouseEvent| runtime::command(Command::Reset));
+    let peers = if s.peers.is_empty() {
+        html! { <span class="muted">{ "peerless" }</span> }
+    } else {
+        html! {
+            <ul class="plain">
+                { for s.peers.iter().map(|p| html! {
+                    <li key={p.peer_id.clone()} data-peer-id={p.peer_id.clone()}>
+                        <span class="peer-name">{ &p.name }</span>
+                        <span class="muted">{ format!("heard {}", ago(p.heard_ms_ago)) }</span>
+                    </li>
+                }) }
+            </ul>
+        }
+    };
+    let biggest = match &s.biggest {
+        Some(b) => html! {
+            <>
+                <span class="prime" data-testid="biggest-prime">{ format!("2^{} − 1", b.exponent) }</span>
+                <span class="muted">{ format!(" ({} digits)", b.digits) }</span>
+            </>
+        },
+        None => html! { <span class="muted">{ "none yet" }</span> },
+    };
+    let finder = match &s.biggest {
+        Some(b) => html! {
+            <>
+                <span class="peer-name" data-testid="prime-finder">{ &b.originator_name }</span>
+                <code title={b.originator.clone()}>{ short(&b.originator) }</code>
+                if b.originator == props.peer_id.as_str() { <span class="badge direct">{ "us" }</span> }
+            </>
+        },
+        None => html! { <span class="muted">{ "–" }</span> },
+    };
+    let my_primes = if s.my_primes.is_empty() {
+        "none yet".to_owned()
+    } else {
+        s.my_primes
+            .iter()
+            .map(|p| format!("2^{p}−1"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let search = match s.testing {
+        Some(p) if s.awake => format!(
+            "testing 2^{p} − 1 · {:.1} tests/s · {} tested",
+            g.tests_per_sec, g.tested_total
+        ),
+        _ if !s.awake => "paused (asleep)".to_owned(),
+        _ => format!("idle until the next round · {} tested", g.tested_total),
+    };
+    let extra = extra_fields(g);
+    html! {
+        <section class="panel" data-testid="gimps-state">
+            <h2>
+                { "GIMPS node " }
+                <span class={if s.awake { "badge direct" } else { "badge asleep" }} data-testid="awake">
+                    { if s.awake { "awake" } else { "asleep" } }
+                </span>
+                <span class="actions">
+                    <button type="button" class="action" data-testid="sleep-wake" onclick={toggle}>
+                        { if s.awake { "Sleep" } else { "Wake" } }
+                    </button>
+                    <button type="button" class="action" data-testid="reset" onclick={reset}>{ "Reset" }</button>
+                </span>
+            </h2>
+            <dl class="state">
+                <dt>{ "name" }</dt><dd>{ props.name.clone() }</dd>
+                <dt>{ "peer id" }</dt><dd><code>{ props.peer_id.clone() }</code></dd>
+                <dt>{ "msg_id" }</dt><dd>{ s.msg_id }</dd>
+                <dt>{ "biggest prime" }</dt><dd>{ biggest }</dd>
+                <dt>{ "found by" }</dt><dd>{ finder }</dd>
+                <dt>{ "my primes" }</dt><dd>{ my_primes }</dd>
+                <dt>{ "search" }</dt><dd data-testid="search">{ search }</dd>
+                <dt>{ "peers" }</dt><dd>{ peers }</dd>
+                if !s.misbehaving.is_empty() {
+                    <dt>{ "misbehaving" }</dt>
+                    <dd class="bad">{ s.misbehaving.iter().map(|p| short(p)).collect::<Vec<_>>().join(", ") }</dd>
+                }
+                <dt>{ "rejected" }</dt><dd>{ rejected_summary(g) }</dd>
+                { for extra.into_iter().map(|(k, v)| html! { <><dt>{ k }</dt><dd><code>{ v }</code></dd></> }) }
+            </dl>
+        </section>
+    }
+}
+
+fn short(peer_id: &str) -> String {
+    let tail = peer_id.len().saturating_sub(8);
+    format!("…{}", &peer_id[tail..])
+}
+
+fn rejected_summary(g: &GimpsSection) -> String {
+    let c = &g.state.counters;
+    let total = c.rejected_malformed
+        + c.rejected_forged_forwarder
+        + c.rejected_ttl
+        + c.rejected_signature
+        + c.rejected_fake_prime;
+    if total == 0 {
+        return "nothing".to_owned();
+    }
+    format!(
+        "{total} (malformed {}, forged forwarder {}, TTL {}, signature {}, fake prime {})",
+        c.rejected_malformed,
+        c.rejected_forged_forwarder,
+        c.rejected_ttl,
+        c.rejected_signature,
+        c.rejected_fake_prime
+    )
+}
+
+/// Fields of the section that this panel does not lay out, as (name, JSON) pairs: new state
+/// fields show up without UI changes.
+fn extra_fields(g: &GimpsSection) -> Vec<(String, String)> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(g) else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .filter(|(k, _)| !SHOWN.contains(&k.as_str()))
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
+}
+
+/// Properties of [`GimpsLog`].
+#[derive(Properties, PartialEq)]
+pub(crate) struct GimpsLogProps {
+    /// The `gimps` section of the node's view.
+    pub(crate) gimps: GimpsSection,
+}
+
+/// The last 20 gossip messages, newest first, with their six fields.
+#[function_component(GimpsLog)]
+pub(crate) fn gimps_log(props: &GimpsLogProps) -> Html {
+    let log = &props.gimps.state.log;
+    let text: String = log
+        .iter()
+        .map(|m| {
+            format!(
+                "{:.3}s {} {} msg_type={:?} msg_id={} msg_forwarder={} msg_originator={} ttl={} data={}\n",
+                m.at_ms as f64 / 1e3,
+                m.direction,
+                m.peer,
+                m.msg_type,
+                m.msg_id,
+                m.msg_forwarder,
+                m.msg_originator,
+                m.ttl,
+                m.data
+            )
+        })
+        .collect();
+    html! {
+        <section class="panel" data-testid="gimps-log">
+            <h2>
+                { "Node logs " }<span class="count">{ format!("last {}", log.len()) }</span>
+                <CopyButton text={text} label="Copy logs" title="Copy these messages as text" />
+            </h2>
+            if log.is_empty() {
+                <p class="empty">{ "No gossip yet." }</p>
+            } else {
+                <table class="gossip">
+                    <thead>
+                        <tr>
+                            <th>{ "time" }</th><th></th><th>{ "to / from" }</th><th>{ "type" }</th><th class="num">{ "id" }</th>
+                            <th>{ "forwarder" }</th><th>{ "originator" }</th><th class="num">{ "ttl" }</th><th>{ "data" }</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        { for log.iter().rev().map(|m| html! {
+                            <tr class={m.direction.to_lowercase()}>
+                                <td class="muted num">{ format!("{:.1}s", m.at_ms as f64 / 1e3) }</td>
+                                <td class="dir">{ &m.direction }</td>
+                                <td class="who">{ &m.peer }</td>
+                                <td><code>{ format!("{:?}", m.msg_type).to_uppercase() }</code></td>
+                                <td class="num">{ m.msg_id }</td>
+                                <td>{ &m.msg_forwarder }</td>
+                                <td>{ &m.msg_originator }</td>
+                                <td class="num">{ m.ttl }</td>
+                                <td>{ &m.data }</td>
+                            </tr>
+                        }) }
+                    </tbody>
+                </table>
+            }
+        </section>
+    }
+}
