@@ -29,7 +29,7 @@ pub(crate) struct BenchArgs {
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     let build = web::build(web::Profile::Release, true)?;
-    println!("== wasm size (web app, release, opt-level s) ==");
+    println!("== wasm size (web app, profile wasm-release: opt-level z, LTO) ==");
     println!("raw (cargo)        {:>10}", mb(build.raw));
     println!("after wasm-bindgen {:>10}", mb(build.bindgen));
     match build.optimized {
@@ -66,6 +66,7 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         for tabs in [4, 8] {
             join_times(tabs, args.runs).await?;
         }
+        gimps_in_browsers().await?;
         relay_memory(args.clients).await
     })
 }
@@ -165,6 +166,100 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     println!("== join time, {tabs} tabs, {runs} runs (per tab, from page load) ==");
     println!("to relay reservation   {}", summary(reservation));
     println!("to all peers connected {}", summary(all_peers));
+    Ok(())
+}
+
+/// Lucas-Lehmer in a tab against native, and how fast a `PRIME` reaches all of 8 tabs.
+async fn gimps_in_browsers() -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    use tabmesh_core::gimps::lucas_lehmer::is_mersenne_prime;
+
+    let dir = run_dir("bench-gimps")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    // Slow search rounds while timing, so the tab's own search does not compete.
+    let quiet = format!("{}/?search_interval=3600", relay.url());
+    let tab = browser.open_tab(&quiet).await?;
+    wait_until("the tab is up", Duration::from_secs(60), || {
+        let browser = &browser;
+        let tab = tab.clone();
+        async move {
+            Ok(browser
+                .state(&tab)
+                .await?
+                .map(|_| ())
+                .ok_or_else(|| "no state".to_owned()))
+        }
+    })
+    .await?;
+    println!("== Lucas-Lehmer: wasm in headless Chromium vs native ==");
+    for p in [4423u32, 9941] {
+        let start = std::time::Instant::now();
+        let _ = is_mersenne_prime(p);
+        let native = start.elapsed().as_secs_f64() * 1e3;
+        let wasm = browser
+            .client()
+            .execute(
+                &format!("return window.tabmesh.benchLucasLehmer({p});"),
+                vec![],
+            )
+            .await?
+            .as_f64()
+            .context("benchLucasLehmer returned no number")?;
+        println!(
+            "p = {p:<6} native {native:>8.1} ms   wasm {wasm:>8.1} ms   wasm/native {:>5.2}",
+            wasm / native
+        );
+    }
+    // The timing tab stays open (closing a session's last window ends the session); it is left
+    // out of the propagation figures below.
+    let timing_tab = browser
+        .state(&tab)
+        .await?
+        .map(|v| v.peer_id)
+        .unwrap_or_default();
+
+    // Propagation: 8 tabs searching in 2 s rounds; for every (prime, finder) record when each
+    // tab first shows it (wall clock, same browser), relative to when the finder found it.
+    let fast = format!("{}/?search_interval=2", relay.url());
+    for _ in 0..8 {
+        browser.open_tab(&fast).await?;
+    }
+    let mut seen: BTreeMap<(u32, String), BTreeMap<String, u64>> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while std::time::Instant::now() < deadline {
+        for tab in browser.tabs().to_vec() {
+            let Some(view) = browser.state(&tab).await? else {
+                continue;
+            };
+            if view.peer_id == timing_tab {
+                continue;
+            }
+            let Some(g) = view.gimps else { continue };
+            if let (Some(b), Some(at)) = (g.state.biggest, g.learned_at_unix_ms) {
+                seen.entry((b.exponent, b.originator))
+                    .or_default()
+                    .entry(view.peer_id)
+                    .or_insert(at);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tabs: BTreeSet<String> = seen.values().flat_map(|m| m.keys().cloned()).collect();
+    let mut spreads = Vec::new();
+    for ((_, finder), learned) in &seen {
+        if learned.len() < tabs.len().min(8) {
+            continue; // superseded before it reached everyone
+        }
+        if let Some(origin) = learned.get(finder) {
+            let last = learned.values().max().copied().unwrap_or(*origin);
+            spreads.push(last.saturating_sub(*origin) as f64);
+        }
+    }
+    println!("== PRIME propagation to all of 8 tabs (finder's find to the last tab's view) ==");
+    println!("{}", summary(spreads));
+    browser.quit().await?;
+    relay.stop()?;
     Ok(())
 }
 

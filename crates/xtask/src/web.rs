@@ -82,11 +82,11 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
         WASM_TARGET,
     ]);
     if profile == Profile::Release {
-        cmd.arg("--release");
+        cmd.args(["--profile", "wasm-release"]);
     }
     shell::run(&mut cmd)?;
     let profile_dir = match profile {
-        Profile::Release => "release",
+        Profile::Release => "wasm-release",
         Profile::Dev => "debug",
     };
     let input = tabmesh_e2e::target_dir()
