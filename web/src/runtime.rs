@@ -62,6 +62,9 @@ fn gossip_overrides(config: &mut NodeConfig) {
     if let Some(d) = secs("ping_interval") {
         g.ping_interval = d;
     }
+    if let Some(mode) = params.get("cooperative") {
+        g.cooperative = matches!(mode.as_str(), "1" | "true" | "on" | "yes");
+    }
     if let Some(ttl) = params.get("ttl").and_then(|t| t.parse::<u8>().ok()) {
         g.initial_ttl = ttl.min(16);
         g.max_ttl = g.max_ttl.max(g.initial_ttl);

@@ -220,6 +220,30 @@ async fn tabs_and_a_node_agree_on_the_largest_prime_and_evict_a_sleeping_tab() -
     })
     .await?;
 
+    // The cooperative switch takes effect and shows in the state.
+    let coop_tab = browser.tabs()[1].clone();
+    browser
+        .click(&coop_tab, "[data-testid=cooperative]")
+        .await?;
+    wait_until("the tab switches to cooperative search", PATIENCE, || {
+        let browser = &browser;
+        let tab = coop_tab.clone();
+        async move {
+            let coop = browser
+                .state(&tab)
+                .await?
+                .and_then(|v| v.gimps)
+                .map(|g| g.state.cooperative);
+            let search = browser.text(&tab, "[data-testid=search]").await?;
+            Ok(if coop == Some(true) && search.starts_with("cooperative") {
+                Ok(())
+            } else {
+                Err(format!("{coop:?} / {search}"))
+            })
+        }
+    })
+    .await?;
+
     node.stop()?;
     browser.quit().await?;
     relay.stop()?;

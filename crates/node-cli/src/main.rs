@@ -61,6 +61,11 @@ struct NodeArgs {
     #[arg(long, default_value_t = 5.0, value_parser = positive_secs)]
     ping_interval: f64,
 
+    /// GIMPS: divide the candidate exponents with the other peers instead of racing them
+    /// (switch at run time with `coop on` / `coop off` on standard input).
+    #[arg(long)]
+    cooperative: bool,
+
     /// GIMPS: TTL of our PRIME announcements.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=16))]
     ttl: u8,
@@ -124,11 +129,14 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     config.gossip.stale_timeout = Duration::from_secs_f64(args.stale_timeout);
     config.gossip.ping_interval = Duration::from_secs_f64(args.ping_interval);
     config.gossip.initial_ttl = args.ttl;
+    config.gossip.cooperative = args.cooperative;
     config.gossip.max_ttl = config.gossip.max_ttl.max(args.ttl);
     let (node, mut handle) = Node::new(config).context("starting the node")?;
     println!("tabmesh-node {} joining {}", node.peer_id(), args.bootstrap);
     if !args.json {
-        println!("type sleep, wake or reset (and Enter) to control the GIMPS node");
+        println!(
+            "type sleep, wake, reset, coop on or coop off (and Enter) to control the GIMPS node"
+        );
     }
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -158,8 +166,10 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
                     "sleep" => { let _ = handle.commands.try_send(Command::Sleep); }
                     "wake" => { let _ = handle.commands.try_send(Command::Wake); }
                     "reset" => { let _ = handle.commands.try_send(Command::Reset); }
+                    "coop on" => { let _ = handle.commands.try_send(Command::Cooperative(true)); }
+                    "coop off" => { let _ = handle.commands.try_send(Command::Cooperative(false)); }
                     "" => {}
-                    other => eprintln!("unknown command {other:?}: use sleep, wake or reset"),
+                    other => eprintln!("unknown command {other:?}: use sleep, wake, reset, coop on or coop off"),
                 },
                 _ => stdin_open = false,
             },
@@ -220,7 +230,12 @@ fn summary(view: &NodeView) -> String {
     let _ = writeln!(out);
     if let Some(g) = &view.gimps {
         let state = if g.state.awake { "awake" } else { "ASLEEP" };
-        let _ = write!(out, "gimps: {state}, msg_id {}", g.state.msg_id);
+        let mode = if g.state.cooperative {
+            "cooperative"
+        } else {
+            "racing"
+        };
+        let _ = write!(out, "gimps: {state}, {mode}, msg_id {}", g.state.msg_id);
         if let Some(p) = g.state.testing {
             let _ = write!(out, ", testing p = {p} ({:.1} tests/s)", g.tests_per_sec);
         }
@@ -236,7 +251,11 @@ fn summary(view: &NodeView) -> String {
                 let _ = write!(out, ", no prime known yet");
             }
         }
-        let _ = writeln!(out, ", my primes {:?}", g.state.my_primes);
+        let _ = writeln!(
+            out,
+            ", my primes {:?}, known {:?}",
+            g.state.my_primes, g.state.known_primes
+        );
         if g.state.peers.is_empty() {
             let _ = writeln!(out, "  gossip peers: peerless");
         } else {

@@ -122,6 +122,8 @@ pub enum Command {
     Wake,
     /// GIMPS: forget the largest prime, own primes, peer list and logs.
     Reset,
+    /// GIMPS: turn the cooperative search mode on or off.
+    Cooperative(bool),
 }
 
 /// The caller's side of a node: its events and a way to send it commands.

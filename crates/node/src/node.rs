@@ -195,6 +195,21 @@ impl Node {
                 self.rejoin_connected_peers(now);
                 self.log(now, Direction::Local, "gimps", None, "state reset");
             }
+            Command::Cooperative(on) => {
+                self.gossip.set_cooperative(on);
+                let mode = if on {
+                    "cooperative"
+                } else {
+                    "racing (seed behaviour)"
+                };
+                self.log(
+                    now,
+                    Direction::Local,
+                    "gimps",
+                    None,
+                    format!("search mode: {mode}"),
+                );
+            }
             Command::Shutdown => {}
         }
     }

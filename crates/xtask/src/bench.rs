@@ -5,7 +5,9 @@
 //!   connected (median and worst over every tab of every run);
 //! - relay resident memory: idle, with 8 tabs, with many native clients (`tabmesh-loadgen`);
 //! - GIMPS gossip: native Lucas-Lehmer times, and from the deterministic simulation the share of
-//!   nodes a `PRIME` reaches and the messages it costs, for 8/64/256 nodes and TTL 1 to 4.
+//!   nodes a `PRIME` reaches and the messages it costs, for 8/64/256 nodes and TTL 1 to 4, the
+//!   cooperative mode's speed-up (simulated and with real native nodes), Lucas-Lehmer in a tab
+//!   against native, and how fast a `PRIME` reaches all of 8 tabs.
 //!
 //! The browser and network parts run inside a loopback-only network namespace, like the tests.
 
@@ -67,6 +69,7 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
             join_times(tabs, args.runs).await?;
         }
         gimps_in_browsers().await?;
+        cooperative_native().await?;
         relay_memory(args.clients).await
     })
 }
@@ -101,6 +104,22 @@ fn gimps_figures() {
             "{nodes:>6} {:>16} {:>16} {:>16} {:>16}",
             cells[0], cells[1], cells[2], cells[3]
         );
+    }
+    println!(
+        "== cooperative search in simulation: virtual time to find every prime up to 2^4423-1 =="
+    );
+    let limit = Duration::from_secs(24 * 3600);
+    let alone = tabmesh_core::gimps::sim::cooperative_search(1, 4423, 1, limit);
+    for nodes in [1usize, 2, 4, 8] {
+        let t = tabmesh_core::gimps::sim::cooperative_search(nodes, 4423, 1, limit);
+        match (t, alone) {
+            (Some(t), Some(a)) => println!(
+                "{nodes} node(s) {:>9.1} s   speed-up {:>4.2}x",
+                t.as_secs_f64(),
+                a.as_secs_f64() / t.as_secs_f64()
+            ),
+            _ => println!("{nodes} node(s)   did not finish within {limit:?}"),
+        }
     }
 }
 
@@ -260,6 +279,79 @@ async fn gimps_in_browsers() -> anyhow::Result<()> {
     println!("{}", summary(spreads));
     browser.quit().await?;
     relay.stop()?;
+    Ok(())
+}
+
+/// Wall-clock time for 1, 2, 4 and 8 native nodes in cooperative mode to find every Mersenne
+/// prime up to 2^4423 - 1 (on this machine's cores: the speed-up is bounded by their number).
+async fn cooperative_native() -> anyhow::Result<()> {
+    use tabmesh_core::gimps::lucas_lehmer::KNOWN_MERSENNE_EXPONENTS;
+    use tabmesh_e2e::NativeNode;
+    let targets: Vec<u32> = KNOWN_MERSENNE_EXPONENTS
+        .iter()
+        .copied()
+        .filter(|p| *p <= 4423)
+        .collect();
+    println!(
+        "== cooperative search, native nodes: wall time to find all {} primes up to 2^4423-1 ({} cores) ==",
+        targets.len(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let mut alone = None;
+    for nodes in [1usize, 2, 4, 8] {
+        let dir = run_dir(&format!("bench-coop-{nodes}"))?;
+        let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+        let args = [
+            "--cooperative",
+            "--search-interval",
+            "1",
+            "--evict-interval",
+            "0.5",
+        ];
+        let start = std::time::Instant::now();
+        let peers: Vec<NativeNode> = (0..nodes)
+            .map(|i| {
+                NativeNode::start_with(
+                    &bin_path("tabmesh-node"),
+                    &relay.url(),
+                    &args,
+                    dir.join(format!("node-{i}.log")),
+                )
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let done = wait_until(
+            "every node knows every prime up to 4423",
+            Duration::from_secs(600),
+            || {
+                let views: Vec<_> = peers.iter().map(NativeNode::state).collect();
+                let targets = targets.clone();
+                async move {
+                    let all = views.iter().all(|v| {
+                        v.as_ref().and_then(|v| v.gimps.as_ref()).is_some_and(|g| {
+                            targets.iter().all(|p| g.state.known_primes.contains(p))
+                        })
+                    });
+                    Ok(if all {
+                        Ok(())
+                    } else {
+                        Err("still searching".to_owned())
+                    })
+                }
+            },
+        )
+        .await;
+        let took = start.elapsed().as_secs_f64();
+        for peer in peers {
+            let _ = peer.stop();
+        }
+        relay.stop()?;
+        done?;
+        let base = *alone.get_or_insert(took);
+        println!(
+            "{nodes} node(s) {took:>7.1} s   speed-up {:>4.2}x",
+            base / took
+        );
+    }
     Ok(())
 }
 

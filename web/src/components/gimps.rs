@@ -49,6 +49,10 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
         })
     };
     let reset = Callback::from(|_: MouseEvent| runtime::command(Command::Reset));
+    let coop = {
+        let on = s.cooperative;
+        Callback::from(move |_: MouseEvent| runtime::command(Command::Cooperative(!on)))
+    };
     let peers = if s.peers.is_empty() {
         html! { <span class="muted">{ "peerless" }</span> }
     } else {
@@ -91,13 +95,21 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let mode = if s.cooperative {
+        "cooperative"
+    } else {
+        "racing"
+    };
     let search = match s.testing {
         Some(p) if s.awake => format!(
-            "testing 2^{p} − 1 · {:.1} tests/s · {} tested",
+            "{mode}: testing 2^{p} − 1 · {:.1} tests/s · {} tested",
             g.tests_per_sec, g.tested_total
         ),
         _ if !s.awake => "paused (asleep)".to_owned(),
-        _ => format!("idle until the next round · {} tested", g.tested_total),
+        _ => format!(
+            "{mode}: idle until the next round · {} tested",
+            g.tested_total
+        ),
     };
     let extra = extra_fields(g);
     html! {
@@ -112,6 +124,10 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
                         { if s.awake { "Sleep" } else { "Wake" } }
                     </button>
                     <button type="button" class="action" data-testid="reset" onclick={reset}>{ "Reset" }</button>
+                    <label class="switch" title="Divide the candidate exponents with the other peers instead of racing them">
+                        <input type="checkbox" data-testid="cooperative" checked={s.cooperative} onclick={coop} />
+                        { "cooperative" }
+                    </label>
                 </span>
             </h2>
             <dl class="state">

@@ -9,6 +9,10 @@
 //! exponent); forwarders pass the signature on and rewrite only `msg_forwarder` and `ttl`. The
 //! originator's public key is inside its (Ed25519, identity-multihash) peer id, so a receiver
 //! checks the signature with nothing but the message: credit cannot be forged.
+//!
+//! Cooperative mode adds `TESTED`: a signed coverage report whose `data` is
+//! `"<below>:<p1>,<p2>,…"`: every prime exponent below `below` is known tested by its
+//! originator's view, and `p1, p2, …` were tested since its last report.
 
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -28,6 +32,20 @@ pub enum MsgType {
     Pong,
     /// Announcement of a Mersenne prime `2^data - 1`.
     Prime,
+    /// Cooperative mode: which exponents have been tested (`data` = `below:p1,p2,…`).
+    Tested,
+}
+
+/// Most exponents in one `TESTED` report (keeps a report well under the size limit).
+pub const MAX_REPORTED: usize = 100;
+
+/// The content of a `TESTED` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coverage {
+    /// Every prime exponent below this was tested, as far as the originator knows.
+    pub below: u32,
+    /// Exponents tested since the originator's previous report.
+    pub tested: Vec<u32>,
 }
 
 /// A decoded, well-formed message (its signature is checked by [`GossipMessage::verify`]).
@@ -45,6 +63,8 @@ pub struct GossipMessage {
     pub ttl: u8,
     /// The exponent, for `PRIME`.
     pub exponent: Option<u32>,
+    /// The coverage report, for `TESTED`.
+    pub coverage: Option<Coverage>,
     /// The originator's signature, for `PRIME`.
     pub signature: Vec<u8>,
 }
@@ -86,6 +106,7 @@ impl GossipMessage {
             msg_originator: me,
             ttl,
             exponent: None,
+            coverage: None,
             signature: Vec::new(),
         }
     }
@@ -100,11 +121,45 @@ impl GossipMessage {
             msg_originator: me,
             ttl,
             exponent: Some(exponent),
+            coverage: None,
             signature: Vec::new(),
         };
-        // Signing with an Ed25519 key cannot fail; other key types are not used by tabmesh.
-        msg.signature = key.sign(&msg.signed_bytes()).unwrap_or_default();
+        msg.sign(key);
         msg
+    }
+
+    /// A signed `TESTED` coverage report from the owner of `key`.
+    pub fn tested(key: &Keypair, msg_id: u64, coverage: Coverage, ttl: u8) -> Self {
+        let me = key.public().to_peer_id();
+        let mut msg = Self {
+            msg_type: MsgType::Tested,
+            msg_id,
+            msg_forwarder: me,
+            msg_originator: me,
+            ttl,
+            exponent: None,
+            coverage: Some(coverage),
+            signature: Vec::new(),
+        };
+        msg.sign(key);
+        msg
+    }
+
+    fn sign(&mut self, key: &Keypair) {
+        // Signing with an Ed25519 key cannot fail; other key types are not used by tabmesh.
+        self.signature = key.sign(&self.signed_bytes()).unwrap_or_default();
+    }
+
+    /// The `data` field as sent.
+    pub fn data(&self) -> String {
+        match (&self.exponent, &self.coverage) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(c)) => {
+                let list: Vec<String> = c.tested.iter().map(u32::to_string).collect();
+                format!("{}:{}", c.below, list.join(","))
+            }
+            (None, None) => String::new(),
+        }
     }
 
     /// The copy a forwarder sends on: same content and signature, new forwarder, one hop less.
@@ -119,16 +174,17 @@ impl GossipMessage {
     fn signed_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(96);
         bytes.extend_from_slice(SIGNING_DOMAIN);
+        bytes.push(self.msg_type as u8);
         bytes.extend_from_slice(&self.msg_originator.to_bytes());
         bytes.extend_from_slice(&self.msg_id.to_be_bytes());
-        bytes.extend_from_slice(&self.exponent.unwrap_or(0).to_be_bytes());
+        bytes.extend_from_slice(self.data().as_bytes());
         bytes
     }
 
-    /// Checks a `PRIME`'s signature against the key embedded in the originator's peer id.
-    /// `PING` and `PONG` are unsigned (they are never forwarded).
+    /// Checks a `PRIME`'s or `TESTED`'s signature against the key embedded in the originator's
+    /// peer id. `PING` and `PONG` are unsigned (they are never forwarded).
     pub fn verify(&self) -> Result<(), MessageError> {
-        if self.msg_type != MsgType::Prime {
+        if matches!(self.msg_type, MsgType::Ping | MsgType::Pong) {
             return Ok(());
         }
         let key = originator_key(&self.msg_originator)
@@ -148,7 +204,7 @@ impl GossipMessage {
             msg_forwarder: self.msg_forwarder.to_base58(),
             msg_originator: self.msg_originator.to_base58(),
             ttl: self.ttl,
-            data: self.exponent.map(|p| p.to_string()).unwrap_or_default(),
+            data: self.data(),
             signature: self.signature.iter().map(|b| format!("{b:02x}")).collect(),
         };
         serde_json::to_vec(&wire).unwrap_or_default()
@@ -167,13 +223,13 @@ impl GossipMessage {
         };
         let msg_forwarder = peer(&wire.msg_forwarder, "msg_forwarder")?;
         let msg_originator = peer(&wire.msg_originator, "msg_originator")?;
-        let exponent = match wire.msg_type {
-            MsgType::Ping | MsgType::Pong if wire.data.is_empty() => None,
+        let (exponent, coverage) = match wire.msg_type {
+            MsgType::Ping | MsgType::Pong if wire.data.is_empty() => (None, None),
             MsgType::Ping | MsgType::Pong => {
                 return Err(malformed("PING/PONG data must be empty".into()));
             }
             MsgType::Prime => match wire.data.parse::<u32>() {
-                Ok(p) if p >= 2 => Some(p),
+                Ok(p) if p >= 2 => (Some(p), None),
                 _ => {
                     return Err(malformed(format!(
                         "PRIME data {:?} is not an exponent",
@@ -181,11 +237,13 @@ impl GossipMessage {
                     )));
                 }
             },
+            MsgType::Tested => (None, Some(parse_coverage(&wire.data).map_err(malformed)?)),
         };
         let signature =
             decode_hex(&wire.signature).ok_or_else(|| malformed("signature is not hex".into()))?;
-        if wire.msg_type == MsgType::Prime && signature.is_empty() {
-            return Err(malformed("PRIME without a signature".into()));
+        if matches!(wire.msg_type, MsgType::Prime | MsgType::Tested) && signature.is_empty() {
+            let kind = format!("{:?}", wire.msg_type).to_uppercase();
+            return Err(malformed(format!("{kind} without a signature")));
         }
         Ok(Self {
             msg_type: wire.msg_type,
@@ -194,9 +252,36 @@ impl GossipMessage {
             msg_originator,
             ttl: wire.ttl,
             exponent,
+            coverage,
             signature,
         })
     }
+}
+
+/// Parses `below:p1,p2,…`: `below` at least 2, at most [`MAX_REPORTED`] exponents, each prime.
+fn parse_coverage(data: &str) -> Result<Coverage, String> {
+    let (below, list) = data
+        .split_once(':')
+        .ok_or_else(|| format!("TESTED data {data:?} is not below:p1,p2,…"))?;
+    let below: u32 = below
+        .parse()
+        .ok()
+        .filter(|b| *b >= 2)
+        .ok_or_else(|| format!("TESTED bound {below:?} is not an exponent"))?;
+    let mut tested = Vec::new();
+    for item in list.split(',').filter(|s| !s.is_empty()) {
+        let p: u32 = item
+            .parse()
+            .map_err(|_| format!("TESTED entry {item:?} is not a number"))?;
+        if !super::lucas_lehmer::is_prime(p) {
+            return Err(format!("TESTED entry {p} is not a prime exponent"));
+        }
+        tested.push(p);
+        if tested.len() > MAX_REPORTED {
+            return Err(format!("TESTED lists more than {MAX_REPORTED} exponents"));
+        }
+    }
+    Ok(Coverage { below, tested })
 }
 
 /// The public key inside an identity-multihash peer id (Ed25519 ids carry their key).

@@ -14,6 +14,13 @@
 //! is marked misbehaving), TTLs above `max_ttl`, forged forwarders and malformed input are
 //! rejected and counted, and a peer with `max_strikes` violations is to be disconnected.
 //!
+//! Cooperative mode (off by default, switchable at run time): instead of all racing on the same
+//! candidate, peers divide the prime exponents among themselves by rendezvous hashing over the
+//! live peer list (each exponent belongs to the peer with the highest hash of (peer id,
+//! exponent)), search continuously, and gossip signed `TESTED` reports. An exponent counts as
+//! done only when somebody reports it, so when a peer leaves, its untested exponents pass to
+//! the remaining owners once it is evicted: nothing is skipped, at worst something is tested twice.
+//!
 //! Time enters as `now`; sending is an output ([`GossipAction::Send`]); the Lucas-Lehmer work is
 //! pulled by the driver with [`GossipNode::next_candidate`] and reported with
 //! [`GossipNode::on_tested`], so the driver decides where it runs (a worker, slices, a thread).
@@ -24,8 +31,8 @@ use libp2p_identity::{Keypair, PeerId};
 use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
-use super::lucas_lehmer::{KNOWN_MERSENNE_EXPONENTS, VERIFIED_BELOW, next_prime};
-use super::message::{GossipMessage, MessageError, MsgType};
+use super::lucas_lehmer::{KNOWN_MERSENNE_EXPONENTS, VERIFIED_BELOW, is_prime, next_prime};
+use super::message::{Coverage, GossipMessage, MAX_REPORTED, MessageError, MsgType};
 use crate::names::{peer_name, short_id};
 use crate::peers::millis;
 
@@ -52,6 +59,8 @@ pub struct GossipConfig {
     pub max_strikes: u32,
     /// Messages kept for the dashboard's log.
     pub log_capacity: usize,
+    /// Divide the candidate exponents among peers instead of racing (see the module docs).
+    pub cooperative: bool,
 }
 
 impl Default for GossipConfig {
@@ -67,11 +76,15 @@ impl Default for GossipConfig {
             max_peers: 256,
             max_strikes: 3,
             log_capacity: 20,
+            cooperative: false,
         }
     }
 }
 
 /// What the driver must do.
+// Actions live for one event in a short Vec; boxing the common `Send` would cost an allocation
+// per message to save a few bytes on the rare variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GossipAction {
     /// Send `message` to `to`.
@@ -198,6 +211,12 @@ pub struct GimpsView {
     pub counters: GossipCounters,
     /// The last messages sent and received, oldest first.
     pub log: Vec<LoggedMessage>,
+    /// Whether the cooperative search mode is on.
+    pub cooperative: bool,
+    /// Every Mersenne prime exponent this node knows of (found or heard).
+    pub known_primes: Vec<u32>,
+    /// Every prime exponent below this is known to be tested (cooperative bookkeeping).
+    pub covered_below: u32,
 }
 
 /// Number of decimal digits of `2^p - 1`: `floor(p · log10 2) + 1`.
@@ -270,6 +289,10 @@ pub struct GossipNode {
     searching: bool,
     cursor: u32,
     testing: Option<u32>,
+    known_primes: BTreeSet<u32>,
+    covered_below: u32,
+    tested: BTreeSet<u32>,
+    unreported: Vec<u32>,
     counters: GossipCounters,
     log: VecDeque<LoggedMessage>,
 }
@@ -299,6 +322,10 @@ impl GossipNode {
             searching: false,
             cursor: 1,
             testing: None,
+            known_primes: BTreeSet::new(),
+            covered_below: 2,
+            tested: BTreeSet::new(),
+            unreported: Vec::new(),
             counters: GossipCounters::default(),
             log: VecDeque::new(),
         }
@@ -390,7 +417,7 @@ impl GossipNode {
             msg_forwarder: peer_name(&m.msg_forwarder),
             msg_originator: peer_name(&m.msg_originator),
             ttl: m.ttl,
-            data: m.exponent.map(|p| p.to_string()).unwrap_or_default(),
+            data: m.data(),
         });
     }
 
@@ -466,6 +493,7 @@ impl GossipNode {
             }
             MsgType::Pong => {}
             MsgType::Prime => self.on_prime(now, msg, &mut out),
+            MsgType::Tested => self.on_coverage(now, msg, &mut out),
         }
         out
     }
@@ -479,7 +507,32 @@ impl GossipNode {
                 originator: msg.msg_originator,
             });
         }
+        self.known_primes.insert(exponent);
+        self.mark_tested(exponent);
         self.heard(now, msg.msg_originator);
+        self.forward(now, &msg, out);
+    }
+
+    /// A `TESTED` report: merge the coverage, pass the report on.
+    fn on_coverage(&mut self, now: Instant, msg: GossipMessage, out: &mut Vec<GossipAction>) {
+        if let Some(coverage) = &msg.coverage {
+            if coverage.below > self.covered_below {
+                self.covered_below = if is_prime(coverage.below) {
+                    coverage.below
+                } else {
+                    next_prime(coverage.below)
+                };
+            }
+            for p in &coverage.tested {
+                self.mark_tested(*p);
+            }
+        }
+        self.heard(now, msg.msg_originator);
+        self.forward(now, &msg, out);
+    }
+
+    /// Forwards a copy with TTL - 1 to every peer but the forwarder and the originator.
+    fn forward(&mut self, now: Instant, msg: &GossipMessage, out: &mut Vec<GossipAction>) {
         if msg.ttl > 0 {
             let copy = msg.forwarded_by(self.me);
             let targets: Vec<PeerId> = self
@@ -544,7 +597,102 @@ impl GossipNode {
             self.next_search = now + self.config.search_interval;
             self.searching = true;
         }
+        if self.config.cooperative {
+            // Cooperative search is continuous; what was tested is reported every eviction tick.
+            self.searching = true;
+            self.report_coverage(now, &mut out);
+        }
         out
+    }
+
+    fn report_coverage(&mut self, now: Instant, out: &mut Vec<GossipAction>) {
+        if self.unreported.is_empty() || self.peers.is_empty() {
+            return;
+        }
+        let batches: Vec<Vec<u32>> = self
+            .unreported
+            .chunks(MAX_REPORTED)
+            .map(<[u32]>::to_vec)
+            .collect();
+        self.unreported.clear();
+        for tested in batches {
+            let id = self.next_msg_id();
+            let coverage = Coverage {
+                below: self.covered_below,
+                tested,
+            };
+            let report = GossipMessage::tested(&self.key, id, coverage, self.config.initial_ttl);
+            self.seen.insert((self.me, id));
+            let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+            for to in peers {
+                self.send(now, to, report.clone(), out);
+            }
+        }
+    }
+
+    /// Records `p` as tested and advances the contiguous coverage bound.
+    fn mark_tested(&mut self, p: u32) {
+        /// Bound on remembered exponents above the contiguous bound.
+        const MAX_TESTED: usize = 100_000;
+        if p < self.covered_below {
+            return;
+        }
+        self.tested.insert(p);
+        while self.tested.remove(&self.covered_below) {
+            self.covered_below = next_prime(self.covered_below);
+        }
+        let below = self.covered_below;
+        self.tested = self.tested.split_off(&below);
+        while self.tested.len() > MAX_TESTED {
+            // Forgetting the highest only means it may be tested again, never skipped.
+            self.tested.pop_last();
+        }
+    }
+
+    /// Turns the cooperative search mode on or off.
+    pub fn set_cooperative(&mut self, on: bool) {
+        self.config.cooperative = on;
+        if on {
+            self.searching = true;
+        }
+    }
+
+    /// The peer (us included) that owns exponent `p` under rendezvous hashing.
+    fn owner(&self, p: u32) -> PeerId {
+        let score = |peer: &PeerId| {
+            // FNV-1a of the peer id, combined with the exponent and run through a 64-bit
+            // finalizer (murmur3's fmix64), so that every bit depends on both. The same on every
+            // node and platform.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in peer.to_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            let mut x = h ^ u64::from(p).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            x ^= x >> 33;
+            x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            x ^= x >> 33;
+            x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+            x ^ (x >> 33)
+        };
+        self.peers
+            .keys()
+            .chain(std::iter::once(&self.me))
+            .max_by_key(|peer| score(peer))
+            .copied()
+            .unwrap_or(self.me)
+    }
+
+    /// The lowest untested exponent that we own, scanning a bounded window above the bound.
+    fn cooperative_candidate(&self) -> Option<u32> {
+        let mut c = self.covered_below;
+        for _ in 0..4096 {
+            if !self.tested.contains(&c) && self.owner(c) == self.me {
+                return Some(c);
+            }
+            c = next_prime(c);
+        }
+        None
     }
 
     /// When [`on_tick`](Self::on_tick) has work next.
@@ -560,8 +708,11 @@ impl GossipNode {
             self.testing = None;
             return None;
         }
-        let floor = self.biggest.map_or(1, |(p, _)| p).max(self.cursor);
-        let candidate = next_prime(floor);
+        let candidate = if self.config.cooperative {
+            self.cooperative_candidate()?
+        } else {
+            next_prime(self.biggest.map_or(1, |(p, _)| p).max(self.cursor))
+        };
         self.cursor = candidate;
         self.testing = Some(candidate);
         Some(candidate)
@@ -572,19 +723,33 @@ impl GossipNode {
     pub fn on_tested(&mut self, now: Instant, exponent: u32, is_prime: bool) -> Vec<GossipAction> {
         let mut out = Vec::new();
         self.testing = None;
-        if !is_prime || !self.awake || self.biggest.is_some_and(|(p, _)| exponent <= p) {
+        if !self.awake {
             return out;
         }
-        self.searching = false;
-        if !self.credits(exponent, self.me) {
-            return out;
+        if self.config.cooperative {
+            self.mark_tested(exponent);
+            self.unreported.push(exponent);
+            // Every find is news in cooperative mode: the group is after all of them.
+            if !is_prime || !self.known_primes.insert(exponent) {
+                return out;
+            }
+        } else {
+            if !is_prime || self.biggest.is_some_and(|(p, _)| exponent <= p) {
+                return out;
+            }
+            self.known_primes.insert(exponent);
+            self.searching = false;
         }
-        self.biggest = Some((exponent, self.me));
         self.my_primes.push(exponent);
-        out.push(GossipAction::NewBiggest {
-            exponent,
-            originator: self.me,
-        });
+        if self.credits(exponent, self.me) {
+            self.biggest = Some((exponent, self.me));
+            out.push(GossipAction::NewBiggest {
+                exponent,
+                originator: self.me,
+            });
+        } else if !self.config.cooperative {
+            return out;
+        }
         let id = self.next_msg_id();
         let announcement = GossipMessage::prime(&self.key, id, exponent, self.config.initial_ttl);
         self.seen.insert((self.me, id));
@@ -652,6 +817,9 @@ impl GossipNode {
             misbehaving: self.misbehaving.iter().map(|p| p.to_base58()).collect(),
             counters: self.counters.clone(),
             log: self.log.iter().cloned().collect(),
+            cooperative: self.config.cooperative,
+            known_primes: self.known_primes.iter().copied().collect(),
+            covered_below: self.covered_below,
         }
     }
 }

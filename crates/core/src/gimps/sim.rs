@@ -264,6 +264,55 @@ impl Simulation {
     }
 }
 
+impl Simulation {
+    /// Whether every awake node knows every exponent in `primes`.
+    pub fn all_know(&self, primes: &[u32]) -> bool {
+        self.nodes.iter().filter(|n| n.is_awake()).all(|n| {
+            let known = n.view(self.now()).known_primes;
+            primes.iter().all(|p| known.contains(p))
+        })
+    }
+
+    /// Runs until every awake node knows every exponent in `primes`, for at most `limit`;
+    /// returns the virtual time it took.
+    pub fn time_to_find(&mut self, primes: &[u32], limit: Duration) -> Option<Duration> {
+        let start = self.now_ms;
+        while self.now_ms - start < u64::try_from(limit.as_millis()).unwrap_or(u64::MAX) {
+            if self.all_know(primes) {
+                return Some(Duration::from_millis(self.now_ms - start));
+            }
+            self.run_for(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+/// Virtual time for `nodes` cooperative nodes (full mesh) to find every Mersenne prime exponent
+/// up to `up_to`, or `None` past `limit`.
+pub fn cooperative_search(
+    nodes: usize,
+    up_to: u32,
+    seed: u64,
+    limit: Duration,
+) -> Option<Duration> {
+    let mut sim = Simulation::new(SimConfig {
+        nodes,
+        degree: nodes.saturating_sub(1),
+        seed,
+        gossip: GossipConfig {
+            cooperative: true,
+            ..GossipConfig::default()
+        },
+        ..SimConfig::default()
+    });
+    let targets: Vec<u32> = KNOWN_MERSENNE_EXPONENTS
+        .iter()
+        .copied()
+        .filter(|p| *p <= up_to)
+        .collect();
+    sim.time_to_find(&targets, limit)
+}
+
 /// Result of flooding one `PRIME` through a network.
 #[derive(Debug, Clone, Copy)]
 pub struct FloodResult {

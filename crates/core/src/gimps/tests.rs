@@ -3,9 +3,10 @@
 use libp2p_identity::{Keypair, PeerId};
 use web_time::{Duration, Instant};
 
+use super::lucas_lehmer::KNOWN_MERSENNE_EXPONENTS;
 use super::message::{GossipMessage, MsgType};
 use super::node::{GossipAction, GossipConfig, GossipNode, mersenne_digits};
-use super::sim::{SimConfig, Simulation, flood};
+use super::sim::{SimConfig, Simulation, cooperative_search, flood};
 
 fn key(seed: u8) -> Keypair {
     Keypair::ed25519_from_bytes([seed; 32]).expect("32 bytes")
@@ -419,4 +420,155 @@ fn flooding_reaches_more_nodes_with_more_ttl() {
     assert!(reach[3] > reach[0], "{reach:?}");
     let full = flood(8, 7, 1, 1);
     assert_eq!(full.reach, 1.0, "a full mesh needs one hop");
+}
+
+fn cooperative(seed: u8, t0: Instant) -> GossipNode {
+    GossipNode::new(
+        key(seed),
+        GossipConfig {
+            cooperative: true,
+            ..GossipConfig::default()
+        },
+        t0,
+        t0,
+    )
+}
+
+#[test]
+fn cooperative_peers_divide_the_exponents_without_overlap_or_gaps() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = (cooperative(1, t0), cooperative(2, t0));
+    a.on_peer_connected(t0, id(2));
+    b.on_peer_connected(t0, id(1));
+    a.on_tick(t0);
+    b.on_tick(t0);
+    let mut mine_a = Vec::new();
+    let mut mine_b = Vec::new();
+    for _ in 0..20 {
+        let pa = a.next_candidate().expect("a searches");
+        a.on_tested(t0, pa, false);
+        mine_a.push(pa);
+        let pb = b.next_candidate().expect("b searches");
+        b.on_tested(t0, pb, false);
+        mine_b.push(pb);
+    }
+    assert!(
+        mine_a.iter().all(|p| !mine_b.contains(p)),
+        "{mine_a:?} / {mine_b:?}"
+    );
+    let mut all: Vec<u32> = mine_a.iter().chain(&mine_b).copied().collect();
+    all.sort_unstable();
+    let lowest_primes: Vec<u32> = (2..)
+        .filter(|n| super::lucas_lehmer::is_prime(*n))
+        .take(all.len())
+        .collect();
+    // Together they tested the smallest primes, give or take the window each is ahead.
+    assert!(
+        all.iter().filter(|p| lowest_primes.contains(p)).count() >= all.len() * 3 / 4,
+        "{all:?}"
+    );
+}
+
+#[test]
+fn cooperative_reports_spread_coverage_and_advance_the_bound() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = (cooperative(1, t0), cooperative(2, t0));
+    a.on_peer_connected(t0, id(2));
+    b.on_peer_connected(t0, id(1));
+    a.on_tick(t0);
+    let tested: Vec<u32> = (0..5)
+        .map(|_| {
+            let p = a.next_candidate().expect("searching");
+            a.on_tested(t0, p, false);
+            p
+        })
+        .collect();
+    let actions = a.on_tick(t0 + secs(1));
+    let reports: Vec<&GossipMessage> = sends(&actions)
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.msg_type == MsgType::Tested)
+        .collect();
+    assert_eq!(reports.len(), 1);
+    reports[0].verify().expect("signed");
+    assert_eq!(
+        reports[0].coverage.as_ref().map(|c| c.tested.clone()),
+        Some(tested.clone())
+    );
+    b.on_message(t0 + secs(1), id(1), &reports[0].encode());
+    // Whatever b had tested itself plus a's report; b never picks a reported exponent again.
+    for _ in 0..10 {
+        b.on_tick(t0 + secs(1));
+        let p = b.next_candidate().expect("searching");
+        assert!(!tested.contains(&p), "{p} was already reported tested");
+        b.on_tested(t0 + secs(1), p, false);
+    }
+    assert!(b.view(t0).covered_below > 2);
+    // Nothing new to report: no TESTED on the next tick.
+    let quiet = a.on_tick(t0 + secs(2));
+    assert!(
+        sends(&quiet)
+            .iter()
+            .all(|(_, m)| m.msg_type != MsgType::Tested)
+    );
+}
+
+#[test]
+fn a_forged_coverage_report_is_rejected() {
+    let t0 = Instant::now();
+    let mut n = cooperative(1, t0);
+    let mut report = GossipMessage::tested(
+        &key(2),
+        1,
+        super::message::Coverage {
+            below: 2,
+            tested: vec![3, 5],
+        },
+        2,
+    );
+    report.coverage = Some(super::message::Coverage {
+        below: 100_003,
+        tested: vec![3, 5],
+    });
+    let actions = n.on_message(t0, id(2), &report.encode());
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, GossipAction::Rejected { .. }))
+    );
+    assert_eq!(n.view(t0).covered_below, 2);
+}
+
+#[test]
+fn cooperative_nodes_find_every_prime_faster_together() {
+    let limit = secs(3600);
+    let alone = cooperative_search(1, 1279, 1, limit).expect("one node finds them all");
+    let four = cooperative_search(4, 1279, 1, limit).expect("four nodes find them all");
+    assert!(four < alone, "4 nodes: {four:?}, 1 node: {alone:?}");
+}
+
+#[test]
+fn cooperative_search_skips_nothing_when_a_peer_leaves() {
+    let mut sim = Simulation::new(SimConfig {
+        nodes: 4,
+        degree: 3,
+        seed: 5,
+        gossip: GossipConfig {
+            cooperative: true,
+            ..GossipConfig::default()
+        },
+        ..SimConfig::default()
+    });
+    sim.run_for(Duration::from_millis(1500));
+    // Node 3 goes silent mid-search, holding untested exponents of its share.
+    sim.node_mut(3).sleep();
+    let targets: Vec<u32> = KNOWN_MERSENNE_EXPONENTS
+        .iter()
+        .copied()
+        .filter(|p| *p <= 2281)
+        .collect();
+    assert!(
+        sim.time_to_find(&targets, secs(3600)).is_some(),
+        "every prime up to 2281 is still found"
+    );
 }
