@@ -218,7 +218,8 @@ impl Node {
     fn rejoin_connected_peers(&mut self, now: Instant) {
         let peers: Vec<PeerId> = self.peers.peer_ids().copied().collect();
         for peer in peers {
-            self.gossip.on_peer_connected(now, peer);
+            let actions = self.gossip.on_peer_connected(now, peer);
+            self.apply_gossip(now, actions);
         }
     }
 
@@ -525,7 +526,8 @@ impl Node {
         };
         match self.peers.on_connection_established(now, peer, id, kind) {
             Admission::Accepted => {
-                self.gossip.on_peer_connected(now, peer);
+                let actions = self.gossip.on_peer_connected(now, peer);
+                self.apply_gossip(now, actions);
                 let how = match kind {
                     ConnectionKind::Relayed => "relayed",
                     ConnectionKind::Direct => "direct",

@@ -290,6 +290,9 @@ pub struct GossipNode {
     cursor: u32,
     testing: Option<u32>,
     known_primes: BTreeSet<u32>,
+    /// The signed announcement kept for each known prime (at most one per Mersenne prime),
+    /// handed to peers that join later so that they learn what was found before them.
+    announcements: BTreeMap<u32, GossipMessage>,
     covered_below: u32,
     tested: BTreeSet<u32>,
     unreported: Vec<u32>,
@@ -323,6 +326,7 @@ impl GossipNode {
             cursor: 1,
             testing: None,
             known_primes: BTreeSet::new(),
+            announcements: BTreeMap::new(),
             covered_below: 2,
             tested: BTreeSet::new(),
             unreported: Vec::new(),
@@ -368,8 +372,26 @@ impl GossipNode {
 
     /// A transport connection to `peer` opened: it joins the peer list (the exercise's
     /// bootstrap list) with a fresh timestamp.
-    pub fn on_peer_connected(&mut self, now: Instant, peer: PeerId) {
+    ///
+    /// A peer new to the list also receives the announcement of every prime we know (TTL 0,
+    /// signatures intact): gossip only reaches those present, and a peer that joins later would
+    /// otherwise never learn what was found before it (anti-entropy on join).
+    pub fn on_peer_connected(&mut self, now: Instant, peer: PeerId) -> Vec<GossipAction> {
+        let mut out = Vec::new();
+        let new = peer != self.me && !self.peers.contains_key(&peer);
         self.heard(now, peer);
+        if new && self.awake && self.peers.contains_key(&peer) {
+            let known: Vec<GossipMessage> = self.announcements.values().cloned().collect();
+            for m in known {
+                let copy = GossipMessage {
+                    msg_forwarder: self.me,
+                    ttl: 0,
+                    ..m
+                };
+                self.send(now, peer, copy, &mut out);
+            }
+        }
+        out
     }
 
     /// All transport connections to `peer` closed: forget its strikes (it keeps its place in the
@@ -508,9 +530,22 @@ impl GossipNode {
             });
         }
         self.known_primes.insert(exponent);
+        self.keep_announcement(&msg);
         self.mark_tested(exponent);
         self.heard(now, msg.msg_originator);
         self.forward(now, &msg, out);
+    }
+
+    /// Keeps the announcement of the credited finder of each prime.
+    fn keep_announcement(&mut self, msg: &GossipMessage) {
+        let Some(exponent) = msg.exponent else { return };
+        let replace = self
+            .announcements
+            .get(&exponent)
+            .is_none_or(|kept| msg.msg_originator.to_bytes() < kept.msg_originator.to_bytes());
+        if replace {
+            self.announcements.insert(exponent, msg.clone());
+        }
     }
 
     /// A `TESTED` report: merge the coverage, pass the report on.
@@ -753,6 +788,7 @@ impl GossipNode {
         let id = self.next_msg_id();
         let announcement = GossipMessage::prime(&self.key, id, exponent, self.config.initial_ttl);
         self.seen.insert((self.me, id));
+        self.keep_announcement(&announcement);
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         for to in peers {
             self.send(now, to, announcement.clone(), &mut out);

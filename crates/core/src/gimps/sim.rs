@@ -145,8 +145,9 @@ impl Simulation {
             }
             for j in neighbours {
                 let (a, b) = (sim.nodes[i].peer_id(), sim.nodes[j].peer_id());
-                sim.nodes[i].on_peer_connected(start, b);
-                sim.nodes[j].on_peer_connected(start, a);
+                // Nothing is known yet at start, so joining sends nothing.
+                let _ = sim.nodes[i].on_peer_connected(start, b);
+                let _ = sim.nodes[j].on_peer_connected(start, a);
             }
         }
         sim

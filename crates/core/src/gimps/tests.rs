@@ -572,3 +572,37 @@ fn cooperative_search_skips_nothing_when_a_peer_leaves() {
         "every prime up to 2281 is still found"
     );
 }
+
+#[test]
+fn a_peer_that_joins_later_receives_the_primes_found_before_it() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    n.on_tick(t0);
+    let p = n.next_candidate().expect("searching");
+    n.on_tested(t0, p, true);
+    n.on_message(
+        t0,
+        id(2),
+        &GossipMessage::prime(&key(2), 1, 127, 0).encode(),
+    );
+    // Peer 3 connects afterwards: it gets both announcements, unchanged but for the hop fields.
+    let actions = n.on_peer_connected(t0 + secs(1), id(3));
+    let sent = sends(&actions);
+    let mut exponents: Vec<u32> = sent.iter().filter_map(|(_, m)| m.exponent).collect();
+    exponents.sort_unstable();
+    assert_eq!(exponents, vec![2, 127]);
+    for (to, m) in &sent {
+        assert_eq!((*to, m.ttl, m.msg_forwarder), (id(3), 0, id(1)));
+        m.verify().expect("the finder's signature is intact");
+    }
+    // A known peer reconnecting does not get them again.
+    assert!(sends(&n.on_peer_connected(t0 + secs(2), id(3))).is_empty());
+    // And the late joiner accepts them.
+    let mut late = GossipNode::new(key(3), GossipConfig::default(), t0, t0);
+    for (_, m) in sent {
+        late.on_message(t0, id(1), &m.encode());
+    }
+    assert_eq!(late.view(t0).known_primes, vec![2, 127]);
+    assert_eq!(late.biggest(), Some((127, id(2))));
+}
