@@ -1,9 +1,10 @@
 //! Framing of the GIMPS gossip protocol, `/tabmesh/gimps/1.0.0`.
 //!
-//! One message per stream: the sender writes the JSON message and closes its side; the receiver
-//! reads at most [`MAX_MESSAGE_BYTES`] + 1 bytes (so an oversized message is seen as such and
-//! rejected by the core, never buffered whole) and acknowledges by closing the stream. Decoding
-//! and validation happen in `tabmesh_core::gimps`, where rejections are counted.
+//! One message per stream, framed as a big-endian `u16` length and the JSON bytes; the receiver
+//! acknowledges by closing the stream. Framing makes a stream cut short (its connection closed
+//! mid-message) an I/O failure, logged but not held against the peer, while a complete but bad
+//! message reaches `tabmesh_core::gimps`, which rejects and counts it. A length above
+//! [`MAX_MESSAGE_BYTES`] is not read: the core is handed an oversized placeholder to reject.
 
 use std::io;
 
@@ -28,10 +29,15 @@ impl Codec for GossipCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let mut bytes = Vec::new();
-        io.take(MAX_MESSAGE_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .await?;
+        let mut len = [0u8; 2];
+        io.read_exact(&mut len).await?;
+        let len = usize::from(u16::from_be_bytes(len));
+        if len > MAX_MESSAGE_BYTES {
+            // Not read, not buffered: the core sees the size and rejects the message as such.
+            return Ok(vec![0; MAX_MESSAGE_BYTES + 1]);
+        }
+        let mut bytes = vec![0; len];
+        io.read_exact(&mut bytes).await?;
         Ok(bytes)
     }
 
@@ -53,14 +59,19 @@ impl Codec for GossipCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
+        let len = u16::try_from(req.len()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "gossip message over 64 KiB")
+        })?;
+        io.write_all(&len.to_be_bytes()).await?;
         io.write_all(&req).await?;
-        io.close().await
+        io.flush().await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, (): ()) -> io::Result<()>
+    async fn write_response<T>(&mut self, _: &StreamProtocol, _: &mut T, (): ()) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.close().await
+        // The handler closes the stream after this: the close is the acknowledgement.
+        Ok(())
     }
 }
