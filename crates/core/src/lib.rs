@@ -14,12 +14,14 @@
 //! - [`view`]: the serialisable snapshot that the UI renders and `window.tabmesh.state()` returns.
 //! - [`bootstrap`]: the `/api/bootstrap` document shared by the relay and the peers.
 //! - [`names`]: short and human-friendly names derived from peer ids.
+//! - [`hex`]: lowercase hex for keys and signatures in text formats.
 //! - [`gimps`]: the GIMPS-style gossip protocol (Mersenne prime search, TTL gossip, liveness).
 #![deny(missing_docs)]
 
 pub mod bootstrap;
 pub mod discovery;
 pub mod gimps;
+pub mod hex;
 pub mod names;
 pub mod peers;
 pub mod relay_link;

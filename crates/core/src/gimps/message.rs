@@ -205,7 +205,7 @@ impl GossipMessage {
             msg_originator: self.msg_originator.to_base58(),
             ttl: self.ttl,
             data: self.data(),
-            signature: self.signature.iter().map(|b| format!("{b:02x}")).collect(),
+            signature: crate::hex::encode(&self.signature),
         };
         serde_json::to_vec(&wire).unwrap_or_default()
     }
@@ -239,8 +239,8 @@ impl GossipMessage {
             },
             MsgType::Tested => (None, Some(parse_coverage(&wire.data).map_err(malformed)?)),
         };
-        let signature =
-            decode_hex(&wire.signature).ok_or_else(|| malformed("signature is not hex".into()))?;
+        let signature = crate::hex::decode(&wire.signature)
+            .ok_or_else(|| malformed("signature is not hex".into()))?;
         if matches!(wire.msg_type, MsgType::Prime | MsgType::Tested) && signature.is_empty() {
             let kind = format!("{:?}", wire.msg_type).to_uppercase();
             return Err(malformed(format!("{kind} without a signature")));
@@ -292,16 +292,6 @@ fn originator_key(peer: &PeerId) -> Option<PublicKey> {
         return None;
     }
     PublicKey::try_decode_protobuf(multihash.digest()).ok()
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -102,29 +102,23 @@ pub fn session_identity() -> Keypair {
         return Keypair::generate_ed25519();
     };
     if let Some(stored) = storage.get_item(IDENTITY_KEY).ok().flatten() {
-        match decode_hex(&stored).and_then(|b| Keypair::from_protobuf_encoding(&b).ok()) {
+        match tabmesh_core::hex::decode(&stored)
+            .and_then(|b| Keypair::from_protobuf_encoding(&b).ok())
+        {
             Some(key) => return key,
             None => tracing::warn!("stored identity is unreadable; creating a new one"),
         }
     }
     let key = Keypair::generate_ed25519();
-    if let Ok(bytes) = key.to_protobuf_encoding() {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        if storage.set_item(IDENTITY_KEY, &hex).is_err() {
-            tracing::warn!("cannot store the identity; a reload will change the peer id");
-        }
+    let stored = key.to_protobuf_encoding().ok().is_some_and(|bytes| {
+        storage
+            .set_item(IDENTITY_KEY, &tabmesh_core::hex::encode(&bytes))
+            .is_ok()
+    });
+    if !stored {
+        tracing::warn!("cannot store the identity; a reload will change the peer id");
     }
     key
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Time since the page started loading (`performance.now()`), the clock origin of tab views.
