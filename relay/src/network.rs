@@ -23,7 +23,7 @@ use libp2p::{
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use tabmesh_core::bootstrap::{BootstrapInfo, with_peer_id};
+use tabmesh_core::bootstrap::{BootstrapInfo, is_dialable, with_peer_id};
 use tabmesh_core::protocol;
 use tokio::sync::watch;
 
@@ -366,16 +366,6 @@ impl RelayNode {
     }
 }
 
-/// Whether another peer could dial `addr`: unspecified addresses (0.0.0.0) and addresses with
-/// nothing but a `/p2p` component are useless in the routing table.
-fn is_dialable(addr: &Multiaddr) -> bool {
-    addr.iter().all(|p| match p {
-        Protocol::Ip4(ip) => !ip.is_unspecified(),
-        Protocol::Ip6(ip) => !ip.is_unspecified(),
-        _ => true,
-    }) && addr.iter().any(|p| !matches!(p, Protocol::P2p(_)))
-}
-
 #[allow(deprecated)] // The deprecated variants are still emitted by libp2p-relay 0.22.
 fn log_relay_event(event: &relay::Event) {
     use relay::Event::*;
@@ -420,22 +410,5 @@ fn log_relay_event(event: &relay::Event) {
         }
         StatusChanged { status } => tracing::info!(?status, "relay service status"),
         other => tracing::warn!(event = ?other, "relay error"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unspecified_and_bare_addresses_are_not_dialable() {
-        let ok: Multiaddr = "/ip4/127.0.0.1/tcp/9090".parse().unwrap();
-        let any: Multiaddr = "/ip4/0.0.0.0/tcp/9090".parse().unwrap();
-        let circuit: Multiaddr = "/ip4/127.0.0.1/tcp/9091/ws/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
-            .parse()
-            .unwrap();
-        assert!(is_dialable(&ok));
-        assert!(is_dialable(&circuit));
-        assert!(!is_dialable(&any));
     }
 }

@@ -101,6 +101,16 @@ fn transport_of(addr: &Multiaddr) -> Option<RelayTransport> {
     }
 }
 
+/// Whether another peer could dial `addr`: unspecified addresses (0.0.0.0, ::) and addresses
+/// with nothing but a `/p2p` component are useless in a routing table.
+pub fn is_dialable(addr: &Multiaddr) -> bool {
+    addr.iter().all(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        _ => true,
+    }) && addr.iter().any(|p| !matches!(p, Protocol::P2p(_)))
+}
+
 /// `addr` with a trailing `/p2p/<peer>` (added if missing, kept if present).
 pub fn with_peer_id(addr: Multiaddr, peer: PeerId) -> Multiaddr {
     match addr.iter().last() {
@@ -168,6 +178,18 @@ mod tests {
             doc.dial_addrs(RelayTransport::Tcp),
             Err(BootstrapError::InvalidPeerId("relay".into()))
         );
+    }
+
+    #[test]
+    fn unspecified_and_bare_addresses_are_not_dialable() {
+        let ok: Multiaddr = "/ip4/127.0.0.1/tcp/9090".parse().unwrap();
+        let any: Multiaddr = "/ip4/0.0.0.0/tcp/9090".parse().unwrap();
+        let circuit = format!("/ip4/127.0.0.1/tcp/9091/ws/p2p/{}/p2p-circuit", relay());
+        let bare: Multiaddr = format!("/p2p/{}", relay()).parse().unwrap();
+        assert!(is_dialable(&ok));
+        assert!(is_dialable(&circuit.parse().unwrap()));
+        assert!(!is_dialable(&any));
+        assert!(!is_dialable(&bare));
     }
 
     #[test]

@@ -155,9 +155,20 @@ pub fn peer_name(peer: &PeerId) -> String {
 
 /// The short form of a peer id for display: `…` followed by its last 8 characters.
 pub fn short_id(peer: &PeerId) -> String {
-    let full = peer.to_base58();
-    let tail_start = full.len().saturating_sub(8);
-    format!("…{}", &full[tail_start..])
+    short_text(&peer.to_base58())
+}
+
+/// [`short_id`] of a peer id already in text form (as views carry them).
+pub fn short_text(peer_id: &str) -> String {
+    let tail: String = peer_id
+        .chars()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("…{tail}")
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping, relay, request_response};
 use std::collections::VecDeque;
-use tabmesh_core::bootstrap::BootstrapInfo;
+use tabmesh_core::bootstrap::{BootstrapInfo, is_dialable};
 use tabmesh_core::discovery::DiscoverySchedule;
 use tabmesh_core::gimps::message::MsgType;
 use tabmesh_core::gimps::node::{GossipAction, GossipNode};
@@ -899,14 +899,6 @@ fn unix_ms() -> Option<u64> {
 
 fn is_circuit(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)
-}
-
-fn is_dialable(addr: &Multiaddr) -> bool {
-    addr.iter().all(|p| match p {
-        Protocol::Ip4(ip) => !ip.is_unspecified(),
-        Protocol::Ip6(ip) => !ip.is_unspecified(),
-        _ => true,
-    })
 }
 
 fn without_p2p(addr: &Multiaddr) -> Multiaddr {

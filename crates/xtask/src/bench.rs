@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, bin_path, run_dir, wait_until};
 
-use crate::shell::{self, cargo};
+use crate::shell;
 use crate::web::{self, mb};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -40,14 +40,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!("gzipped (served)   {:>10}", mb(build.gzipped));
     gimps_figures();
-    shell::run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "tabmesh-relay",
-        "-p",
-        "tabmesh-node-cli",
-    ]))?;
+    web::build_release_binaries()?;
     let exe = std::env::current_exe()?;
     let mut inner = std::process::Command::new(exe);
     inner

@@ -219,9 +219,8 @@ fn write_index(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo xtask demo`.
-pub(crate) fn demo(relay_args: &[String]) -> anyhow::Result<()> {
-    build(Profile::Release, true)?;
+/// Builds the relay and the native node (with the load generator) in release.
+pub(crate) fn build_release_binaries() -> anyhow::Result<()> {
     shell::run(cargo().args([
         "build",
         "--release",
@@ -229,7 +228,13 @@ pub(crate) fn demo(relay_args: &[String]) -> anyhow::Result<()> {
         "tabmesh-relay",
         "-p",
         "tabmesh-node-cli",
-    ]))?;
+    ]))
+}
+
+/// `cargo xtask demo`.
+pub(crate) fn demo(relay_args: &[String]) -> anyhow::Result<()> {
+    build(Profile::Release, true)?;
+    build_release_binaries()?;
     let relay = tabmesh_e2e::target_dir().join("release/tabmesh-relay");
     let port = relay_args
         .windows(2)

@@ -1,6 +1,7 @@
 //! The GIMPS dashboard: the node's state (with any further fields shown automatically), the
 //! Sleep/Wake and Reset buttons, search progress, and the last 20 messages sent and received.
 
+use tabmesh_core::names::short_text;
 use tabmesh_core::view::GimpsSection;
 use tabmesh_node::Command;
 use yew::prelude::*;
@@ -80,7 +81,7 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
         Some(b) => html! {
             <>
                 <span class="peer-name" data-testid="prime-finder">{ &b.originator_name }</span>
-                <code title={b.originator.clone()}>{ short(&b.originator) }</code>
+                <code title={b.originator.clone()}>{ short_text(&b.originator) }</code>
                 if b.originator == props.peer_id.as_str() { <span class="badge direct">{ "us" }</span> }
             </>
         },
@@ -141,18 +142,13 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
                 <dt>{ "peers" }</dt><dd>{ peers }</dd>
                 if !s.misbehaving.is_empty() {
                     <dt>{ "misbehaving" }</dt>
-                    <dd class="bad">{ s.misbehaving.iter().map(|p| short(p)).collect::<Vec<_>>().join(", ") }</dd>
+                    <dd class="bad">{ s.misbehaving.iter().map(|p| short_text(p)).collect::<Vec<_>>().join(", ") }</dd>
                 }
                 <dt>{ "rejected" }</dt><dd>{ rejected_summary(g) }</dd>
                 { for extra.into_iter().map(|(k, v)| html! { <><dt>{ k }</dt><dd><code>{ v }</code></dd></> }) }
             </dl>
         </section>
     }
-}
-
-fn short(peer_id: &str) -> String {
-    let tail = peer_id.len().saturating_sub(8);
-    format!("…{}", &peer_id[tail..])
 }
 
 fn rejected_summary(g: &GimpsSection) -> String {
