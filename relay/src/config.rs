@@ -14,7 +14,7 @@ use libp2p::Multiaddr;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tabmesh-relay", version, about, long_about)]
 pub struct RelayArgs {
-    /// Directory for the relay's identity key (and later its record store).
+    /// Directory for the relay's identity key (`identity.key`) and DHT records (`dht.redb`).
     #[arg(long, env = "TABMESH_DATA_DIR", default_value = ".tabmesh/relay")]
     pub data_dir: PathBuf,
 
@@ -106,6 +106,14 @@ pub struct RelayArgs {
     /// Seconds an idle connection (no open streams) is kept.
     #[arg(long, default_value_t = 120)]
     pub idle_timeout_secs: u64,
+
+    /// Most DHT records the relay stores (all publishers together).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub dht_max_records: u32,
+
+    /// Most live DHT records the relay stores per publisher.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub dht_max_records_per_publisher: u32,
 
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]

@@ -7,6 +7,7 @@
 mod config;
 mod http;
 mod network;
+mod store;
 
 use std::net::SocketAddr;
 

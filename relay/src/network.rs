@@ -13,18 +13,18 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::kad::{self, store::MemoryStore};
 use libp2p::metrics::{Metrics, Recorder};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, noise, ping, relay, tcp,
-    yamux,
+    Multiaddr, PeerId, Swarm, connection_limits, identify, noise, ping, relay, tcp, yamux,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tabmesh_core::bootstrap::{BootstrapInfo, is_dialable, with_peer_id};
+use tabmesh_core::dht::DhtConfig;
 use tabmesh_core::protocol;
+use tabmesh_node::dht::{Dht, ObservedKad};
 use tokio::sync::watch;
 
 use crate::config::RelayArgs;
@@ -34,7 +34,7 @@ use crate::config::RelayArgs;
 pub struct RelayBehaviour {
     limits: connection_limits::Behaviour,
     relay: relay::Behaviour,
-    kad: kad::Behaviour<MemoryStore>,
+    kad: ObservedKad,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
 }
@@ -44,6 +44,8 @@ pub struct RelayBehaviour {
 struct RejectionCounters {
     incoming_connection_errors: Counter,
     protocol_violations: Counter,
+    dht_records_refused: Counter,
+    dht_records_stored: Counter,
 }
 
 /// What the HTTP side needs from the network side.
@@ -62,6 +64,7 @@ pub struct RelayNode {
     shared: Arc<SharedState>,
     announce: Vec<Multiaddr>,
     circuit_only: HashSet<PeerId>,
+    dht: Dht,
 }
 
 fn per_minute(n: u32) -> (NonZeroU32, Duration) {
@@ -108,6 +111,19 @@ impl RelayNode {
             "Peers disconnected for breaking a protocol (malformed identify, failed pings)",
             counters.protocol_violations.clone(),
         );
+        registry.register(
+            "relay_dht_records_refused",
+            "DHT records and provider records refused (invalid, oversized, expired, forged, over quota)",
+            counters.dht_records_refused.clone(),
+        );
+        registry.register(
+            "relay_dht_records_stored",
+            "DHT records other peers stored at the relay",
+            counters.dht_records_stored.clone(),
+        );
+        let dht_config = dht_config(args);
+        let backend = crate::store::RedbBackend::open(&args.data_dir.join("dht.redb"))?;
+        let dht_key = key.clone();
         let local_peer_id = key.public().to_peer_id();
         let relay_cfg = relay_config(args);
         tracing::info!(config = ?relay_cfg, "circuit relay limits");
@@ -129,17 +145,8 @@ impl RelayNode {
             .await?
             .with_bandwidth_metrics(&mut registry)
             .with_behaviour(|key| {
-                let mut kad_cfg = kad::Config::new(StreamProtocol::new(protocol::KADEMLIA));
-                kad_cfg.set_query_timeout(Duration::from_secs(30));
-                // The relay is the bootstrap node: its table fills from identify, it has nobody
-                // to bootstrap from.
-                kad_cfg.set_periodic_bootstrap_interval(None);
-                let mut kad = kad::Behaviour::with_config(
-                    local_peer_id,
-                    MemoryStore::new(local_peer_id),
-                    kad_cfg,
-                );
-                kad.set_mode(Some(kad::Mode::Server));
+                let kad =
+                    tabmesh_node::dht::kademlia(local_peer_id, &dht_config, Box::new(backend));
                 RelayBehaviour {
                     limits: connection_limits::Behaviour::new(limits),
                     relay: relay::Behaviour::new(local_peer_id, relay_cfg),
@@ -179,6 +186,14 @@ impl RelayNode {
             swarm.add_external_address(addr.clone());
         }
 
+        let restored = swarm.behaviour_mut().kad.store_mut().restored();
+        tracing::info!(records = restored, "DHT records restored");
+        let dht = Dht::new(
+            dht_config.clone(),
+            dht_key,
+            restored,
+            web_time::Instant::now(),
+        );
         let metrics = Metrics::new(&mut registry);
         let shared = Arc::new(SharedState {
             bootstrap: RwLock::new(BootstrapInfo {
@@ -196,6 +211,7 @@ impl RelayNode {
             shared,
             announce: args.announce.clone(),
             circuit_only: HashSet::new(),
+            dht,
         };
         node.publish_addrs();
         Ok(node)
@@ -225,9 +241,14 @@ impl RelayNode {
 
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
+                _ = tick.tick() => {
+                    self.dht.on_tick(&mut self.swarm.behaviour_mut().kad, web_time::Instant::now());
+                    self.log_dht();
+                }
                 _ = shutdown.changed() => break,
             }
         }
@@ -289,6 +310,12 @@ impl RelayNode {
         }
     }
 
+    fn log_dht(&mut self) {
+        for line in self.dht.take_logs() {
+            tracing::debug!(peer = ?line.peer, "dht: {}", line.summary);
+        }
+    }
+
     fn on_behaviour_event(&mut self, event: RelayBehaviourEvent) {
         match event {
             RelayBehaviourEvent::Relay(event) => {
@@ -297,7 +324,24 @@ impl RelayNode {
             }
             RelayBehaviourEvent::Kad(event) => {
                 self.metrics.record(&event);
-                tracing::trace!(?event, "kad");
+                let before = self.dht.counters().clone();
+                let rest = self.dht.on_kad_event(
+                    &mut self.swarm.behaviour_mut().kad,
+                    web_time::Instant::now(),
+                    event,
+                );
+                let after = self.dht.counters();
+                self.counters
+                    .dht_records_stored
+                    .inc_by(after.records_accepted - before.records_accepted);
+                self.counters.dht_records_refused.inc_by(
+                    (after.records_refused + after.providers_refused)
+                        - (before.records_refused + before.providers_refused),
+                );
+                self.log_dht();
+                if let Some(event) = rest {
+                    tracing::trace!(?event, "kad");
+                }
             }
             RelayBehaviourEvent::Ping(event) => {
                 self.metrics.record(&event);
@@ -411,4 +455,16 @@ fn log_relay_event(event: &relay::Event) {
         StatusChanged { status } => tracing::info!(?status, "relay service status"),
         other => tracing::warn!(event = ?other, "relay error"),
     }
+}
+
+/// The relay's DHT settings: the network-wide defaults, its own capacity from the CLI, and no
+/// periodic bootstrap (it is the bootstrap node; its table fills from identify).
+fn dht_config(args: &RelayArgs) -> DhtConfig {
+    let mut config = DhtConfig {
+        periodic_bootstrap: None,
+        ..DhtConfig::default()
+    };
+    config.limits.max_records = args.dht_max_records as usize;
+    config.limits.max_records_per_publisher = args.dht_max_records_per_publisher as usize;
+    config
 }

@@ -29,12 +29,14 @@ pub(crate) fn install() {
     let _ = js_sys::Reflect::set(&api, &"state".into(), state.as_ref());
     // The closures live as long as the page.
     state.forget();
-    for (name, command) in [
-        ("sleep", Command::Sleep),
-        ("wake", Command::Wake),
-        ("reset", Command::Reset),
-    ] {
-        let f = Closure::<dyn Fn()>::new(move || runtime::command(command.clone()));
+    type NamedCommand = (&'static str, fn() -> Command);
+    let commands: [NamedCommand; 3] = [
+        ("sleep", || Command::Sleep),
+        ("wake", || Command::Wake),
+        ("reset", || Command::Reset),
+    ];
+    for (name, command) in commands {
+        let f = Closure::<dyn Fn()>::new(move || runtime::command(command()));
         let _ = js_sys::Reflect::set(&api, &name.into(), f.as_ref());
         f.forget();
     }

@@ -16,9 +16,11 @@
 //! - [`names`]: short and human-friendly names derived from peer ids.
 //! - [`hex`]: lowercase hex for keys and signatures in text formats.
 //! - [`gimps`]: the GIMPS-style gossip protocol (Mersenne prime search, TTL gossip, liveness).
+//! - [`dht`]: the rules tabmesh adds to Kademlia: signed records, quotas, lookup paths.
 #![deny(missing_docs)]
 
 pub mod bootstrap;
+pub mod dht;
 pub mod discovery;
 pub mod gimps;
 pub mod hex;

@@ -171,6 +171,17 @@ pub fn short_text(peer_id: &str) -> String {
     format!("…{tail}")
 }
 
+/// The public key inside an identity-multihash peer id: Ed25519 peer ids carry their key, so a
+/// signature by such a peer can be checked with nothing but its id.
+pub fn inline_public_key(peer: &PeerId) -> Option<libp2p_identity::PublicKey> {
+    let multihash = peer.as_ref();
+    // 0x00 is the identity multihash: the digest is the protobuf-encoded public key.
+    if multihash.code() != 0x00 {
+        return None;
+    }
+    libp2p_identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

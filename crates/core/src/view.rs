@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dht::DhtSection;
 use crate::gimps::node::{GimpsView, GossipConfig};
 use crate::peers::{PeerView, millis};
 use crate::relay_link::RelayLinkView;
@@ -36,6 +37,9 @@ pub struct NodeView {
     /// The GIMPS gossip protocol's state (absent in peers that do not run it).
     #[serde(default)]
     pub gimps: Option<GimpsSection>,
+    /// The DHT: local records, routing table, last lookup.
+    #[serde(default)]
+    pub dht: Option<DhtSection>,
 }
 
 /// The `gimps` section: the protocol state plus what the driver measures.

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
 use tabmesh_core::Multiaddr;
+use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest};
 use tabmesh_core::protocol::AGENT_NATIVE;
 use tabmesh_core::view::NodeView;
 use tabmesh_core::wire_log::{Direction, WireEvent};
@@ -134,9 +135,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let (node, mut handle) = Node::new(config).context("starting the node")?;
     println!("tabmesh-node {} joining {}", node.peer_id(), args.bootstrap);
     if !args.json {
-        println!(
-            "type sleep, wake, reset, coop on or coop off (and Enter) to control the GIMPS node"
-        );
+        println!("commands (type and Enter): {COMMANDS_HELP}");
     }
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -162,14 +161,23 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 }
             },
             line = stdin.next_line(), if stdin_open => match line {
-                Ok(Some(line)) => match line.trim() {
-                    "sleep" => { let _ = handle.commands.try_send(Command::Sleep); }
-                    "wake" => { let _ = handle.commands.try_send(Command::Wake); }
-                    "reset" => { let _ = handle.commands.try_send(Command::Reset); }
-                    "coop on" => { let _ = handle.commands.try_send(Command::Cooperative(true)); }
-                    "coop off" => { let _ = handle.commands.try_send(Command::Cooperative(false)); }
-                    "" => {}
-                    other => eprintln!("unknown command {other:?}: use sleep, wake, reset, coop on or coop off"),
+                Ok(Some(line)) => match parse_input(&line) {
+                    Ok(Some(Input::Node(command))) => { let _ = handle.commands.try_send(command); }
+                    Ok(Some(Input::Dht(request))) => {
+                        let (tx, rx) = futures::channel::oneshot::channel();
+                        let what = format!("{} {}", request_name(&request), request.key());
+                        if handle.commands.try_send(Command::Dht(request, tx)).is_err() {
+                            eprintln!("{what}: the node is busy; try again");
+                        } else {
+                            let json = args.json;
+                            tokio::task::spawn_local(async move {
+                                let result = rx.await.unwrap_or(Err(DhtError::Stopped));
+                                print_dht_result(&what, &result, json);
+                            });
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(message) => eprintln!("{message}"),
                 },
                 _ => stdin_open = false,
             },
@@ -182,6 +190,115 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     node.await.context("node task")?;
     Ok(())
+}
+
+const COMMANDS_HELP: &str = "sleep | wake | reset | coop on | coop off (GIMPS); \
+put [--ttl SECS] KEY VALUE | get KEY | remove KEY | provide KEY | providers KEY (DHT)";
+
+/// A line typed on stdin.
+#[derive(Debug)]
+enum Input {
+    Node(Command),
+    Dht(DhtRequest),
+}
+
+fn parse_input(line: &str) -> Result<Option<Input>, String> {
+    let line = line.trim();
+    let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim();
+    let key = |rest: &str| -> Result<String, String> {
+        match rest.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [key] => Ok((*key).to_owned()),
+            [] => Err(format!("{word}: which key? usage: {word} KEY")),
+            _ => Err(format!("{word}: keys have no spaces; usage: {word} KEY")),
+        }
+    };
+    let input = match (word, rest) {
+        ("", _) => return Ok(None),
+        ("sleep", "") => Input::Node(Command::Sleep),
+        ("wake", "") => Input::Node(Command::Wake),
+        ("reset", "") => Input::Node(Command::Reset),
+        ("coop", "on") => Input::Node(Command::Cooperative(true)),
+        ("coop", "off") => Input::Node(Command::Cooperative(false)),
+        ("put", rest) => {
+            let usage = "usage: put [--ttl SECS] KEY VALUE";
+            let (ttl_ms, rest) = match rest.strip_prefix("--ttl") {
+                Some(after) => {
+                    let after = after.trim_start();
+                    let (secs, rest) = after
+                        .split_once(char::is_whitespace)
+                        .ok_or_else(|| format!("put: {usage}"))?;
+                    let secs: u64 = secs
+                        .parse()
+                        .map_err(|_| format!("put: --ttl takes whole seconds, not {secs:?}"))?;
+                    (Some(secs.saturating_mul(1000)), rest.trim_start())
+                }
+                None => (None, rest),
+            };
+            let (key, value) = rest
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| format!("put: a key and a value are needed; {usage}"))?;
+            Input::Dht(DhtRequest::Put {
+                key: key.to_owned(),
+                value: value.trim_start().to_owned(),
+                ttl_ms,
+            })
+        }
+        ("get", rest) => Input::Dht(DhtRequest::Get { key: key(rest)? }),
+        ("remove", rest) => Input::Dht(DhtRequest::Remove { key: key(rest)? }),
+        ("provide", rest) => Input::Dht(DhtRequest::Provide { key: key(rest)? }),
+        ("providers", rest) => Input::Dht(DhtRequest::Providers { key: key(rest)? }),
+        _ => {
+            return Err(format!(
+                "unknown command {line:?}; commands: {COMMANDS_HELP}"
+            ));
+        }
+    };
+    Ok(Some(input))
+}
+
+fn request_name(request: &DhtRequest) -> &'static str {
+    match request {
+        DhtRequest::Put { .. } => "put",
+        DhtRequest::Get { .. } => "get",
+        DhtRequest::Remove { .. } => "remove",
+        DhtRequest::Provide { .. } => "provide",
+        DhtRequest::Providers { .. } => "providers",
+    }
+}
+
+/// Prints a DHT answer: a line for people, or `{"dht": …}` / `{"dht_error": …}` for scripts.
+fn print_dht_result(what: &str, result: &Result<DhtReply, DhtError>, json: bool) {
+    if json {
+        let line = match result {
+            Ok(reply) => serde_json::json!({ "dht": reply }),
+            Err(error) => serde_json::json!({ "dht_error": error.to_string(), "request": what }),
+        };
+        println!("{line}");
+        return;
+    }
+    match result {
+        Ok(
+            reply @ DhtReply::Get {
+                record: Some(record),
+                ..
+            },
+        ) => {
+            println!("{what}: {}", tabmesh_node::dht::summarize(reply));
+            println!(
+                "  value: {}",
+                record.value.as_deref().unwrap_or(&record.preview)
+            );
+        }
+        Ok(DhtReply::Providers { providers, .. }) if !providers.is_empty() => {
+            println!("{what}: {} provider(s)", providers.len());
+            for p in providers {
+                println!("  {} ({})", p.name, p.peer_id);
+            }
+        }
+        Ok(reply) => println!("{what}: {}", tabmesh_node::dht::summarize(reply)),
+        Err(error) => println!("{what}: {error}"),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -274,6 +391,28 @@ fn summary(view: &NodeView) -> String {
             let _ = writeln!(out, "  gossip peers: {}", list.join(", "));
         }
     }
+    if let Some(d) = &view.dht {
+        let _ = write!(
+            out,
+            "dht: {} record(s) held, {} provider record(s), routing table {} peer(s) in {} bucket(s)",
+            d.records.len(),
+            d.providers.len(),
+            d.routing_table_size,
+            d.routing_table.len()
+        );
+        if let Some(l) = &d.last_lookup {
+            let _ = write!(
+                out,
+                "; last lookup {} {}: {} round(s), {} peer(s) asked, {} ms",
+                format!("{:?}", l.kind).to_lowercase(),
+                l.target,
+                l.rounds,
+                l.contacted,
+                l.duration_ms
+            );
+        }
+        let _ = writeln!(out);
+    }
     if view.peers.is_empty() {
         let _ = writeln!(out, "peers: none yet");
     }
@@ -293,4 +432,56 @@ fn summary(view: &NodeView) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dht(line: &str) -> DhtRequest {
+        match parse_input(line) {
+            Ok(Some(Input::Dht(request))) => request,
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_dht_commands() {
+        assert_eq!(
+            dht("put color light blue"),
+            DhtRequest::Put {
+                key: "color".into(),
+                value: "light blue".into(),
+                ttl_ms: None
+            }
+        );
+        assert_eq!(
+            dht("put --ttl 60 k v"),
+            DhtRequest::Put {
+                key: "k".into(),
+                value: "v".into(),
+                ttl_ms: Some(60_000)
+            }
+        );
+        assert_eq!(dht(" get k "), DhtRequest::Get { key: "k".into() });
+        assert_eq!(
+            dht("providers k"),
+            DhtRequest::Providers { key: "k".into() }
+        );
+    }
+
+    #[test]
+    fn explains_bad_commands() {
+        let error = |line: &str| parse_input(line).err().unwrap_or_default();
+        assert!(error("put k").contains("usage: put"));
+        assert!(error("put --ttl soon k v").contains("whole seconds"));
+        assert!(error("get").contains("which key"));
+        assert!(error("get a b").contains("no spaces"));
+        assert!(error("fly").contains("unknown command"));
+        assert!(matches!(parse_input("   "), Ok(None)));
+        assert!(matches!(
+            parse_input("coop on"),
+            Ok(Some(Input::Node(Command::Cooperative(true))))
+        ));
+    }
 }

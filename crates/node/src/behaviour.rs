@@ -1,7 +1,7 @@
 //! The behaviours every tabmesh peer runs, and their configuration.
 //!
 //! - relay client: reservations on the relay and circuits to other peers;
-//! - Kademlia (server mode, tabmesh protocol name): discovery now, the DHT later;
+//! - Kademlia (server mode, tabmesh protocol name): peer discovery and the DHT (see [`crate::dht`]);
 //! - identify (pushing listen address changes, so the relay learns our circuit address as soon
 //!   as the reservation is accepted);
 //! - ping: round-trip times and liveness;
@@ -13,12 +13,13 @@
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use libp2p::kad::{self, store::MemoryStore};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, identify, ping, relay};
+use libp2p::{identify, ping, relay};
+use tabmesh_core::dht::DhtConfig;
 use tabmesh_core::protocol;
 
+use crate::dht::{ObservedKad, StoreBackend};
 use crate::gossip_codec::{self, GossipCodec};
 
 /// The behaviours of a tabmesh peer.
@@ -27,7 +28,7 @@ pub struct NodeBehaviour {
     /// Circuit relay v2 client.
     pub relay: relay::client::Behaviour,
     /// The tabmesh Kademlia DHT.
-    pub kad: kad::Behaviour<MemoryStore>,
+    pub kad: ObservedKad,
     /// Identify.
     pub identify: identify::Behaviour,
     /// Ping.
@@ -43,16 +44,13 @@ impl NodeBehaviour {
         relay: relay::client::Behaviour,
         agent: String,
         ping_interval: Duration,
+        dht: &DhtConfig,
+        store: Box<dyn StoreBackend>,
     ) -> Self {
         let peer_id = key.public().to_peer_id();
-        let mut kad_cfg = kad::Config::new(StreamProtocol::new(protocol::KADEMLIA));
-        kad_cfg.set_query_timeout(Duration::from_secs(20));
-        let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_cfg);
-        // Peers behind the relay are reachable through their circuit address: they serve the DHT.
-        kad.set_mode(Some(kad::Mode::Server));
         Self {
             relay,
-            kad,
+            kad: crate::dht::kademlia(peer_id, dht, store),
             identify: identify::Behaviour::new(
                 identify::Config::new(protocol::IDENTIFY_VERSION.to_owned(), key.public())
                     .with_agent_version(agent)

@@ -9,16 +9,20 @@
 //! the bootstrap document is fetched and where the identity comes from. The event loop is the
 //! same code on both.
 //!
+//! The DHT operations (put, get, remove, provide, providers) are in [`dht`].
+//!
 //! A node reports through a [`NodeHandle`]: periodic [`NodeView`] snapshots (what the UI renders
 //! and `window.tabmesh.state()` returns) and each wire event as it happens.
 
 pub mod behaviour;
+pub mod dht;
 pub mod gossip_codec;
 mod node;
 pub mod platform;
 
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
+use tabmesh_core::dht::{DhtConfig, DhtRequest};
 use tabmesh_core::discovery::DiscoveryConfig;
 use tabmesh_core::gimps::node::GossipConfig;
 use tabmesh_core::peers::PeerTableConfig;
@@ -79,6 +83,8 @@ pub struct NodeConfig {
     pub seed: u64,
     /// GIMPS gossip intervals and limits.
     pub gossip: GossipConfig,
+    /// DHT replication, limits and quotas.
+    pub dht: DhtConfig,
 }
 
 impl NodeConfig {
@@ -98,6 +104,7 @@ impl NodeConfig {
             clock_origin_offset: Duration::ZERO,
             seed: 0,
             gossip: GossipConfig::default(),
+            dht: DhtConfig::default(),
         }
     }
 }
@@ -112,7 +119,7 @@ pub enum NodeEvent {
 }
 
 /// Requests to a running node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
     /// Close all connections and stop the event loop.
     Shutdown,
@@ -124,6 +131,8 @@ pub enum Command {
     Reset,
     /// GIMPS: turn the cooperative search mode on or off.
     Cooperative(bool),
+    /// DHT: put, get, remove, provide or find providers; the answer goes to the sender.
+    Dht(DhtRequest, dht::DhtReplySender),
 }
 
 /// The caller's side of a node: its events and a way to send it commands.

@@ -27,6 +27,7 @@ use tabmesh_core::wire_log::{Direction, WireLog};
 use web_time::{Duration, Instant};
 
 use crate::behaviour::{NodeBehaviour, NodeBehaviourEvent};
+use crate::dht::Dht;
 use crate::{BootstrapSource, Command, NodeConfig, NodeError, NodeEvent, NodeHandle, platform};
 
 /// Capacity of the event channel to the UI or terminal: a few seconds of views and wire events.
@@ -62,6 +63,7 @@ pub struct Node {
     relay_rtt: Option<Duration>,
     reservation_at: Option<Instant>,
     gossip: GossipNode,
+    dht: Dht,
     tests_done: VecDeque<Instant>,
     tested_total: u64,
     learned_at_unix_ms: Option<u64>,
@@ -78,7 +80,9 @@ impl Node {
             config.keypair.clone(),
             config.agent.clone(),
             config.ping_interval,
+            &config.dht,
         )?;
+        let restored = swarm.behaviour_mut().kad.store_mut().restored();
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -99,6 +103,7 @@ impl Node {
             relay_rtt: None,
             reservation_at: None,
             gossip: GossipNode::new(config.keypair.clone(), config.gossip.clone(), origin, now),
+            dht: Dht::new(config.dht.clone(), config.keypair.clone(), restored, now),
             tests_done: VecDeque::new(),
             tested_total: 0,
             learned_at_unix_ms: None,
@@ -136,6 +141,8 @@ impl Node {
             }
             let actions = self.gossip.on_tick(now);
             self.apply_gossip(now, actions);
+            self.dht.on_tick(&mut self.swarm.behaviour_mut().kad, now);
+            self.drain_dht_logs(now);
             if search.is_terminated()
                 && let Some(p) = self.gossip.next_candidate()
             {
@@ -152,6 +159,7 @@ impl Node {
                 self.relay_link.poll_timeout(),
                 self.discovery.poll_timeout(),
                 self.gossip.poll_timeout(),
+                Some(self.dht.poll_timeout()),
             ]
             .into_iter()
             .flatten()
@@ -210,7 +218,26 @@ impl Node {
                     format!("search mode: {mode}"),
                 );
             }
+            Command::Dht(request, reply) => {
+                self.dht
+                    .start(&mut self.swarm.behaviour_mut().kad, now, request, reply);
+                self.drain_dht_logs(now);
+            }
             Command::Shutdown => {}
+        }
+    }
+
+    fn drain_dht_logs(&mut self, now: Instant) {
+        for line in self.dht.take_logs() {
+            let direction = if line.sent {
+                Direction::Sent
+            } else if line.peer.is_some() {
+                Direction::Received
+            } else {
+                Direction::Local
+            };
+            let peer = line.peer.filter(|p| Some(*p) != self.relay_peer());
+            self.log(now, direction, "dht", peer, line.summary);
         }
     }
 
@@ -628,6 +655,13 @@ impl Node {
     }
 
     fn on_kad_event(&mut self, now: Instant, event: kad::Event) {
+        let event = self
+            .dht
+            .on_kad_event(&mut self.swarm.behaviour_mut().kad, now, event);
+        self.drain_dht_logs(now);
+        let Some(event) = event else {
+            return;
+        };
         match event {
             kad::Event::OutboundQueryProgressed {
                 result: kad::QueryResult::GetClosestPeers(result),
@@ -659,22 +693,6 @@ impl Node {
                 peer, addresses, ..
             } => {
                 self.dial_discovered(peer, addresses.into_vec());
-            }
-            kad::Event::InboundRequest { request } => {
-                let what = match request {
-                    kad::InboundRequest::FindNode { .. } => "FIND_NODE",
-                    kad::InboundRequest::GetProvider { .. } => "GET_PROVIDERS",
-                    kad::InboundRequest::AddProvider { .. } => "ADD_PROVIDER",
-                    kad::InboundRequest::GetRecord { .. } => "GET_VALUE",
-                    kad::InboundRequest::PutRecord { .. } => "PUT_VALUE",
-                };
-                self.log(
-                    now,
-                    Direction::Received,
-                    "kad",
-                    None,
-                    format!("{what} request"),
-                );
             }
             _ => {}
         }
@@ -846,12 +864,15 @@ impl Node {
     }
 
     fn publish_view(&mut self, now: Instant) {
+        self.dht
+            .absorb_observations(&mut self.swarm.behaviour_mut().kad);
         let view = self.view(now);
         // Dropped when the consumer lags: the next view supersedes it.
         let _ = self.events.try_send(NodeEvent::View(Box::new(view)));
     }
 
-    fn view(&self, now: Instant) -> NodeView {
+    fn view(&mut self, now: Instant) -> NodeView {
+        let dht = self.dht.view(&mut self.swarm.behaviour_mut().kad, now);
         let me = self.peer_id();
         let mut counters = self.counters.clone();
         counters.wire_events = self.wire.total();
@@ -885,6 +906,7 @@ impl Node {
                 learned_at_unix_ms: self.learned_at_unix_ms,
                 config: self.gossip.config().into(),
             }),
+            dht: Some(dht),
         }
     }
 }

@@ -14,7 +14,9 @@
 //! `"<below>:<p1>,<p2>,…"`: every prime exponent below `below` is known tested by its
 //! originator's view, and `p1, p2, …` were tested since its last report.
 
-use libp2p_identity::{Keypair, PeerId, PublicKey};
+use libp2p_identity::{Keypair, PeerId};
+
+use crate::names::inline_public_key;
 use serde::{Deserialize, Serialize};
 
 /// Largest encoded message accepted: a PRIME with two peer ids and a signature is ~400 bytes.
@@ -187,7 +189,7 @@ impl GossipMessage {
         if matches!(self.msg_type, MsgType::Ping | MsgType::Pong) {
             return Ok(());
         }
-        let key = originator_key(&self.msg_originator)
+        let key = inline_public_key(&self.msg_originator)
             .ok_or(MessageError::BadSignature(self.msg_originator))?;
         if key.verify(&self.signed_bytes(), &self.signature) {
             Ok(())
@@ -282,16 +284,6 @@ fn parse_coverage(data: &str) -> Result<Coverage, String> {
         }
     }
     Ok(Coverage { below, tested })
-}
-
-/// The public key inside an identity-multihash peer id (Ed25519 ids carry their key).
-fn originator_key(peer: &PeerId) -> Option<PublicKey> {
-    let multihash = peer.as_ref();
-    // 0x00 is the identity multihash: the digest is the protobuf-encoded public key.
-    if multihash.code() != 0x00 {
-        return None;
-    }
-    PublicKey::try_decode_protobuf(multihash.digest()).ok()
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ use libp2p::{Swarm, noise, tcp, yamux};
 use tabmesh_core::bootstrap::{BootstrapInfo, RelayTransport};
 
 use super::{bootstrap_from_addr, bootstrap_url, parse_bootstrap};
+use tabmesh_core::dht::DhtConfig;
+
 use crate::behaviour::NodeBehaviour;
+use crate::dht::{MemoryBackend, StoreBackend};
 use crate::{BootstrapSource, NodeError};
 
 /// Native nodes reach the relay over plain TCP.
@@ -17,11 +20,19 @@ pub(crate) fn relay_transport() -> RelayTransport {
     RelayTransport::Tcp
 }
 
+/// A native node keeps its DHT share in memory: it is re-filled from the network (replication
+/// and hand-over) when the node comes back; the relay is the peer that persists its share.
+pub(crate) fn dht_backend() -> Box<dyn StoreBackend> {
+    Box::new(MemoryBackend)
+}
+
 pub(crate) fn build_swarm(
     keypair: Keypair,
     agent: String,
     ping_interval: Duration,
+    dht: &DhtConfig,
 ) -> Result<Swarm<NodeBehaviour>, NodeError> {
+    let store = dht_backend();
     let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
     Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -35,7 +46,9 @@ pub(crate) fn build_swarm(
         .map_err(|e| transport_err(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| transport_err(&e))?
-        .with_behaviour(|key, relay| NodeBehaviour::new(key, relay, agent, ping_interval))
+        .with_behaviour(|key, relay| {
+            NodeBehaviour::new(key, relay, agent, ping_interval, dht, store)
+        })
         .map_err(|e| transport_err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build())

@@ -14,7 +14,11 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use super::{bootstrap_from_addr, bootstrap_url, parse_bootstrap};
+use tabmesh_core::dht::DhtConfig;
+use tabmesh_core::dht::store::{ProviderEntry, StoreChange};
+
 use crate::behaviour::NodeBehaviour;
+use crate::dht::store::{Persisted, StoreBackend};
 use crate::{BootstrapSource, NodeError};
 
 const IDENTITY_KEY: &str = "tabmesh.identity";
@@ -31,11 +35,102 @@ pub(crate) fn relay_transport() -> RelayTransport {
     }
 }
 
+/// Prefix of the DHT record entries in `sessionStorage` (`…r.<hex key>` → hex envelope).
+const DHT_RECORD_PREFIX: &str = "tabmesh.dht.r.";
+/// Prefix of the DHT provider entries (`…p.<hex key>.<provider>` → JSON).
+const DHT_PROVIDER_PREFIX: &str = "tabmesh.dht.p.";
+
+/// The tab's DHT share in `sessionStorage`: a reload (same tab, same peer id) restores it.
+/// Each change is written through at once, so closing or reloading the tab loses nothing.
+/// The storage object is looked up on each call (it is not `Send`; the store must be).
+#[derive(Debug, Default)]
+pub struct SessionStorageBackend;
+
+fn session_storage() -> Option<web_sys::Storage> {
+    web_sys::window().and_then(|w| w.session_storage().ok().flatten())
+}
+
+impl StoreBackend for SessionStorageBackend {
+    fn apply(&mut self, changes: &[StoreChange]) {
+        let Some(storage) = session_storage() else {
+            return;
+        };
+        for change in changes {
+            let result = match change {
+                StoreChange::RecordStored { key, raw } => storage.set_item(
+                    &format!("{DHT_RECORD_PREFIX}{}", tabmesh_core::hex::encode(key)),
+                    &tabmesh_core::hex::encode(raw),
+                ),
+                StoreChange::RecordRemoved { key } => storage.remove_item(&format!(
+                    "{DHT_RECORD_PREFIX}{}",
+                    tabmesh_core::hex::encode(key)
+                )),
+                StoreChange::ProviderStored { key, entry } => storage.set_item(
+                    &format!(
+                        "{DHT_PROVIDER_PREFIX}{}.{}",
+                        tabmesh_core::hex::encode(key),
+                        entry.provider
+                    ),
+                    &entry.encode(),
+                ),
+                StoreChange::ProviderRemoved { key, provider } => storage.remove_item(&format!(
+                    "{DHT_PROVIDER_PREFIX}{}.{provider}",
+                    tabmesh_core::hex::encode(key)
+                )),
+            };
+            if let Err(e) = result {
+                // Quota exceeded (sessionStorage holds ~5 MB): the record stays in memory.
+                tracing::warn!("sessionStorage write failed: {}", js_error(&e));
+            }
+        }
+    }
+
+    fn load(&mut self) -> Persisted {
+        let mut records = Vec::new();
+        let mut providers = Vec::new();
+        let Some(storage) = session_storage() else {
+            return Persisted::default();
+        };
+        let len = storage.length().unwrap_or(0);
+        for i in 0..len {
+            let Some(name) = storage.key(i).ok().flatten() else {
+                continue;
+            };
+            let Some(value) = storage.get_item(&name).ok().flatten() else {
+                continue;
+            };
+            if let Some(hex_key) = name.strip_prefix(DHT_RECORD_PREFIX) {
+                if let (Some(key), Some(raw)) = (
+                    tabmesh_core::hex::decode(hex_key),
+                    tabmesh_core::hex::decode(&value),
+                ) {
+                    records.push((key, raw));
+                }
+            } else if let Some(rest) = name.strip_prefix(DHT_PROVIDER_PREFIX)
+                && let Some((hex_key, _)) = rest.split_once('.')
+                && let (Some(key), Some(entry)) = (
+                    tabmesh_core::hex::decode(hex_key),
+                    ProviderEntry::decode(&value),
+                )
+            {
+                providers.push((key, entry));
+            }
+        }
+        Persisted { records, providers }
+    }
+}
+
+pub(crate) fn dht_backend() -> Box<dyn StoreBackend> {
+    Box::new(SessionStorageBackend)
+}
+
 pub(crate) fn build_swarm(
     keypair: Keypair,
     agent: String,
     ping_interval: Duration,
+    dht: &DhtConfig,
 ) -> Result<Swarm<NodeBehaviour>, NodeError> {
+    let store = dht_backend();
     let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
     Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_wasm_bindgen()
@@ -51,7 +146,9 @@ pub(crate) fn build_swarm(
         .map_err(|e| transport_err(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| transport_err(&e))?
-        .with_behaviour(|key, relay| NodeBehaviour::new(key, relay, agent, ping_interval))
+        .with_behaviour(|key, relay| {
+            NodeBehaviour::new(key, relay, agent, ping_interval, dht, store)
+        })
         .map_err(|e| transport_err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build())

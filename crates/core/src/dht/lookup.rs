@@ -1,0 +1,312 @@
+//! The path of one iterative Kademlia lookup, as a learner would draw it.
+//!
+//! A lookup starts from the peers in our own routing table closest to the target (round 1), asks
+//! up to α of them at a time, and each reply names peers closer still, which are asked next.
+//! This type records every request (who, when), every reply (how long it took, how many closer
+//! peers it named) and failure, and assigns each peer its *round*: 1 for peers we knew
+//! ourselves, otherwise one more than the round of the peer whose reply first named it. The
+//! number of rounds and of peers contacted are what Kademlia promises to keep near log2 N.
+
+use std::collections::HashMap;
+
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+use web_time::Instant;
+
+use crate::names::peer_name;
+use crate::peers::millis;
+
+/// Most requests recorded per lookup (a lookup in a 1000-peer network makes a few dozen).
+const MAX_HOPS: usize = 256;
+
+/// What a lookup looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupKind {
+    /// `GET_VALUE`: find a record.
+    GetRecord,
+    /// `PUT_VALUE`: find the closest peers, then store at them.
+    PutRecord,
+    /// `GET_PROVIDERS`.
+    GetProviders,
+    /// `ADD_PROVIDER`: find the closest peers, then announce to them.
+    AddProvider,
+    /// `FIND_NODE`.
+    FindNode,
+}
+
+/// How one request went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum HopOutcome {
+    /// No answer yet.
+    Pending,
+    /// Answered.
+    Replied {
+        /// Closer peers it named.
+        closer: usize,
+        /// Of those, peers this lookup had not heard of.
+        new: usize,
+        /// Whether it returned the record or providers sought.
+        found: bool,
+    },
+    /// Failed or timed out.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Hop {
+    peer: PeerId,
+    round: u32,
+    asked_at: Instant,
+    answered_at: Option<Instant>,
+    outcome: HopOutcome,
+}
+
+/// The recorded path of one lookup.
+#[derive(Debug, Clone)]
+pub struct LookupTrace {
+    kind: LookupKind,
+    target: String,
+    started: Instant,
+    finished: Option<(Instant, String)>,
+    hops: Vec<Hop>,
+    /// Index into `hops` of each peer's latest request.
+    by_peer: HashMap<PeerId, usize>,
+    /// The round a peer will be asked in, from the reply that first named it.
+    named_in_round: HashMap<PeerId, u32>,
+}
+
+impl LookupTrace {
+    /// A lookup of `kind` for `target` (displayable key), started at `now`.
+    pub fn new(kind: LookupKind, target: String, now: Instant) -> Self {
+        Self {
+            kind,
+            target,
+            started: now,
+            finished: None,
+            hops: Vec::new(),
+            by_peer: HashMap::new(),
+            named_in_round: HashMap::new(),
+        }
+    }
+
+    /// A request went to `peer`.
+    pub fn on_request(&mut self, now: Instant, peer: PeerId) {
+        if self.hops.len() >= MAX_HOPS {
+            return;
+        }
+        let round = self.named_in_round.get(&peer).copied().unwrap_or(1);
+        self.by_peer.insert(peer, self.hops.len());
+        self.hops.push(Hop {
+            peer,
+            round,
+            asked_at: now,
+            answered_at: None,
+            outcome: HopOutcome::Pending,
+        });
+    }
+
+    /// `peer` replied, naming `closer` peers; `found` if it had what was sought.
+    pub fn on_reply(&mut self, now: Instant, peer: PeerId, closer: &[PeerId], found: bool) {
+        let Some(&i) = self.by_peer.get(&peer) else {
+            return;
+        };
+        let round = self.hops[i].round;
+        let mut new = 0;
+        for p in closer {
+            if !self.named_in_round.contains_key(p) && !self.by_peer.contains_key(p) {
+                self.named_in_round.insert(*p, round + 1);
+                new += 1;
+            }
+        }
+        let hop = &mut self.hops[i];
+        hop.answered_at = Some(now);
+        hop.outcome = HopOutcome::Replied {
+            closer: closer.len(),
+            new,
+            found,
+        };
+    }
+
+    /// The request to `peer` failed.
+    pub fn on_failure(&mut self, now: Instant, peer: PeerId, reason: String) {
+        if let Some(&i) = self.by_peer.get(&peer) {
+            let hop = &mut self.hops[i];
+            if hop.outcome == HopOutcome::Pending {
+                hop.answered_at = Some(now);
+                hop.outcome = HopOutcome::Failed { reason };
+            }
+        }
+    }
+
+    /// The lookup ended with `result` (a one-line summary).
+    pub fn finish(&mut self, now: Instant, result: String) {
+        if self.finished.is_none() {
+            self.finished = Some((now, result));
+        }
+    }
+
+    /// Whether [`finish`](Self::finish) was called.
+    pub fn is_finished(&self) -> bool {
+        self.finished.is_some()
+    }
+
+    /// Peers asked.
+    pub fn contacted(&self) -> usize {
+        self.hops.len()
+    }
+
+    /// Peers that answered.
+    pub fn replied(&self) -> usize {
+        self.hops
+            .iter()
+            .filter(|h| matches!(h.outcome, HopOutcome::Replied { .. }))
+            .count()
+    }
+
+    /// The deepest round reached.
+    pub fn rounds(&self) -> u32 {
+        self.hops.iter().map(|h| h.round).max().unwrap_or(0)
+    }
+
+    /// Time from start to finish (or to `now` while running).
+    pub fn duration(&self, now: Instant) -> std::time::Duration {
+        let end = self.finished.as_ref().map_or(now, |(t, _)| *t);
+        end.saturating_duration_since(self.started)
+    }
+
+    /// The serialisable view, with times relative to the lookup's start.
+    pub fn view(&self, now: Instant) -> LookupView {
+        let hops = self
+            .hops
+            .iter()
+            .map(|h| HopView {
+                peer_id: h.peer.to_base58(),
+                name: peer_name(&h.peer),
+                round: h.round,
+                asked_at_ms: millis(h.asked_at.saturating_duration_since(self.started)),
+                took_ms: h
+                    .answered_at
+                    .map(|t| millis(t.saturating_duration_since(h.asked_at))),
+                outcome: h.outcome.clone(),
+            })
+            .collect();
+        LookupView {
+            kind: self.kind,
+            target: self.target.clone(),
+            running: self.finished.is_none(),
+            duration_ms: millis(self.duration(now)),
+            rounds: self.rounds(),
+            contacted: self.contacted(),
+            result: self.finished.as_ref().map(|(_, r)| r.clone()),
+            hops,
+        }
+    }
+}
+
+/// The path of a lookup, for the UI and `state().dht.last_lookup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupView {
+    /// What was looked for.
+    pub kind: LookupKind,
+    /// The key (or peer id) looked up.
+    pub target: String,
+    /// Still running.
+    pub running: bool,
+    /// Time taken so far, in ms.
+    pub duration_ms: u64,
+    /// Deepest round.
+    pub rounds: u32,
+    /// Peers asked.
+    pub contacted: usize,
+    /// Summary of the result once finished.
+    pub result: Option<String>,
+    /// Every request, in the order it was sent.
+    pub hops: Vec<HopView>,
+}
+
+/// One request of a lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HopView {
+    /// The peer asked.
+    pub peer_id: String,
+    /// Its name.
+    pub name: String,
+    /// The round it belongs to (1: known to us before the lookup).
+    pub round: u32,
+    /// When it was asked, ms after the lookup started.
+    pub asked_at_ms: u64,
+    /// How long it took to answer or fail.
+    pub took_ms: Option<u64>,
+    /// How it went.
+    #[serde(flatten)]
+    pub outcome: HopOutcome,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p_identity::Keypair;
+    use web_time::Duration;
+
+    fn peer() -> PeerId {
+        Keypair::generate_ed25519().public().to_peer_id()
+    }
+
+    #[test]
+    fn assigns_rounds_by_who_named_whom() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let (a, b, c, d) = (peer(), peer(), peer(), peer());
+        let mut trace = LookupTrace::new(LookupKind::GetRecord, "k".into(), t0);
+        trace.on_request(ms(0), a);
+        trace.on_request(ms(0), b);
+        trace.on_reply(ms(10), a, &[c, b], false);
+        trace.on_request(ms(10), c);
+        trace.on_failure(ms(12), b, "timeout".into());
+        trace.on_reply(ms(30), c, &[d], false);
+        trace.on_request(ms(30), d);
+        trace.on_reply(ms(35), d, &[], true);
+        trace.finish(ms(35), "found".into());
+
+        assert_eq!(trace.contacted(), 4);
+        assert_eq!(trace.replied(), 3);
+        assert_eq!(trace.rounds(), 3);
+        let view = trace.view(ms(100));
+        assert_eq!(view.duration_ms, 35);
+        let rounds: Vec<u32> = view.hops.iter().map(|h| h.round).collect();
+        assert_eq!(rounds, [1, 1, 2, 3]);
+        assert_eq!(view.hops[0].took_ms, Some(10));
+        assert_eq!(
+            view.hops[0].outcome,
+            HopOutcome::Replied {
+                closer: 2,
+                new: 1,
+                found: false
+            }
+        );
+        assert!(matches!(view.hops[1].outcome, HopOutcome::Failed { .. }));
+        assert_eq!(
+            view.hops[3].outcome,
+            HopOutcome::Replied {
+                closer: 0,
+                new: 0,
+                found: true
+            }
+        );
+        assert!(!view.running);
+    }
+
+    #[test]
+    fn ignores_replies_from_peers_never_asked() {
+        let t0 = Instant::now();
+        let mut trace = LookupTrace::new(LookupKind::FindNode, "x".into(), t0);
+        trace.on_reply(t0, peer(), &[peer()], false);
+        assert_eq!(trace.contacted(), 0);
+        assert_eq!(trace.rounds(), 0);
+    }
+}

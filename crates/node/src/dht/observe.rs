@@ -1,0 +1,327 @@
+//! Kademlia with its requests made visible: which peer a lookup asked, when, and what it said.
+//!
+//! libp2p's Kademlia reports a query's outcome and totals ([`kad::QueryStats`]) but not its
+//! individual requests, which are exactly what a learner wants to see and what the simulation
+//! counts (peers contacted, rounds). [`ObservedKad`] wraps [`kad::Behaviour`] unchanged (same
+//! connection handler, same events) and watches the messages passing between the behaviour and
+//! its per-connection handlers: each request sent for a watched query, and each reply or error
+//! coming back.
+//!
+//! Those messages (`HandlerIn`/`HandlerEvent`) are public types in a private module of
+//! libp2p-kad: they can be passed on but not named, so they are read through their `Debug`
+//! form: the variant name, the `query_id` and the peer ids in `closer_peers`. libp2p is pinned
+//! (`Cargo.lock`); the tests in `tests/dht_observe.rs` and the simulation fail if a libp2p
+//! upgrade changes that form, rather than silently showing empty paths.
+
+use std::collections::{HashSet, VecDeque};
+use std::task::{Context, Poll};
+
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::kad;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+use web_time::Instant;
+
+use super::store::KadStore;
+
+/// Observations kept at most before the owner drains them.
+const MAX_OBSERVATIONS: usize = 4096;
+
+/// One request of a watched query, or its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcObservation {
+    /// A request went to `peer`.
+    Request {
+        /// The query.
+        query: kad::QueryId,
+        /// The peer asked.
+        peer: PeerId,
+        /// What was asked (`FindNodeReq`, `GetRecord`, `PutRecord`, ...).
+        kind: String,
+    },
+    /// `peer` answered.
+    Reply {
+        /// The query.
+        query: kad::QueryId,
+        /// Who answered.
+        peer: PeerId,
+        /// The closer peers it named.
+        closer: Vec<PeerId>,
+        /// Whether it returned the record or providers sought.
+        found: bool,
+        /// What the answer was (`FindNodeRes`, `GetRecordRes`, `PutRecordRes`, ...).
+        kind: String,
+    },
+    /// The request to `peer` failed.
+    Failure {
+        /// The query.
+        query: kad::QueryId,
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// [`kad::Behaviour`] plus a record of the requests of the queries its owner watches.
+pub struct ObservedKad {
+    inner: kad::Behaviour<KadStore>,
+    watched: HashSet<kad::QueryId>,
+    observations: VecDeque<(Instant, RpcObservation)>,
+}
+
+impl ObservedKad {
+    /// Wraps `inner`.
+    pub fn new(inner: kad::Behaviour<KadStore>) -> Self {
+        Self {
+            inner,
+            watched: HashSet::new(),
+            observations: VecDeque::new(),
+        }
+    }
+
+    /// Starts recording the requests of `query`.
+    pub fn watch(&mut self, query: kad::QueryId) {
+        self.watched.insert(query);
+    }
+
+    /// Stops recording the requests of `query`.
+    pub fn unwatch(&mut self, query: &kad::QueryId) {
+        self.watched.remove(query);
+    }
+
+    /// The observations since the last call, oldest first.
+    pub fn drain_observations(&mut self) -> impl Iterator<Item = (Instant, RpcObservation)> + '_ {
+        self.observations.drain(..)
+    }
+
+    fn observe(&mut self, observation: RpcObservation) {
+        if self.observations.len() >= MAX_OBSERVATIONS {
+            self.observations.pop_front();
+        }
+        self.observations.push_back((Instant::now(), observation));
+    }
+}
+
+impl std::ops::Deref for ObservedKad {
+    type Target = kad::Behaviour<KadStore>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for ObservedKad {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+/// The variant name at the start of a derived `Debug` form.
+fn variant(debug: &str) -> &str {
+    let end = debug
+        .find(|c: char| !c.is_alphanumeric() && c != '_')
+        .unwrap_or(debug.len());
+    &debug[..end]
+}
+
+/// The number in `query_id: QueryId(n)`.
+fn query_number(debug: &str) -> Option<&str> {
+    let start = debug.rfind("query_id: QueryId(")? + "query_id: QueryId(".len();
+    let len = debug[start..].find(')')?;
+    Some(&debug[start..start + len])
+}
+
+/// The bracketed list after `field: [`, brackets balanced.
+fn list_field<'a>(debug: &'a str, field: &str) -> Option<&'a str> {
+    let start = debug.find(&format!("{field}: ["))? + field.len() + 3;
+    let mut depth = 1;
+    for (i, c) in debug[start..].char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&debug[start..start + i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Every `PeerId("…")` in `text`.
+fn peer_ids(text: &str) -> Vec<PeerId> {
+    text.split("PeerId(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect()
+}
+
+impl ObservedKad {
+    fn watched_query(&self, debug: &str) -> Option<kad::QueryId> {
+        let n = query_number(debug)?;
+        let wanted = format!("QueryId({n})");
+        self.watched
+            .iter()
+            .find(|q| format!("{q:?}") == wanted)
+            .copied()
+    }
+}
+
+impl NetworkBehaviour for ObservedKad {
+    type ConnectionHandler = THandler<kad::Behaviour<KadStore>>;
+    type ToSwarm = kad::Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        if !self.watched.is_empty() {
+            let debug = format!("{event:?}");
+            if let Some(query) = self.watched_query(&debug) {
+                let kind = variant(&debug).to_owned();
+                let observation = if kind == "QueryError" {
+                    let reason = debug
+                        .split("error: ")
+                        .nth(1)
+                        .and_then(|e| e.split(", query_id").next())
+                        .unwrap_or("error")
+                        .to_owned();
+                    RpcObservation::Failure {
+                        query,
+                        peer: peer_id,
+                        reason,
+                    }
+                } else {
+                    let closer = list_field(&debug, "closer_peers")
+                        .map(peer_ids)
+                        .unwrap_or_default();
+                    let found = debug.starts_with("GetRecordRes { record: Some(")
+                        || list_field(&debug, "provider_peers").is_some_and(|l| !l.is_empty());
+                    RpcObservation::Reply {
+                        query,
+                        peer: peer_id,
+                        closer,
+                        found,
+                        kind,
+                    }
+                };
+                self.observe(observation);
+            }
+        }
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        let polled = self.inner.poll(cx);
+        if let Poll::Ready(ToSwarm::NotifyHandler { peer_id, event, .. }) = &polled
+            && !self.watched.is_empty()
+        {
+            let debug = format!("{event:?}");
+            if let Some(query) = self.watched_query(&debug) {
+                let kind = variant(&debug).to_owned();
+                self.observe(RpcObservation::Request {
+                    query,
+                    peer: *peer_id,
+                    kind,
+                });
+            }
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_debug_forms() {
+        let a: PeerId = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+            .parse()
+            .unwrap();
+        let debug = format!(
+            "FindNodeRes {{ closer_peers: [KadPeer {{ node_id: {a:?}, multiaddrs: [/ip4/1.2.3.4/tcp/1], connection_ty: Connected }}], query_id: QueryId(17) }}"
+        );
+        assert_eq!(variant(&debug), "FindNodeRes");
+        assert_eq!(query_number(&debug), Some("17"));
+        assert_eq!(
+            list_field(&debug, "closer_peers").map(peer_ids),
+            Some(vec![a])
+        );
+        assert_eq!(list_field("x: []", "x"), Some(""));
+        assert_eq!(list_field("x: [", "x"), None);
+    }
+}
