@@ -1,8 +1,11 @@
-//! The page: header, relay banner, Peers and Event log panels, with loading and error states.
+//! The page: header, relay banner, the GIMPS panels, the DHT panel (full width), and the Peers
+//! and Event log panels, with loading and error states.
 
 use yew::prelude::*;
 
-use crate::components::{EventLog, GimpsLog, GimpsPanel, Header, PeersPanel, RelayBanner};
+use crate::components::{
+    DhtPanel, EventLog, GimpsLog, GimpsPanel, Header, PeersPanel, RelayBanner,
+};
 use crate::runtime;
 use crate::state::{Action, AppState};
 
@@ -45,6 +48,9 @@ pub(crate) fn app() -> Html {
                             <GimpsLog gimps={gimps.clone()} />
                         </div>
                     }
+                    <div class="panels full">
+                        <DhtPanel dht={view.dht.clone()} />
+                    </div>
                     <div class="panels">
                         <PeersPanel peers={view.peers.clone()} />
                         <EventLog events={view.wire.clone()} />

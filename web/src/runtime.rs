@@ -1,10 +1,12 @@
-//! The tab's node: started once, its latest view kept for `window.tabmesh.state()`.
+//! The tab's node: started once, its latest view kept for `window.tabmesh.state()`; commands
+//! go to it through [`command`], and DHT requests, which have an answer, through [`dht`].
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures::StreamExt;
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
+use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest};
 use tabmesh_core::protocol::AGENT_WEB;
 use tabmesh_node::{BootstrapSource, Command, Node, NodeConfig, NodeEvent, NodeView, platform};
 
@@ -26,6 +28,19 @@ pub(crate) fn command(command: Command) {
             let _ = sender.try_send(command);
         }
     });
+}
+
+/// Sends `request` to the node's DHT and waits for its answer (a lookup takes up to the query
+/// timeout). A request the node never took (stopped, or its command queue full) fails with a
+/// message saying so, since no reply will ever come.
+pub(crate) async fn dht(request: DhtRequest) -> Result<DhtReply, DhtError> {
+    let (reply, answer) = oneshot::channel();
+    command(Command::Dht(request, reply));
+    answer.await.unwrap_or_else(|oneshot::Canceled| {
+        Err(DhtError::Failed(
+            "the node did not take the request (it has stopped or is busy); try again".to_owned(),
+        ))
+    })
 }
 
 /// GIMPS settings from the page's query string, e.g. `?stale_timeout=5&ttl=3` (seconds for

@@ -213,6 +213,33 @@ impl Browser {
         Ok(!self.client.find_all(Locator::Css(css)).await?.is_empty())
     }
 
+    /// Replaces the text of the input matching `css` in `tab` with `text`.
+    pub async fn type_into(&self, tab: &Tab, css: &str, text: &str) -> anyhow::Result<()> {
+        self.switch(tab).await?;
+        let input = self.client.find(Locator::Css(css)).await?;
+        input.clear().await?;
+        input.send_keys(text).await?;
+        Ok(())
+    }
+
+    /// Evaluates `expression` (which may be a Promise) in `tab`: `Ok(value)` when it resolves,
+    /// `Err(message)` when it rejects.
+    pub async fn call(&self, tab: &Tab, expression: &str) -> anyhow::Result<Result<Value, String>> {
+        self.switch(tab).await?;
+        let script = format!(
+            "const done = arguments[arguments.length - 1];\
+             Promise.resolve().then(() => ({expression}))\
+               .then(v => done({{ ok: v === undefined ? null : v }}),\
+                     e => done({{ err: String((e && e.message) || e) }}));"
+        );
+        let out = self.client.execute_async(&script, vec![]).await?;
+        match (out.get("ok"), out.get("err")) {
+            (Some(v), _) => Ok(Ok(v.clone())),
+            (_, Some(e)) => Ok(Err(e.as_str().unwrap_or_default().to_owned())),
+            _ => anyhow::bail!("unexpected result of {expression}: {out}"),
+        }
+    }
+
     /// Saves a PNG screenshot of `tab`.
     pub async fn screenshot(&self, tab: &Tab, path: &Path) -> anyhow::Result<()> {
         self.switch(tab).await?;

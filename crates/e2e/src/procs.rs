@@ -226,7 +226,9 @@ impl Drop for Relay {
 #[derive(Debug)]
 pub struct NativeNode {
     child: Child,
+    stdin: Mutex<Option<std::process::ChildStdin>>,
     latest: Arc<Mutex<Option<NodeView>>>,
+    dht_replies: Arc<Mutex<Vec<serde_json::Value>>>,
     /// Where its output goes.
     pub log: PathBuf,
 }
@@ -247,14 +249,17 @@ impl NativeNode {
         let mut child = Command::new(bin)
             .args(["--bootstrap", bootstrap, "--json", "--status-interval", "1"])
             .args(extra_args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(File::options().create(true).append(true).open(&log)?)
             .spawn()
             .with_context(|| format!("cannot start {} (build it first)", bin.display()))?;
         let stdout = child.stdout.take().context("node stdout")?;
+        let stdin = Mutex::new(child.stdin.take());
         let latest = Arc::new(Mutex::new(None));
         let sink = latest.clone();
+        let dht_replies = Arc::new(Mutex::new(Vec::new()));
+        let replies = dht_replies.clone();
         let mut file = File::options().create(true).append(true).open(&log)?;
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -263,10 +268,41 @@ impl NativeNode {
                     (serde_json::from_str::<NodeView>(&line), sink.lock())
                 {
                     *slot = Some(view);
+                } else if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                    && (value.get("dht").is_some() || value.get("dht_error").is_some())
+                    && let Ok(mut list) = replies.lock()
+                {
+                    list.push(value);
                 }
             }
         });
-        Ok(Self { child, latest, log })
+        Ok(Self {
+            child,
+            stdin,
+            latest,
+            dht_replies,
+            log,
+        })
+    }
+
+    /// Types a command line on the node's stdin (e.g. `get color`).
+    pub fn send(&self, line: &str) -> anyhow::Result<()> {
+        let mut guard = self
+            .stdin
+            .lock()
+            .map_err(|_| anyhow::anyhow!("stdin lock poisoned"))?;
+        let stdin = guard.as_mut().context("the node's stdin is closed")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// The DHT answers printed so far (`{"dht": reply}` or `{"dht_error": text}`), oldest first.
+    pub fn dht_replies(&self) -> Vec<serde_json::Value> {
+        self.dht_replies
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// The node's latest printed state.

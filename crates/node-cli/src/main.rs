@@ -93,8 +93,7 @@ fn parse_bootstrap(s: &str) -> Result<BootstrapSource, String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = NodeArgs::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -102,9 +101,22 @@ async fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tabmesh-node: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     // The node's event loop is single-threaded by design (the same loop runs in a browser tab).
     let local = tokio::task::LocalSet::new();
-    match local.run_until(run(args)).await {
+    let result = runtime.block_on(local.run_until(run(args)));
+    // A blocking read of stdin may still be pending: do not wait for a line that never comes.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tabmesh-node: {error:#}");

@@ -1,10 +1,12 @@
 //! One component per panel, plus the copy button they share.
 
+mod dht;
 mod event_log;
 mod gimps;
 mod header;
 mod peers;
 
+pub(crate) use dht::DhtPanel;
 pub(crate) use event_log::EventLog;
 pub(crate) use gimps::{GimpsLog, GimpsPanel};
 pub(crate) use header::{Header, RelayBanner};

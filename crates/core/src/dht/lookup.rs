@@ -55,6 +55,8 @@ pub enum HopOutcome {
         /// Why.
         reason: String,
     },
+    /// Still unanswered when the lookup ended (it had what it needed).
+    Unanswered,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +149,11 @@ impl LookupTrace {
     pub fn finish(&mut self, now: Instant, result: String) {
         if self.finished.is_none() {
             self.finished = Some((now, result));
+            for hop in &mut self.hops {
+                if hop.outcome == HopOutcome::Pending {
+                    hop.outcome = HopOutcome::Unanswered;
+                }
+            }
         }
     }
 
@@ -271,15 +278,16 @@ mod tests {
         trace.on_reply(ms(30), c, &[d], false);
         trace.on_request(ms(30), d);
         trace.on_reply(ms(35), d, &[], true);
+        trace.on_request(ms(31), b);
         trace.finish(ms(35), "found".into());
 
-        assert_eq!(trace.contacted(), 4);
+        assert_eq!(trace.contacted(), 5);
         assert_eq!(trace.replied(), 3);
         assert_eq!(trace.rounds(), 3);
         let view = trace.view(ms(100));
         assert_eq!(view.duration_ms, 35);
         let rounds: Vec<u32> = view.hops.iter().map(|h| h.round).collect();
-        assert_eq!(rounds, [1, 1, 2, 3]);
+        assert_eq!(rounds, [1, 1, 2, 3, 1]);
         assert_eq!(view.hops[0].took_ms, Some(10));
         assert_eq!(
             view.hops[0].outcome,
@@ -298,6 +306,8 @@ mod tests {
                 found: true
             }
         );
+        // Asked again late and never answered: shown as unanswered, not waiting.
+        assert_eq!(view.hops[4].outcome, HopOutcome::Unanswered);
         assert!(!view.running);
     }
 

@@ -135,6 +135,8 @@ pub enum DhtReply {
         removed: bool,
         /// Time taken, ms.
         duration_ms: u64,
+        /// How the lookup of the closest peers went.
+        lookup: LookupStats,
     },
     /// A get finished.
     Get {
@@ -148,6 +150,8 @@ pub enum DhtReply {
         refused: usize,
         /// Time taken, ms.
         duration_ms: u64,
+        /// How the lookup went.
+        lookup: LookupStats,
     },
     /// A provide finished.
     Provide {
@@ -166,7 +170,18 @@ pub enum DhtReply {
         providers: Vec<ProviderView>,
         /// Time taken, ms.
         duration_ms: u64,
+        /// How the lookup went.
+        lookup: LookupStats,
     },
+}
+
+/// The shape of a lookup: what Kademlia promises to keep near log2 N.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupStats {
+    /// Deepest round reached (1: only peers we knew).
+    pub rounds: u32,
+    /// Peers asked.
+    pub contacted: usize,
 }
 
 /// Why a request failed. The text is what the user sees.

@@ -30,8 +30,8 @@ use tabmesh_core::dht::lookup::{LookupKind, LookupTrace};
 use tabmesh_core::dht::record::{self, Precedence, SignedRecord, key_text, precedence};
 use tabmesh_core::dht::store::Refusal;
 use tabmesh_core::dht::{
-    BucketView, DhtConfig, DhtCounters, DhtError, DhtReply, DhtRequest, DhtSection, ProviderView,
-    RecordView, RoutingPeerView,
+    BucketView, DhtConfig, DhtCounters, DhtError, DhtReply, DhtRequest, DhtSection, LookupStats,
+    ProviderView, RecordView, RoutingPeerView,
 };
 use tabmesh_core::names::peer_name;
 use tabmesh_core::peers::millis;
@@ -559,6 +559,10 @@ impl Dht {
         let duration_ms = millis(now.saturating_duration_since(op.started));
         let local = self.keypair.public().to_peer_id();
         let phase = std::mem::replace(&mut op.phase, Phase::Get);
+        let lookup = LookupStats {
+            rounds: op.trace.rounds(),
+            contacted: op.trace.contacted(),
+        };
         let outcome: Result<DhtReply, DhtError> = match phase {
             Phase::Get => {
                 let best = Self::best(&op.copies, now_ms).filter(|r| !r.tombstone);
@@ -568,6 +572,7 @@ impl Dht {
                     copies: op.copies.len(),
                     refused: op.refused,
                     duration_ms,
+                    lookup,
                 })
             }
             Phase::Resolve(intent) => {
@@ -604,6 +609,7 @@ impl Dht {
                 stored_at: op.acks,
                 removed: record.tombstone,
                 duration_ms,
+                lookup,
             }),
             Phase::Provide => Ok(DhtReply::Provide {
                 key: key.clone(),
@@ -623,6 +629,7 @@ impl Dht {
                     })
                     .collect(),
                 duration_ms,
+                lookup,
             }),
         };
         let summary = match &outcome {
@@ -845,14 +852,24 @@ pub fn summarize(reply: &DhtReply) -> String {
             record: Some(r),
             copies,
             duration_ms,
+            lookup,
             ..
         } => format!(
-            "found \"{}\" by {} ({copies} cop{}) in {duration_ms} ms",
+            "found \"{}\" by {} ({copies} cop{}) in {duration_ms} ms, {} round(s), {} peer(s) asked",
             r.preview,
             r.publisher_name,
-            if *copies == 1 { "y" } else { "ies" }
+            if *copies == 1 { "y" } else { "ies" },
+            lookup.rounds,
+            lookup.contacted
         ),
-        DhtReply::Get { duration_ms, .. } => format!("not found ({duration_ms} ms)"),
+        DhtReply::Get {
+            duration_ms,
+            lookup,
+            ..
+        } => format!(
+            "not found ({duration_ms} ms, {} round(s), {} peer(s) asked)",
+            lookup.rounds, lookup.contacted
+        ),
         DhtReply::Provide {
             stored_at,
             duration_ms,

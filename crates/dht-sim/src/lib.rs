@@ -1,0 +1,529 @@
+//! A tabmesh DHT of N peers in one process, to measure what Kademlia promises.
+//!
+//! Every simulated peer runs the behaviours a tab runs for the DHT, built by the same code:
+//! tabmesh's Kademlia ([`tabmesh_node::dht::kademlia`], with its protocol name, replication,
+//! filtered and validated inserts, quotas and observed lookups), identify (how peers learn each
+//! other's listen addresses) and the [`Dht`] operations (signed put, get with the precedence
+//! rule, hand-over to joining peers). Only the transport differs: libp2p's in-memory transport
+//! with plaintext instead of WebSocket/relay circuits with Noise, so that a thousand peers fit on
+//! two cores.
+//!
+//! A run ([`run`]) is seeded: identities, bootstrap contacts, publishers, keys, which peer looks
+//! up what and which peers leave all come from the seed. Message timing comes from the tokio
+//! scheduler, so figures repeat closely but not to the last request.
+//!
+//! Phases: every peer joins (adds a few earlier peers and looks up its own id); `records`
+//! signed records are put from random peers; `lookups` gets from random peers for random keys
+//! (stable network); then the same number of gets while `churn` of the peers leave, a tenth of
+//! them after each tenth of the lookups. A lookup succeeds when it returns the value that was
+//! put. Rounds and peers contacted come from each lookup's recorded path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::oneshot;
+use libp2p::core::Transport;
+use libp2p::core::transport::MemoryTransport;
+use libp2p::core::upgrade::Version;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, plaintext, yamux};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tabmesh_core::dht::{DhtConfig, DhtError, DhtReply, DhtRequest};
+use tabmesh_node::dht::{Dht, MemoryBackend, ObservedKad};
+use tokio::sync::mpsc;
+use web_time::Instant;
+
+/// Memory-transport ports are process-wide: each peer of each run takes the next one.
+static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Peers.
+    pub nodes: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Records put before the lookups.
+    pub records: usize,
+    /// Lookups per phase.
+    pub lookups: usize,
+    /// Fraction of peers that leave during the churn phase.
+    pub churn: f64,
+    /// Earlier peers each joining peer is told about.
+    pub bootstrap_contacts: usize,
+    /// Operations in flight at once.
+    pub concurrency: usize,
+    /// The DHT settings every peer runs (the tabs' defaults unless changed).
+    pub dht: DhtConfig,
+}
+
+impl SimConfig {
+    /// The tabs' DHT settings for `nodes` peers, with workload defaults.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        Self {
+            nodes,
+            seed,
+            records: 50,
+            lookups: 200,
+            churn: 0.1,
+            bootstrap_contacts: 3,
+            concurrency: 16,
+            dht: DhtConfig {
+                // The simulation drives joins itself.
+                periodic_bootstrap: None,
+                ..DhtConfig::default()
+            },
+        }
+    }
+}
+
+/// Mean, median, 95th percentile and maximum of a sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub median: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Summary {
+    /// Summarises `values` (all zero when empty).
+    pub fn of(values: &[f64]) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        Self {
+            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            median: at(0.5),
+            p95: at(0.95),
+            max: sorted[sorted.len() - 1],
+        }
+    }
+}
+
+/// The lookups of one phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PhaseReport {
+    /// Lookups made.
+    pub lookups: usize,
+    /// Lookups that returned the value that was put.
+    pub found: usize,
+    /// `found / lookups`.
+    pub success_rate: f64,
+    /// Rounds per lookup.
+    pub rounds: Summary,
+    /// Peers contacted per lookup.
+    pub contacted: Summary,
+    /// Wall-clock latency per lookup, ms.
+    pub latency_ms: Summary,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimReport {
+    /// Peers.
+    pub nodes: usize,
+    /// Seed.
+    pub seed: u64,
+    /// log2 of the number of peers, the yardstick for rounds and contacts.
+    pub log2_n: f64,
+    /// Time for every peer to join, s.
+    pub join_secs: f64,
+    /// Records put successfully.
+    pub puts_ok: usize,
+    /// Peers that acknowledged each put.
+    pub stored_at: Summary,
+    /// Lookups in the stable network.
+    pub stable: PhaseReport,
+    /// Lookups while peers leave.
+    pub churn: PhaseReport,
+    /// Peers that left.
+    pub left: usize,
+}
+
+#[derive(NetworkBehaviour)]
+struct SimBehaviour {
+    kad: ObservedKad,
+    identify: identify::Behaviour,
+}
+
+/// Orders to one simulated peer.
+enum Order {
+    AddPeer(PeerId, Multiaddr),
+    Join(oneshot::Sender<()>),
+    Dht(DhtRequest, tabmesh_node::dht::DhtReplySender),
+    Held(oneshot::Sender<Vec<String>>),
+    Leave,
+}
+
+/// One simulated peer, as the orchestrator sees it.
+#[derive(Clone)]
+pub struct SimPeer {
+    /// Its id.
+    pub peer_id: PeerId,
+    /// Its in-memory address.
+    pub addr: Multiaddr,
+    orders: mpsc::Sender<Order>,
+}
+
+impl SimPeer {
+    /// Starts a peer with `key` on the current tokio runtime.
+    pub fn spawn(key: Keypair, config: &DhtConfig) -> anyhow::Result<Self> {
+        let peer_id = key.public().to_peer_id();
+        let dht_config = config.clone();
+        let dht_key = key.clone();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|key| {
+                MemoryTransport::default()
+                    .upgrade(Version::V1)
+                    .authenticate(plaintext::Config::new(key))
+                    .multiplex(yamux::Config::default())
+                    .boxed()
+            })?
+            .with_behaviour(|key| SimBehaviour {
+                kad: tabmesh_node::dht::kademlia(peer_id, &dht_config, Box::new(MemoryBackend)),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    tabmesh_core::protocol::IDENTIFY_VERSION.to_owned(),
+                    key.public(),
+                )),
+            })?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(10)))
+            .build();
+        let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let addr = Multiaddr::empty().with(Protocol::Memory(port));
+        swarm.listen_on(addr.clone())?;
+        let dht = Dht::new(config.clone(), dht_key, 0, Instant::now());
+        let (orders, rx) = mpsc::channel(64);
+        tokio::spawn(drive(swarm, dht, rx));
+        Ok(Self {
+            peer_id,
+            addr,
+            orders,
+        })
+    }
+
+    /// Tells the peer about `other`.
+    pub async fn add_peer(&self, other: &SimPeer) {
+        let _ = self
+            .orders
+            .send(Order::AddPeer(other.peer_id, other.addr.clone()))
+            .await;
+    }
+
+    /// Joins through the peers it knows (Kademlia bootstrap); resolves when done.
+    pub async fn join(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.orders.send(Order::Join(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Runs a DHT request.
+    pub async fn request(&self, request: DhtRequest) -> Result<DhtReply, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.orders
+            .send(Order::Dht(request, tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
+        rx.await.unwrap_or(Err(DhtError::Stopped))
+    }
+
+    /// The keys of the records this peer holds (expired ones included until they are dropped).
+    pub async fn held_keys(&self) -> Vec<String> {
+        let (tx, rx) = oneshot::channel();
+        if self.orders.send(Order::Held(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Leaves the network: the peer stops and its connections close.
+    pub async fn leave(&self) {
+        let _ = self.orders.send(Order::Leave).await;
+    }
+}
+
+async fn drive(mut swarm: Swarm<SimBehaviour>, mut dht: Dht, mut orders: mpsc::Receiver<Order>) {
+    let mut joining: Option<(kad::QueryId, oneshot::Sender<()>)> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(SimBehaviourEvent::Kad(event)) => {
+                    let rest = dht.on_kad_event(&mut swarm.behaviour_mut().kad, Instant::now(), event);
+                    dht.take_logs();
+                    if let Some(kad::Event::OutboundQueryProgressed { id, step, .. }) = rest
+                        && step.last
+                        && joining.as_ref().is_some_and(|(q, _)| *q == id)
+                        && let Some((_, done)) = joining.take()
+                    {
+                        let _ = done.send(());
+                    }
+                }
+                SwarmEvent::Behaviour(SimBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                    for addr in info.listen_addrs {
+                        swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+                _ => {}
+            },
+            order = orders.recv() => match order {
+                Some(Order::AddPeer(peer, addr)) => {
+                    swarm.behaviour_mut().kad.add_address(&peer, addr);
+                }
+                // Kademlia's join: a lookup of our own id, then one lookup per bucket farther
+                // than our closest neighbour (libp2p's bootstrap; tabs run it periodically).
+                Some(Order::Join(done)) => match swarm.behaviour_mut().kad.bootstrap() {
+                    Ok(query) => joining = Some((query, done)),
+                    Err(_) => { let _ = done.send(()); }
+                },
+                Some(Order::Dht(request, reply)) => {
+                    dht.start(&mut swarm.behaviour_mut().kad, Instant::now(), request, reply);
+                    dht.take_logs();
+                }
+                Some(Order::Held(reply)) => {
+                    let keys = swarm
+                        .behaviour_mut()
+                        .kad
+                        .store_mut()
+                        .local()
+                        .records()
+                        .map(|r| tabmesh_core::dht::record::key_text(&r.record.key))
+                        .collect();
+                    let _ = reply.send(keys);
+                }
+                Some(Order::Leave) | None => break,
+            },
+            _ = tick.tick() => {
+                dht.on_tick(&mut swarm.behaviour_mut().kad, Instant::now());
+                dht.take_logs();
+            }
+        }
+    }
+}
+
+/// A seeded Ed25519 identity.
+fn keypair(rng: &mut StdRng) -> Keypair {
+    let mut secret = [0u8; 32];
+    rng.fill(&mut secret);
+    // 32 bytes are always a valid Ed25519 secret key.
+    Keypair::ed25519_from_bytes(secret).unwrap_or_else(|_| Keypair::generate_ed25519())
+}
+
+/// Starts `n` peers and has each join through up to `contacts` random earlier peers,
+/// `concurrency` joins at a time.
+pub async fn build_network(
+    n: usize,
+    contacts: usize,
+    concurrency: usize,
+    dht: &DhtConfig,
+    rng: &mut StdRng,
+) -> anyhow::Result<Vec<SimPeer>> {
+    let mut peers = Vec::with_capacity(n);
+    for _ in 0..n {
+        peers.push(SimPeer::spawn(keypair(rng), dht)?);
+    }
+    let mut plans = Vec::new();
+    for i in 1..n {
+        let mut known = Vec::new();
+        while known.len() < contacts.min(i) {
+            let j = rng.gen_range(0..i);
+            if !known.contains(&j) {
+                known.push(j);
+            }
+        }
+        plans.push((i, known));
+    }
+    // Join in waves so that each wave finds the earlier ones in the table.
+    let started = Instant::now();
+    for (w, wave) in plans.chunks(concurrency.max(1)).enumerate() {
+        if w % 8 == 7 {
+            tracing::info!(
+                joined = (w + 1) * concurrency,
+                of = n,
+                secs = started.elapsed().as_secs_f64(),
+                "joining"
+            );
+        }
+        let joins = wave.iter().map(|(i, known)| {
+            let peer = peers[*i].clone();
+            let contacts: Vec<SimPeer> = known.iter().map(|j| peers[*j].clone()).collect();
+            async move {
+                for c in &contacts {
+                    peer.add_peer(c).await;
+                }
+                peer.join().await;
+            }
+        });
+        futures::future::join_all(joins).await;
+    }
+    Ok(peers)
+}
+
+/// One lookup's figures.
+struct LookupSample {
+    found: bool,
+    rounds: u32,
+    contacted: usize,
+    latency_ms: f64,
+}
+
+async fn lookup(peer: SimPeer, key: String, expected: String) -> LookupSample {
+    let started = Instant::now();
+    let reply = peer.request(DhtRequest::Get { key }).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    match reply {
+        Ok(DhtReply::Get { record, lookup, .. }) => LookupSample {
+            found: record.and_then(|r| r.value).as_deref() == Some(expected.as_str()),
+            rounds: lookup.rounds,
+            contacted: lookup.contacted,
+            latency_ms,
+        },
+        _ => LookupSample {
+            found: false,
+            rounds: 0,
+            contacted: 0,
+            latency_ms,
+        },
+    }
+}
+
+fn phase_report(samples: &[LookupSample]) -> PhaseReport {
+    let found = samples.iter().filter(|s| s.found).count();
+    let f =
+        |get: fn(&LookupSample) -> f64| Summary::of(&samples.iter().map(get).collect::<Vec<_>>());
+    PhaseReport {
+        lookups: samples.len(),
+        found,
+        success_rate: if samples.is_empty() {
+            0.0
+        } else {
+            found as f64 / samples.len() as f64
+        },
+        rounds: f(|s| f64::from(s.rounds)),
+        contacted: f(|s| s.contacted as f64),
+        latency_ms: f(|s| s.latency_ms),
+    }
+}
+
+/// Runs the whole simulation on the current tokio runtime.
+pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
+    anyhow::ensure!(config.nodes >= 2, "a DHT needs at least 2 peers");
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let started = Instant::now();
+    let peers = build_network(
+        config.nodes,
+        config.bootstrap_contacts,
+        config.concurrency,
+        &config.dht,
+        &mut rng,
+    )
+    .await?;
+    let join_secs = started.elapsed().as_secs_f64();
+
+    // Put.
+    let records: Vec<(String, String)> = (0..config.records)
+        .map(|i| (format!("sim-{}-{i}", config.seed), format!("value {i}")))
+        .collect();
+    let puts: Vec<_> = records
+        .iter()
+        .map(|(key, value)| {
+            let peer = peers[rng.gen_range(0..peers.len())].clone();
+            let request = DhtRequest::Put {
+                key: key.clone(),
+                value: value.clone(),
+                ttl_ms: None,
+            };
+            async move { peer.request(request).await }
+        })
+        .collect();
+    let put_results: Vec<_> = futures::stream::iter(puts)
+        .buffer_unordered(config.concurrency)
+        .collect()
+        .await;
+    let stored_at: Vec<f64> = put_results
+        .iter()
+        .filter_map(|r| match r {
+            Ok(DhtReply::Put { stored_at, .. }) => Some(*stored_at as f64),
+            _ => None,
+        })
+        .collect();
+    let puts_ok = stored_at.len();
+    if records.is_empty() {
+        anyhow::bail!("no records to look up");
+    }
+
+    // Stable network.
+    let plan = |rng: &mut StdRng, peers: &[SimPeer], count: usize| -> Vec<_> {
+        (0..count)
+            .map(|_| {
+                let peer = peers[rng.gen_range(0..peers.len())].clone();
+                let (key, value) = records[rng.gen_range(0..records.len())].clone();
+                lookup(peer, key, value)
+            })
+            .collect()
+    };
+    let stable_lookups = plan(&mut rng, &peers, config.lookups);
+    let stable: Vec<LookupSample> = futures::stream::iter(stable_lookups)
+        .buffer_unordered(config.concurrency)
+        .collect()
+        .await;
+
+    // Churn: a tenth of the leavers go before each tenth of the lookups.
+    let leaving = ((config.nodes as f64) * config.churn).round() as usize;
+    let mut order: Vec<usize> = (0..peers.len()).collect();
+    order.shuffle(&mut rng);
+    let mut leavers: Vec<usize> = order.into_iter().take(leaving).collect();
+    let mut alive: Vec<bool> = vec![true; peers.len()];
+    let mut churn = Vec::new();
+    let batches = 10;
+    for batch in 0..batches {
+        let go = leavers.len() / (batches - batch);
+        for i in leavers.drain(..go) {
+            peers[i].leave().await;
+            alive[i] = false;
+        }
+        let live: Vec<SimPeer> = peers
+            .iter()
+            .zip(&alive)
+            .filter(|(_, a)| **a)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let count = config.lookups / batches + usize::from(batch < config.lookups % batches);
+        let batch_lookups = plan(&mut rng, &live, count);
+        let samples: Vec<LookupSample> = futures::stream::iter(batch_lookups)
+            .buffer_unordered(config.concurrency)
+            .collect()
+            .await;
+        churn.extend(samples);
+    }
+    for peer in &peers {
+        peer.leave().await;
+    }
+
+    Ok(SimReport {
+        nodes: config.nodes,
+        seed: config.seed,
+        log2_n: (config.nodes as f64).log2(),
+        join_secs,
+        puts_ok,
+        stored_at: Summary::of(&stored_at),
+        stable: phase_report(&stable),
+        churn: phase_report(&churn),
+        left: leaving,
+    })
+}
