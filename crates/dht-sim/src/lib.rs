@@ -14,7 +14,7 @@
 //!
 //! Phases: every peer joins (adds a few earlier peers and looks up its own id); `records`
 //! signed records are put from random peers; `lookups` gets from random peers for random keys
-//! (stable network); then the same number of gets while `churn` of the peers leave, a tenth of
+//! and as many full lookups (stable network); then the same number of gets while `churn` of the peers leave, a tenth of
 //! them after each tenth of the lookups. A lookup succeeds when it returns the value that was
 //! put. Rounds and peers contacted come from each lookup's recorded path.
 
@@ -146,8 +146,11 @@ pub struct SimReport {
     pub puts_ok: usize,
     /// Peers that acknowledged each put.
     pub stored_at: Summary,
-    /// Lookups in the stable network.
+    /// Gets in the stable network (a get stops once it holds `get_quorum` copies).
     pub stable: PhaseReport,
+    /// Full iterative lookups in the stable network (`GET_PROVIDERS` for keys nobody provides:
+    /// the lookup runs until the k closest peers have answered), as Kademlia's analysis counts.
+    pub full: PhaseReport,
     /// Lookups while peers leave.
     pub churn: PhaseReport,
     /// Peers that left.
@@ -201,7 +204,7 @@ impl SimPeer {
                     key.public(),
                 )),
             })?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(10)))
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(2)))
             .build();
         let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
         let addr = Multiaddr::empty().with(Protocol::Memory(port));
@@ -402,6 +405,26 @@ async fn lookup(peer: SimPeer, key: String, expected: String) -> LookupSample {
     }
 }
 
+async fn full_lookup(peer: SimPeer, key: String) -> LookupSample {
+    let started = Instant::now();
+    let reply = peer.request(DhtRequest::Providers { key }).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    match reply {
+        Ok(DhtReply::Providers { lookup, .. }) => LookupSample {
+            found: true,
+            rounds: lookup.rounds,
+            contacted: lookup.contacted,
+            latency_ms,
+        },
+        _ => LookupSample {
+            found: false,
+            rounds: 0,
+            contacted: 0,
+            latency_ms,
+        },
+    }
+}
+
 fn phase_report(samples: &[LookupSample]) -> PhaseReport {
     let found = samples.iter().filter(|s| s.found).count();
     let f =
@@ -483,6 +506,18 @@ pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
         .collect()
         .await;
 
+    // Full lookups: nobody provides these keys, so each runs to the k closest peers.
+    let full_lookups: Vec<_> = (0..config.lookups)
+        .map(|i| {
+            let peer = peers[rng.gen_range(0..peers.len())].clone();
+            full_lookup(peer, format!("nobody-provides-{}-{i}", config.seed))
+        })
+        .collect();
+    let full: Vec<LookupSample> = futures::stream::iter(full_lookups)
+        .buffer_unordered(config.concurrency)
+        .collect()
+        .await;
+
     // Churn: a tenth of the leavers go before each tenth of the lookups.
     let leaving = ((config.nodes as f64) * config.churn).round() as usize;
     let mut order: Vec<usize> = (0..peers.len()).collect();
@@ -523,6 +558,7 @@ pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
         puts_ok,
         stored_at: Summary::of(&stored_at),
         stable: phase_report(&stable),
+        full: phase_report(&full),
         churn: phase_report(&churn),
         left: leaving,
     })

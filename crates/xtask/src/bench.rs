@@ -9,7 +9,13 @@
 //!   cooperative mode's speed-up (simulated and with real native nodes), Lucas-Lehmer in a tab
 //!   against native, and how fast a `PRIME` reaches all of 8 tabs.
 //!
-//! The browser and network parts run inside a loopback-only network namespace, like the tests.
+//! - DHT: put and get latency across 8 tabs (median, worst; rounds and peers asked), and the
+//!   simulation's rounds and peers contacted per lookup for N = 10, 100, 1000 against log2 N,
+//!   with the success rate under churn (`cargo xtask sim`).
+//!
+//! `--only` picks sections (the whole run takes over half an hour, the 1000-peer simulation
+//! most of it). The browser and network parts run inside a loopback-only network namespace,
+//! like the tests.
 
 use std::time::Duration;
 
@@ -27,44 +33,169 @@ pub(crate) struct BenchArgs {
     /// Native clients for the relay memory figure.
     #[arg(long, default_value_t = 500)]
     clients: usize,
+    /// Sections to run (default: all).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Section>,
+}
+
+/// The parts of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Section {
+    /// wasm size.
+    Size,
+    /// Join times of 4 and 8 tabs.
+    Join,
+    /// GIMPS: Lucas-Lehmer, flooding, propagation, cooperative speed-up.
+    Gimps,
+    /// Relay memory.
+    Relay,
+    /// DHT put/get latency across 8 tabs.
+    Dht,
+    /// DHT simulation for 10, 100 and 1000 peers.
+    Sim,
+}
+
+impl BenchArgs {
+    fn wants(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
+    }
+
+    fn inner_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--runs".to_owned(),
+            self.runs.to_string(),
+            "--clients".to_owned(),
+            self.clients.to_string(),
+        ];
+        for section in &self.only {
+            args.push("--only".to_owned());
+            args.push(
+                clap::ValueEnum::to_possible_value(section)
+                    .map(|v| v.get_name().to_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        args
+    }
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     let build = web::build(web::Profile::Release, true)?;
-    println!("== wasm size (web app, profile wasm-release: opt-level z, LTO) ==");
-    println!("raw (cargo)        {:>10}", mb(build.raw));
-    println!("after wasm-bindgen {:>10}", mb(build.bindgen));
-    match build.optimized {
-        Some(bytes) => println!("after wasm-opt -Oz {:>10}", mb(bytes)),
-        None => println!("after wasm-opt -Oz {:>10}", "(wasm-opt not installed)"),
+    if args.wants(Section::Size) {
+        println!("== wasm size (web app, profile wasm-release: opt-level z, LTO) ==");
+        println!("raw (cargo)        {:>10}", mb(build.raw));
+        println!("after wasm-bindgen {:>10}", mb(build.bindgen));
+        match build.optimized {
+            Some(bytes) => println!("after wasm-opt -Oz {:>10}", mb(bytes)),
+            None => println!("after wasm-opt -Oz {:>10}", "(wasm-opt not installed)"),
+        }
+        println!("gzipped (served)   {:>10}", mb(build.gzipped));
     }
-    println!("gzipped (served)   {:>10}", mb(build.gzipped));
-    gimps_figures();
+    if args.wants(Section::Gimps) {
+        gimps_figures();
+    }
     web::build_release_binaries()?;
     let exe = std::env::current_exe()?;
     let mut inner = std::process::Command::new(exe);
     inner
         .arg("bench-inner")
-        .args([
-            "--runs",
-            &args.runs.to_string(),
-            "--clients",
-            &args.clients.to_string(),
-        ])
+        .args(args.inner_args())
         .env("TABMESH_BIN_DIR", tabmesh_e2e::target_dir().join("release"))
         .current_dir(shell::root());
-    shell::run(&mut shell::in_loopback_namespace(&inner)?)
+    shell::run(&mut shell::in_loopback_namespace(&inner)?)?;
+    if args.wants(Section::Sim) {
+        println!("== DHT simulation (cargo xtask sim --nodes 10,100,1000) ==");
+        crate::sim::run(&["--nodes".to_owned(), "10,100,1000".to_owned()])?;
+    }
+    Ok(())
 }
 
 pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
-        for tabs in [4, 8] {
-            join_times(tabs, args.runs).await?;
+        if args.wants(Section::Join) {
+            for tabs in [4, 8] {
+                join_times(tabs, args.runs).await?;
+            }
         }
-        gimps_in_browsers().await?;
-        cooperative_native().await?;
-        relay_memory(args.clients).await
+        if args.wants(Section::Gimps) {
+            gimps_in_browsers().await?;
+            cooperative_native().await?;
+        }
+        if args.wants(Section::Dht) {
+            dht_latency().await?;
+        }
+        if args.wants(Section::Relay) {
+            relay_memory(args.clients).await?;
+        }
+        Ok(())
     })
+}
+
+/// Put and get latency across 8 tabs: each put from one tab, each get from another (the
+/// node's own measure, from the request to the answer), with the lookup's rounds and peers.
+async fn dht_latency() -> anyhow::Result<()> {
+    let dir = run_dir("bench-dht")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    // No prime search: it would compete with the DHT for the two cores.
+    let url = format!("{}/?search_interval=3600", relay.url());
+    for _ in 0..8 {
+        browser.open_tab(&url).await?;
+    }
+    let tabs = browser.tabs().to_vec();
+    wait_until(
+        "8 tabs know each other in the DHT",
+        Duration::from_secs(120),
+        || {
+            let browser = &browser;
+            async move {
+                for tab in browser.tabs() {
+                    let known = browser
+                        .state(tab)
+                        .await?
+                        .and_then(|v| v.dht)
+                        .map_or(0, |d| d.routing_table_size);
+                    if known < 8 {
+                        return Ok(Err(format!("a tab knows {known} peers")));
+                    }
+                }
+                Ok(Ok(()))
+            }
+        },
+    )
+    .await?;
+    let (mut puts, mut gets, mut get_rounds, mut get_asked) = (vec![], vec![], vec![], vec![]);
+    for i in 0..24 {
+        let writer = &tabs[i % 8];
+        let reader = &tabs[(i + 3) % 8];
+        let put = browser
+            .call(
+                writer,
+                &format!("window.tabmesh.put('bench-{i}', 'value {i}')"),
+            )
+            .await?
+            .map_err(|e| anyhow::anyhow!("put: {e}"))?;
+        puts.push(put["duration_ms"].as_f64().unwrap_or(f64::NAN));
+        let got = browser
+            .call(reader, &format!("window.tabmesh.get('bench-{i}')"))
+            .await?
+            .map_err(|e| anyhow::anyhow!("get: {e}"))?;
+        anyhow::ensure!(
+            got["record"]["value"].as_str() == Some(&format!("value {i}")),
+            "get bench-{i} returned {got}"
+        );
+        gets.push(got["duration_ms"].as_f64().unwrap_or(f64::NAN));
+        get_rounds.push(got["lookup"]["rounds"].as_f64().unwrap_or(f64::NAN));
+        get_asked.push(got["lookup"]["contacted"].as_f64().unwrap_or(f64::NAN));
+    }
+    println!("== DHT across 8 tabs (24 puts, each then read from another tab) ==");
+    println!("put (get + store at the k closest)  {}", summary(puts));
+    println!("get                                 {}", summary(gets));
+    println!("get: rounds       {}", summary_in(get_rounds, ""));
+    println!("get: peers asked  {}", summary_in(get_asked, ""));
+    browser.quit().await?;
+    relay.stop()?;
+    Ok(())
 }
 
 /// Lucas-Lehmer and flooding figures, native, in this process (tabmesh-core is built at
@@ -116,7 +247,11 @@ fn gimps_figures() {
     }
 }
 
-fn summary(mut values: Vec<f64>) -> String {
+fn summary(values: Vec<f64>) -> String {
+    summary_in(values, "ms")
+}
+
+fn summary_in(mut values: Vec<f64>, unit: &str) -> String {
     if values.is_empty() {
         return "no samples".into();
     }
@@ -124,7 +259,7 @@ fn summary(mut values: Vec<f64>) -> String {
     let median = values[values.len() / 2];
     let worst = values[values.len() - 1];
     format!(
-        "median {median:>7.0} ms   worst {worst:>7.0} ms   ({} samples)",
+        "median {median:>7.0} {unit}   worst {worst:>7.0} {unit}   ({} samples)",
         values.len()
     )
 }

@@ -5,11 +5,13 @@
 //!   end-to-end tests inside a loopback-only network namespace;
 //! - `build-web`: build the web app into `dist/`;
 //! - `net up|down|status`: a local network of a relay, headless tabs and native nodes;
-//! - `bench`: sizes, join times and relay footprint, printed as figures.
+//! - `bench`: sizes, join times, relay footprint, GIMPS and DHT figures, printed as figures;
+//! - `sim`: the DHT simulation (N peers in one process), e.g. `cargo xtask sim --nodes 10,100`.
 
 mod bench;
 mod net;
 mod shell;
+mod sim;
 mod test;
 mod web;
 
@@ -55,6 +57,14 @@ enum Task {
     },
     /// Print benchmark figures: wasm size, join times, relay memory.
     Bench(bench::BenchArgs),
+    /// Run the DHT simulation (release build): N peers in one process over libp2p's in-memory
+    /// transport. Arguments go to tabmesh-dht-sim (default: --nodes 10,100,1000); see
+    /// `cargo xtask sim --help-sim`.
+    Sim {
+        /// Arguments for tabmesh-dht-sim, e.g. `--nodes 10,100 --seed 7 --lookups 50 --json`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// (internal) The part of `bench` that runs inside the loopback-only namespace.
     #[command(hide = true)]
     BenchInner(bench::BenchArgs),
@@ -70,6 +80,7 @@ fn main() -> std::process::ExitCode {
         }
         Task::Net { action } => net::run(action),
         Task::Bench(args) => bench::run(args),
+        Task::Sim { args } => sim::run(&args),
         Task::BenchInner(args) => bench::run_inner(args),
     };
     match result {

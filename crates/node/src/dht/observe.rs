@@ -7,13 +7,17 @@
 //! its per-connection handlers: each request sent for a watched query, and each reply or error
 //! coming back.
 //!
+//! A request to a peer we are not connected to waits for the dial and is handed to the new
+//! connection's handler directly, out of sight; it is recorded when its answer arrives, as sent
+//! when Kademlia asked for the dial. (Requests whose dial fails are not recorded.)
+//!
 //! Those messages (`HandlerIn`/`HandlerEvent`) are public types in a private module of
 //! libp2p-kad: they can be passed on but not named, so they are read through their `Debug`
 //! form: the variant name, the `query_id` and the peer ids in `closer_peers`. libp2p is pinned
 //! (`Cargo.lock`); the tests in `tests/dht_observe.rs` and the simulation fail if a libp2p
 //! upgrade changes that form, rather than silently showing empty paths.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::task::{Context, Poll};
 
 use libp2p::core::Endpoint;
@@ -30,6 +34,8 @@ use super::store::KadStore;
 
 /// Observations kept at most before the owner drains them.
 const MAX_OBSERVATIONS: usize = 4096;
+/// Dials remembered at most (to date requests that waited for them).
+const MAX_DIALS: usize = 1024;
 
 /// One request of a watched query, or its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +77,10 @@ pub enum RpcObservation {
 pub struct ObservedKad {
     inner: kad::Behaviour<KadStore>,
     watched: HashSet<kad::QueryId>,
+    /// Requests seen leaving, per watched query.
+    requested: HashSet<(kad::QueryId, PeerId)>,
+    /// When Kademlia last asked to dial each peer.
+    dials: HashMap<PeerId, Instant>,
     observations: VecDeque<(Instant, RpcObservation)>,
 }
 
@@ -80,6 +90,8 @@ impl ObservedKad {
         Self {
             inner,
             watched: HashSet::new(),
+            requested: HashSet::new(),
+            dials: HashMap::new(),
             observations: VecDeque::new(),
         }
     }
@@ -92,6 +104,7 @@ impl ObservedKad {
     /// Stops recording the requests of `query`.
     pub fn unwatch(&mut self, query: &kad::QueryId) {
         self.watched.remove(query);
+        self.requested.retain(|(q, _)| q != query);
     }
 
     /// The observations since the last call, oldest first.
@@ -99,11 +112,11 @@ impl ObservedKad {
         self.observations.drain(..)
     }
 
-    fn observe(&mut self, observation: RpcObservation) {
+    fn observe(&mut self, at: Instant, observation: RpcObservation) {
         if self.observations.len() >= MAX_OBSERVATIONS {
             self.observations.pop_front();
         }
-        self.observations.push_back((Instant::now(), observation));
+        self.observations.push_back((at, observation));
     }
 }
 
@@ -261,6 +274,22 @@ impl NetworkBehaviour for ObservedKad {
                         reason,
                     }
                 } else {
+                    if self.requested.insert((query, peer_id)) {
+                        // The request waited for a dial and went straight to the new handler.
+                        let at = self
+                            .dials
+                            .get(&peer_id)
+                            .copied()
+                            .unwrap_or_else(Instant::now);
+                        self.observe(
+                            at,
+                            RpcObservation::Request {
+                                query,
+                                peer: peer_id,
+                                kind: "(after dialing)".to_owned(),
+                            },
+                        );
+                    }
                     let closer = list_field(&debug, "closer_peers")
                         .map(peer_ids)
                         .unwrap_or_default();
@@ -274,7 +303,7 @@ impl NetworkBehaviour for ObservedKad {
                         kind,
                     }
                 };
-                self.observe(observation);
+                self.observe(Instant::now(), observation);
             }
         }
         self.inner
@@ -286,18 +315,34 @@ impl NetworkBehaviour for ObservedKad {
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         let polled = self.inner.poll(cx);
-        if let Poll::Ready(ToSwarm::NotifyHandler { peer_id, event, .. }) = &polled
-            && !self.watched.is_empty()
-        {
-            let debug = format!("{event:?}");
-            if let Some(query) = self.watched_query(&debug) {
-                let kind = variant(&debug).to_owned();
-                self.observe(RpcObservation::Request {
-                    query,
-                    peer: *peer_id,
-                    kind,
-                });
+        if self.watched.is_empty() {
+            return polled;
+        }
+        match &polled {
+            Poll::Ready(ToSwarm::NotifyHandler { peer_id, event, .. }) => {
+                let debug = format!("{event:?}");
+                if let Some(query) = self.watched_query(&debug) {
+                    self.requested.insert((query, *peer_id));
+                    let kind = variant(&debug).to_owned();
+                    self.observe(
+                        Instant::now(),
+                        RpcObservation::Request {
+                            query,
+                            peer: *peer_id,
+                            kind,
+                        },
+                    );
+                }
             }
+            Poll::Ready(ToSwarm::Dial { opts }) => {
+                if let Some(peer) = opts.get_peer_id() {
+                    if self.dials.len() >= MAX_DIALS {
+                        self.dials.clear();
+                    }
+                    self.dials.insert(peer, Instant::now());
+                }
+            }
+            _ => {}
         }
         polled
     }
