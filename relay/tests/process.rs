@@ -44,6 +44,8 @@ fn help_documents_every_limit() {
         "--max-connections-per-peer",
         "--max-pending-incoming",
         "--idle-timeout-secs",
+        "--dht-max-records",
+        "--dht-max-records-per-publisher",
         "--log-format",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
@@ -57,6 +59,8 @@ fn wrong_arguments_exit_non_zero_with_a_message() {
         &["--host", "not-an-ip"],
         &["--announce", "/not/a/multiaddr"],
         &["--max-circuit-duration-secs", "0"],
+        &["--dht-max-records", "0"],
+        &["--dht-max-records-per-publisher", "-1"],
         &["--frobnicate"],
     ] {
         let out = Command::new(RELAY).args(args).output().unwrap();
@@ -83,6 +87,27 @@ fn a_port_in_use_is_a_clear_error() {
         stderr.contains(&format!("cannot listen for HTTP on 127.0.0.1:{port}")),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_second_relay_on_the_same_data_dir_is_refused() -> anyhow::Result<()> {
+    let dir = run_dir("relay-data-dir-in-use")?;
+    let first = options(&dir);
+    let data_dir = first.data_dir.clone();
+    let relay = Relay::start(first, dir.join("relay.log")).await?;
+    let out = Command::new(RELAY)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--http-port", "0", "--tcp-port", "0", "--ws-port", "0"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is another relay using this --data-dir"),
+        "{stderr}"
+    );
+    relay.stop()?;
+    Ok(())
 }
 
 #[test]

@@ -168,7 +168,7 @@ enum Order {
     AddPeer(PeerId, Multiaddr),
     Join(oneshot::Sender<()>),
     Dht(DhtRequest, tabmesh_node::dht::DhtReplySender),
-    Held(oneshot::Sender<Vec<String>>),
+    Held(oneshot::Sender<Vec<(String, String)>>),
     Leave,
 }
 
@@ -247,6 +247,11 @@ impl SimPeer {
 
     /// The keys of the records this peer holds (expired ones included until they are dropped).
     pub async fn held_keys(&self) -> Vec<String> {
+        self.held().await.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// The records this peer holds, as (key, value preview).
+    pub async fn held(&self) -> Vec<(String, String)> {
         let (tx, rx) = oneshot::channel();
         if self.orders.send(Order::Held(tx)).await.is_err() {
             return Vec::new();
@@ -305,7 +310,12 @@ async fn drive(mut swarm: Swarm<SimBehaviour>, mut dht: Dht, mut orders: mpsc::R
                         .store_mut()
                         .local()
                         .records()
-                        .map(|r| tabmesh_core::dht::record::key_text(&r.record.key))
+                        .map(|r| {
+                            (
+                                tabmesh_core::dht::record::key_text(&r.record.key),
+                                tabmesh_core::dht::record::preview(&r.record.value, 64),
+                            )
+                        })
                         .collect();
                     let _ = reply.send(keys);
                 }

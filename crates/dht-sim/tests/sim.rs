@@ -175,3 +175,84 @@ async fn quotas_ownership_and_limits_are_enforced() {
         "{big:?}"
     );
 }
+
+/// A peer running plain libp2p Kademlia (no checks) sends garbage and a tampered copy of a
+/// stored record straight to one of ours: both are refused, the stored record is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_garbage_records_from_the_wire_are_refused() {
+    use futures::StreamExt;
+    use libp2p::core::Transport;
+    use libp2p::core::transport::MemoryTransport;
+    use libp2p::core::upgrade::Version;
+    use libp2p::kad::{self, Quorum, Record, RecordKey, store::MemoryStore};
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{StreamProtocol, plaintext, yamux};
+
+    let mut rng = StdRng::seed_from_u64(8);
+    let peers = build_network(3, 2, 4, &dht_config(), &mut rng)
+        .await
+        .unwrap();
+    peers[0].request(put("motd", "hello")).await.unwrap();
+    let target = peers[1].clone();
+    assert!(target.held_keys().await.contains(&"motd".to_owned()));
+
+    let mut rogue = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            MemoryTransport::default()
+                .upgrade(Version::V1)
+                .authenticate(plaintext::Config::new(key))
+                .multiplex(yamux::Config::default())
+                .boxed()
+        })
+        .unwrap()
+        .with_behaviour(|key| {
+            let id = key.public().to_peer_id();
+            let config = kad::Config::new(StreamProtocol::new(tabmesh_core::protocol::KADEMLIA));
+            let mut kad = kad::Behaviour::with_config(id, MemoryStore::new(id), config);
+            kad.set_mode(Some(kad::Mode::Server));
+            kad
+        })
+        .unwrap()
+        .build();
+    rogue
+        .behaviour_mut()
+        .add_address(&target.peer_id, target.addr.clone());
+    // A tampered copy: the stored envelope with its last signature byte flipped and a new value.
+    let garbage = Record::new(RecordKey::new(&"junk"), b"not a tabmesh record".to_vec());
+    let mut forged = tabmesh_core::dht::record::SignedRecord::sign(
+        &libp2p::identity::Keypair::generate_ed25519(),
+        b"motd".to_vec(),
+        b"pwned".to_vec(),
+        99,
+        tabmesh_node::dht::unix_now_ms() + 60_000,
+        false,
+    );
+    forged.publisher = peers[0].peer_id;
+    let forged = Record::new(RecordKey::new(&"motd"), forged.encode());
+    for record in [garbage, forged] {
+        rogue
+            .behaviour_mut()
+            .put_record_to(record, std::iter::once(target.peer_id), Quorum::One);
+    }
+    // Drive the rogue until both puts are answered (Kademlia acknowledges even refused puts).
+    let mut answered = 0;
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    while answered < 2 {
+        tokio::select! {
+            event = rogue.select_next_some() => {
+                if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                    result: kad::QueryResult::PutRecord(_), ..
+                }) = event {
+                    answered += 1;
+                }
+            }
+            () = &mut deadline => panic!("the rogue's puts were never answered"),
+        }
+    }
+    let held = target.held().await;
+    assert_eq!(held, vec![("motd".to_owned(), "hello".to_owned())]);
+    assert_eq!(get_value(&peers[1], "motd").await.as_deref(), Some("hello"));
+    assert_eq!(get_value(&peers[2], "motd").await.as_deref(), Some("hello"));
+}

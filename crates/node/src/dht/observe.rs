@@ -14,7 +14,7 @@
 //! Those messages (`HandlerIn`/`HandlerEvent`) are public types in a private module of
 //! libp2p-kad: they can be passed on but not named, so they are read through their `Debug`
 //! form: the variant name, the `query_id` and the peer ids in `closer_peers`. libp2p is pinned
-//! (`Cargo.lock`); the tests in `tests/dht_observe.rs` and the simulation fail if a libp2p
+//! (`Cargo.lock`); the simulation tests (`crates/dht-sim/tests/sim.rs`) fail if a libp2p
 //! upgrade changes that form, rather than silently showing empty paths.
 
 use std::collections::{HashMap, HashSet, VecDeque};
