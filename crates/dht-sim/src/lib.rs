@@ -395,43 +395,34 @@ struct LookupSample {
     latency_ms: f64,
 }
 
+/// A get that must return `expected`.
 async fn lookup(peer: SimPeer, key: String, expected: String) -> LookupSample {
-    let started = Instant::now();
-    let reply = peer.request(DhtRequest::Get { key }).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-    match reply {
-        Ok(DhtReply::Get { record, lookup, .. }) => LookupSample {
-            found: record.and_then(|r| r.value).as_deref() == Some(expected.as_str()),
-            rounds: lookup.rounds,
-            contacted: lookup.contacted,
-            latency_ms,
-        },
-        _ => LookupSample {
-            found: false,
-            rounds: 0,
-            contacted: 0,
-            latency_ms,
-        },
-    }
+    measure(peer, DhtRequest::Get { key }, Some(expected)).await
 }
 
+/// A `GET_PROVIDERS` lookup for a key nobody provides: it runs to the k closest peers.
 async fn full_lookup(peer: SimPeer, key: String) -> LookupSample {
+    measure(peer, DhtRequest::Providers { key }, None).await
+}
+
+/// Runs `request` on `peer`; a get is found when it returns `expected`.
+async fn measure(peer: SimPeer, request: DhtRequest, expected: Option<String>) -> LookupSample {
     let started = Instant::now();
-    let reply = peer.request(DhtRequest::Providers { key }).await;
+    let reply = peer.request(request).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-    match reply {
-        Ok(DhtReply::Providers { lookup, .. }) => LookupSample {
-            found: true,
-            rounds: lookup.rounds,
-            contacted: lookup.contacted,
-            latency_ms,
-        },
-        _ => LookupSample {
-            found: false,
-            rounds: 0,
-            contacted: 0,
-            latency_ms,
-        },
+    let (found, lookup) = match reply {
+        Ok(DhtReply::Get { record, lookup, .. }) => (
+            record.and_then(|r| r.value).as_deref() == expected.as_deref(),
+            lookup,
+        ),
+        Ok(DhtReply::Providers { lookup, .. }) => (true, lookup),
+        _ => (false, Default::default()),
+    };
+    LookupSample {
+        found,
+        rounds: lookup.rounds,
+        contacted: lookup.contacted,
+        latency_ms,
     }
 }
 

@@ -177,7 +177,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
                     Ok(Some(Input::Node(command))) => { let _ = handle.commands.try_send(command); }
                     Ok(Some(Input::Dht(request))) => {
                         let (tx, rx) = futures::channel::oneshot::channel();
-                        let what = format!("{} {}", request_name(&request), request.key());
+                        let what = format!("{} {}", request.name(), request.key());
                         if handle.commands.try_send(Command::Dht(request, tx)).is_err() {
                             eprintln!("{what}: the node is busy; try again");
                         } else {
@@ -267,16 +267,6 @@ fn parse_input(line: &str) -> Result<Option<Input>, String> {
         }
     };
     Ok(Some(input))
-}
-
-fn request_name(request: &DhtRequest) -> &'static str {
-    match request {
-        DhtRequest::Put { .. } => "put",
-        DhtRequest::Get { .. } => "get",
-        DhtRequest::Remove { .. } => "remove",
-        DhtRequest::Provide { .. } => "provide",
-        DhtRequest::Providers { .. } => "providers",
-    }
 }
 
 /// Prints a DHT answer: a line for people, or `{"dht": …}` / `{"dht_error": …}` for scripts.

@@ -105,6 +105,17 @@ pub enum DhtRequest {
 }
 
 impl DhtRequest {
+    /// The operation's name, as typed on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Put { .. } => "put",
+            Self::Get { .. } => "get",
+            Self::Remove { .. } => "remove",
+            Self::Provide { .. } => "provide",
+            Self::Providers { .. } => "providers",
+        }
+    }
+
     /// The key the request is about.
     pub fn key(&self) -> &str {
         match self {

@@ -283,7 +283,7 @@ impl Dht {
                 self.log(
                     false,
                     None,
-                    format!("{} {}: {error}", op_name(&request), request.key()),
+                    format!("{} {}: {error}", request.name(), request.key()),
                 );
                 let _ = reply.send(Err(error));
             }
@@ -358,7 +358,7 @@ impl Dht {
         self.log(
             true,
             None,
-            format!("{} {}: lookup started", op_name(request), request.key()),
+            format!("{} {}: lookup started", request.name(), request.key()),
         );
         Ok((
             query,
@@ -822,16 +822,6 @@ impl Dht {
             counters: self.counters.clone(),
             config: (&self.config).into(),
         }
-    }
-}
-
-fn op_name(request: &DhtRequest) -> &'static str {
-    match request {
-        DhtRequest::Put { .. } => "put",
-        DhtRequest::Get { .. } => "get",
-        DhtRequest::Remove { .. } => "remove",
-        DhtRequest::Provide { .. } => "provide",
-        DhtRequest::Providers { .. } => "providers",
     }
 }
 
