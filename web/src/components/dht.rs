@@ -579,39 +579,3 @@ fn ms_text(ms: u64) -> String {
         format!("{:.1} s", ms as f64 / 1e3)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spans_read_like_a_person_would_say_them() {
-        assert_eq!(span_text(59 * 60_000 + 59_000), "59 min");
-        assert_eq!(span_text(120_000), "2 min");
-        assert_eq!(span_text(24 * 3_600_000), "24 h");
-        assert_eq!(span_text(3_600_000 + 5 * 60_000), "1 h 5 min");
-        assert_eq!(span_text(45_500), "45 s");
-    }
-
-    #[test]
-    fn ttl_field_is_seconds_or_empty() {
-        assert_eq!(ttl_ms(""), Ok(None));
-        assert_eq!(ttl_ms(" 90 "), Ok(Some(90_000)));
-        assert_eq!(ttl_ms("1.5"), Ok(Some(1_500)));
-        assert!(ttl_ms("soon").is_err());
-        assert!(ttl_ms("-3").is_err());
-    }
-
-    #[test]
-    fn only_an_empty_key_is_refused_here() {
-        assert!(request_for(Op::Get, String::new(), String::new(), "").is_err());
-        assert_eq!(
-            request_for(Op::Put, "k".into(), "x".repeat(5000), ""),
-            Ok(DhtRequest::Put {
-                key: "k".into(),
-                value: "x".repeat(5000),
-                ttl_ms: None
-            })
-        );
-    }
-}
