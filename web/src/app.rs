@@ -49,7 +49,7 @@ pub(crate) fn app() -> Html {
                         </div>
                     }
                     <div class="panels full">
-                        <DhtPanel dht={view.dht.clone()} />
+                        <DhtPanel dht={view.dht.clone()} relay={view.relay.peer_id.clone()} />
                     </div>
                     <div class="panels">
                         <PeersPanel peers={view.peers.clone()} />

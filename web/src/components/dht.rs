@@ -26,6 +26,8 @@ use crate::runtime;
 pub(crate) struct DhtPanelProps {
     /// The `dht` section of the node's view; `None` until the DHT reports.
     pub(crate) dht: Option<DhtSection>,
+    /// The relay's peer id, to mark it in the routing table and lookup paths.
+    pub(crate) relay: Option<String>,
 }
 
 /// The DHT panel.
@@ -67,11 +69,11 @@ pub(crate) fn dht_panel(props: &DhtPanelProps) -> Html {
                             { format!("{} peer(s) in {} bucket(s)", dht.routing_table_size, dht.routing_table.len()) }
                         </span>
                     </h3>
-                    { routing_table(&dht.routing_table) }
+                    { routing_table(&dht.routing_table, props.relay.as_deref()) }
                 </div>
             </div>
             <h3>{ "Last lookup" }</h3>
-            { lookup_path(dht.last_lookup.as_ref()) }
+            { lookup_path(dht.last_lookup.as_ref(), props.relay.as_deref()) }
             <p class="dht-meta muted" data-testid="dht-counters">{ counters_text(&dht.counters) }</p>
             <p class="dht-meta muted" data-testid="dht-config">{ config_text(&dht.config) }</p>
         </section>
@@ -382,20 +384,29 @@ fn providers_table(providers: &[ProviderView]) -> Html {
     html! { <div class="dht-providers-table" data-testid="dht-providers-table">{ body }</div> }
 }
 
-fn routing_table(buckets: &[BucketView]) -> Html {
+/// A "relay" tag after the relay's name.
+fn relay_tag(peer_id: &str, relay: Option<&str>) -> Html {
+    if relay == Some(peer_id) {
+        html! { <span class="kind">{ "relay" }</span> }
+    } else {
+        html! {}
+    }
+}
+
+fn routing_table(buckets: &[BucketView], relay: Option<&str>) -> Html {
     let body = if buckets.is_empty() {
         html! { <p class="empty">{ "No peers in the routing table yet." }</p> }
     } else {
         html! {
             <ol class="dht-buckets">
-                { for buckets.iter().map(bucket_row) }
+                { for buckets.iter().map(|b| bucket_row(b, relay)) }
             </ol>
         }
     };
     html! { <div class="dht-routing" data-testid="dht-routing">{ body }</div> }
 }
 
-fn bucket_row(b: &BucketView) -> Html {
+fn bucket_row(b: &BucketView, relay: Option<&str>) -> Html {
     html! {
         <li key={b.index} class="dht-bucket" data-bucket={b.index.to_string()}>
             <div class="dht-bucket-label">
@@ -410,6 +421,7 @@ fn bucket_row(b: &BucketView) -> Html {
                         <span key={p.peer_id.clone()} class={classes!("dht-chip", state)}
                             data-peer-id={p.peer_id.clone()} title={format!("{} ({state})", p.peer_id)}>
                             <span class="dht-chip-name">{ &p.name }</span>
+                            { relay_tag(&p.peer_id, relay) }
                             <code title="leading bytes of the XOR distance from us">{ &p.distance }</code>
                         </span>
                     }
@@ -419,7 +431,7 @@ fn bucket_row(b: &BucketView) -> Html {
     }
 }
 
-fn lookup_path(lookup: Option<&LookupView>) -> Html {
+fn lookup_path(lookup: Option<&LookupView>, relay: Option<&str>) -> Html {
     let Some(l) = lookup else {
         return html! {
             <div class="dht-lookup" data-testid="dht-lookup">
@@ -445,7 +457,7 @@ fn lookup_path(lookup: Option<&LookupView>) -> Html {
                         { format!("Round {round}") }
                         <span class="muted">{ source }</span>
                     </div>
-                    { for hops.into_iter().map(hop_box) }
+                    { for hops.into_iter().map(|h| hop_box(h, relay)) }
                 </div>
             </>
         }
@@ -473,7 +485,7 @@ fn lookup_path(lookup: Option<&LookupView>) -> Html {
     }
 }
 
-fn hop_box(h: &HopView) -> Html {
+fn hop_box(h: &HopView, relay: Option<&str>) -> Html {
     let (class, outcome) = match &h.outcome {
         HopOutcome::Pending => ("pending", "…".to_owned()),
         HopOutcome::Replied {
@@ -510,7 +522,7 @@ fn hop_box(h: &HopView) -> Html {
     html! {
         <div class={classes!("dht-hop", class)} data-testid="dht-hop" data-round={h.round.to_string()}
             data-status={class} data-peer-id={h.peer_id.clone()} title={h.peer_id.clone()}>
-            <div class="peer-name">{ &h.name }</div>
+            <div class="peer-name">{ &h.name }{ relay_tag(&h.peer_id, relay) }</div>
             <div class="muted">{ format!("asked at +{} · {took}", ms_text(h.asked_at_ms)) }</div>
             <div class="dht-hop-outcome">{ outcome }</div>
         </div>
