@@ -30,6 +30,8 @@ pub(crate) fn run(e2e: bool, checks: bool) -> anyhow::Result<()> {
             "tabmesh-node",
             "-p",
             "tabmesh-web",
+            "-p",
+            "tabmesh-webrtc",
             "--",
             "-D",
             "warnings",

@@ -1,0 +1,19 @@
+//! The libp2p WebRTC *private-to-private* transport (`/webrtc`), so that browser tabs talk to
+//! each other (and to other libp2p implementations, e.g. js-libp2p) over direct
+//! `RTCPeerConnection` data channels, using the relay only to meet.
+//!
+//! The specification is libp2p's `webrtc/webrtc.md` (signaling over a relayed connection) and
+//! `webrtc/README.md` (data-channel framing). This crate is built in the house style: the wire
+//! formats and the state machines are plain, clock-free types tested here; the browser driver
+//! (web-sys `RtcPeerConnection`, the libp2p `Transport`) sits on top of them.
+//!
+//! - [`pb`]: the little protobuf both protocols need (varints, length prefixes, two fields).
+//! - [`signaling`]: `/webrtc-signaling/0.0.1` messages (SDP offer, answer, ICE candidates), their
+//!   framing, and the dialer's and listener's sequence as a state machine with a deadline.
+//! - [`framing`]: the messages on every data channel (payload plus FIN / STOP_SENDING / RESET /
+//!   FIN_ACK flags, at most 16 KiB a frame) and the stream-closing state machine.
+#![deny(missing_docs)]
+
+pub mod framing;
+pub mod pb;
+pub mod signaling;
