@@ -17,10 +17,12 @@
 //! - [`hex`]: lowercase hex for keys and signatures in text formats.
 //! - [`gimps`]: the GIMPS-style gossip protocol (Mersenne prime search, TTL gossip, liveness).
 //! - [`dht`]: the rules tabmesh adds to Kademlia: signed records, quotas, lookup paths.
+//! - [`direct_upgrade`]: when to move a relayed peer to a direct connection, with backoff.
 #![deny(missing_docs)]
 
 pub mod bootstrap;
 pub mod dht;
+pub mod direct_upgrade;
 pub mod discovery;
 pub mod gimps;
 pub mod hex;

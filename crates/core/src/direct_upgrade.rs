@@ -1,0 +1,326 @@
+//! When to try a direct connection to a peer we only reach through the relay, and what to do
+//! when it fails.
+//!
+//! Two tabs connected through a relay circuit should move to a direct WebRTC connection (the
+//! relay only introduces them). Both sides run these rules; to avoid both dialing at once
+//! (two peer connections for one pair), the side with the smaller peer id dials first, and the
+//! other dials only if nothing direct has appeared after a grace period (which also covers peers,
+//! such as js-libp2p nodes, that never start an upgrade themselves). A failed attempt is retried
+//! with exponential backoff; the relayed connection stays in use meanwhile. At most a few
+//! attempts run at once, because every attempt holds a browser peer connection.
+
+use std::collections::HashMap;
+
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+use web_time::{Duration, Instant};
+
+use crate::peers::millis;
+
+/// Pace and limits of direct-connection attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeConfig {
+    /// How long the smaller peer id waits before dialing (lets both sides finish identify).
+    pub first_delay: Duration,
+    /// How long the larger peer id waits for the other side before dialing itself.
+    pub takeover_delay: Duration,
+    /// First retry delay after a failure; doubles per failure.
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// Attempts running at once at most.
+    pub max_concurrent: usize,
+}
+
+impl Default for UpgradeConfig {
+    fn default() -> Self {
+        Self {
+            first_delay: Duration::from_millis(500),
+            takeover_delay: Duration::from_secs(8),
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(300),
+            max_concurrent: 4,
+        }
+    }
+}
+
+/// Where a peer stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Relayed only; try at `at`.
+    Waiting { at: Instant },
+    /// An attempt (ours) is running.
+    Attempting,
+    /// A direct connection is up.
+    Direct,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    state: State,
+    failures: u32,
+    last_error: Option<String>,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeAction {
+    /// Dial the peer directly now; report the outcome with
+    /// [`DirectUpgrades::on_direct_established`] or [`DirectUpgrades::on_attempt_failed`].
+    Dial(PeerId),
+}
+
+/// A peer's upgrade state, for the UI and `state()`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeView {
+    /// The peer.
+    pub peer_id: String,
+    /// `waiting`, `attempting` or `direct`.
+    pub state: String,
+    /// Milliseconds to the next attempt, while waiting.
+    pub next_attempt_in_ms: Option<u64>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The direct-upgrade rules for every peer of one node.
+#[derive(Debug)]
+pub struct DirectUpgrades {
+    local: PeerId,
+    config: UpgradeConfig,
+    peers: HashMap<PeerId, Entry>,
+}
+
+impl DirectUpgrades {
+    /// Rules for the node `local`.
+    pub fn new(local: PeerId, config: UpgradeConfig) -> Self {
+        Self {
+            local,
+            config,
+            peers: HashMap::new(),
+        }
+    }
+
+    /// `peer` is connected through the relay (and not directly).
+    pub fn on_relayed(&mut self, now: Instant, peer: PeerId) {
+        let delay = if self.local.to_bytes() < peer.to_bytes() {
+            self.config.first_delay
+        } else {
+            self.config.takeover_delay
+        };
+        self.peers.entry(peer).or_insert(Entry {
+            state: State::Waiting { at: now + delay },
+            failures: 0,
+            last_error: None,
+        });
+    }
+
+    /// A direct connection to `peer` is up (ours or theirs).
+    pub fn on_direct_established(&mut self, peer: PeerId) {
+        let entry = self.peers.entry(peer).or_insert(Entry {
+            state: State::Direct,
+            failures: 0,
+            last_error: None,
+        });
+        entry.state = State::Direct;
+        entry.failures = 0;
+        entry.last_error = None;
+    }
+
+    /// Our attempt to reach `peer` directly failed.
+    pub fn on_attempt_failed(&mut self, now: Instant, peer: PeerId, error: String) {
+        let config = &self.config;
+        if let Some(entry) = self.peers.get_mut(&peer)
+            && entry.state == State::Attempting
+        {
+            entry.failures += 1;
+            let backoff = config
+                .initial_backoff
+                .saturating_mul(1 << (entry.failures - 1).min(16))
+                .min(config.max_backoff);
+            entry.state = State::Waiting { at: now + backoff };
+            entry.last_error = Some(error);
+        }
+    }
+
+    /// The direct connection to `peer` closed while the relayed one is still there: try again
+    /// (after the first delay, as for a new peer).
+    pub fn on_direct_closed(&mut self, now: Instant, peer: PeerId) {
+        if let Some(entry) = self.peers.get_mut(&peer)
+            && entry.state == State::Direct
+        {
+            entry.state = State::Waiting {
+                at: now + self.config.first_delay,
+            };
+        }
+    }
+
+    /// `peer` is gone altogether.
+    pub fn on_disconnected(&mut self, peer: &PeerId) {
+        self.peers.remove(peer);
+    }
+
+    /// The attempts due at `now`, within the concurrency limit.
+    pub fn poll(&mut self, now: Instant) -> Vec<UpgradeAction> {
+        let running = self
+            .peers
+            .values()
+            .filter(|e| e.state == State::Attempting)
+            .count();
+        let mut due: Vec<(Instant, PeerId)> = self
+            .peers
+            .iter()
+            .filter_map(|(p, e)| match e.state {
+                State::Waiting { at } if at <= now => Some((at, *p)),
+                _ => None,
+            })
+            .collect();
+        // Oldest first, then by id: deterministic.
+        due.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.to_bytes().cmp(&b.1.to_bytes()))
+        });
+        let room = self.config.max_concurrent.saturating_sub(running);
+        due.into_iter()
+            .take(room)
+            .map(|(_, peer)| {
+                if let Some(entry) = self.peers.get_mut(&peer) {
+                    entry.state = State::Attempting;
+                }
+                UpgradeAction::Dial(peer)
+            })
+            .collect()
+    }
+
+    /// When [`poll`](Self::poll) has something to do next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|e| match e.state {
+                State::Waiting { at } => Some(at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Every known peer's state, by peer id.
+    pub fn view(&self, now: Instant) -> Vec<UpgradeView> {
+        let mut out: Vec<UpgradeView> = self
+            .peers
+            .iter()
+            .map(|(peer, e)| UpgradeView {
+                peer_id: peer.to_base58(),
+                state: match e.state {
+                    State::Waiting { .. } => "waiting",
+                    State::Attempting => "attempting",
+                    State::Direct => "direct",
+                }
+                .to_owned(),
+                next_attempt_in_ms: match e.state {
+                    State::Waiting { at } => Some(millis(at.saturating_duration_since(now))),
+                    _ => None,
+                },
+                failures: e.failures,
+                last_error: e.last_error.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p_identity::Keypair;
+
+    fn two_peers() -> (PeerId, PeerId) {
+        let a = Keypair::generate_ed25519().public().to_peer_id();
+        let b = Keypair::generate_ed25519().public().to_peer_id();
+        if a.to_bytes() < b.to_bytes() {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
+    #[test]
+    fn the_smaller_id_dials_first_and_the_larger_takes_over_later() {
+        let (small, large) = two_peers();
+        let config = UpgradeConfig::default();
+        let t0 = Instant::now();
+        let mut at_small = DirectUpgrades::new(small, config.clone());
+        let mut at_large = DirectUpgrades::new(large, config.clone());
+        at_small.on_relayed(t0, large);
+        at_large.on_relayed(t0, small);
+        let soon = t0 + config.first_delay;
+        assert_eq!(at_small.poll(soon), vec![UpgradeAction::Dial(large)]);
+        assert_eq!(at_large.poll(soon), vec![]);
+        assert_eq!(at_large.poll_timeout(), Some(t0 + config.takeover_delay));
+        // The small side's dial succeeds: the large side sees the direct connection, never dials.
+        at_small.on_direct_established(large);
+        at_large.on_direct_established(small);
+        assert_eq!(at_large.poll(t0 + config.takeover_delay), vec![]);
+        assert_eq!(at_large.view(t0)[0].state, "direct");
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_and_the_relay_path_stays() {
+        let (small, large) = two_peers();
+        let config = UpgradeConfig::default();
+        let t0 = Instant::now();
+        let mut u = DirectUpgrades::new(small, config.clone());
+        u.on_relayed(t0, large);
+        let mut now = t0 + config.first_delay;
+        for failures in 1..=8u32 {
+            assert_eq!(
+                u.poll(now),
+                vec![UpgradeAction::Dial(large)],
+                "attempt {failures}"
+            );
+            // No second attempt while one runs.
+            assert_eq!(u.poll(now), vec![]);
+            u.on_attempt_failed(now, large, "ICE failed".into());
+            let expected = config
+                .initial_backoff
+                .saturating_mul(1 << (failures - 1))
+                .min(config.max_backoff);
+            assert_eq!(u.poll_timeout(), Some(now + expected));
+            assert_eq!(u.poll(now + expected - Duration::from_millis(1)), vec![]);
+            now += expected;
+        }
+        let view = &u.view(now)[0];
+        assert_eq!(view.failures, 8);
+        assert_eq!(view.last_error.as_deref(), Some("ICE failed"));
+    }
+
+    #[test]
+    fn attempts_are_bounded_and_a_lost_direct_link_is_retried() {
+        let local = Keypair::generate_ed25519().public().to_peer_id();
+        let config = UpgradeConfig {
+            max_concurrent: 2,
+            ..UpgradeConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut u = DirectUpgrades::new(local, config.clone());
+        let peers: Vec<PeerId> = (0..5)
+            .map(|_| Keypair::generate_ed25519().public().to_peer_id())
+            .collect();
+        for p in &peers {
+            u.on_relayed(t0, *p);
+        }
+        let later = t0 + config.takeover_delay;
+        let first = u.poll(later);
+        assert_eq!(first.len(), 2);
+        let UpgradeAction::Dial(done) = first[0].clone();
+        u.on_direct_established(done);
+        assert_eq!(u.poll(later).len(), 1);
+        // The direct connection drops: back to waiting, dialed again after the first delay.
+        u.on_direct_closed(later, done);
+        assert!(u.poll_timeout().is_some());
+        u.on_disconnected(&done);
+        assert!(u.view(later).iter().all(|v| v.peer_id != done.to_base58()));
+    }
+}
