@@ -100,7 +100,8 @@ pub struct PeerView {
     pub last_heard_ms_ago: u64,
     /// Milliseconds from the clock origin (page load) to the first connection.
     pub connected_at_ms: u64,
-    /// `"tab"`, `"native"`, `"relay"` or `"unknown"`, from the identify agent version.
+    /// `"tab"`, `"native"`, `"relay"`, another implementation (`"js-libp2p"`, `"rust-libp2p"`,
+    /// `"go-libp2p"`) or `"unknown"`, from the identify agent version.
     pub kind: String,
     /// The identify agent version, once known.
     pub agent: Option<String>,
@@ -302,6 +303,12 @@ fn agent_kind(agent: Option<&str>) -> &'static str {
         Some(a) if a.starts_with(AGENT_WEB) => "tab",
         Some(a) if a.starts_with(AGENT_NATIVE) => "native",
         Some(a) if a.starts_with(AGENT_RELAY) => "relay",
+        // Another implementation speaking the same protocols (e.g. a js-libp2p browser node).
+        Some(a) if a.starts_with("js-libp2p") => "js-libp2p",
+        Some(a) if a.starts_with("rust-libp2p") => "rust-libp2p",
+        Some(a) if a.starts_with("go-libp2p") || a.starts_with("github.com/libp2p/go-libp2p") => {
+            "go-libp2p"
+        }
         _ => "unknown",
     }
 }
@@ -418,5 +425,8 @@ mod tests {
         let v = &t.view(now, now)[0];
         assert_eq!(v.kind, "tab");
         assert_eq!(v.agent.as_ref().map(|a| a.len()), Some(128));
+        // As js-libp2p 3.3 announces itself from a browser.
+        t.on_identified(now, &p, "js-libp2p/3.3.11 browser/Mozilla/5.0");
+        assert_eq!(t.view(now, now)[0].kind, "js-libp2p");
     }
 }
