@@ -12,8 +12,12 @@
 //!   framing, and the dialer's and listener's sequence as a state machine with a deadline.
 //! - [`framing`]: the messages on every data channel (payload plus FIN / STOP_SENDING / RESET /
 //!   FIN_ACK flags, at most 16 KiB a frame) and the stream-closing state machine.
+//! - `browser` (wasm32 only): an `RTCPeerConnection` driven by the signaling state machine, and
+//!   data channels that never lose a message.
 #![deny(missing_docs)]
 
+#[cfg(target_arch = "wasm32")]
+pub mod browser;
 pub mod framing;
 pub mod pb;
 pub mod signaling;

@@ -67,5 +67,42 @@ fn run_e2e() -> anyhow::Result<()> {
         "--test-threads=1",
     ]);
     let mut isolated: Command = shell::in_loopback_namespace(&inner)?;
-    shell::run(&mut isolated)
+    shell::run(&mut isolated)?;
+    run_wasm_browser_tests()
+}
+
+/// The WebRTC crate's tests that need a browser (peer connections, data channels), run by
+/// wasm-bindgen's test runner in headless Chromium, loopback only. The runner's capabilities
+/// (Chromium's WebRTC-on-loopback flags) are in `crates/webrtc/webdriver.json`.
+fn run_wasm_browser_tests() -> anyhow::Result<()> {
+    const RUNNER: &str = "wasm-bindgen-test-runner";
+    let version = shell::find_tool(RUNNER, &[])
+        .and_then(|runner| shell::output(Command::new(runner).arg("--version")))
+        .unwrap_or_default();
+    anyhow::ensure!(
+        version.contains(web::WASM_BINDGEN_VERSION),
+        "{RUNNER} {} is needed for the browser tests of crates/webrtc (found: {}); install it with \
+         `cargo install --locked wasm-bindgen-cli --version {}`",
+        web::WASM_BINDGEN_VERSION,
+        if version.is_empty() {
+            "none"
+        } else {
+            version.trim()
+        },
+        web::WASM_BINDGEN_VERSION
+    );
+    let wasm_test = |offline: bool| {
+        let mut cmd = cargo();
+        cmd.arg("test");
+        if offline {
+            cmd.arg("--offline");
+        }
+        cmd.args(["-p", "tabmesh-webrtc", "--target", "wasm32-unknown-unknown"])
+            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", RUNNER)
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "60")
+            .current_dir(shell::root().join("crates/webrtc"));
+        cmd
+    };
+    shell::run(wasm_test(false).arg("--no-run"))?;
+    shell::run(&mut shell::in_loopback_namespace(&wasm_test(true))?)
 }

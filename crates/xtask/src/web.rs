@@ -38,6 +38,9 @@ pub(crate) struct WebBuild {
 }
 
 /// Adds the wasm target if rustup lacks it.
+/// The wasm-bindgen version the workspace pins (`Cargo.toml`); tools must match it.
+pub(crate) const WASM_BINDGEN_VERSION: &str = "0.2.108";
+
 pub(crate) fn ensure_wasm_target() -> anyhow::Result<()> {
     let installed = shell::output(Command::new("rustup").args(["target", "list", "--installed"]));
     match installed {
@@ -98,7 +101,7 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
 
-    eprintln!("wasm-bindgen 0.2.108 (library)");
+    eprintln!("wasm-bindgen {WASM_BINDGEN_VERSION} (library)");
     wasm_bindgen_cli_support::Bindgen::new()
         .input_path(&input)
         .out_name(CRATE)

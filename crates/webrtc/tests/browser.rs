@@ -1,0 +1,119 @@
+//! Two `RTCPeerConnection`s in one page (headless Chromium) connect through our signaling state
+//! machines over an in-page pipe, then speak the data-channel framing: data, FIN, FIN_ACK.
+//! Run with `cargo xtask test` (wasm-bindgen-test-runner in Chromium, loopback only).
+#![cfg(target_arch = "wasm32")]
+// clippy's allow-unwrap-in-tests does not see #[wasm_bindgen_test] functions as tests.
+#![allow(clippy::unwrap_used)]
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use tabmesh_webrtc::browser::{PcEvent, PeerConnection, negotiate};
+use tabmesh_webrtc::framing::{Flag, Frame, FrameDecoder, StreamAction, StreamClose};
+use tabmesh_webrtc::signaling::{Role, SignalingError};
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+use web_time::{Duration, Instant};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[wasm_bindgen_test]
+async fn two_peer_connections_meet_through_signaling_and_close_a_stream_cleanly() {
+    let mut dialer = PeerConnection::new(&[]).expect("dialer pc");
+    let mut listener = PeerConnection::new(&[]).expect("listener pc");
+    // dialer -> listener and listener -> dialer byte pipes.
+    let (mut d_tx, mut l_rx) = mpsc::channel::<Vec<u8>>(16);
+    let (mut l_tx, mut d_rx) = mpsc::channel::<Vec<u8>>(16);
+    let (d, l) = futures::join!(
+        negotiate(&mut dialer, Role::Dialer, TIMEOUT, &mut d_tx, &mut d_rx),
+        negotiate(&mut listener, Role::Listener, TIMEOUT, &mut l_tx, &mut l_rx),
+    );
+    let (init, _) = d.expect("dialer connected");
+    let (none, _) = l.expect("listener connected");
+    assert!(init.is_some() && none.is_none());
+
+    // A stream: the dialer opens a channel and writes "hello" then FIN.
+    let mut channel = dialer.open_channel("");
+    futures::select! {
+        open = futures::FutureExt::fuse(channel.open()) => assert!(open, "the channel closed before opening"),
+        () = futures::FutureExt::fuse(futures_timer::Delay::new(TIMEOUT)) => panic!("channel never opened"),
+    }
+    let mut close = StreamClose::new();
+    channel
+        .send(&Frame::data(b"hello".to_vec()).encode())
+        .unwrap();
+    for action in close.close_write(Instant::now()) {
+        if let StreamAction::Send(frame) = action {
+            channel.send(&frame.encode()).unwrap();
+        }
+    }
+
+    // The listener gets the channel (the "init" one may come first), reads, and acknowledges.
+    let mut incoming = loop {
+        match listener.events.next().await {
+            Some(PcEvent::DataChannel(ch)) if ch.channel.label().is_empty() => break ch,
+            Some(_) => {}
+            None => panic!("listener events ended"),
+        }
+    };
+    let mut decoder = FrameDecoder::default();
+    let mut remote = StreamClose::new();
+    let mut received = Vec::new();
+    while !received.contains(&StreamAction::ReadClosed) {
+        let message = incoming.messages.next().await.expect("message");
+        for frame in decoder.push(&message).unwrap() {
+            received.extend(remote.on_frame(frame));
+        }
+    }
+    assert_eq!(
+        received,
+        vec![
+            StreamAction::Deliver(b"hello".to_vec()),
+            StreamAction::Send(Frame::flag(Flag::FinAck)),
+            StreamAction::ReadClosed,
+        ]
+    );
+    incoming.send(&Frame::flag(Flag::FinAck).encode()).unwrap();
+    // The dialer's write side is acknowledged.
+    let mut mine = FrameDecoder::default();
+    let ack = channel.messages.next().await.expect("FIN_ACK");
+    let mut actions = Vec::new();
+    for frame in mine.push(&ack).unwrap() {
+        actions.extend(close.on_frame(frame));
+    }
+    assert_eq!(actions, vec![StreamAction::WriteClosed]);
+}
+
+#[wasm_bindgen_test]
+async fn a_peer_that_never_answers_is_a_timeout_not_a_hang() {
+    let mut dialer = PeerConnection::new(&[]).expect("dialer pc");
+    let (mut tx, _kept_open) = mpsc::channel::<Vec<u8>>(16);
+    let (_silent, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    let result = negotiate(
+        &mut dialer,
+        Role::Dialer,
+        Duration::from_millis(500),
+        &mut tx,
+        &mut rx,
+    )
+    .await;
+    assert!(
+        matches!(result, Err(SignalingError::Timeout(_))),
+        "{result:?}"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn garbage_on_the_signaling_stream_is_a_clear_error() {
+    let mut listener = PeerConnection::new(&[]).expect("listener pc");
+    let (mut tx, _out) = mpsc::channel::<Vec<u8>>(16);
+    let (mut feed, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    futures::SinkExt::send(&mut feed, vec![0x03, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    let result = negotiate(&mut listener, Role::Listener, TIMEOUT, &mut tx, &mut rx).await;
+    assert!(
+        matches!(result, Err(SignalingError::Malformed(_))),
+        "{result:?}"
+    );
+}
