@@ -14,6 +14,7 @@
 //!   FIN_ACK flags, at most 16 KiB a frame) and the stream-closing state machine.
 //! - `browser` (wasm32 only): an `RTCPeerConnection` driven by the signaling state machine, and
 //!   data channels that never lose a message.
+//! - `substream` (wasm32 only): one libp2p stream (`AsyncRead` + `AsyncWrite`) per data channel.
 #![deny(missing_docs)]
 
 #[cfg(target_arch = "wasm32")]
@@ -21,3 +22,5 @@ pub mod browser;
 pub mod framing;
 pub mod pb;
 pub mod signaling;
+#[cfg(target_arch = "wasm32")]
+pub mod substream;

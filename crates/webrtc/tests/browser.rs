@@ -117,3 +117,60 @@ async fn garbage_on_the_signaling_stream_is_a_clear_error() {
         "{result:?}"
     );
 }
+
+#[wasm_bindgen_test]
+async fn a_substream_carries_100_kib_each_way_and_closes_with_fin_ack() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use tabmesh_webrtc::substream::Substream;
+
+    let mut dialer = PeerConnection::new(&[]).expect("dialer pc");
+    let mut listener = PeerConnection::new(&[]).expect("listener pc");
+    let (mut d_tx, mut l_rx) = mpsc::channel::<Vec<u8>>(16);
+    let (mut l_tx, mut d_rx) = mpsc::channel::<Vec<u8>>(16);
+    let (d, l) = futures::join!(
+        negotiate(&mut dialer, Role::Dialer, TIMEOUT, &mut d_tx, &mut d_rx),
+        negotiate(&mut listener, Role::Listener, TIMEOUT, &mut l_tx, &mut l_rx),
+    );
+    d.expect("dialer connected");
+    l.expect("listener connected");
+
+    let mut outbound = dialer.open_channel("");
+    assert!(outbound.open().await);
+    let mut outbound = Substream::new(outbound);
+    let request: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
+    let answer: Vec<u8> = request.iter().rev().copied().collect();
+
+    let dial_side = async {
+        outbound.write_all(&request).await.unwrap();
+        outbound.close().await.unwrap();
+        let mut got = Vec::new();
+        outbound.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let listen_side = async {
+        let channel = loop {
+            match listener.events.next().await {
+                Some(PcEvent::DataChannel(ch)) if ch.channel.label().is_empty() => break ch,
+                Some(_) => {}
+                None => panic!("listener events ended"),
+            }
+        };
+        let mut inbound = Substream::new(channel);
+        let mut got = Vec::new();
+        inbound.read_to_end(&mut got).await.unwrap();
+        let reply: Vec<u8> = got.iter().rev().copied().collect();
+        inbound.write_all(&reply).await.unwrap();
+        inbound.close().await.unwrap();
+        got
+    };
+    let work = futures::future::join(dial_side, listen_side);
+    futures::select! {
+        (answered, received) = futures::FutureExt::fuse(work) => {
+            assert_eq!(received, request);
+            assert_eq!(answered, answer);
+        }
+        () = futures::FutureExt::fuse(futures_timer::Delay::new(Duration::from_secs(30))) => {
+            panic!("the exchange did not finish (a FIN_ACK missing would take 10 s per side)")
+        }
+    }
+}
