@@ -49,7 +49,7 @@ pub struct DataChannel {
     pub channel: RtcDataChannel,
     /// Its messages, in order (ends when the channel closes).
     pub messages: mpsc::UnboundedReceiver<Vec<u8>>,
-    opened: Option<futures::channel::oneshot::Receiver<()>>,
+    opened: Option<futures::channel::oneshot::Receiver<bool>>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(JsValue)>,
     _on_open: Closure<dyn FnMut(JsValue)>,
@@ -75,13 +75,20 @@ impl DataChannel {
             let _ = message_tx.unbounded_send(bytes);
         });
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| tx.close_channel());
-        channel.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        // Opening ends with `open` (true) or with `close` before it (false).
         let (open_tx, opened) = futures::channel::oneshot::channel();
-        let mut open_tx = Some(open_tx);
+        let open_tx = std::rc::Rc::new(std::cell::RefCell::new(Some(open_tx)));
+        let close_open_tx = open_tx.clone();
+        let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            tx.close_channel();
+            if let Some(waiting) = close_open_tx.borrow_mut().take() {
+                let _ = waiting.send(false);
+            }
+        });
+        channel.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
-            if let Some(tx) = open_tx.take() {
-                let _ = tx.send(());
+            if let Some(waiting) = open_tx.borrow_mut().take() {
+                let _ = waiting.send(true);
             }
         });
         channel.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -97,12 +104,25 @@ impl DataChannel {
 
     /// Resolves once the channel is open; `false` if it closed first.
     pub async fn open(&mut self) -> bool {
-        if self.channel.ready_state() == web_sys::RtcDataChannelState::Open {
-            return true;
+        futures::future::poll_fn(|cx| self.poll_open(cx)).await
+    }
+
+    /// [`open`](Self::open) as a poll.
+    pub fn poll_open(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        use std::task::Poll;
+        let is_open = |c: &RtcDataChannel| c.ready_state() == web_sys::RtcDataChannelState::Open;
+        if is_open(&self.channel) {
+            return Poll::Ready(true);
         }
-        match self.opened.take() {
-            Some(opened) => opened.await.is_ok(),
-            None => self.channel.ready_state() == web_sys::RtcDataChannelState::Open,
+        match self.opened.as_mut() {
+            Some(opened) => match opened.poll_unpin(cx) {
+                Poll::Ready(result) => {
+                    self.opened = None;
+                    Poll::Ready(result.unwrap_or(false) || is_open(&self.channel))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            None => Poll::Ready(false),
         }
     }
 

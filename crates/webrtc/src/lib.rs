@@ -15,11 +15,14 @@
 //! - `browser` (wasm32 only): an `RTCPeerConnection` driven by the signaling state machine, and
 //!   data channels that never lose a message.
 //! - `substream` (wasm32 only): one libp2p stream (`AsyncRead` + `AsyncWrite`) per data channel.
+//! - `muxer` (wasm32 only): a connected peer connection as a libp2p `StreamMuxer`.
 #![deny(missing_docs)]
 
 #[cfg(target_arch = "wasm32")]
 pub mod browser;
 pub mod framing;
+#[cfg(target_arch = "wasm32")]
+pub mod muxer;
 pub mod pb;
 pub mod signaling;
 #[cfg(target_arch = "wasm32")]

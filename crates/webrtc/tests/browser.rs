@@ -174,3 +174,63 @@ async fn a_substream_carries_100_kib_each_way_and_closes_with_fin_ack() {
         }
     }
 }
+
+#[wasm_bindgen_test]
+async fn the_muxer_opens_and_accepts_streams_and_reports_a_closed_connection() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use libp2p::core::muxing::StreamMuxerExt;
+    use tabmesh_webrtc::muxer::Connection;
+
+    let mut dialer = PeerConnection::new(&[]).expect("dialer pc");
+    let mut listener = PeerConnection::new(&[]).expect("listener pc");
+    let (mut d_tx, mut l_rx) = mpsc::channel::<Vec<u8>>(16);
+    let (mut l_tx, mut d_rx) = mpsc::channel::<Vec<u8>>(16);
+    let (d, l) = futures::join!(
+        negotiate(&mut dialer, Role::Dialer, TIMEOUT, &mut d_tx, &mut d_rx),
+        negotiate(&mut listener, Role::Listener, TIMEOUT, &mut l_tx, &mut l_rx),
+    );
+    let (init, early_d) = d.expect("dialer connected");
+    let (_, early_l) = l.expect("listener connected");
+    // The dialer closes its init channel once connected, as the spec asks.
+    if let Some(init) = init {
+        init.channel.close();
+    }
+    let mut a = Connection::new(dialer, early_d);
+    let mut b = Connection::new(listener, early_l);
+
+    // Two streams, one each way, carried at the same time.
+    let exchange = async {
+        let mut out = futures::future::poll_fn(|cx| a.poll_outbound_unpin(cx))
+            .await
+            .unwrap();
+        out.write_all(b"ping?").await.unwrap();
+        out.close().await.unwrap();
+        let mut reply = Vec::new();
+        out.read_to_end(&mut reply).await.unwrap();
+        reply
+    };
+    let serve = async {
+        let mut inbound = futures::future::poll_fn(|cx| b.poll_inbound_unpin(cx))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        inbound.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ping?");
+        inbound.write_all(b"pong!").await.unwrap();
+        inbound.close().await.unwrap();
+    };
+    let (reply, ()) = futures::join!(exchange, serve);
+    assert_eq!(reply, b"pong!");
+
+    // Closing one side ends the other's connection with an error, not a hang.
+    futures::future::poll_fn(|cx| a.poll_close_unpin(cx))
+        .await
+        .unwrap();
+    let ended = futures::future::poll_fn(|cx| b.poll_unpin(cx));
+    futures::select! {
+        result = futures::FutureExt::fuse(ended) => assert!(result.is_err(), "{:?}", result.map(|_| ())),
+        () = futures::FutureExt::fuse(futures_timer::Delay::new(Duration::from_secs(30))) => {
+            panic!("the peer's close was never noticed")
+        }
+    }
+}
