@@ -146,23 +146,14 @@ pub fn data_frames(bytes: &[u8]) -> Vec<Vec<u8>> {
 /// Turns a data channel's messages back into frames.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
-    buffer: Vec<u8>,
+    frames: pb::FrameBuffer,
 }
 
 impl FrameDecoder {
     /// Adds one data-channel message; returns the frames it completes.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, FrameError> {
-        self.buffer.extend_from_slice(bytes);
-        let mut frames = Vec::new();
-        let mut start = 0;
         // The limit counts the prefix; the body limit is a little smaller.
-        while let Some((body, used)) = pb::split_frame(&self.buffer[start..], MAX_FRAME_BYTES - 2)?
-        {
-            frames.push(Frame::decode(body)?);
-            start += used;
-        }
-        self.buffer.drain(..start);
-        Ok(frames)
+        self.frames.push(bytes, MAX_FRAME_BYTES - 2, Frame::decode)
     }
 }
 

@@ -80,6 +80,34 @@ pub fn split_frame(input: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, P
     Ok(Some((&input[prefix..prefix + len], prefix + len)))
 }
 
+/// Collects length-prefixed frames from bytes that arrive in arbitrary pieces, holding at most
+/// one unfinished frame.
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    buffer: Vec<u8>,
+}
+
+impl FrameBuffer {
+    /// Adds `bytes`; returns the bodies of the frames they complete, each passed through
+    /// `decode`. Frames over `max` bytes are refused.
+    pub fn push<T, E: From<PbError>>(
+        &mut self,
+        bytes: &[u8],
+        max: usize,
+        mut decode: impl FnMut(&[u8]) -> Result<T, E>,
+    ) -> Result<Vec<T>, E> {
+        self.buffer.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some((body, used)) = split_frame(&self.buffer[start..], max)? {
+            out.push(decode(body)?);
+            start += used;
+        }
+        self.buffer.drain(..start);
+        Ok(out)
+    }
+}
+
 /// Appends field `number` as a varint field.
 pub fn put_varint_field(out: &mut Vec<u8>, number: u32, value: u64) {
     put_varint(out, u64::from(number) << 3);

@@ -102,21 +102,14 @@ impl SignalingMessage {
 /// Splits the signaling stream's bytes into messages, holding at most one message's bytes.
 #[derive(Debug, Default)]
 pub struct SignalingDecoder {
-    buffer: Vec<u8>,
+    frames: pb::FrameBuffer,
 }
 
 impl SignalingDecoder {
     /// Adds bytes read from the stream; returns the messages they complete.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SignalingMessage>, SignalingError> {
-        self.buffer.extend_from_slice(bytes);
-        let mut messages = Vec::new();
-        let mut start = 0;
-        while let Some((body, used)) = pb::split_frame(&self.buffer[start..], MAX_MESSAGE_BYTES)? {
-            messages.push(SignalingMessage::decode(body)?);
-            start += used;
-        }
-        self.buffer.drain(..start);
-        Ok(messages)
+        self.frames
+            .push(bytes, MAX_MESSAGE_BYTES, SignalingMessage::decode)
     }
 }
 

@@ -17,17 +17,31 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-#[wasm_bindgen_test]
-async fn two_peer_connections_meet_through_signaling_and_close_a_stream_cleanly() {
+type Negotiated = Result<
+    (
+        Option<tabmesh_webrtc::browser::DataChannel>,
+        Vec<tabmesh_webrtc::browser::DataChannel>,
+    ),
+    SignalingError,
+>;
+
+/// Two peer connections in this page, negotiated with each other through our signaling state
+/// machines over an in-page pipe (dialer -> listener and listener -> dialer).
+async fn connected_pair() -> (PeerConnection, PeerConnection, Negotiated, Negotiated) {
     let mut dialer = PeerConnection::new(&[]).expect("dialer pc");
     let mut listener = PeerConnection::new(&[]).expect("listener pc");
-    // dialer -> listener and listener -> dialer byte pipes.
     let (mut d_tx, mut l_rx) = mpsc::channel::<Vec<u8>>(16);
     let (mut l_tx, mut d_rx) = mpsc::channel::<Vec<u8>>(16);
     let (d, l) = futures::join!(
         negotiate(&mut dialer, Role::Dialer, TIMEOUT, &mut d_tx, &mut d_rx),
         negotiate(&mut listener, Role::Listener, TIMEOUT, &mut l_tx, &mut l_rx),
     );
+    (dialer, listener, d, l)
+}
+
+#[wasm_bindgen_test]
+async fn two_peer_connections_meet_through_signaling_and_close_a_stream_cleanly() {
+    let (dialer, mut listener, d, l) = connected_pair().await;
     let (init, _) = d.expect("dialer connected");
     let (none, _) = l.expect("listener connected");
     assert!(init.is_some() && none.is_none());
@@ -123,14 +137,7 @@ async fn a_substream_carries_100_kib_each_way_and_closes_with_fin_ack() {
     use futures::{AsyncReadExt, AsyncWriteExt};
     use tabmesh_webrtc::substream::Substream;
 
-    let mut dialer = PeerConnection::new(&[]).expect("dialer pc");
-    let mut listener = PeerConnection::new(&[]).expect("listener pc");
-    let (mut d_tx, mut l_rx) = mpsc::channel::<Vec<u8>>(16);
-    let (mut l_tx, mut d_rx) = mpsc::channel::<Vec<u8>>(16);
-    let (d, l) = futures::join!(
-        negotiate(&mut dialer, Role::Dialer, TIMEOUT, &mut d_tx, &mut d_rx),
-        negotiate(&mut listener, Role::Listener, TIMEOUT, &mut l_tx, &mut l_rx),
-    );
+    let (dialer, mut listener, d, l) = connected_pair().await;
     d.expect("dialer connected");
     l.expect("listener connected");
 
@@ -181,14 +188,7 @@ async fn the_muxer_opens_and_accepts_streams_and_reports_a_closed_connection() {
     use libp2p::core::muxing::StreamMuxerExt;
     use tabmesh_webrtc::muxer::Connection;
 
-    let mut dialer = PeerConnection::new(&[]).expect("dialer pc");
-    let mut listener = PeerConnection::new(&[]).expect("listener pc");
-    let (mut d_tx, mut l_rx) = mpsc::channel::<Vec<u8>>(16);
-    let (mut l_tx, mut d_rx) = mpsc::channel::<Vec<u8>>(16);
-    let (d, l) = futures::join!(
-        negotiate(&mut dialer, Role::Dialer, TIMEOUT, &mut d_tx, &mut d_rx),
-        negotiate(&mut listener, Role::Listener, TIMEOUT, &mut l_tx, &mut l_rx),
-    );
+    let (dialer, listener, d, l) = connected_pair().await;
     let (init, early_d) = d.expect("dialer connected");
     let (_, early_l) = l.expect("listener connected");
     // The dialer closes its init channel once connected, as the spec asks.
