@@ -24,7 +24,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::oneshot;
 use libp2p::core::Transport;
-use libp2p::core::transport::MemoryTransport;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{Boxed, MemoryTransport};
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
@@ -172,6 +173,16 @@ enum Order {
     Leave,
 }
 
+/// The simulation's transport: libp2p's in-memory transport with plaintext and yamux (for
+/// this process only; any libp2p swarm built with it can join a simulated network).
+pub fn memory_transport(key: &Keypair) -> Boxed<(PeerId, StreamMuxerBox)> {
+    MemoryTransport::default()
+        .upgrade(Version::V1)
+        .authenticate(plaintext::Config::new(key))
+        .multiplex(yamux::Config::default())
+        .boxed()
+}
+
 /// One simulated peer, as the orchestrator sees it.
 #[derive(Clone)]
 pub struct SimPeer {
@@ -190,13 +201,7 @@ impl SimPeer {
         let dht_key = key.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_other_transport(|key| {
-                MemoryTransport::default()
-                    .upgrade(Version::V1)
-                    .authenticate(plaintext::Config::new(key))
-                    .multiplex(yamux::Config::default())
-                    .boxed()
-            })?
+            .with_other_transport(memory_transport)?
             .with_behaviour(|key| SimBehaviour {
                 kad: tabmesh_node::dht::kademlia(peer_id, &dht_config, Box::new(MemoryBackend)),
                 identify: identify::Behaviour::new(identify::Config::new(

@@ -181,12 +181,9 @@ async fn quotas_ownership_and_limits_are_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_garbage_records_from_the_wire_are_refused() {
     use futures::StreamExt;
-    use libp2p::core::Transport;
-    use libp2p::core::transport::MemoryTransport;
-    use libp2p::core::upgrade::Version;
+    use libp2p::StreamProtocol;
     use libp2p::kad::{self, Quorum, Record, RecordKey, store::MemoryStore};
     use libp2p::swarm::SwarmEvent;
-    use libp2p::{StreamProtocol, plaintext, yamux};
 
     let mut rng = StdRng::seed_from_u64(8);
     let peers = build_network(3, 2, 4, &dht_config(), &mut rng)
@@ -198,13 +195,7 @@ async fn forged_and_garbage_records_from_the_wire_are_refused() {
 
     let mut rogue = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_other_transport(|key| {
-            MemoryTransport::default()
-                .upgrade(Version::V1)
-                .authenticate(plaintext::Config::new(key))
-                .multiplex(yamux::Config::default())
-                .boxed()
-        })
+        .with_other_transport(tabmesh_dht_sim::memory_transport)
         .unwrap()
         .with_behaviour(|key| {
             let id = key.public().to_peer_id();

@@ -55,6 +55,52 @@ async fn found_in(
     .await
 }
 
+/// Fills tab's DHT form (key, and value when given) and clicks `button` (e.g. `dht-put`).
+async fn submit(
+    browser: &Browser,
+    tab: &Tab,
+    key: &str,
+    value: Option<&str>,
+    button: &str,
+) -> anyhow::Result<()> {
+    browser.type_into(tab, "[data-testid=dht-key]", key).await?;
+    if let Some(value) = value {
+        browser
+            .type_into(tab, "[data-testid=dht-value]", value)
+            .await?;
+    }
+    browser.click(tab, &format!("[data-testid={button}]")).await
+}
+
+/// Waits until `ready` (a CSS selector) is on `tab`'s page, then returns the text of `shown`.
+async fn shown(
+    browser: &Browser,
+    tab: &Tab,
+    what: &str,
+    ready: &str,
+    shown: &str,
+) -> anyhow::Result<String> {
+    wait_until(what, PATIENCE, || async move {
+        if !browser.exists(tab, ready).await? {
+            return Ok(Err(format!("{ready} not on the page yet")));
+        }
+        Ok(Ok(browser.text(tab, shown).await?))
+    })
+    .await
+}
+
+/// Waits for the native node's latest DHT answer.
+async fn answer(node: &NativeNode, what: &str) -> anyhow::Result<Value> {
+    wait_until(what, PATIENCE, || async move {
+        Ok(node
+            .dht_replies()
+            .last()
+            .cloned()
+            .ok_or_else(|| "no answer yet".to_owned()))
+    })
+    .await
+}
+
 /// Scrolls `tab` to its DHT panel (for the screenshots a person looks at).
 async fn show_dht_panel(browser: &Browser, tab: &Tab) -> anyhow::Result<()> {
     browser
@@ -105,64 +151,44 @@ async fn records_put_in_one_tab_are_found_everywhere_and_survive_closing_restart
     .await?;
 
     // Put with tab A's form.
-    browser
-        .type_into(a, "[data-testid=dht-key]", "color")
-        .await?;
-    browser
-        .type_into(a, "[data-testid=dht-value]", "ultramarine")
-        .await?;
-    browser.click(a, "[data-testid=dht-put]").await?;
-    let put = wait_until("tab A's put succeeds", PATIENCE, || async {
-        if !browser
-            .exists(a, "[data-testid=dht-result][data-status=ok]")
-            .await?
-        {
-            return Ok(Err("no result yet".to_owned()));
-        }
-        Ok(Ok(browser.text(a, "[data-testid=dht-result]").await?))
-    })
+    submit(&browser, a, "color", Some("ultramarine"), "dht-put").await?;
+    let put = shown(
+        &browser,
+        a,
+        "tab A's put succeeds",
+        "[data-testid=dht-result][data-status=ok]",
+        "[data-testid=dht-result]",
+    )
     .await?;
     assert!(put.contains("stored"), "put result: {put}");
     browser.screenshot(a, &dir.join("tab-a-put.png")).await?;
 
     // Get with tab D's form.
-    browser
-        .type_into(d, "[data-testid=dht-key]", "color")
-        .await?;
-    browser.click(d, "[data-testid=dht-get]").await?;
-    let found = wait_until("tab D's get shows the value", PATIENCE, || async {
-        if !browser.exists(d, "[data-testid=dht-found-value]").await? {
-            return Ok(Err("no value shown yet".to_owned()));
-        }
-        Ok(Ok(browser.text(d, "[data-testid=dht-found-value]").await?))
-    })
+    submit(&browser, d, "color", None, "dht-get").await?;
+    let found = shown(
+        &browser,
+        d,
+        "tab D's get shows the value",
+        "[data-testid=dht-found-value]",
+        "[data-testid=dht-found-value]",
+    )
     .await?;
     assert_eq!(found.trim(), "ultramarine");
     // The lookup path is drawn (with the next state view, every 500 ms).
-    wait_until("tab D draws the lookup path", PATIENCE, || async {
-        Ok(if browser.exists(d, "[data-testid=dht-hop]").await? {
-            Ok(())
-        } else {
-            Err("no hop drawn".to_owned())
-        })
-    })
+    shown(
+        &browser,
+        d,
+        "tab D draws the lookup path",
+        "[data-testid=dht-hop]",
+        "[data-testid=dht-lookup]",
+    )
     .await?;
     show_dht_panel(&browser, d).await?;
     browser.screenshot(d, &dir.join("tab-d-get.png")).await?;
 
     // The native node finds it too.
     node.send("get color")?;
-    let reply = wait_until("the native node's get answers", PATIENCE, || {
-        let node = &node;
-        async move {
-            Ok(node
-                .dht_replies()
-                .last()
-                .cloned()
-                .ok_or_else(|| "no answer yet".to_owned()))
-        }
-    })
-    .await?;
+    let reply = answer(&node, "the native node's get answers").await?;
     assert_eq!(
         reply["dht"]["record"]["value"],
         Value::from("ultramarine"),
@@ -178,22 +204,14 @@ async fn records_put_in_one_tab_are_found_everywhere_and_survive_closing_restart
         matches!(&refused, Err(e) if e.contains("5000 bytes")),
         "{refused:?}"
     );
-    browser
-        .type_into(b, "[data-testid=dht-key]", "color")
-        .await?;
-    browser
-        .type_into(b, "[data-testid=dht-value]", "crimson")
-        .await?;
-    browser.click(b, "[data-testid=dht-put]").await?;
-    let error = wait_until("tab B is told the key is not its own", PATIENCE, || async {
-        if !browser
-            .exists(b, "[data-testid=dht-result][data-status=error]")
-            .await?
-        {
-            return Ok(Err("no error shown yet".to_owned()));
-        }
-        Ok(Ok(browser.text(b, "[data-testid=dht-result]").await?))
-    })
+    submit(&browser, b, "color", Some("crimson"), "dht-put").await?;
+    let error = shown(
+        &browser,
+        b,
+        "tab B is told the key is not its own",
+        "[data-testid=dht-result][data-status=error]",
+        "[data-testid=dht-result]",
+    )
     .await?;
     assert!(error.contains("held by"), "{error}");
 
@@ -287,17 +305,7 @@ async fn the_relay_keeps_its_records_across_a_restart() -> anyhow::Result<()> {
     )
     .await?;
     writer.send("put --ttl 600 motto persistence pays")?;
-    let reply = wait_until("the put answers", PATIENCE, || {
-        let writer = &writer;
-        async move {
-            Ok(writer
-                .dht_replies()
-                .last()
-                .cloned()
-                .ok_or_else(|| "no answer yet".to_owned()))
-        }
-    })
-    .await?;
+    let reply = answer(&writer, "the put answers").await?;
     assert!(reply["dht"]["stored_at"].as_u64() >= Some(1), "{reply}");
     writer.stop()?;
 

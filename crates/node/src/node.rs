@@ -295,7 +295,7 @@ impl Node {
                     exponent,
                     originator,
                 } => {
-                    self.learned_at_unix_ms = unix_ms();
+                    self.learned_at_unix_ms = Some(crate::dht::unix_now_ms());
                     let who = if originator == self.peer_id() {
                         "us".to_owned()
                     } else {
@@ -909,14 +909,6 @@ impl Node {
             dht: Some(dht),
         }
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch (to compare moments across peers).
-fn unix_ms() -> Option<u64> {
-    web_time::SystemTime::now()
-        .duration_since(web_time::UNIX_EPOCH)
-        .ok()
-        .map(millis)
 }
 
 fn is_circuit(addr: &Multiaddr) -> bool {

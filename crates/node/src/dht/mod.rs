@@ -447,23 +447,17 @@ impl Dht {
                 self.log(false, note.peer, note.summary);
                 None
             }
-            kad::Event::RoutingUpdated {
-                peer,
-                is_new_peer: true,
-                addresses,
-                bucket_range,
-                old_peer,
-            } => {
-                self.hand_over(kad, peer);
-                Some(kad::Event::RoutingUpdated {
+            other => {
+                if let kad::Event::RoutingUpdated {
                     peer,
                     is_new_peer: true,
-                    addresses,
-                    bucket_range,
-                    old_peer,
-                })
+                    ..
+                } = &other
+                {
+                    self.hand_over(kad, *peer);
+                }
+                Some(other)
             }
-            other => Some(other),
         }
     }
 
