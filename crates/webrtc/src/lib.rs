@@ -16,8 +16,13 @@
 //!   data channels that never lose a message.
 //! - `substream` (wasm32 only): one libp2p stream (`AsyncRead` + `AsyncWrite`) per data channel.
 //! - `muxer` (wasm32 only): a connected peer connection as a libp2p `StreamMuxer`.
+//! - [`behaviour`]: the swarm side, which opens and accepts signaling streams on the
+//!   connections the swarm has (any target).
+//! - `transport` (wasm32 only): the libp2p `Transport` for `/p2p-circuit/webrtc` addresses.
 #![deny(missing_docs)]
 
+pub mod addr;
+pub mod behaviour;
 #[cfg(target_arch = "wasm32")]
 pub mod browser;
 pub mod framing;
@@ -27,3 +32,16 @@ pub mod pb;
 pub mod signaling;
 #[cfg(target_arch = "wasm32")]
 pub mod substream;
+#[cfg(target_arch = "wasm32")]
+pub mod transport;
+
+pub use behaviour::Behaviour;
+#[cfg(target_arch = "wasm32")]
+pub use transport::{Config, Transport};
+
+/// The transport and the behaviour that serves it; put both in the same swarm.
+#[cfg(target_arch = "wasm32")]
+pub fn new(config: Config) -> (Transport, Behaviour) {
+    let (behaviour, streams) = behaviour::new();
+    (Transport::new(config, streams), behaviour)
+}
