@@ -13,6 +13,9 @@
 //!   the node's explanation (e.g. `refused: the value is 5000 bytes; at most 4096 are allowed`),
 //!   or says which argument is missing. Keys and values are strings; `ttlSeconds` is a number
 //!   (omitted or `null`: the node's default lifetime).
+//! - `perf(peerId, uploadBytes, downloadBytes)`: libp2p's perf protocol to a connected peer over
+//!   the connection we have to it; resolves to `{peer_id, connection, upload_bytes, upload_ms,
+//!   download_bytes, download_ms}` (at most 64 MiB each way).
 
 use wasm_bindgen::JsValue;
 use wasm_bindgen::prelude::Closure;
@@ -52,6 +55,33 @@ pub(crate) fn install() {
     let _ = js_sys::Reflect::set(&api, &"benchLucasLehmer".into(), bench.as_ref());
     bench.forget();
     install_dht(&api);
+    let perf = Closure::<dyn Fn(JsValue, JsValue, JsValue) -> js_sys::Promise>::new(
+        |peer: JsValue, upload: JsValue, download: JsValue| {
+            wasm_bindgen_futures::future_to_promise(async move {
+                let peer = text_arg(&peer, "peerId")
+                    .and_then(|p| {
+                        p.parse::<tabmesh_node::libp2p::PeerId>()
+                            .map_err(|e| format!("peerId: {e}"))
+                    })
+                    .map_err(js_error)?;
+                let bytes = |v: &JsValue, name: &str| match v.as_f64() {
+                    Some(n) if n.is_finite() && n >= 0.0 => Ok(n as u64),
+                    _ => Err(js_error(format!("{name} must be a number of bytes"))),
+                };
+                let report = runtime::perf(
+                    peer,
+                    bytes(&upload, "uploadBytes")?,
+                    bytes(&download, "downloadBytes")?,
+                )
+                .await
+                .map_err(js_error)?;
+                let json = serde_json::to_string(&report).map_err(|e| js_error(e.to_string()))?;
+                js_sys::JSON::parse(&json)
+            })
+        },
+    );
+    let _ = js_sys::Reflect::set(&api, &"perf".into(), perf.as_ref());
+    perf.forget();
     let _ = js_sys::Reflect::set(&window, &"tabmesh".into(), &api);
 }
 

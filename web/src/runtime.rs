@@ -43,8 +43,28 @@ pub(crate) async fn dht(request: DhtRequest) -> Result<DhtReply, DhtError> {
     })
 }
 
-/// GIMPS settings from the page's query string, e.g. `?stale_timeout=5&ttl=3` (seconds for
-/// intervals). Unknown keys are ignored; bad values keep the default and are logged.
+/// Times a perf run (libp2p's `/perf/1.0.0`) to `peer`: `upload` bytes there, `download` back.
+pub(crate) async fn perf(
+    peer: tabmesh_node::libp2p::PeerId,
+    upload: u64,
+    download: u64,
+) -> Result<tabmesh_node::perf::PerfReport, String> {
+    let (reply, answer) = oneshot::channel();
+    command(Command::Perf {
+        peer,
+        upload,
+        download,
+        reply,
+    });
+    answer
+        .await
+        .unwrap_or_else(|oneshot::Canceled| Err("the node did not take the request".to_owned()))
+}
+
+/// Settings from the page's query string, e.g. `?stale_timeout=5&ttl=3` (seconds for
+/// intervals), `?direct=off` (stay on the relay: no WebRTC upgrade, no `/webrtc` address) or
+/// `?libp2p_ping=0.5` (seconds between libp2p pings on each connection). Unknown keys are
+/// ignored; bad values keep the default and are logged.
 fn gossip_overrides(config: &mut NodeConfig) {
     let search = web_sys::window()
         .and_then(|w| w.location().search().ok())
@@ -64,6 +84,12 @@ fn gossip_overrides(config: &mut NodeConfig) {
             }
         }
     };
+    if let Some(d) = secs("libp2p_ping") {
+        config.ping_interval = d;
+    }
+    if let Some(direct) = params.get("direct") {
+        config.direct_upgrade = !matches!(direct.as_str(), "0" | "false" | "off" | "no");
+    }
     let g = &mut config.gossip;
     if let Some(d) = secs("search_interval") {
         g.search_interval = d;

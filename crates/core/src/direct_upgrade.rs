@@ -60,6 +60,10 @@ struct Entry {
     state: State,
     failures: u32,
     last_error: Option<String>,
+    /// When the peer was first seen relayed only.
+    relayed_since: Option<Instant>,
+    /// From `relayed_since` to the first direct connection.
+    took: Option<Duration>,
 }
 
 /// What to do.
@@ -83,6 +87,8 @@ pub struct UpgradeView {
     pub failures: u32,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// Milliseconds from the relayed connection to the first direct one.
+    pub upgrade_ms: Option<u64>,
 }
 
 /// The direct-upgrade rules for every peer of one node.
@@ -114,16 +120,25 @@ impl DirectUpgrades {
             state: State::Waiting { at: now + delay },
             failures: 0,
             last_error: None,
+            relayed_since: Some(now),
+            took: None,
         });
     }
 
     /// A direct connection to `peer` is up (ours or theirs).
-    pub fn on_direct_established(&mut self, peer: PeerId) {
+    pub fn on_direct_established(&mut self, now: Instant, peer: PeerId) {
         let entry = self.peers.entry(peer).or_insert(Entry {
             state: State::Direct,
             failures: 0,
             last_error: None,
+            relayed_since: None,
+            took: None,
         });
+        if entry.took.is_none() {
+            entry.took = entry
+                .relayed_since
+                .map(|since| now.saturating_duration_since(since));
+        }
         entry.state = State::Direct;
         entry.failures = 0;
         entry.last_error = None;
@@ -205,26 +220,36 @@ impl DirectUpgrades {
             .min()
     }
 
+    /// `peer`'s state.
+    pub fn peer_view(&self, now: Instant, peer: &PeerId) -> Option<UpgradeView> {
+        self.peers.get(peer).map(|e| Self::entry_view(now, peer, e))
+    }
+
+    fn entry_view(now: Instant, peer: &PeerId, e: &Entry) -> UpgradeView {
+        UpgradeView {
+            peer_id: peer.to_base58(),
+            state: match e.state {
+                State::Waiting { .. } => "waiting",
+                State::Attempting => "attempting",
+                State::Direct => "direct",
+            }
+            .to_owned(),
+            next_attempt_in_ms: match e.state {
+                State::Waiting { at } => Some(millis(at.saturating_duration_since(now))),
+                _ => None,
+            },
+            failures: e.failures,
+            last_error: e.last_error.clone(),
+            upgrade_ms: e.took.map(millis),
+        }
+    }
+
     /// Every known peer's state, by peer id.
     pub fn view(&self, now: Instant) -> Vec<UpgradeView> {
         let mut out: Vec<UpgradeView> = self
             .peers
             .iter()
-            .map(|(peer, e)| UpgradeView {
-                peer_id: peer.to_base58(),
-                state: match e.state {
-                    State::Waiting { .. } => "waiting",
-                    State::Attempting => "attempting",
-                    State::Direct => "direct",
-                }
-                .to_owned(),
-                next_attempt_in_ms: match e.state {
-                    State::Waiting { at } => Some(millis(at.saturating_duration_since(now))),
-                    _ => None,
-                },
-                failures: e.failures,
-                last_error: e.last_error.clone(),
-            })
+            .map(|(peer, e)| Self::entry_view(now, peer, e))
             .collect();
         out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
         out
@@ -260,10 +285,14 @@ mod tests {
         assert_eq!(at_large.poll(soon), vec![]);
         assert_eq!(at_large.poll_timeout(), Some(t0 + config.takeover_delay));
         // The small side's dial succeeds: the large side sees the direct connection, never dials.
-        at_small.on_direct_established(large);
-        at_large.on_direct_established(small);
+        at_small.on_direct_established(soon, large);
+        at_large.on_direct_established(soon, small);
         assert_eq!(at_large.poll(t0 + config.takeover_delay), vec![]);
         assert_eq!(at_large.view(t0)[0].state, "direct");
+        assert_eq!(
+            at_small.peer_view(soon, &large).unwrap().upgrade_ms,
+            Some(millis(config.first_delay))
+        );
     }
 
     #[test]
@@ -315,7 +344,7 @@ mod tests {
         let first = u.poll(later);
         assert_eq!(first.len(), 2);
         let UpgradeAction::Dial(done) = first[0].clone();
-        u.on_direct_established(done);
+        u.on_direct_established(later, done);
         assert_eq!(u.poll(later).len(), 1);
         // The direct connection drops: back to waiting, dialed again after the first delay.
         u.on_direct_closed(later, done);

@@ -107,6 +107,9 @@ pub struct PeerView {
     pub agent: Option<String>,
     /// Protocol violations counted against the peer.
     pub strikes: u32,
+    /// Where the move to a direct connection stands (tabs only; filled in by the node).
+    #[serde(default)]
+    pub upgrade: Option<crate::direct_upgrade::UpgradeView>,
 }
 
 /// Connected peers, keyed by id; `C` is the transport's connection id type.
@@ -157,6 +160,17 @@ impl<C: Copy + Eq> PeerTable<C> {
         self.peers
             .get(peer)
             .is_some_and(|e| e.links.iter().any(|l| l.kind == ConnectionKind::Direct))
+    }
+
+    /// The open relayed connections to `peer`.
+    pub fn relayed_connections(&self, peer: &PeerId) -> Vec<C> {
+        self.peers.get(peer).map_or_else(Vec::new, |e| {
+            e.links
+                .iter()
+                .filter(|l| l.kind == ConnectionKind::Relayed)
+                .map(|l| l.id)
+                .collect()
+        })
     }
 
     /// A connection to `peer` opened.
@@ -287,6 +301,7 @@ impl<C: Copy + Eq> PeerTable<C> {
                     kind: agent_kind(e.agent.as_deref()).to_owned(),
                     agent: e.agent.clone(),
                     strikes: e.strikes,
+                    upgrade: None,
                 }
             })
             .collect()

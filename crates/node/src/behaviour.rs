@@ -5,7 +5,10 @@
 //! - identify (pushing listen address changes, so the relay learns our circuit address as soon
 //!   as the reservation is accepted);
 //! - ping: round-trip times and liveness;
-//! - GIMPS gossip (`/tabmesh/gimps/1.0.0`): one request per message, see `gossip_codec`.
+//! - GIMPS gossip (`/tabmesh/gimps/1.0.0`): one request per message, see `gossip_codec`;
+//! - perf (`/perf/1.0.0`): throughput between two peers, for benchmarks;
+//! - WebRTC signaling (`/webrtc-signaling/0.0.1`, tabs only): how two tabs connected through the
+//!   relay set up a direct connection (see `tabmesh-webrtc`).
 
 // The derive generates `NodeBehaviourEvent` with one undocumented variant per field.
 #![allow(missing_docs)]
@@ -15,6 +18,7 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{identify, ping, relay};
 use tabmesh_core::dht::DhtConfig;
 use tabmesh_core::protocol;
@@ -35,13 +39,19 @@ pub struct NodeBehaviour {
     pub ping: ping::Behaviour,
     /// GIMPS gossip.
     pub gimps: request_response::Behaviour<GossipCodec>,
+    /// Plain streams for libp2p's perf protocol (`/perf/1.0.0`, see `perf`).
+    pub stream: libp2p_stream::Behaviour,
+    /// WebRTC signaling streams for the `/webrtc` transport (absent on native nodes).
+    pub webrtc: Toggle<tabmesh_webrtc::Behaviour>,
 }
 
 impl NodeBehaviour {
-    /// The behaviours for `key`, around the relay client that the swarm builder made.
+    /// The behaviours for `key`, around the relay client that the swarm builder made and, in a
+    /// tab, the WebRTC transport's signaling behaviour.
     pub fn new(
         key: &Keypair,
         relay: relay::client::Behaviour,
+        webrtc: Option<tabmesh_webrtc::Behaviour>,
         agent: String,
         ping_interval: Duration,
         dht: &DhtConfig,
@@ -68,6 +78,8 @@ impl NodeBehaviour {
                     .with_request_timeout(Duration::from_secs(10))
                     .with_max_concurrent_streams(64),
             ),
+            stream: libp2p_stream::Behaviour::new(),
+            webrtc: webrtc.into(),
         }
     }
 }

@@ -18,11 +18,13 @@ pub mod behaviour;
 pub mod dht;
 pub mod gossip_codec;
 mod node;
+pub mod perf;
 pub mod platform;
 
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use tabmesh_core::dht::{DhtConfig, DhtRequest};
+use tabmesh_core::direct_upgrade::UpgradeConfig;
 use tabmesh_core::discovery::DiscoveryConfig;
 use tabmesh_core::gimps::node::GossipConfig;
 use tabmesh_core::peers::PeerTableConfig;
@@ -85,6 +87,10 @@ pub struct NodeConfig {
     pub gossip: GossipConfig,
     /// DHT replication, limits and quotas.
     pub dht: DhtConfig,
+    /// Move peers reached through the relay to direct WebRTC connections (tabs only).
+    pub direct_upgrade: bool,
+    /// Pace and limits of those moves.
+    pub upgrade: UpgradeConfig,
 }
 
 impl NodeConfig {
@@ -105,6 +111,8 @@ impl NodeConfig {
             seed: 0,
             gossip: GossipConfig::default(),
             dht: DhtConfig::default(),
+            direct_upgrade: true,
+            upgrade: UpgradeConfig::default(),
         }
     }
 }
@@ -133,6 +141,17 @@ pub enum Command {
     Cooperative(bool),
     /// DHT: put, get, remove, provide or find providers; the answer goes to the sender.
     Dht(DhtRequest, dht::DhtReplySender),
+    /// Perf: send `upload` bytes to `peer` and have it send `download` back, timed.
+    Perf {
+        /// The peer.
+        peer: libp2p::PeerId,
+        /// Bytes to send.
+        upload: u64,
+        /// Bytes to ask for.
+        download: u64,
+        /// Where the measurement (or why there is none) goes.
+        reply: futures::channel::oneshot::Sender<Result<perf::PerfReport, String>>,
+    },
 }
 
 /// The caller's side of a node: its events and a way to send it commands.

@@ -6,6 +6,7 @@
 
 use futures::channel::mpsc;
 use futures::future::{Fuse, FusedFuture, LocalBoxFuture};
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
@@ -13,8 +14,9 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping, relay, request_response};
-use std::collections::VecDeque;
-use tabmesh_core::bootstrap::{BootstrapInfo, is_dialable};
+use std::collections::{HashMap, VecDeque};
+use tabmesh_core::bootstrap::{BootstrapInfo, is_dialable, with_peer_id};
+use tabmesh_core::direct_upgrade::{DirectUpgrades, UpgradeAction};
 use tabmesh_core::discovery::DiscoverySchedule;
 use tabmesh_core::gimps::message::MsgType;
 use tabmesh_core::gimps::node::{GossipAction, GossipNode};
@@ -38,6 +40,11 @@ const COMMAND_CHANNEL_CAPACITY: usize = 16;
 const MAX_DIAL_ADDRS: usize = 8;
 /// Window over which the Lucas-Lehmer test rate is measured.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// How long a relayed connection stays after a direct one to the same peer is up (requests
+/// already on it finish), before it is closed: the relay is only for meeting.
+const RELAYED_GRACE: Duration = Duration::from_secs(3);
+/// `/webrtc` addresses kept per peer at most.
+const MAX_WEBRTC_ADDRS: usize = 4;
 
 type SearchFuture = Fuse<LocalBoxFuture<'static, (u32, bool)>>;
 
@@ -64,6 +71,21 @@ pub struct Node {
     reservation_at: Option<Instant>,
     gossip: GossipNode,
     dht: Dht,
+    direct: platform::DirectTransport,
+    webrtc_listener: Option<ListenerId>,
+    upgrades: DirectUpgrades,
+    /// Peers' `/webrtc` dial addresses, from identify.
+    webrtc_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Our dials for a direct connection, by connection id.
+    upgrade_dials: HashMap<ConnectionId, PeerId>,
+    /// Relayed connections to close once their grace time is over, by peer.
+    relayed_closing: VecDeque<(Instant, PeerId)>,
+    /// Streams of the perf protocol, ours and the peers'.
+    streams: libp2p_stream::Control,
+    perf_incoming: futures::stream::Fuse<libp2p_stream::IncomingStreams>,
+    /// Perf runs and perf streams being served (each ends by itself).
+    tasks: FuturesUnordered<LocalBoxFuture<'static, ()>>,
+    serving: std::rc::Rc<()>,
     tests_done: VecDeque<Instant>,
     tested_total: u64,
     learned_at_unix_ms: Option<u64>,
@@ -76,13 +98,17 @@ impl Node {
     pub fn new(config: NodeConfig) -> Result<(Self, NodeHandle), NodeError> {
         let now = Instant::now();
         let origin = now.checked_sub(config.clock_origin_offset).unwrap_or(now);
-        let mut swarm = platform::build_swarm(
+        let (mut swarm, direct) = platform::build_swarm(
             config.keypair.clone(),
             config.agent.clone(),
             config.ping_interval,
             &config.dht,
         )?;
         let restored = swarm.behaviour_mut().kad.store_mut().restored();
+        let mut streams = swarm.behaviour().stream.new_control();
+        let perf_incoming = streams
+            .accept(crate::perf::PROTOCOL)
+            .map_err(|e| NodeError::Transport(e.to_string()))?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -104,6 +130,19 @@ impl Node {
             reservation_at: None,
             gossip: GossipNode::new(config.keypair.clone(), config.gossip.clone(), origin, now),
             dht: Dht::new(config.dht.clone(), config.keypair.clone(), restored, now),
+            direct,
+            webrtc_listener: None,
+            upgrades: DirectUpgrades::new(
+                config.keypair.public().to_peer_id(),
+                config.upgrade.clone(),
+            ),
+            webrtc_addrs: HashMap::new(),
+            upgrade_dials: HashMap::new(),
+            relayed_closing: VecDeque::new(),
+            streams,
+            perf_incoming: perf_incoming.fuse(),
+            tasks: FuturesUnordered::new(),
+            serving: std::rc::Rc::new(()),
             tests_done: VecDeque::new(),
             tested_total: 0,
             learned_at_unix_ms: None,
@@ -143,6 +182,7 @@ impl Node {
             self.apply_gossip(now, actions);
             self.dht.on_tick(&mut self.swarm.behaviour_mut().kad, now);
             self.drain_dht_logs(now);
+            self.upgrade_due(now);
             if search.is_terminated()
                 && let Some(p) = self.gossip.next_candidate()
             {
@@ -160,6 +200,8 @@ impl Node {
                 self.discovery.poll_timeout(),
                 self.gossip.poll_timeout(),
                 Some(self.dht.poll_timeout()),
+                self.upgrades.poll_timeout(),
+                self.relayed_closing.front().map(|(at, _)| *at),
             ]
             .into_iter()
             .flatten()
@@ -170,6 +212,8 @@ impl Node {
                 event = self.swarm.select_next_some() => self.on_swarm_event(Instant::now(), event),
                 result = bootstrap => self.on_bootstrap(Instant::now(), result),
                 (p, prime) = search => self.on_tested(Instant::now(), p, prime),
+                (peer, stream) = self.perf_incoming.select_next_some() => self.serve_perf(peer, stream),
+                () = self.tasks.select_next_some() => {}
                 command = self.commands.next() => match command {
                     Some(Command::Shutdown) | None => break,
                     Some(command) => self.on_command(Instant::now(), command),
@@ -223,8 +267,84 @@ impl Node {
                     .start(&mut self.swarm.behaviour_mut().kad, now, request, reply);
                 self.drain_dht_logs(now);
             }
+            Command::Perf {
+                peer,
+                upload,
+                download,
+                reply,
+            } => self.run_perf(peer, upload, download, reply),
             Command::Shutdown => {}
         }
+    }
+
+    /// Times a perf run to `peer` on the connection we have to it.
+    fn run_perf(
+        &mut self,
+        peer: PeerId,
+        upload: u64,
+        download: u64,
+        reply: futures::channel::oneshot::Sender<Result<crate::perf::PerfReport, String>>,
+    ) {
+        if !self.peers.contains(&peer) {
+            let _ = reply.send(Err(format!("not connected to {}", peer_name(&peer))));
+            return;
+        }
+        let connection = if self.peers.is_direct(&peer) {
+            "direct"
+        } else {
+            "relayed"
+        };
+        let mut control = self.streams.clone();
+        self.tasks.push(
+            async move {
+                let run = async {
+                    let stream = control
+                        .open_stream(peer, crate::perf::PROTOCOL)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    crate::perf::run(stream, upload, download)
+                        .await
+                        .map_err(|e| format!("perf run failed: {e}"))
+                };
+                let timeout = futures_timer::Delay::new(Duration::from_secs(120));
+                let result = futures::select! {
+                    result = run.fuse() => result,
+                    () = timeout.fuse() => Err("perf run timed out after 120 s".to_owned()),
+                };
+                let _ =
+                    reply.send(
+                        result.map(|(upload_ms, download_ms)| crate::perf::PerfReport {
+                            peer_id: peer.to_base58(),
+                            connection: connection.to_owned(),
+                            upload_bytes: upload,
+                            upload_ms,
+                            download_bytes: download,
+                            download_ms,
+                        }),
+                    );
+            }
+            .boxed_local(),
+        );
+    }
+
+    /// Serves a peer's perf stream, unless too many are being served already.
+    fn serve_perf(&mut self, peer: PeerId, stream: libp2p::Stream) {
+        // Each served stream holds a clone of `serving`.
+        if std::rc::Rc::strong_count(&self.serving) > crate::perf::MAX_SERVING {
+            self.counters.violations += 1;
+            tracing::warn!(%peer, "perf stream refused: {} being served", crate::perf::MAX_SERVING);
+            return;
+        }
+        let slot = self.serving.clone();
+        self.tasks.push(
+            async move {
+                let _slot = slot;
+                if let Err(e) = crate::perf::serve(stream).await {
+                    tracing::info!(%peer, %e, "perf stream ended with an error");
+                }
+            }
+            .boxed_local(),
+        );
     }
 
     fn drain_dht_logs(&mut self, now: Instant) {
@@ -374,6 +494,9 @@ impl Node {
     }
 
     fn on_bootstrap(&mut self, now: Instant, result: Result<BootstrapInfo, String>) {
+        if let Ok(doc) = &result {
+            self.direct.set_ice_servers(doc.ice_servers.clone());
+        }
         let target = result.and_then(|doc| {
             let peer_id = doc.relay_peer_id().map_err(|e| e.to_string())?;
             let addr = doc
@@ -441,8 +564,10 @@ impl Node {
                 connection_id,
                 num_established,
                 cause,
+                endpoint,
                 ..
             } => {
+                let was_webrtc = tabmesh_webrtc::addr::is_webrtc(endpoint.get_remote_address());
                 let cause = cause.map_or_else(|| "closed".to_owned(), |c| c.to_string());
                 if Some(peer_id) == self.relay_peer() {
                     if num_established == 0 {
@@ -456,6 +581,7 @@ impl Node {
                         self.on_relay_lost(now, format!("relay connection lost: {cause}"));
                     }
                 } else if self.peers.on_connection_closed(&peer_id, connection_id) {
+                    self.upgrades.on_disconnected(&peer_id);
                     self.gossip.on_peer_disconnected(&peer_id);
                     self.log(
                         now,
@@ -463,6 +589,16 @@ impl Node {
                         "conn",
                         Some(peer_id),
                         format!("disconnected: {cause}"),
+                    );
+                } else if was_webrtc && !self.peers.is_direct(&peer_id) {
+                    // Still reached through the relay: try to go direct again.
+                    self.upgrades.on_direct_closed(now, peer_id);
+                    self.log(
+                        now,
+                        Direction::Local,
+                        "webrtc",
+                        Some(peer_id),
+                        format!("direct connection lost ({cause}); relayed again"),
                     );
                 }
             }
@@ -495,11 +631,24 @@ impl Node {
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.swarm.remove_external_address(&address);
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                error,
+                connection_id,
+            } => {
                 self.counters.dial_failures += 1;
                 let text = error_chain(&error);
                 tracing::debug!(?peer_id, %text, "dial failed");
-                if peer_id.is_some() && peer_id == self.relay_peer() {
+                if let Some(peer) = self.upgrade_dials.remove(&connection_id) {
+                    self.upgrades
+                        .on_attempt_failed(now, peer, truncate(&text, 300));
+                    tracing::info!(%peer, %text, "direct WebRTC connection failed");
+                    let reason = format!(
+                        "direct connection failed, staying relayed: {}",
+                        truncate(&text, 160)
+                    );
+                    self.log(now, Direction::Local, "webrtc", Some(peer), reason);
+                } else if peer_id.is_some() && peer_id == self.relay_peer() {
                     if !self.relay_link.is_reserved() {
                         // The reservation listener may not report a failed dial; do not wait.
                         let reason = format!("cannot reach the relay: {}", truncate(&text, 200));
@@ -546,11 +695,14 @@ impl Node {
             );
             return;
         }
-        let kind = if endpoint.is_relayed() {
+        let webrtc = tabmesh_webrtc::addr::is_webrtc(endpoint.get_remote_address());
+        // A `/webrtc` address names the relay it was signaled through, but is direct.
+        let kind = if endpoint.is_relayed() && !webrtc {
             ConnectionKind::Relayed
         } else {
             ConnectionKind::Direct
         };
+        self.upgrade_dials.remove(&id);
         match self.peers.on_connection_established(now, peer, id, kind) {
             Admission::Accepted => {
                 let actions = self.gossip.on_peer_connected(now, peer);
@@ -571,6 +723,11 @@ impl Node {
                     Some(peer),
                     format!("{dir} {how} connection"),
                 );
+                if webrtc {
+                    self.on_direct(now, peer);
+                } else if kind == ConnectionKind::Relayed {
+                    self.maybe_upgrade(now, peer);
+                }
             }
             Admission::Refused => {
                 self.counters.refused_connections = self.peers.refused();
@@ -592,6 +749,9 @@ impl Node {
         if let Some(listener) = self.relay_listener.take() {
             self.swarm.remove_listener(listener);
         }
+        if let Some(listener) = self.webrtc_listener.take() {
+            self.swarm.remove_listener(listener);
+        }
         if let Some(relay) = self.relay_peer() {
             let _ = self.swarm.disconnect_peer_id(relay);
         }
@@ -605,6 +765,7 @@ impl Node {
             NodeBehaviourEvent::Identify(event) => self.on_identify_event(now, event),
             NodeBehaviourEvent::Ping(event) => self.on_ping_event(now, event),
             NodeBehaviourEvent::Gimps(event) => self.on_gimps_event(now, event),
+            NodeBehaviourEvent::Webrtc(()) | NodeBehaviourEvent::Stream(()) => {}
         }
     }
 
@@ -615,6 +776,7 @@ impl Node {
                 if !renewal {
                     self.reservation_at.get_or_insert(now);
                     self.discovery.start(now);
+                    self.listen_webrtc(now);
                 }
                 let what = if renewal {
                     "reservation renewed"
@@ -732,6 +894,7 @@ impl Node {
         match event {
             identify::Event::Received { peer_id, info, .. } => {
                 self.peers.on_identified(now, &peer_id, &info.agent_version);
+                self.learn_webrtc_addrs(now, peer_id, &info.listen_addrs);
                 let speaks_kad = info
                     .protocols
                     .iter()
@@ -841,6 +1004,143 @@ impl Node {
         }
     }
 
+    /// Listen on `<relay>/p2p-circuit/webrtc` once the reservation is up: peers reach us there.
+    fn listen_webrtc(&mut self, now: Instant) {
+        if !platform::DirectTransport::AVAILABLE
+            || !self.config.direct_upgrade
+            || self.webrtc_listener.is_some()
+        {
+            return;
+        }
+        let Some(relay) = &self.relay else {
+            return;
+        };
+        let addr = relay
+            .addr
+            .clone()
+            .with(Protocol::P2pCircuit)
+            .with(Protocol::WebRTC);
+        match self.swarm.listen_on(addr.clone()) {
+            Ok(id) => self.webrtc_listener = Some(id),
+            Err(e) => self.log(
+                now,
+                Direction::Local,
+                "webrtc",
+                None,
+                format!("cannot listen on {addr}: {e}"),
+            ),
+        }
+    }
+
+    /// A peer told us its listen addresses: its `/webrtc` ones are how we go direct.
+    fn learn_webrtc_addrs(&mut self, now: Instant, peer: PeerId, listen: &[Multiaddr]) {
+        if !platform::DirectTransport::AVAILABLE || Some(peer) == self.relay_peer() {
+            return;
+        }
+        let addrs: Vec<Multiaddr> = listen
+            .iter()
+            .filter(|a| a.iter().any(|p| p == Protocol::WebRTC))
+            .map(|a| with_peer_id(a.clone(), peer))
+            .filter(|a| tabmesh_webrtc::addr::parse_dial_addr(a).is_some())
+            .take(MAX_WEBRTC_ADDRS)
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        self.webrtc_addrs.insert(peer, addrs);
+        self.maybe_upgrade(now, peer);
+    }
+
+    /// `peer` is reached through the relay only: plan a direct connection if it can take one.
+    fn maybe_upgrade(&mut self, now: Instant, peer: PeerId) {
+        if self.config.direct_upgrade
+            && self.peers.contains(&peer)
+            && !self.peers.is_direct(&peer)
+            && self.webrtc_addrs.contains_key(&peer)
+        {
+            self.upgrades.on_relayed(now, peer);
+        }
+    }
+
+    /// A direct connection to `peer` is up: the relayed ones go after a grace time.
+    fn on_direct(&mut self, now: Instant, peer: PeerId) {
+        self.upgrades.on_direct_established(now, peer);
+        let took = self
+            .upgrades
+            .peer_view(now, &peer)
+            .and_then(|v| v.upgrade_ms)
+            .map(|ms| format!(" ({ms} ms after the relayed one)"))
+            .unwrap_or_default();
+        self.log(
+            now,
+            Direction::Local,
+            "webrtc",
+            Some(peer),
+            format!("direct WebRTC connection up{took}"),
+        );
+        self.relayed_closing.push_back((now + RELAYED_GRACE, peer));
+    }
+
+    /// Starts the direct-connection attempts that are due; closes relayed connections whose
+    /// peer is now reached directly.
+    fn upgrade_due(&mut self, now: Instant) {
+        for UpgradeAction::Dial(peer) in self.upgrades.poll(now) {
+            let addrs = self.webrtc_addrs.get(&peer).cloned().unwrap_or_default();
+            if addrs.is_empty() {
+                self.upgrades
+                    .on_attempt_failed(now, peer, "no /webrtc address known".into());
+                continue;
+            }
+            // One address at a time: a peer connection answered and then abandoned by a
+            // concurrent dial would leave the peer holding a dead connection for a while.
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::Always)
+                .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+                .build();
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    self.upgrade_dials.insert(id, peer);
+                    self.log(
+                        now,
+                        Direction::Sent,
+                        "webrtc",
+                        Some(peer),
+                        "going direct: WebRTC offer via the relay",
+                    );
+                }
+                Err(e) => self.upgrades.on_attempt_failed(now, peer, e.to_string()),
+            }
+        }
+        while self
+            .relayed_closing
+            .front()
+            .is_some_and(|(at, _)| *at <= now)
+        {
+            let Some((_, peer)) = self.relayed_closing.pop_front() else {
+                break;
+            };
+            if !self.peers.is_direct(&peer) {
+                continue;
+            }
+            let relayed = self.peers.relayed_connections(&peer);
+            if relayed.is_empty() {
+                continue;
+            }
+            for connection in relayed {
+                self.swarm.close_connection(connection);
+            }
+            self.log(
+                now,
+                Direction::Local,
+                "webrtc",
+                Some(peer),
+                "relayed connection closed: the direct one carries everything",
+            );
+        }
+    }
+
     fn log(
         &mut self,
         now: Instant,
@@ -895,7 +1195,19 @@ impl Node {
                     .map(|t| millis(t.saturating_duration_since(self.origin))),
                 rtt_ms: self.relay_rtt.map(|d| d.as_secs_f64() * 1e3),
             },
-            peers: self.peers.view(now, self.origin),
+            peers: self
+                .peers
+                .view(now, self.origin)
+                .into_iter()
+                .map(|mut peer| {
+                    peer.upgrade = peer
+                        .peer_id
+                        .parse()
+                        .ok()
+                        .and_then(|id| self.upgrades.peer_view(now, &id));
+                    peer
+                })
+                .collect(),
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
             wire: self.wire.events().cloned().collect(),
             counters,

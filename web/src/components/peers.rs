@@ -1,4 +1,5 @@
-//! The Peers panel: every connected peer with how it is reached, its RTT and when last heard.
+//! The Peers panel: every connected peer with how it is reached (direct WebRTC or through the
+//! relay, and where the move to direct stands), its RTT and when last heard.
 
 use tabmesh_core::peers::{ConnectionKind, PeerView};
 use yew::prelude::*;
@@ -51,16 +52,61 @@ fn peer_row(peer: &PeerView) -> Html {
     let rtt = peer
         .rtt_ms
         .map_or_else(|| "…".to_owned(), |r| format!("{r:.1} ms"));
+    let (note, title) = upgrade_note(peer);
     html! {
-        <tr key={peer.peer_id.clone()} data-peer-id={peer.peer_id.clone()}>
+        <tr key={peer.peer_id.clone()} data-peer-id={peer.peer_id.clone()}
+            data-connection={conn}>
             <td>
                 <span class="peer-name">{ &peer.name }</span>
                 <span class={classes!("kind", peer.kind.clone())}>{ &peer.kind }</span>
             </td>
             <td><code title={peer.peer_id.clone()}>{ &peer.short_id }</code></td>
-            <td><span class={conn_class}>{ conn }</span></td>
+            <td title={title}>
+                <span class={conn_class}>{ conn }</span>
+                if !note.is_empty() { <span class="upgrade-note">{ note }</span> }
+            </td>
             <td class="num">{ rtt }</td>
             <td class="muted">{ ago(peer.last_heard_ms_ago) }</td>
         </tr>
+    }
+}
+
+/// A few words on the move to a direct connection, and the details for a tooltip.
+fn upgrade_note(peer: &PeerView) -> (String, String) {
+    let Some(upgrade) = &peer.upgrade else {
+        return match peer.connection {
+            ConnectionKind::Relayed => (
+                String::new(),
+                "This peer offers no /webrtc address: it stays on the relay".to_owned(),
+            ),
+            ConnectionKind::Direct => (String::new(), String::new()),
+        };
+    };
+    let secs = |ms: Option<u64>| ms.map_or(0.0, |ms| ms as f64 / 1e3);
+    match (peer.connection, upgrade.state.as_str()) {
+        (ConnectionKind::Direct, _) => (
+            String::new(),
+            upgrade.upgrade_ms.map_or_else(
+                || "Direct WebRTC connection".to_owned(),
+                |ms| format!("Went direct (WebRTC) {ms} ms after the relayed connection"),
+            ),
+        ),
+        (_, "attempting") => (
+            "going direct…".to_owned(),
+            "WebRTC offer sent through the relay".to_owned(),
+        ),
+        (_, _) if upgrade.failures > 0 => (
+            format!(
+                "direct failed ×{}, retry in {:.0} s",
+                upgrade.failures,
+                secs(upgrade.next_attempt_in_ms)
+            ),
+            upgrade.last_error.clone().unwrap_or_default(),
+        ),
+        (_, _) => (
+            format!("direct in {:.1} s", secs(upgrade.next_attempt_in_ms)),
+            "The peer with the smaller id dials first; the other takes over if nothing comes"
+                .to_owned(),
+        ),
     }
 }

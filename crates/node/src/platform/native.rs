@@ -26,15 +26,26 @@ pub(crate) fn dht_backend() -> Box<dyn StoreBackend> {
     Box::new(MemoryBackend)
 }
 
+/// Native nodes have no WebRTC: they stay on their relayed and TCP connections.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DirectTransport;
+
+impl DirectTransport {
+    /// Whether this node can connect directly over `/webrtc`.
+    pub(crate) const AVAILABLE: bool = false;
+
+    pub(crate) fn set_ice_servers(&self, _urls: Vec<String>) {}
+}
+
 pub(crate) fn build_swarm(
     keypair: Keypair,
     agent: String,
     ping_interval: Duration,
     dht: &DhtConfig,
-) -> Result<Swarm<NodeBehaviour>, NodeError> {
+) -> Result<(Swarm<NodeBehaviour>, DirectTransport), NodeError> {
     let store = dht_backend();
     let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
-    Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
@@ -47,11 +58,12 @@ pub(crate) fn build_swarm(
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| transport_err(&e))?
         .with_behaviour(|key, relay| {
-            NodeBehaviour::new(key, relay, agent, ping_interval, dht, store)
+            NodeBehaviour::new(key, relay, None, agent, ping_interval, dht, store)
         })
         .map_err(|e| transport_err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build())
+        .build();
+    Ok((swarm, DirectTransport))
 }
 
 pub(crate) fn fetch_bootstrap(

@@ -1,14 +1,16 @@
-//! Browser side: WebSocket (websocket-websys) plus the relay client, bootstrap with `fetch`,
-//! identity in `sessionStorage`, clock origin from `performance.now()`.
+//! Browser side: WebSocket (websocket-websys) to the relay, the relay client for circuits and
+//! WebRTC (`/webrtc`) for direct connections between tabs; bootstrap with `fetch`, identity in
+//! `sessionStorage`, clock origin from `performance.now()`.
 
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use libp2p::core::Transport;
+use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::{Swarm, noise, websocket_websys, yamux};
+use libp2p::{Swarm, noise, relay, websocket_websys, yamux};
 use tabmesh_core::bootstrap::{BootstrapInfo, RelayTransport};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -124,34 +126,74 @@ pub(crate) fn dht_backend() -> Box<dyn StoreBackend> {
     Box::new(SessionStorageBackend)
 }
 
+/// The tab's WebRTC transport settings (ICE servers come with the bootstrap document).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DirectTransport(tabmesh_webrtc::Config);
+
+impl DirectTransport {
+    /// Whether this node can connect directly over `/webrtc`.
+    pub(crate) const AVAILABLE: bool = true;
+
+    pub(crate) fn set_ice_servers(&self, urls: Vec<String>) {
+        self.0.set_ice_servers(urls);
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pub(crate) fn build_swarm(
     keypair: Keypair,
     agent: String,
     ping_interval: Duration,
     dht: &DhtConfig,
-) -> Result<Swarm<NodeBehaviour>, NodeError> {
+) -> Result<(Swarm<NodeBehaviour>, DirectTransport), NodeError> {
     let store = dht_backend();
     let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
-    Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+    let direct = DirectTransport::default();
+    // Our own stack instead of the builder's relay client: `/webrtc` must come before the relay
+    // client, which would take any `/p2p-circuit` address (and `…/webrtc`) as a plain circuit.
+    let (relay_transport, relay_behaviour) = relay::client::new(keypair.public().to_peer_id());
+    let (webrtc_transport, webrtc_behaviour) = tabmesh_webrtc::new(direct.0.clone());
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_wasm_bindgen()
-        .with_other_transport(|key| {
-            let noise = noise::Config::new(key)
-                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
-            Ok(websocket_websys::Transport::default()
+        .with_other_transport(move |key| {
+            let websocket = websocket_websys::Transport::default()
                 .upgrade(Version::V1)
-                .authenticate(noise)
+                .authenticate(noise::Config::new(key).map_err(|e| -> BoxError { Box::new(e) })?)
                 .multiplex(yamux::Config::default())
-                .boxed())
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+            let relayed = relay_transport
+                .upgrade(Version::V1)
+                .authenticate(noise::Config::new(key).map_err(|e| -> BoxError { Box::new(e) })?)
+                .multiplex(yamux::Config::default())
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+            let webrtc = webrtc_transport
+                .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
+            Ok::<_, BoxError>(
+                webrtc
+                    .or_transport(relayed)
+                    .map(|either, _| either.into_inner())
+                    .or_transport(websocket)
+                    .map(|either, _| either.into_inner())
+                    .boxed(),
+            )
         })
         .map_err(|e| transport_err(&e))?
-        .with_relay_client(noise::Config::new, yamux::Config::default)
-        .map_err(|e| transport_err(&e))?
-        .with_behaviour(|key, relay| {
-            NodeBehaviour::new(key, relay, agent, ping_interval, dht, store)
+        .with_behaviour(|key| {
+            NodeBehaviour::new(
+                key,
+                relay_behaviour,
+                Some(webrtc_behaviour),
+                agent,
+                ping_interval,
+                dht,
+                store,
+            )
         })
         .map_err(|e| transport_err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build())
+        .build();
+    Ok((swarm, direct))
 }
 
 pub(crate) fn fetch_bootstrap(
