@@ -55,6 +55,7 @@ pub(crate) fn run(e2e: bool, checks: bool) -> anyhow::Result<()> {
 fn run_e2e() -> anyhow::Result<()> {
     web::build(web::Profile::Release, false)?;
     shell::run(cargo().args(["build", "-p", "tabmesh-relay", "-p", "tabmesh-node-cli"]))?;
+    build_js_interop_peer()?;
     // Compile first: inside the namespace there is no network for cargo to fetch anything.
     shell::run(cargo().args(["test", "-p", "tabmesh-e2e", "--no-run"]))?;
     let mut inner = cargo();
@@ -69,6 +70,30 @@ fn run_e2e() -> anyhow::Result<()> {
     let mut isolated: Command = shell::in_loopback_namespace(&inner)?;
     shell::run(&mut isolated)?;
     run_wasm_browser_tests()
+}
+
+/// The js-libp2p browser node of the interop test (`crates/e2e/js-interop`): its npm packages
+/// (exact versions from the lock file) and its bundle, `target/js-interop/bundle.js`.
+fn build_js_interop_peer() -> anyhow::Result<()> {
+    let dir = shell::root().join("crates/e2e/js-interop");
+    let Some(npm) = shell::find_tool("npm", &[]) else {
+        anyhow::bail!(
+            "the js-libp2p interop test needs Node.js and npm to bundle its peer \
+             (Debian: `apt-get install nodejs npm`)"
+        );
+    };
+    if !dir.join("node_modules/.package-lock.json").exists() {
+        shell::run(
+            Command::new(&npm)
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir),
+        )?;
+    }
+    shell::run(
+        Command::new(&npm)
+            .args(["run", "--silent", "build"])
+            .current_dir(&dir),
+    )
 }
 
 /// The WebRTC crate's tests that need a browser (peer connections, data channels), run by
