@@ -147,6 +147,9 @@ pub struct PeerConnection {
     pc: RtcPeerConnection,
     /// What the browser reports.
     pub events: mpsc::UnboundedReceiver<PcEvent>,
+    events_tx: mpsc::UnboundedSender<PcEvent>,
+    /// The SCTP transport watched by [`watch_transport`](Self::watch_transport), if any.
+    sctp: Option<JsValue>,
     _handlers: Vec<Closure<dyn FnMut(JsValue)>>,
 }
 
@@ -164,6 +167,7 @@ impl PeerConnection {
         let pc = RtcPeerConnection::new_with_configuration(&config).map_err(|e| js_text(&e))?;
         // Unbounded: the browser emits a handful of these per connection.
         let (tx, events) = mpsc::unbounded();
+        let events_tx = tx.clone();
         let candidate_tx = tx.clone();
         let on_candidate = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
             let event: RtcPeerConnectionIceEvent = event.unchecked_into();
@@ -189,8 +193,37 @@ impl PeerConnection {
         Ok(Self {
             pc,
             events,
+            events_tx,
+            sctp: None,
             _handlers: vec![on_candidate, on_state, on_channel],
         })
+    }
+
+    /// Reports the connection `closed` as soon as its SCTP association closes. When the peer
+    /// closes its side (or its tab), the association ends at once, while the connection state
+    /// only turns `failed` after ICE consent checks time out (many seconds later). Call once
+    /// the connection is up (there is no SCTP transport before).
+    pub fn watch_transport(&mut self) {
+        let Ok(sctp) = Reflect::get(&self.pc, &"sctp".into()) else {
+            return;
+        };
+        if sctp.is_null() || sctp.is_undefined() || self.sctp.is_some() {
+            return;
+        }
+        let tx = self.events_tx.clone();
+        let watched = sctp.clone();
+        let on_state = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            let state = Reflect::get(&watched, &"state".into())
+                .ok()
+                .and_then(|s| s.as_string());
+            if state.as_deref() == Some("closed") {
+                let _ = tx.unbounded_send(PcEvent::State(RtcPeerConnectionState::Closed));
+            }
+        });
+        if Reflect::set(&sctp, &"onstatechange".into(), on_state.as_ref()).is_ok() {
+            self._handlers.push(on_state);
+            self.sctp = Some(sctp);
+        }
     }
 
     /// The browser object.
@@ -244,6 +277,9 @@ impl PeerConnection {
 
 impl Drop for PeerConnection {
     fn drop(&mut self) {
+        if let Some(sctp) = &self.sctp {
+            let _ = Reflect::set(sctp, &"onstatechange".into(), &JsValue::NULL);
+        }
         self.pc.set_onicecandidate(None);
         self.pc.set_onconnectionstatechange(None);
         self.pc.set_ondatachannel(None);

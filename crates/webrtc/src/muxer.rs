@@ -90,7 +90,8 @@ pub struct Connection {
 impl Connection {
     /// The muxer over a connected peer connection; `early` are the channels the peer opened
     /// while signaling was finishing (see [`negotiate`](crate::browser::negotiate)).
-    pub fn new(pc: PeerConnection, early: Vec<DataChannel>) -> Self {
+    pub fn new(mut pc: PeerConnection, early: Vec<DataChannel>) -> Self {
+        pc.watch_transport();
         let mut inbound = VecDeque::new();
         for channel in early {
             if channel.channel.label() == "init" {

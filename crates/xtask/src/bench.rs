@@ -13,6 +13,9 @@
 //!   simulation's rounds and peers contacted per lookup for N = 10, 100, 1000 against log2 N,
 //!   with the success rate under churn (`cargo xtask sim`).
 //!
+//! - WebRTC: time from a relayed connection to the direct one among 8 tabs (median, worst), and
+//!   libp2p ping RTT and perf-protocol throughput between two tabs, direct against relayed.
+//!
 //! `--only` picks sections (the whole run takes over half an hour, the 1000-peer simulation
 //! most of it). The browser and network parts run inside a loopback-only network namespace,
 //! like the tests.
@@ -53,6 +56,8 @@ pub(crate) enum Section {
     Dht,
     /// DHT simulation for 10, 100 and 1000 peers.
     Sim,
+    /// WebRTC: upgrade time among 8 tabs; RTT and throughput, direct against relayed.
+    Webrtc,
 }
 
 impl BenchArgs {
@@ -123,6 +128,10 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         }
         if args.wants(Section::Dht) {
             dht_latency().await?;
+        }
+        if args.wants(Section::Webrtc) {
+            upgrade_times().await?;
+            direct_against_relayed().await?;
         }
         if args.wants(Section::Relay) {
             relay_memory(args.clients).await?;
@@ -196,6 +205,175 @@ async fn dht_latency() -> anyhow::Result<()> {
     browser.quit().await?;
     relay.stop()?;
     Ok(())
+}
+
+/// Time from each tab's relayed connection to a peer to the direct WebRTC connection, among 8
+/// tabs (every tab, every peer: 56 figures), with the failed attempts on the way.
+async fn upgrade_times() -> anyhow::Result<()> {
+    let dir = run_dir("bench-webrtc-upgrade")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let url = format!("{}/?search_interval=3600", relay.url());
+    for _ in 0..8 {
+        browser.open_tab(&url).await?;
+    }
+    let views = wait_until(
+        "all 28 pairs of 8 tabs direct",
+        Duration::from_secs(180),
+        || {
+            let browser = &browser;
+            async move {
+                let mut views = Vec::new();
+                for tab in browser.tabs() {
+                    let Some(view) = browser.state(tab).await? else {
+                        return Ok(Err("a tab has no view yet".into()));
+                    };
+                    let direct = view
+                        .peers
+                        .iter()
+                        .filter(|p| p.connection == tabmesh_core::peers::ConnectionKind::Direct)
+                        .count();
+                    if direct < 7 {
+                        return Ok(Err(format!("{} is direct with {direct} of 7", view.name)));
+                    }
+                    views.push(view);
+                }
+                Ok(Ok(views))
+            }
+        },
+    )
+    .await?;
+    let upgrades: Vec<_> = views
+        .iter()
+        .flat_map(|v| v.peers.iter())
+        .filter_map(|p| p.upgrade.clone())
+        .collect();
+    let times: Vec<f64> = upgrades
+        .iter()
+        .filter_map(|u| u.upgrade_ms)
+        .map(|ms| ms as f64)
+        .collect();
+    let failures: u32 = upgrades.iter().map(|u| u.failures).sum();
+    println!("== WebRTC: relayed connection to direct connection, 8 tabs ==");
+    println!(
+        "upgrade time       {}   (includes the 500 ms wait before the first offer)",
+        summary(times)
+    );
+    println!("failed attempts    {failures}");
+    browser.quit().await?;
+    relay.stop()?;
+    Ok(())
+}
+
+/// libp2p ping RTT and perf throughput between two tabs, over a relayed connection (both tabs
+/// with `?direct=off`) and over a direct one.
+async fn direct_against_relayed() -> anyhow::Result<()> {
+    const BYTES: u64 = 4_000_000;
+    const RUNS: usize = 3;
+    println!(
+        "== WebRTC: two tabs, direct against relayed (ping every 0.5 s; perf {RUNS} x {} each way) ==",
+        mb(BYTES)
+    );
+    for (label, query) in [("relayed", "&direct=off"), ("direct", "")] {
+        let dir = run_dir(&format!("bench-webrtc-{label}"))?;
+        let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+        let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+        let url = format!(
+            "{}/?search_interval=3600&libp2p_ping=0.5{query}",
+            relay.url()
+        );
+        let a = browser.open_tab(&url).await?;
+        let b = browser.open_tab(&url).await?;
+        let want = if label == "direct" {
+            tabmesh_core::peers::ConnectionKind::Direct
+        } else {
+            tabmesh_core::peers::ConnectionKind::Relayed
+        };
+        let peer = wait_until(
+            "the two tabs connected as wanted",
+            Duration::from_secs(60),
+            || {
+                let browser = &browser;
+                let a = &a;
+                async move {
+                    let view = browser.state(a).await?;
+                    Ok(match view.and_then(|v| v.peers.into_iter().next()) {
+                        Some(p)
+                            if p.connection == want && p.connections == 1 && p.rtt_ms.is_some() =>
+                        {
+                            Ok(p.peer_id)
+                        }
+                        Some(p) => Err(format!("{:?} x{}", p.connection, p.connections)),
+                        None => Err("no peer yet".into()),
+                    })
+                }
+            },
+        )
+        .await?;
+        let mut rtts = Vec::new();
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Some(rtt) = browser
+                .state(&a)
+                .await?
+                .and_then(|v| v.peers.into_iter().next())
+                .and_then(|p| p.rtt_ms)
+            {
+                rtts.push(rtt);
+            }
+        }
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            for (upload, download) in [(BYTES, 0), (0, BYTES)] {
+                let report = browser
+                    .call(
+                        &a,
+                        &format!("window.tabmesh.perf('{peer}', {upload}, {download})"),
+                    )
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("perf: {e}"))?;
+                anyhow::ensure!(
+                    report["connection"].as_str() == Some(label),
+                    "perf ran on {}",
+                    report["connection"]
+                );
+                let ms = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
+                if upload > 0 {
+                    up.push(upload as f64 / 1e6 / (ms("upload_ms") / 1e3));
+                } else {
+                    down.push(download as f64 / 1e6 / (ms("download_ms") / 1e3));
+                }
+            }
+        }
+        let _ = &b;
+        let rate = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            format!(
+                "median {:>6.1} MB/s   worst {:>6.1} MB/s",
+                v[v.len() / 2],
+                v[0]
+            )
+        };
+        println!("{label:<8} ping RTT  {}", summary_in_precise(rtts));
+        println!("{label:<8} send      {}", rate(up));
+        println!("{label:<8} receive   {}", rate(down));
+        browser.quit().await?;
+        relay.stop()?;
+    }
+    Ok(())
+}
+
+fn summary_in_precise(mut values: Vec<f64>) -> String {
+    if values.is_empty() {
+        return "no samples".into();
+    }
+    values.sort_by(f64::total_cmp);
+    format!(
+        "median {:>6.2} ms   worst {:>6.2} ms   ({} samples)",
+        values[values.len() / 2],
+        values[values.len() - 1],
+        values.len()
+    )
 }
 
 /// Lucas-Lehmer and flooding figures, native, in this process (tabmesh-core is built at
