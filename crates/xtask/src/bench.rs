@@ -269,7 +269,7 @@ async fn upgrade_times() -> anyhow::Result<()> {
 /// with `?direct=off`) and over a direct one.
 async fn direct_against_relayed() -> anyhow::Result<()> {
     const BYTES: u64 = 4_000_000;
-    const RUNS: usize = 3;
+    const RUNS: usize = 5;
     println!(
         "== WebRTC: two tabs, direct against relayed (ping every 0.5 s; perf {RUNS} x {} each way) ==",
         mb(BYTES)
@@ -346,12 +346,15 @@ async fn direct_against_relayed() -> anyhow::Result<()> {
             }
         }
         let _ = &b;
-        let rate = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
+        let rate = |v: Vec<f64>| {
+            let runs: Vec<String> = v.iter().map(|r| format!("{r:.1}")).collect();
+            let mut sorted = v;
+            sorted.sort_by(f64::total_cmp);
             format!(
-                "median {:>6.1} MB/s   worst {:>6.1} MB/s",
-                v[v.len() / 2],
-                v[0]
+                "median {:>6.1} MB/s   worst {:>6.1} MB/s   (runs in order: {})",
+                sorted[sorted.len() / 2],
+                sorted[0],
+                runs.join(", ")
             )
         };
         println!("{label:<8} ping RTT  {}", summary_in_precise(rtts));

@@ -76,8 +76,10 @@ fn upgrade_note(peer: &PeerView) -> (String, String) {
     let Some(upgrade) = &peer.upgrade else {
         return match peer.connection {
             ConnectionKind::Relayed => (
-                String::new(),
-                "This peer offers no /webrtc address: it stays on the relay".to_owned(),
+                "no WebRTC: stays on the relay".to_owned(),
+                "This peer announces no /webrtc address (a native node, or a tab with \
+                 ?direct=off), so the connection stays on the relay"
+                    .to_owned(),
             ),
             ConnectionKind::Direct => (String::new(), String::new()),
         };
