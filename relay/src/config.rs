@@ -43,9 +43,20 @@ pub struct RelayArgs {
     #[arg(long, default_value = "dist")]
     pub web_dir: PathBuf,
 
-    /// ICE server URL handed to peers for direct WebRTC (repeatable), e.g. `stun:stun.example.org`.
-    #[arg(long = "ice-server", value_name = "URL")]
+    /// STUN or TURN server URL handed to tabs for direct WebRTC (repeatable), e.g.
+    /// `stun:stun.example.org:3478` or `turn:turn.example.org:3478`. None are needed on
+    /// loopback or a LAN.
+    #[arg(long = "ice-server", value_name = "URL", value_parser = parse_ice_url)]
     pub ice_servers: Vec<String>,
+
+    /// User name for the `turn:`/`turns:` servers (handed to tabs with them).
+    #[arg(long, value_name = "NAME", requires = "ice_credential")]
+    pub ice_username: Option<String>,
+
+    /// Password for the `turn:`/`turns:` servers (handed to tabs with them: use short-lived
+    /// credentials or a TURN server meant for this).
+    #[arg(long, value_name = "SECRET", requires = "ice_username")]
+    pub ice_credential: Option<String>,
 
     /// Most reservations held at once.
     #[arg(long, default_value_t = 1024)]
@@ -127,6 +138,37 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+fn parse_ice_url(url: &str) -> Result<String, String> {
+    tabmesh_core::bootstrap::IceServer::check_url(url).map(|()| url.to_owned())
+}
+
+impl RelayArgs {
+    /// The ICE servers for `/api/bootstrap`: TURN servers get the credentials, which they need.
+    pub fn ice_servers(&self) -> Result<Vec<tabmesh_core::bootstrap::IceServer>, String> {
+        self.ice_servers
+            .iter()
+            .map(|url| {
+                let mut server = tabmesh_core::bootstrap::IceServer {
+                    urls: url.clone(),
+                    username: None,
+                    credential: None,
+                };
+                if server.is_turn() {
+                    let (Some(user), Some(secret)) = (&self.ice_username, &self.ice_credential)
+                    else {
+                        return Err(format!(
+                            "--ice-server {url}: a TURN server needs --ice-username and --ice-credential"
+                        ));
+                    };
+                    server.username = Some(user.clone());
+                    server.credential = Some(secret.clone());
+                }
+                Ok(server)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

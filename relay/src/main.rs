@@ -21,6 +21,12 @@ use crate::config::{LogFormat, RelayArgs};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = RelayArgs::parse();
+    if let Err(message) = args.ice_servers() {
+        // A usage error, reported like clap's own (exit status 2).
+        <RelayArgs as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
     init_logging(args.log_format);
     match run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

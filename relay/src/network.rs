@@ -199,7 +199,7 @@ impl RelayNode {
             bootstrap: RwLock::new(BootstrapInfo {
                 peer_id: local_peer_id.to_base58(),
                 addrs: Vec::new(),
-                ice_servers: args.ice_servers.clone(),
+                ice_servers: args.ice_servers().map_err(anyhow::Error::msg)?,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             }),
             registry: std::sync::Mutex::new(registry),

@@ -29,6 +29,8 @@ fn help_documents_every_limit() {
         "--announce",
         "--web-dir",
         "--ice-server",
+        "--ice-username",
+        "--ice-credential",
         "--max-reservations",
         "--max-reservations-per-peer",
         "--reservation-duration-secs",
@@ -58,6 +60,9 @@ fn wrong_arguments_exit_non_zero_with_a_message() {
         &["--http-port", "70000"][..],
         &["--host", "not-an-ip"],
         &["--announce", "/not/a/multiaddr"],
+        &["--ice-server", "http://stun.example.org"],
+        &["--ice-server", "turn:turn.example.org:3478"],
+        &["--ice-username", "alice"],
         &["--max-circuit-duration-secs", "0"],
         &["--dht-max-records", "0"],
         &["--dht-max-records-per-publisher", "-1"],
@@ -87,6 +92,40 @@ fn a_port_in_use_is_a_clear_error() {
         stderr.contains(&format!("cannot listen for HTTP on 127.0.0.1:{port}")),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn ice_servers_reach_the_bootstrap_document_turn_with_its_credentials() -> anyhow::Result<()>
+{
+    let dir = run_dir("relay-ice-servers")?;
+    let mut options = options(&dir);
+    options.extra_args = [
+        "--ice-server",
+        "stun:stun.example.org:3478",
+        "--ice-server",
+        "turn:turn.example.org:3478?transport=udp",
+        "--ice-username",
+        "alice",
+        "--ice-credential",
+        "s3cret",
+    ]
+    .map(String::from)
+    .to_vec();
+    let relay = Relay::start(options, dir.join("relay.log")).await?;
+    let raw: serde_json::Value = reqwest::get(format!("{}/api/bootstrap", relay.url()))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        raw["ice_servers"],
+        serde_json::json!([
+            { "urls": "stun:stun.example.org:3478" },
+            { "urls": "turn:turn.example.org:3478?transport=udp",
+              "username": "alice", "credential": "s3cret" }
+        ])
+    );
+    relay.stop()?;
+    Ok(())
 }
 
 #[tokio::test]

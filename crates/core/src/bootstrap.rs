@@ -15,12 +15,51 @@ pub struct BootstrapInfo {
     pub peer_id: String,
     /// Multiaddrs of the relay, each ending in `/p2p/<peer_id>`.
     pub addrs: Vec<String>,
-    /// ICE servers (STUN/TURN URLs) for direct WebRTC between peers; empty on loopback and LANs.
+    /// ICE servers (STUN/TURN) for direct WebRTC between peers; empty on loopback and LANs.
+    /// Each is an `RTCIceServer` dictionary, so a page can pass the list to the browser as is.
     #[serde(default)]
-    pub ice_servers: Vec<String>,
+    pub ice_servers: Vec<IceServer>,
     /// The relay's software version, for display.
     #[serde(default)]
     pub version: String,
+}
+
+/// A STUN or TURN server, as the browser's `RTCIceServer` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URL.
+    pub urls: String,
+    /// TURN user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// Checks an ICE server URL: a `stun:`, `stuns:`, `turn:` or `turns:` URL with a host.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            return Err(format!(
+                "{url:?} is not an ICE server URL (stun:HOST[:PORT] or turn:HOST[:PORT])"
+            ));
+        };
+        if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
+            return Err(format!(
+                "{url:?}: an ICE server URL starts with stun:, stuns:, turn: or turns:"
+            ));
+        }
+        if rest.is_empty() || rest.starts_with(':') || url.chars().any(char::is_whitespace) {
+            return Err(format!("{url:?}: no host"));
+        }
+        Ok(())
+    }
+
+    /// Whether this is a TURN server (which browsers only use with credentials).
+    pub fn is_turn(&self) -> bool {
+        self.urls.starts_with("turn:") || self.urls.starts_with("turns:")
+    }
 }
 
 /// Which transports a peer can dial the relay with.
@@ -128,6 +167,43 @@ mod tests {
             .expect("32 bytes are an ed25519 secret")
             .public()
             .to_peer_id()
+    }
+
+    #[test]
+    fn ice_server_urls_are_checked() {
+        for ok in [
+            "stun:stun.example.org",
+            "stun:127.0.0.1:3478",
+            "turns:t.example.org:443?transport=tcp",
+        ] {
+            assert_eq!(IceServer::check_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "stun.example.org",
+            "http://x",
+            "stun:",
+            "turn::3478",
+            "stun:a b",
+        ] {
+            assert!(IceServer::check_url(bad).is_err(), "{bad}");
+        }
+        let turn = IceServer {
+            urls: "turn:t.example.org".into(),
+            username: Some("u".into()),
+            credential: Some("p".into()),
+        };
+        assert!(turn.is_turn());
+        // The JSON is an RTCIceServer dictionary; STUN entries carry no credential fields.
+        let stun = IceServer {
+            urls: "stun:s.example.org".into(),
+            username: None,
+            credential: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&stun).unwrap(),
+            r#"{"urls":"stun:s.example.org"}"#
+        );
     }
 
     fn info(addrs: &[&str]) -> BootstrapInfo {

@@ -20,7 +20,7 @@ async function start () {
     transports: [
       webSockets(),
       // Loopback only: no STUN servers (js-libp2p's defaults are public ones).
-      webRTC({ rtcConfiguration: { iceServers: bootstrap.ice_servers.map(urls => ({ urls })) } }),
+      webRTC({ rtcConfiguration: { iceServers: bootstrap.ice_servers } }),
       circuitRelayTransport()
     ],
     connectionEncrypters: [noise()],

@@ -495,7 +495,7 @@ impl Node {
 
     fn on_bootstrap(&mut self, now: Instant, result: Result<BootstrapInfo, String>) {
         if let Ok(doc) = &result {
-            self.direct.set_ice_servers(doc.ice_servers.clone());
+            self.direct.set_ice_servers(&doc.ice_servers);
         }
         let target = result.and_then(|doc| {
             let peer_id = doc.relay_peer_id().map_err(|e| e.to_string())?;

@@ -154,13 +154,19 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
-    /// A peer connection using these STUN/TURN server URLs (none on loopback or a LAN).
-    pub fn new(ice_servers: &[String]) -> Result<Self, String> {
+    /// A peer connection using these STUN/TURN servers (none on loopback or a LAN).
+    pub fn new(ice_servers: &[crate::IceServer]) -> Result<Self, String> {
         let config = RtcConfiguration::new();
         let servers = Array::new();
-        for url in ice_servers {
+        for ice in ice_servers {
             let server = RtcIceServer::new();
-            server.set_urls(&JsValue::from_str(url));
+            server.set_urls(&JsValue::from_str(&ice.urls));
+            if let Some(username) = &ice.username {
+                server.set_username(username);
+            }
+            if let Some(credential) = &ice.credential {
+                server.set_credential(credential);
+            }
             servers.push(&server);
         }
         config.set_ice_servers(&servers);

@@ -36,6 +36,17 @@ pub mod substream;
 pub mod transport;
 
 pub use behaviour::Behaviour;
+
+/// A STUN or TURN server for new peer connections (the browser's `RTCIceServer`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URL.
+    pub urls: String,
+    /// TURN user name.
+    pub username: Option<String>,
+    /// TURN password.
+    pub credential: Option<String>,
+}
 #[cfg(target_arch = "wasm32")]
 pub use transport::{Config, Transport};
 

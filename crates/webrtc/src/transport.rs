@@ -30,6 +30,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use send_wrapper::SendWrapper;
 
+use crate::IceServer;
 use crate::addr::{is_listen_addr, parse_dial_addr};
 use crate::behaviour::{InboundSignaling, SignalingStreams, StreamError};
 use crate::browser::{PeerConnection, negotiate};
@@ -45,7 +46,7 @@ const INIT_CHANNEL_WAIT: Duration = Duration::from_secs(5);
 /// document, after the swarm exists).
 #[derive(Debug, Clone)]
 pub struct Config {
-    ice_servers: Arc<Mutex<Vec<String>>>,
+    ice_servers: Arc<Mutex<Vec<IceServer>>>,
     /// Longest signaling exchange (offer to connected), each side.
     pub timeout: Duration,
 }
@@ -60,14 +61,14 @@ impl Default for Config {
 }
 
 impl Config {
-    /// STUN/TURN server URLs for new peer connections (none on loopback or a LAN).
-    pub fn set_ice_servers(&self, urls: Vec<String>) {
+    /// STUN/TURN servers for new peer connections (none on loopback or a LAN).
+    pub fn set_ice_servers(&self, list: Vec<IceServer>) {
         if let Ok(mut servers) = self.ice_servers.lock() {
-            *servers = urls;
+            *servers = list;
         }
     }
 
-    fn ice_servers(&self) -> Vec<String> {
+    fn ice_servers(&self) -> Vec<IceServer> {
         self.ice_servers
             .lock()
             .map(|s| s.clone())
@@ -207,7 +208,7 @@ impl libp2p::core::Transport for Transport {
 /// One side of the signaling over `stream`, then the connected peer connection as a muxer.
 async fn connect(
     role: Role,
-    ice_servers: &[String],
+    ice_servers: &[IceServer],
     timeout: Duration,
     stream: libp2p::Stream,
 ) -> Result<Connection, Error> {

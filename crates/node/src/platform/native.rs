@@ -34,7 +34,7 @@ impl DirectTransport {
     /// Whether this node can connect directly over `/webrtc`.
     pub(crate) const AVAILABLE: bool = false;
 
-    pub(crate) fn set_ice_servers(&self, _urls: Vec<String>) {}
+    pub(crate) fn set_ice_servers(&self, _servers: &[tabmesh_core::bootstrap::IceServer]) {}
 }
 
 pub(crate) fn build_swarm(

@@ -134,8 +134,17 @@ impl DirectTransport {
     /// Whether this node can connect directly over `/webrtc`.
     pub(crate) const AVAILABLE: bool = true;
 
-    pub(crate) fn set_ice_servers(&self, urls: Vec<String>) {
-        self.0.set_ice_servers(urls);
+    pub(crate) fn set_ice_servers(&self, servers: &[tabmesh_core::bootstrap::IceServer]) {
+        self.0.set_ice_servers(
+            servers
+                .iter()
+                .map(|s| tabmesh_webrtc::IceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone(),
+                    credential: s.credential.clone(),
+                })
+                .collect(),
+        );
     }
 }
 
