@@ -19,6 +19,14 @@ pub use browser::{Browser, BrowserOptions, Tab};
 pub use procs::{NativeNode, Relay, RelayOptions, kill_tree, stop_pid, with_descendants};
 pub use tabmesh_core::view::NodeView;
 
+/// The peers a node's GIMPS gossip currently counts (those it has not evicted), by peer id.
+pub fn gossip_peers(view: &NodeView) -> std::collections::BTreeSet<String> {
+    view.gimps
+        .as_ref()
+        .map(|g| g.state.peers.iter().map(|p| p.peer_id.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// The workspace root (where `Cargo.toml` with `[workspace]` lives).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tabmesh_e2e::{
-    Browser, BrowserOptions, NativeNode, NodeView, Relay, RelayOptions, bin_path, run_dir,
-    wait_until,
+    Browser, BrowserOptions, NativeNode, NodeView, Relay, RelayOptions, bin_path, gossip_peers,
+    run_dir, wait_until,
 };
 
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -42,13 +42,6 @@ async fn all_views(
         _ => return Ok(Err("the native node has no gimps state yet".into())),
     }
     Ok(Ok(views))
-}
-
-fn gossip_peers(view: &NodeView) -> BTreeSet<String> {
-    view.gimps
-        .as_ref()
-        .map(|g| g.state.peers.iter().map(|p| p.peer_id.clone()).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tabmesh_core::peers::ConnectionKind;
-use tabmesh_e2e::{Browser, BrowserOptions, NodeView, Relay, RelayOptions, run_dir, wait_until};
+use tabmesh_e2e::{
+    Browser, BrowserOptions, NodeView, Relay, RelayOptions, gossip_peers, run_dir, wait_until,
+};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 /// Short gossip intervals (the rules are the defaults'): a silent peer is evicted after 5 s.
@@ -65,13 +67,6 @@ fn direct_mesh(views: &[NodeView], tabs: usize) -> Result<(), String> {
 
 fn gossip_received(view: &NodeView) -> u64 {
     view.gimps.as_ref().map_or(0, |g| g.state.counters.received)
-}
-
-fn gossip_peers(view: &NodeView) -> BTreeSet<String> {
-    view.gimps
-        .as_ref()
-        .map(|g| g.state.peers.iter().map(|p| p.peer_id.clone()).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
