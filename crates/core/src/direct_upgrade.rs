@@ -111,11 +111,7 @@ impl DirectUpgrades {
 
     /// `peer` is connected through the relay (and not directly).
     pub fn on_relayed(&mut self, now: Instant, peer: PeerId) {
-        let delay = if self.local.to_bytes() < peer.to_bytes() {
-            self.config.first_delay
-        } else {
-            self.config.takeover_delay
-        };
+        let delay = self.delay_for(&peer);
         self.peers.entry(peer).or_insert(Entry {
             state: State::Waiting { at: now + delay },
             failures: 0,
@@ -144,6 +140,17 @@ impl DirectUpgrades {
         entry.last_error = None;
     }
 
+    /// `peer` is setting up a direct connection to us (its offer arrived): do not cross it with
+    /// an offer of ours; if it fails, ours comes after the takeover delay.
+    pub fn on_remote_attempt(&mut self, now: Instant, peer: PeerId) {
+        let takeover = now + self.config.takeover_delay;
+        if let Some(entry) = self.peers.get_mut(&peer)
+            && let State::Waiting { at } = &mut entry.state
+        {
+            *at = (*at).max(takeover);
+        }
+    }
+
     /// Our attempt to reach `peer` directly failed.
     pub fn on_attempt_failed(&mut self, now: Instant, peer: PeerId, error: String) {
         let config = &self.config;
@@ -160,15 +167,23 @@ impl DirectUpgrades {
         }
     }
 
-    /// The direct connection to `peer` closed while the relayed one is still there: try again
-    /// (after the first delay, as for a new peer).
+    /// The direct connection to `peer` closed while the relayed one is still there: try again,
+    /// with the same delays as for a new peer (so the two sides do not offer at once).
     pub fn on_direct_closed(&mut self, now: Instant, peer: PeerId) {
+        let delay = self.delay_for(&peer);
         if let Some(entry) = self.peers.get_mut(&peer)
             && entry.state == State::Direct
         {
-            entry.state = State::Waiting {
-                at: now + self.config.first_delay,
-            };
+            entry.state = State::Waiting { at: now + delay };
+        }
+    }
+
+    /// The smaller peer id offers first; the other only takes over later.
+    fn delay_for(&self, peer: &PeerId) -> Duration {
+        if self.local.to_bytes() < peer.to_bytes() {
+            self.config.first_delay
+        } else {
+            self.config.takeover_delay
         }
     }
 
@@ -284,6 +299,12 @@ mod tests {
         assert_eq!(at_small.poll(soon), vec![UpgradeAction::Dial(large)]);
         assert_eq!(at_large.poll(soon), vec![]);
         assert_eq!(at_large.poll_timeout(), Some(t0 + config.takeover_delay));
+        // The large side's offer arrives first: the small side does not cross it.
+        let mut crossing = DirectUpgrades::new(small, config.clone());
+        crossing.on_relayed(t0, large);
+        crossing.on_remote_attempt(t0, large);
+        assert_eq!(crossing.poll(soon), vec![]);
+        assert_eq!(crossing.poll_timeout(), Some(t0 + config.takeover_delay));
         // The small side's dial succeeds: the large side sees the direct connection, never dials.
         at_small.on_direct_established(soon, large);
         at_large.on_direct_established(soon, small);
@@ -346,7 +367,7 @@ mod tests {
         let UpgradeAction::Dial(done) = first[0].clone();
         u.on_direct_established(later, done);
         assert_eq!(u.poll(later).len(), 1);
-        // The direct connection drops: back to waiting, dialed again after the first delay.
+        // The direct connection drops: back to waiting, dialed again later (same delays).
         u.on_direct_closed(later, done);
         assert!(u.poll_timeout().is_some());
         u.on_disconnected(&done);

@@ -27,6 +27,8 @@ async function start () {
     streamMuxers: [yamux()],
     // js-libp2p refuses private (loopback) addresses by default.
     connectionGater: { denyDialMultiaddr: () => false },
+    // CI machines are slow and busy (three pages on two cores): allow more than the defaults.
+    connectionManager: { dialTimeout: 30_000, addressDialTimeout: 30_000 },
     services: { identify: identify(), ping: ping() }
   })
   window.jsnode = node

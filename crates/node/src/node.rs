@@ -78,6 +78,8 @@ pub struct Node {
     webrtc_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// Our dials for a direct connection, by connection id.
     upgrade_dials: HashMap<ConnectionId, PeerId>,
+    /// Direct connections per peer, with who dialed each.
+    direct_links: HashMap<PeerId, Vec<(ConnectionId, PeerId)>>,
     /// Relayed connections to close once their grace time is over, by peer.
     relayed_closing: VecDeque<(Instant, PeerId)>,
     /// Streams of the perf protocol, ours and the peers'.
@@ -139,6 +141,7 @@ impl Node {
             webrtc_addrs: HashMap::new(),
             upgrade_dials: HashMap::new(),
             relayed_closing: VecDeque::new(),
+            direct_links: HashMap::new(),
             streams,
             perf_incoming: perf_incoming.fuse(),
             tasks: FuturesUnordered::new(),
@@ -568,6 +571,12 @@ impl Node {
                 ..
             } => {
                 let was_webrtc = tabmesh_webrtc::addr::is_webrtc(endpoint.get_remote_address());
+                if was_webrtc && let Some(list) = self.direct_links.get_mut(&peer_id) {
+                    list.retain(|(c, _)| *c != connection_id);
+                    if list.is_empty() {
+                        self.direct_links.remove(&peer_id);
+                    }
+                }
                 let cause = cause.map_or_else(|| "closed".to_owned(), |c| c.to_string());
                 if Some(peer_id) == self.relay_peer() {
                     if num_established == 0 {
@@ -660,6 +669,13 @@ impl Node {
                     self.log(now, Direction::Local, "conn", peer_id, reason);
                 }
             }
+            SwarmEvent::IncomingConnection { send_back_addr, .. }
+                if tabmesh_webrtc::addr::is_webrtc(&send_back_addr) =>
+            {
+                if let Some(Protocol::P2p(peer)) = send_back_addr.iter().last() {
+                    self.upgrades.on_remote_attempt(now, peer);
+                }
+            }
             SwarmEvent::IncomingConnectionError {
                 error,
                 send_back_addr,
@@ -724,7 +740,10 @@ impl Node {
                     format!("{dir} {how} connection"),
                 );
                 if webrtc {
-                    self.on_direct(now, peer);
+                    self.on_direct(now, peer, id, endpoint.is_dialer());
+                } else if kind == ConnectionKind::Relayed && self.peers.is_direct(&peer) {
+                    // A late relayed connection (the peer's discovery dial): it goes too.
+                    self.relayed_closing.push_back((now + RELAYED_GRACE, peer));
                 } else if kind == ConnectionKind::Relayed {
                     self.maybe_upgrade(now, peer);
                 }
@@ -868,6 +887,11 @@ impl Node {
         {
             return;
         }
+        // Meet through the relay first; whether and who goes direct is the upgrade rules' call.
+        addrs.retain(|a| !tabmesh_webrtc::addr::is_webrtc(a));
+        if addrs.is_empty() {
+            return;
+        }
         addrs.truncate(MAX_DIAL_ADDRS);
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
@@ -900,7 +924,14 @@ impl Node {
                     .iter()
                     .any(|p| p.as_ref() == protocol::KADEMLIA);
                 if speaks_kad && Some(peer_id) != self.relay_peer() {
-                    for addr in info.listen_addrs.into_iter().filter(is_dialable) {
+                    // `/webrtc` addresses are for the upgrade rules, not for discovery dials.
+                    let plain = |a: &Multiaddr| !tabmesh_webrtc::addr::is_webrtc(a);
+                    for addr in info
+                        .listen_addrs
+                        .into_iter()
+                        .filter(is_dialable)
+                        .filter(plain)
+                    {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
                 }
@@ -1063,8 +1094,33 @@ impl Node {
     }
 
     /// A direct connection to `peer` is up: the relayed ones go after a grace time.
-    fn on_direct(&mut self, now: Instant, peer: PeerId) {
+    fn on_direct(&mut self, now: Instant, peer: PeerId, id: ConnectionId, we_dialed: bool) {
         self.upgrades.on_direct_established(now, peer);
+        // Two direct connections (both sides offered at once): both sides keep the one the
+        // smaller peer id dialed, so they agree without talking.
+        let me = self.peer_id();
+        let smaller = if me.to_bytes() < peer.to_bytes() {
+            me
+        } else {
+            peer
+        };
+        let list = self.direct_links.entry(peer).or_default();
+        list.push((id, if we_dialed { me } else { peer }));
+        if list.len() > 1 {
+            let keep = list
+                .iter()
+                .find(|(_, dialer)| *dialer == smaller)
+                .or(list.first())
+                .map(|(c, _)| *c);
+            let extra: Vec<ConnectionId> = list
+                .iter()
+                .map(|(c, _)| *c)
+                .filter(|c| Some(*c) != keep)
+                .collect();
+            for connection in extra {
+                self.swarm.close_connection(connection);
+            }
+        }
         let took = self
             .upgrades
             .peer_view(now, &peer)
@@ -1091,12 +1147,10 @@ impl Node {
                     .on_attempt_failed(now, peer, "no /webrtc address known".into());
                 continue;
             }
-            // One address at a time: a peer connection answered and then abandoned by a
-            // concurrent dial would leave the peer holding a dead connection for a while.
+            // (The tab's swarm tries the addresses one at a time, see `platform::build_swarm`.)
             let opts = DialOpts::peer_id(peer)
                 .addresses(addrs)
                 .condition(PeerCondition::Always)
-                .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
                 .build();
             let id = opts.connection_id();
             match self.swarm.dial(opts) {

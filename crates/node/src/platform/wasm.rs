@@ -200,7 +200,12 @@ pub(crate) fn build_swarm(
             )
         })
         .map_err(|e| transport_err(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        // One address at a time: a WebRTC dial that loses a race against another address would
+        // be abandoned after the peer answered, leaving it a dead peer connection.
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(60))
+                .with_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+        })
         .build();
     Ok((swarm, direct))
 }
