@@ -178,9 +178,15 @@ impl DirectUpgrades {
         }
     }
 
+    /// Whether we are the side that offers first to `peer` (the smaller peer id), also the side
+    /// whose connection both keep when both offered at once.
+    pub fn offers_first(&self, peer: &PeerId) -> bool {
+        self.local.to_bytes() < peer.to_bytes()
+    }
+
     /// The smaller peer id offers first; the other only takes over later.
     fn delay_for(&self, peer: &PeerId) -> Duration {
-        if self.local.to_bytes() < peer.to_bytes() {
+        if self.offers_first(peer) {
             self.config.first_delay
         } else {
             self.config.takeover_delay

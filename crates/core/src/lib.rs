@@ -28,6 +28,7 @@ pub mod gimps;
 pub mod hex;
 pub mod names;
 pub mod peers;
+pub mod perf;
 pub mod relay_link;
 pub mod view;
 pub mod wire_log;

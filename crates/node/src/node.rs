@@ -1070,7 +1070,7 @@ impl Node {
         }
         let addrs: Vec<Multiaddr> = listen
             .iter()
-            .filter(|a| a.iter().any(|p| p == Protocol::WebRTC))
+            .filter(|a| tabmesh_webrtc::addr::is_webrtc(a))
             .map(|a| with_peer_id(a.clone(), peer))
             .filter(|a| tabmesh_webrtc::addr::parse_dial_addr(a).is_some())
             .take(MAX_WEBRTC_ADDRS)
@@ -1099,7 +1099,7 @@ impl Node {
         // Two direct connections (both sides offered at once): both sides keep the one the
         // smaller peer id dialed, so they agree without talking.
         let me = self.peer_id();
-        let smaller = if me.to_bytes() < peer.to_bytes() {
+        let smaller = if self.upgrades.offers_first(&peer) {
             me
         } else {
             peer
@@ -1167,14 +1167,10 @@ impl Node {
                 Err(e) => self.upgrades.on_attempt_failed(now, peer, e.to_string()),
             }
         }
-        while self
-            .relayed_closing
-            .front()
-            .is_some_and(|(at, _)| *at <= now)
+        while let Some(&(at, peer)) = self.relayed_closing.front()
+            && at <= now
         {
-            let Some((_, peer)) = self.relayed_closing.pop_front() else {
-                break;
-            };
+            self.relayed_closing.pop_front();
             if !self.peers.is_direct(&peer) {
                 continue;
             }
@@ -1249,16 +1245,14 @@ impl Node {
                     .map(|t| millis(t.saturating_duration_since(self.origin))),
                 rtt_ms: self.relay_rtt.map(|d| d.as_secs_f64() * 1e3),
             },
+            // The table's view lists its peers in `peer_ids` order.
             peers: self
                 .peers
                 .view(now, self.origin)
                 .into_iter()
-                .map(|mut peer| {
-                    peer.upgrade = peer
-                        .peer_id
-                        .parse()
-                        .ok()
-                        .and_then(|id| self.upgrades.peer_view(now, &id));
+                .zip(self.peers.peer_ids())
+                .map(|(mut peer, id)| {
+                    peer.upgrade = self.upgrades.peer_view(now, id);
                     peer
                 })
                 .collect(),

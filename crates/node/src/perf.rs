@@ -12,8 +12,9 @@ use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
-use serde::{Deserialize, Serialize};
 use web_time::Instant;
+
+pub use tabmesh_core::perf::PerfReport;
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/perf/1.0.0");
@@ -23,42 +24,6 @@ pub const MAX_BYTES: u64 = 64 * 1024 * 1024;
 pub const MAX_SERVING: usize = 4;
 
 const CHUNK: usize = 64 * 1024;
-
-/// What one run measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PerfReport {
-    /// The peer.
-    pub peer_id: String,
-    /// `"direct"` or `"relayed"`: the connection the node had to the peer when the run started.
-    pub connection: String,
-    /// Bytes sent.
-    pub upload_bytes: u64,
-    /// Milliseconds from the first byte sent to the server's answer.
-    pub upload_ms: f64,
-    /// Bytes received.
-    pub download_bytes: u64,
-    /// Milliseconds from the end of the upload to the last byte received.
-    pub download_ms: f64,
-}
-
-impl PerfReport {
-    /// Upload throughput in MB/s (10^6 bytes per second).
-    pub fn upload_mb_per_s(&self) -> f64 {
-        mb_per_s(self.upload_bytes, self.upload_ms)
-    }
-
-    /// Download throughput in MB/s.
-    pub fn download_mb_per_s(&self) -> f64 {
-        mb_per_s(self.download_bytes, self.download_ms)
-    }
-}
-
-fn mb_per_s(bytes: u64, ms: f64) -> f64 {
-    if ms <= 0.0 {
-        return 0.0;
-    }
-    bytes as f64 / 1e6 / (ms / 1e3)
-}
 
 /// Runs the client side on `stream`: sends `upload` bytes, asks for `download` back.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
@@ -219,19 +184,5 @@ mod tests {
         assert_eq!(client.output.len(), 8 + 5);
         let too_much = futures::executor::block_on(run(&mut client, MAX_BYTES + 1, 0));
         assert!(too_much.is_err());
-    }
-
-    #[test]
-    fn throughput_is_in_megabytes_per_second() {
-        let report = PerfReport {
-            peer_id: String::new(),
-            connection: "direct".into(),
-            upload_bytes: 8_000_000,
-            upload_ms: 1000.0,
-            download_bytes: 4_000_000,
-            download_ms: 500.0,
-        };
-        assert!((report.upload_mb_per_s() - 8.0).abs() < 1e-9);
-        assert!((report.download_mb_per_s() - 8.0).abs() < 1e-9);
     }
 }

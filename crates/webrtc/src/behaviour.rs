@@ -111,7 +111,6 @@ pub struct Behaviour {
     in_flight: HashMap<u64, (ConnectionId, oneshot::Sender<Result<Stream, StreamError>>)>,
     next_request: u64,
     actions: VecDeque<ToSwarm<(), HandlerIn>>,
-    refused_inbound: u64,
     waker: Option<Waker>,
 }
 
@@ -128,7 +127,6 @@ pub fn new() -> (Behaviour, SignalingStreams) {
             in_flight: HashMap::new(),
             next_request: 0,
             actions: VecDeque::new(),
-            refused_inbound: 0,
             waker: None,
         },
         SignalingStreams {
@@ -139,11 +137,6 @@ pub fn new() -> (Behaviour, SignalingStreams) {
 }
 
 impl Behaviour {
-    /// Signaling streams dropped because the transport was not taking them.
-    pub fn refused_inbound(&self) -> u64 {
-        self.refused_inbound
-    }
-
     fn on_request(&mut self, request: StreamRequest) {
         if request.reply.is_canceled() {
             return;
@@ -271,7 +264,6 @@ impl NetworkBehaviour for Behaviour {
             HandlerOut::Inbound(stream) => {
                 if let Err(e) = self.inbound.try_send(InboundSignaling { peer, stream }) {
                     // Dropping the stream resets it: the dialer sees a clear failure.
-                    self.refused_inbound += 1;
                     let why = if e.is_full() {
                         "too many signaling streams waiting"
                     } else {

@@ -215,7 +215,6 @@ impl Phase {
 /// One side of a signaling exchange.
 #[derive(Debug)]
 pub struct SignalingSession {
-    role: Role,
     phase: Phase,
     deadline: Instant,
     /// Our candidates gathered before our description went out.
@@ -228,7 +227,6 @@ impl SignalingSession {
     /// A session for `role` started at `now` that must finish within `timeout`.
     pub fn new(role: Role, now: Instant, timeout: Duration) -> Self {
         Self {
-            role,
             phase: match role {
                 Role::Dialer => Phase::CreatingOffer,
                 Role::Listener => Phase::AwaitingOffer,
@@ -237,11 +235,6 @@ impl SignalingSession {
             early_candidates: Vec::new(),
             early_remote: Vec::new(),
         }
-    }
-
-    /// Our role.
-    pub fn role(&self) -> Role {
-        self.role
     }
 
     /// Whether the exchange is over (connected or failed).

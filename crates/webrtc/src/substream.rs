@@ -77,11 +77,6 @@ impl Substream {
         }
     }
 
-    /// Payload bytes the peer sent after it should have stopped.
-    pub fn dropped_bytes(&self) -> u64 {
-        self.close.dropped_bytes
-    }
-
     fn apply(&mut self, actions: Vec<StreamAction>) -> io::Result<()> {
         for action in actions {
             match action {

@@ -283,7 +283,7 @@ async fn direct_against_relayed() -> anyhow::Result<()> {
             relay.url()
         );
         let a = browser.open_tab(&url).await?;
-        let b = browser.open_tab(&url).await?;
+        browser.open_tab(&url).await?;
         let want = if label == "direct" {
             tabmesh_core::peers::ConnectionKind::Direct
         } else {
@@ -332,20 +332,19 @@ async fn direct_against_relayed() -> anyhow::Result<()> {
                     )
                     .await?
                     .map_err(|e| anyhow::anyhow!("perf: {e}"))?;
+                let report: tabmesh_core::perf::PerfReport = serde_json::from_value(report)?;
                 anyhow::ensure!(
-                    report["connection"].as_str() == Some(label),
+                    report.connection == label,
                     "perf ran on {}",
-                    report["connection"]
+                    report.connection
                 );
-                let ms = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
                 if upload > 0 {
-                    up.push(upload as f64 / 1e6 / (ms("upload_ms") / 1e3));
+                    up.push(report.upload_mb_per_s());
                 } else {
-                    down.push(download as f64 / 1e6 / (ms("download_ms") / 1e3));
+                    down.push(report.download_mb_per_s());
                 }
             }
         }
-        let _ = &b;
         let rate = |v: Vec<f64>| {
             let runs: Vec<String> = v.iter().map(|r| format!("{r:.1}")).collect();
             let mut sorted = v;
@@ -357,26 +356,13 @@ async fn direct_against_relayed() -> anyhow::Result<()> {
                 runs.join(", ")
             )
         };
-        println!("{label:<8} ping RTT  {}", summary_in_precise(rtts));
+        println!("{label:<8} ping RTT  {}", summary_digits(rtts, "ms", 2));
         println!("{label:<8} send      {}", rate(up));
         println!("{label:<8} receive   {}", rate(down));
         browser.quit().await?;
         relay.stop()?;
     }
     Ok(())
-}
-
-fn summary_in_precise(mut values: Vec<f64>) -> String {
-    if values.is_empty() {
-        return "no samples".into();
-    }
-    values.sort_by(f64::total_cmp);
-    format!(
-        "median {:>6.2} ms   worst {:>6.2} ms   ({} samples)",
-        values[values.len() / 2],
-        values[values.len() - 1],
-        values.len()
-    )
 }
 
 /// Lucas-Lehmer and flooding figures, native, in this process (tabmesh-core is built at
@@ -432,7 +418,11 @@ fn summary(values: Vec<f64>) -> String {
     summary_in(values, "ms")
 }
 
-fn summary_in(mut values: Vec<f64>, unit: &str) -> String {
+fn summary_in(values: Vec<f64>, unit: &str) -> String {
+    summary_digits(values, unit, 0)
+}
+
+fn summary_digits(mut values: Vec<f64>, unit: &str, decimals: usize) -> String {
     if values.is_empty() {
         return "no samples".into();
     }
@@ -440,7 +430,7 @@ fn summary_in(mut values: Vec<f64>, unit: &str) -> String {
     let median = values[values.len() / 2];
     let worst = values[values.len() - 1];
     format!(
-        "median {median:>7.0} {unit}   worst {worst:>7.0} {unit}   ({} samples)",
+        "median {median:>7.decimals$} {unit}   worst {worst:>7.decimals$} {unit}   ({} samples)",
         values.len()
     )
 }
