@@ -18,6 +18,8 @@
 //! - [`gimps`]: the GIMPS-style gossip protocol (Mersenne prime search, TTL gossip, liveness).
 //! - [`dht`]: the rules tabmesh adds to Kademlia: signed records, quotas, lookup paths.
 //! - [`direct_upgrade`]: when to move a relayed peer to a direct connection, with backoff.
+//! - [`ledger`]: the misbehaviour ledger every protocol reports violations to: strikes, bans
+//!   that grow with repeat offences, bounded.
 #![deny(missing_docs)]
 
 pub mod bootstrap;
@@ -26,6 +28,7 @@ pub mod direct_upgrade;
 pub mod discovery;
 pub mod gimps;
 pub mod hex;
+pub mod ledger;
 pub mod names;
 pub mod peers;
 pub mod perf;

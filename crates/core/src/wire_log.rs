@@ -19,6 +19,62 @@ pub enum Direction {
     Local,
 }
 
+/// What an event is about: the protocol or subsystem that logged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topic {
+    /// Connections opened, closed, refused; dials that failed.
+    Conn,
+    /// Our listen addresses.
+    Listen,
+    /// The relay link: bootstrap, reservation, circuits.
+    Relay,
+    /// Kademlia peer discovery.
+    Kad,
+    /// DHT records and provider records.
+    Dht,
+    /// The identify protocol.
+    Identify,
+    /// libp2p ping.
+    Ping,
+    /// GIMPS gossip.
+    Gimps,
+    /// Direct WebRTC connections.
+    Webrtc,
+    /// The perf protocol.
+    Perf,
+    /// The misbehaviour ledger: strikes and bans.
+    Ban,
+    /// The node itself (start, shutdown).
+    Node,
+}
+
+impl Topic {
+    /// The name shown in the Event log (the serialised form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Conn => "conn",
+            Self::Listen => "listen",
+            Self::Relay => "relay",
+            Self::Kad => "kad",
+            Self::Dht => "dht",
+            Self::Identify => "identify",
+            Self::Ping => "ping",
+            Self::Gimps => "gimps",
+            Self::Webrtc => "webrtc",
+            Self::Perf => "perf",
+            Self::Ban => "ban",
+            Self::Node => "node",
+        }
+    }
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One logged event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEvent {

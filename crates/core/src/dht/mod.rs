@@ -10,12 +10,16 @@
 //! - [`store`]: a peer's local share (records and provider records) with per-publisher and
 //!   per-provider quotas, emitting changes for persistence;
 //! - [`lookup`]: the path of one iterative lookup (who was asked, in which round, how long each
-//!   took), as the UI draws it and the simulation counts it.
+//!   took), as the UI draws it and the simulation counts it;
+//! - [`ops`]: a user's request (put, get, remove, provide, providers) as a state machine over
+//!   Kademlia queries, with the rules tabmesh adds: quorum, ownership, versions, tombstones,
+//!   provider acknowledgements, hand-over to joining peers.
 //!
 //! The requests a user makes ([`DhtRequest`]) and their answers ([`DhtReply`]) are shared by the
 //! UI, `window.tabmesh`, the native node's command line and the simulation.
 
 pub mod lookup;
+pub mod ops;
 pub mod record;
 pub mod store;
 
@@ -184,6 +188,56 @@ pub enum DhtReply {
         /// How the lookup went.
         lookup: LookupStats,
     },
+}
+
+impl DhtReply {
+    /// One line describing the reply, as the CLI prints it and the Event log shows it.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Put {
+                stored_at,
+                removed,
+                seq,
+                duration_ms,
+                ..
+            } => {
+                let what = if *removed { "removed" } else { "stored" };
+                format!("{what} (v{seq}) at {stored_at} peer(s) in {duration_ms} ms")
+            }
+            Self::Get {
+                record: Some(r),
+                copies,
+                duration_ms,
+                lookup,
+                ..
+            } => format!(
+                "found \"{}\" by {} ({copies} cop{}) in {duration_ms} ms, {} round(s), {} peer(s) asked",
+                r.preview,
+                r.publisher_name,
+                if *copies == 1 { "y" } else { "ies" },
+                lookup.rounds,
+                lookup.contacted
+            ),
+            Self::Get {
+                duration_ms,
+                lookup,
+                ..
+            } => format!(
+                "not found ({duration_ms} ms, {} round(s), {} peer(s) asked)",
+                lookup.rounds, lookup.contacted
+            ),
+            Self::Provide {
+                stored_at,
+                duration_ms,
+                ..
+            } => format!("announced to {stored_at} peer(s) in {duration_ms} ms"),
+            Self::Providers {
+                providers,
+                duration_ms,
+                ..
+            } => format!("{} provider(s) in {duration_ms} ms", providers.len()),
+        }
+    }
 }
 
 /// The shape of a lookup: what Kademlia promises to keep near log2 N.

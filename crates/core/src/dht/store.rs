@@ -87,6 +87,26 @@ pub enum Refusal {
     ProviderQuota(&'static str),
 }
 
+impl Refusal {
+    /// Whether the sender broke a rule (a strike in the misbehaviour ledger) rather than lost
+    /// an honest race: a forged, malformed or oversized record is a violation; a stale copy, a
+    /// key held by someone else, a full quota or a record that expired on the way (or whose
+    /// expiry a skewed clock put too far ahead) can come from an honest peer.
+    pub fn is_violation(&self) -> bool {
+        match self {
+            Self::Invalid(e) => !matches!(
+                e,
+                RecordError::Expired { .. } | RecordError::ExpiryTooFar { .. }
+            ),
+            Self::Stale { .. }
+            | Self::HeldByOther { .. }
+            | Self::PublisherQuota { .. }
+            | Self::StoreFull { .. }
+            | Self::ProviderQuota(_) => false,
+        }
+    }
+}
+
 /// What a successful put did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -616,5 +636,23 @@ mod tests {
         assert_eq!(store.expire(NOW + 1000), 3);
         assert!(store.providers(b"k").is_empty());
         store.add_provider(b"i", entry(&peers[0])).unwrap();
+    }
+
+    #[test]
+    fn forged_and_malformed_records_are_violations_honest_races_are_not() {
+        assert!(Refusal::Invalid(RecordError::BadSignature).is_violation());
+        assert!(Refusal::Invalid(RecordError::Malformed("truncated")).is_violation());
+        assert!(
+            Refusal::Invalid(RecordError::ValueTooLarge {
+                len: 9000,
+                max: 4096
+            })
+            .is_violation()
+        );
+        assert!(!Refusal::Invalid(RecordError::Expired { ago_ms: 5 }).is_violation());
+        assert!(!Refusal::Invalid(RecordError::ExpiryTooFar { ahead_ms: 5 }).is_violation());
+        assert!(!Refusal::Stale { held_seq: 2 }.is_violation());
+        assert!(!Refusal::PublisherQuota { max: 3 }.is_violation());
+        assert!(!Refusal::ProviderQuota("full").is_violation());
     }
 }

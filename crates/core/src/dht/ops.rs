@@ -1,0 +1,753 @@
+//! A user's DHT request as a clock-free state machine over Kademlia queries, with every rule
+//! tabmesh adds to Kademlia's operations.
+//!
+//! The driver (`tabmesh_node::dht`) starts the Kademlia query an [`Operation`] asks for, feeds it
+//! what the query reports (copies found, providers, acknowledgements, the end of the lookup) and
+//! carries out its next step. Time enters as `now` (for the lookup path) and `now_ms` (Unix ms,
+//! for record expiry). The rules:
+//!
+//! 1. **Checked before any traffic**: key 1 to `max_key_bytes` bytes, value at most
+//!    `max_value_bytes`, lifetime within bounds (default: the configured lifetime).
+//! 2. **Get**: every copy found is checked (signature, limits, expiry); invalid copies are
+//!    refused and counted. The lookup stops once `get_quorum` valid copies are in; the best copy
+//!    by the precedence rule wins, and a tombstone reads as "not found".
+//! 3. **Ownership**: a put or remove first looks the key up. The key belongs to the publisher of
+//!    the best live copy found (ours held locally included); if that is another publisher, the
+//!    put is refused until their record expires or they remove it.
+//! 4. **Versions**: the record stored is one version above the highest of ours seen.
+//! 5. **Tombstones**: a remove stores a signed tombstone that lives as long as the value it
+//!    removes could have (its expiry), so it outlasts every stale copy; removing a key with no
+//!    live record is refused.
+//! 6. **Provider acknowledgements**: `ADD_PROVIDER` has no reply, so a provide counts as stored
+//!    at the peers that answered its lookup, at most k.
+//! 7. **Hand-over**: a peer that joins among the k closest peers to a key we hold is handed the
+//!    live record at once (the Kademlia paper's rule), at most [`MAX_HANDOVER`] records per
+//!    joining peer.
+
+use libp2p_identity::{Keypair, PeerId};
+use web_time::Instant;
+
+use super::lookup::{LookupKind, LookupTrace};
+use super::record::{self, Precedence, RecordLimits, SignedRecord, key_text, precedence};
+use super::store::Refusal;
+use super::{DhtConfig, DhtError, DhtReply, DhtRequest, LookupStats, ProviderView, RecordView};
+use crate::names::peer_name;
+use crate::peers::millis;
+
+/// Records handed to one joining peer at most (rule 7).
+pub const MAX_HANDOVER: usize = 64;
+
+/// The Kademlia query an operation needs next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// `GET_VALUE` lookup for the key.
+    GetRecord,
+    /// `ADD_PROVIDER` for the key (lookup, then announcements).
+    StartProviding,
+    /// `GET_PROVIDERS` lookup for the key.
+    GetProviders,
+}
+
+/// What happened to a copy a get received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyVerdict {
+    /// Valid and kept; stop the lookup when `quorum` is true (rule 2).
+    Kept {
+        /// Whether enough valid copies are in.
+        quorum: bool,
+    },
+    /// Invalid: refused and counted, with the reason.
+    Refused(String),
+}
+
+/// The next step once a lookup has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Answer the user.
+    Reply(Result<DhtReply, DhtError>),
+    /// Store this signed record locally and at the k closest peers, then call
+    /// [`Operation::on_store_started`] (or [`Operation::fail`] if that is impossible).
+    Store(SignedRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Intent {
+    Put { value: Vec<u8>, ttl_ms: u64 },
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// A get for the user.
+    Get,
+    /// The get before a put or remove.
+    Resolve(Intent),
+    /// Storing a signed record at the closest peers.
+    Store(SignedRecord),
+    /// Announcing that we provide the key.
+    Provide,
+    /// Looking for providers.
+    Providers(Vec<PeerId>),
+}
+
+/// One running request.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    name: &'static str,
+    key: Vec<u8>,
+    phase: Phase,
+    started: Instant,
+    trace: LookupTrace,
+    copies: Vec<SignedRecord>,
+    refused: usize,
+    acks: usize,
+}
+
+impl Operation {
+    /// Checks `request` (rule 1) and returns the operation with the query to start.
+    pub fn start(
+        config: &DhtConfig,
+        request: &DhtRequest,
+        now: Instant,
+    ) -> Result<(Self, Query), DhtError> {
+        let limits = &config.limits.record;
+        let key = request.key().as_bytes().to_vec();
+        limits
+            .check_key(&key)
+            .map_err(|e| DhtError::Refused(e.to_string()))?;
+        let (query, kind, phase) = match request {
+            DhtRequest::Put { value, ttl_ms, .. } => {
+                if value.len() > limits.max_value_bytes {
+                    return Err(DhtError::Refused(
+                        record::RecordError::ValueTooLarge {
+                            len: value.len(),
+                            max: limits.max_value_bytes,
+                        }
+                        .to_string(),
+                    ));
+                }
+                let ttl_ms = ttl_ms.unwrap_or(limits.default_ttl_ms);
+                limits
+                    .check_ttl(ttl_ms)
+                    .map_err(|e| DhtError::Refused(e.to_string()))?;
+                let intent = Intent::Put {
+                    value: value.as_bytes().to_vec(),
+                    ttl_ms,
+                };
+                (
+                    Query::GetRecord,
+                    LookupKind::PutRecord,
+                    Phase::Resolve(intent),
+                )
+            }
+            DhtRequest::Remove { .. } => (
+                Query::GetRecord,
+                LookupKind::PutRecord,
+                Phase::Resolve(Intent::Remove),
+            ),
+            DhtRequest::Get { .. } => (Query::GetRecord, LookupKind::GetRecord, Phase::Get),
+            DhtRequest::Provide { .. } => (
+                Query::StartProviding,
+                LookupKind::AddProvider,
+                Phase::Provide,
+            ),
+            DhtRequest::Providers { .. } => (
+                Query::GetProviders,
+                LookupKind::GetProviders,
+                Phase::Providers(Vec::new()),
+            ),
+        };
+        let op = Self {
+            name: request.name(),
+            trace: LookupTrace::new(kind, request.key().to_owned(), now),
+            key,
+            phase,
+            started: now,
+            copies: Vec::new(),
+            refused: 0,
+            acks: 0,
+        };
+        Ok((op, query))
+    }
+
+    /// The request's name (`put`, `get`, ...).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// When it started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The path of the current lookup.
+    pub fn trace(&self) -> &LookupTrace {
+        &self.trace
+    }
+
+    /// The path of the current lookup, to record requests and replies in.
+    pub fn trace_mut(&mut self) -> &mut LookupTrace {
+        &mut self.trace
+    }
+
+    /// A peer acknowledged storing the record.
+    pub fn on_store_ack(&mut self) {
+        self.acks += 1;
+    }
+
+    /// Kademlia reported how many peers acknowledged the store (when it could not reach all).
+    pub fn on_store_acks_reported(&mut self, acks: usize) {
+        self.acks = self.acks.max(acks);
+    }
+
+    /// A get found a copy (rule 2).
+    pub fn on_copy(
+        &mut self,
+        raw: &[u8],
+        limits: &RecordLimits,
+        get_quorum: usize,
+        now_ms: u64,
+    ) -> CopyVerdict {
+        match record::check(&self.key, raw, limits, now_ms) {
+            Ok(copy) => {
+                self.copies.push(copy);
+                CopyVerdict::Kept {
+                    quorum: self.copies.len() >= get_quorum.max(1),
+                }
+            }
+            Err(e) => {
+                self.refused += 1;
+                CopyVerdict::Refused(format!("refused a copy of {}: {e}", key_text(&self.key)))
+            }
+        }
+    }
+
+    /// A providers lookup found some providers.
+    pub fn on_providers(&mut self, providers: impl IntoIterator<Item = PeerId>) {
+        if let Phase::Providers(found) = &mut self.phase {
+            for p in providers {
+                if !found.contains(&p) {
+                    found.push(p);
+                }
+            }
+        }
+    }
+
+    /// The provide's lookup ended and its announcements left (rule 6).
+    pub fn on_provided(&mut self, replication_factor: usize) {
+        self.acks = self.trace.replied().min(replication_factor);
+    }
+
+    /// The current query ended. `held_here` is our own live copy of the key, if any.
+    pub fn on_lookup_done(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        keypair: &Keypair,
+        held_here: Option<&SignedRecord>,
+    ) -> Next {
+        match &self.phase {
+            Phase::Resolve(intent) => {
+                let intent = intent.clone();
+                let mut copies = self.copies.clone();
+                copies.extend(held_here.cloned());
+                match next_record(keypair, &self.key, intent, &copies, now_ms) {
+                    Ok(record) => {
+                        self.trace
+                            .finish(now, format!("{} copies found", self.copies.len()));
+                        Next::Store(record)
+                    }
+                    Err(e) => Next::Reply(Err(e)),
+                }
+            }
+            _ => Next::Reply(Ok(self.reply(now, now_ms, &keypair.public().to_peer_id()))),
+        }
+    }
+
+    /// The record of [`Next::Store`] is stored locally and its store query started: the store
+    /// phase gets a lookup path of its own, the one the user sees.
+    pub fn on_store_started(&mut self, record: SignedRecord, now: Instant) {
+        self.trace = LookupTrace::new(LookupKind::PutRecord, key_text(&self.key), now);
+        self.phase = Phase::Store(record);
+    }
+
+    /// Ends the operation with `outcome`; returns the outcome and the finished lookup path.
+    pub fn finish(
+        mut self,
+        now: Instant,
+        outcome: Result<DhtReply, DhtError>,
+    ) -> (Result<DhtReply, DhtError>, LookupTrace) {
+        let summary = match &outcome {
+            Ok(reply) => reply.summary(),
+            Err(e) => e.to_string(),
+        };
+        self.trace.finish(now, summary);
+        (outcome, self.trace)
+    }
+
+    /// Ends the operation with an error.
+    pub fn fail(self, now: Instant, error: DhtError) -> (Result<DhtReply, DhtError>, LookupTrace) {
+        self.finish(now, Err(error))
+    }
+
+    fn reply(&self, now: Instant, now_ms: u64, local: &PeerId) -> DhtReply {
+        let key = key_text(&self.key);
+        let duration_ms = millis(now.saturating_duration_since(self.started));
+        let lookup = LookupStats {
+            rounds: self.trace.rounds(),
+            contacted: self.trace.contacted(),
+        };
+        match &self.phase {
+            Phase::Get | Phase::Resolve(_) => {
+                let best = best(&self.copies, now_ms).filter(|r| !r.tombstone);
+                DhtReply::Get {
+                    key,
+                    record: best.map(|r| RecordView::new(r, None, local, now_ms)),
+                    copies: self.copies.len(),
+                    refused: self.refused,
+                    duration_ms,
+                    lookup,
+                }
+            }
+            Phase::Store(record) => DhtReply::Put {
+                key,
+                seq: record.seq,
+                expires_at_unix_ms: record.expires_at_ms,
+                stored_at: self.acks,
+                removed: record.tombstone,
+                duration_ms,
+                lookup,
+            },
+            Phase::Provide => DhtReply::Provide {
+                key,
+                stored_at: self.acks,
+                duration_ms,
+            },
+            Phase::Providers(found) => DhtReply::Providers {
+                providers: found
+                    .iter()
+                    .map(|p| ProviderView {
+                        key: key.clone(),
+                        peer_id: p.to_base58(),
+                        name: peer_name(p),
+                        mine: p == local,
+                        expires_in_ms: 0,
+                    })
+                    .collect(),
+                key,
+                duration_ms,
+                lookup,
+            },
+        }
+    }
+}
+
+/// The best of `copies` by the precedence rule.
+pub fn best(copies: &[SignedRecord], now_ms: u64) -> Option<&SignedRecord> {
+    copies
+        .iter()
+        .fold(None, |best: Option<&SignedRecord>, copy| match best {
+            None => Some(copy),
+            Some(held) => match precedence(held, copy, now_ms) {
+                Precedence::Replace => Some(copy),
+                _ => Some(held),
+            },
+        })
+}
+
+/// The record a put or remove stores, given every copy seen (rules 3 to 5).
+fn next_record(
+    keypair: &Keypair,
+    key: &[u8],
+    intent: Intent,
+    copies: &[SignedRecord],
+    now_ms: u64,
+) -> Result<SignedRecord, DhtError> {
+    let local = keypair.public().to_peer_id();
+    // Copies were live when they arrived; one may have expired since.
+    let best = best(copies, now_ms)
+        .filter(|b| !b.is_expired(now_ms))
+        .cloned();
+    if let Some(best) = &best
+        && best.publisher != local
+        && !best.tombstone
+    {
+        return Err(DhtError::Refused(
+            Refusal::HeldByOther {
+                publisher: best.publisher,
+                until_ms: best.expires_at_ms,
+            }
+            .to_string(),
+        ));
+    }
+    let seq = copies
+        .iter()
+        .filter(|r| r.publisher == local)
+        .map(|r| r.seq)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    Ok(match intent {
+        Intent::Put { value, ttl_ms } => {
+            SignedRecord::sign(keypair, key.to_vec(), value, seq, now_ms + ttl_ms, false)
+        }
+        Intent::Remove => {
+            let Some(best) = best.filter(|b| !b.tombstone) else {
+                return Err(DhtError::Refused(format!(
+                    "there is no record under {} to remove",
+                    key_text(key)
+                )));
+            };
+            SignedRecord::sign(
+                keypair,
+                key.to_vec(),
+                Vec::new(),
+                seq,
+                best.expires_at_ms,
+                true,
+            )
+        }
+    })
+}
+
+/// The records to hand to a peer that just joined the routing table (rule 7): the live ones
+/// of `held` for which `is_close` says the peer is among the k closest, at most
+/// [`MAX_HANDOVER`].
+pub fn handover<'a>(
+    held: impl IntoIterator<Item = &'a SignedRecord>,
+    now_ms: u64,
+    mut is_close: impl FnMut(&[u8]) -> bool,
+) -> Vec<SignedRecord> {
+    held.into_iter()
+        .filter(|r| !r.is_expired(now_ms))
+        .filter(|r| is_close(&r.key))
+        .take(MAX_HANDOVER)
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: u64 = 1_800_000_000_000;
+
+    fn keypair() -> Keypair {
+        Keypair::generate_ed25519()
+    }
+
+    fn config() -> DhtConfig {
+        DhtConfig::default()
+    }
+
+    fn put(key: &str, value: &str, ttl_ms: Option<u64>) -> DhtRequest {
+        DhtRequest::Put {
+            key: key.into(),
+            value: value.into(),
+            ttl_ms,
+        }
+    }
+
+    fn signed(key: &Keypair, k: &str, v: &str, seq: u64, expires: u64) -> SignedRecord {
+        SignedRecord::sign(
+            key,
+            k.as_bytes().to_vec(),
+            v.as_bytes().to_vec(),
+            seq,
+            expires,
+            false,
+        )
+    }
+
+    fn refused(result: Result<(Operation, Query), DhtError>) -> String {
+        match result {
+            Err(DhtError::Refused(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rule_1_bad_requests_are_refused_before_any_traffic() {
+        let t0 = Instant::now();
+        let c = config();
+        assert!(refused(Operation::start(&c, &put("", "v", None), t0)).contains("key"));
+        let long = "k".repeat(c.limits.record.max_key_bytes + 1);
+        assert!(refused(Operation::start(&c, &DhtRequest::Get { key: long }, t0)).contains("key"));
+        let big = "x".repeat(c.limits.record.max_value_bytes + 1);
+        assert!(refused(Operation::start(&c, &put("k", &big, None), t0)).contains("bytes"));
+        assert!(refused(Operation::start(&c, &put("k", "v", Some(1)), t0)).contains("lifetime"));
+        let (_, query) = Operation::start(&c, &put("k", "v", None), t0).expect("valid");
+        assert_eq!(query, Query::GetRecord, "a put looks the key up first");
+        let (_, query) =
+            Operation::start(&c, &DhtRequest::Provide { key: "k".into() }, t0).expect("valid");
+        assert_eq!(query, Query::StartProviding);
+    }
+
+    #[test]
+    fn rule_2_a_get_refuses_bad_copies_stops_at_the_quorum_and_returns_the_best() {
+        let t0 = Instant::now();
+        let c = config();
+        let limits = &c.limits.record;
+        let me = keypair();
+        let publisher = keypair();
+        let (mut op, _) =
+            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, t0).expect("valid");
+        let v1 = signed(&publisher, "k", "old", 1, NOW_MS + 60_000).encode();
+        let v2 = signed(&publisher, "k", "new", 2, NOW_MS + 60_000).encode();
+        let wrong_key = signed(&publisher, "other", "x", 9, NOW_MS + 60_000).encode();
+        assert!(matches!(
+            op.on_copy(&wrong_key, limits, 3, NOW_MS),
+            CopyVerdict::Refused(_)
+        ));
+        assert!(matches!(
+            op.on_copy(b"garbage", limits, 3, NOW_MS),
+            CopyVerdict::Refused(_)
+        ));
+        assert_eq!(
+            op.on_copy(&v1, limits, 3, NOW_MS),
+            CopyVerdict::Kept { quorum: false }
+        );
+        assert_eq!(
+            op.on_copy(&v2, limits, 3, NOW_MS),
+            CopyVerdict::Kept { quorum: false }
+        );
+        assert_eq!(
+            op.on_copy(&v1, limits, 3, NOW_MS),
+            CopyVerdict::Kept { quorum: true }
+        );
+        let Next::Reply(Ok(DhtReply::Get {
+            record: Some(found),
+            copies,
+            refused,
+            ..
+        })) = op.on_lookup_done(t0, NOW_MS, &me, None)
+        else {
+            panic!("a found record");
+        };
+        assert_eq!((found.value.as_deref(), found.seq), (Some("new"), 2));
+        assert_eq!((copies, refused), (3, 2));
+    }
+
+    #[test]
+    fn rule_2_a_tombstone_reads_as_not_found() {
+        let t0 = Instant::now();
+        let c = config();
+        let publisher = keypair();
+        let (mut op, _) =
+            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, t0).expect("valid");
+        let removed = SignedRecord::sign(
+            &publisher,
+            b"k".to_vec(),
+            Vec::new(),
+            2,
+            NOW_MS + 60_000,
+            true,
+        );
+        op.on_copy(&removed.encode(), &c.limits.record, 3, NOW_MS);
+        let Next::Reply(Ok(DhtReply::Get { record, copies, .. })) =
+            op.on_lookup_done(t0, NOW_MS, &keypair(), None)
+        else {
+            panic!("a get reply");
+        };
+        assert_eq!((record, copies), (None, 1));
+    }
+
+    #[test]
+    fn rule_3_a_key_held_by_another_publisher_is_refused() {
+        let t0 = Instant::now();
+        let c = config();
+        let (me, other) = (keypair(), keypair());
+        let (mut op, _) = Operation::start(&c, &put("k", "mine", None), t0).expect("valid");
+        let theirs = signed(&other, "k", "theirs", 1, NOW_MS + 60_000);
+        op.on_copy(&theirs.encode(), &c.limits.record, 3, NOW_MS);
+        let Next::Reply(Err(DhtError::Refused(why))) = op.on_lookup_done(t0, NOW_MS, &me, None)
+        else {
+            panic!("refused");
+        };
+        assert!(
+            why.contains(&peer_name(&other.public().to_peer_id())),
+            "{why}"
+        );
+        // Once their record has expired the key is free.
+        let (mut op, _) = Operation::start(&c, &put("k", "mine", None), t0).expect("valid");
+        op.on_copy(&theirs.encode(), &c.limits.record, 3, NOW_MS);
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS + 60_001, &me, None),
+            Next::Store(_)
+        ));
+    }
+
+    #[test]
+    fn rule_3_our_own_copy_held_here_counts_too() {
+        let t0 = Instant::now();
+        let c = config();
+        let (me, other) = (keypair(), keypair());
+        // Nobody answered the lookup, but we hold another publisher's live record ourselves.
+        let held = signed(&other, "k", "theirs", 4, NOW_MS + 60_000);
+        let (mut op, _) = Operation::start(&c, &put("k", "mine", None), t0).expect("valid");
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, Some(&held)),
+            Next::Reply(Err(DhtError::Refused(_)))
+        ));
+    }
+
+    #[test]
+    fn rule_4_the_next_version_is_one_above_the_highest_of_ours() {
+        let t0 = Instant::now();
+        let c = config();
+        let me = keypair();
+        let (mut op, _) = Operation::start(&c, &put("k", "v3", Some(60_000)), t0).expect("valid");
+        // Copies of our versions 2 and 5 are around (5 held here).
+        op.on_copy(
+            &signed(&me, "k", "v2", 2, NOW_MS + 60_000).encode(),
+            &c.limits.record,
+            3,
+            NOW_MS,
+        );
+        let held = signed(&me, "k", "v5", 5, NOW_MS + 60_000);
+        let Next::Store(record) = op.on_lookup_done(t0, NOW_MS, &me, Some(&held)) else {
+            panic!("stores");
+        };
+        assert_eq!(record.seq, 6);
+        assert_eq!(record.expires_at_ms, NOW_MS + 60_000);
+        assert_eq!(record.value, b"v3");
+        // A first put is version 1.
+        let (mut op, _) = Operation::start(&c, &put("new", "v", None), t0).expect("valid");
+        let Next::Store(record) = op.on_lookup_done(t0, NOW_MS, &me, None) else {
+            panic!("stores");
+        };
+        assert_eq!(record.seq, 1);
+        assert_eq!(
+            record.expires_at_ms,
+            NOW_MS + c.limits.record.default_ttl_ms
+        );
+    }
+
+    #[test]
+    fn rule_5_a_tombstone_lives_as_long_as_the_value_and_needs_a_value() {
+        let t0 = Instant::now();
+        let c = config();
+        let me = keypair();
+        let remove = DhtRequest::Remove { key: "k".into() };
+        let (mut op, _) = Operation::start(&c, &remove, t0).expect("valid");
+        op.on_copy(
+            &signed(&me, "k", "v", 3, NOW_MS + 90_000).encode(),
+            &c.limits.record,
+            3,
+            NOW_MS,
+        );
+        let Next::Store(tombstone) = op.on_lookup_done(t0, NOW_MS, &me, None) else {
+            panic!("stores a tombstone");
+        };
+        assert!(tombstone.tombstone && tombstone.value.is_empty());
+        assert_eq!(
+            (tombstone.seq, tombstone.expires_at_ms),
+            (4, NOW_MS + 90_000)
+        );
+        // Nothing to remove (no record, or already removed).
+        let (mut op, _) = Operation::start(&c, &remove, t0).expect("valid");
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, Some(&tombstone)),
+            Next::Reply(Err(DhtError::Refused(why))) if why.contains("no record")
+        ));
+    }
+
+    #[test]
+    fn the_store_phase_answers_with_the_acknowledgements_and_its_own_path() {
+        let t0 = Instant::now();
+        let c = config();
+        let me = keypair();
+        let peer = keypair().public().to_peer_id();
+        let (mut op, _) = Operation::start(&c, &put("k", "v", None), t0).expect("valid");
+        op.trace_mut().on_request(t0, peer);
+        let Next::Store(record) = op.on_lookup_done(t0, NOW_MS, &me, None) else {
+            panic!("stores");
+        };
+        op.on_store_started(record, t0);
+        assert_eq!(op.trace().contacted(), 0, "a fresh path for the store");
+        op.on_store_ack();
+        op.on_store_ack();
+        op.on_store_acks_reported(1);
+        let later = t0 + web_time::Duration::from_millis(40);
+        let Next::Reply(Ok(reply)) = op.on_lookup_done(later, NOW_MS, &me, None) else {
+            panic!("a reply");
+        };
+        let DhtReply::Put {
+            stored_at,
+            seq,
+            duration_ms,
+            removed,
+            ..
+        } = &reply
+        else {
+            panic!("a put reply");
+        };
+        assert_eq!(
+            (*stored_at, *seq, *duration_ms, *removed),
+            (2, 1, 40, false)
+        );
+        let (outcome, trace) = op.finish(later, Ok(reply));
+        assert!(outcome.is_ok() && trace.is_finished());
+    }
+
+    #[test]
+    fn rule_6_a_provide_counts_the_peers_that_answered_its_lookup_at_most_k() {
+        let t0 = Instant::now();
+        let c = DhtConfig {
+            replication_factor: 2,
+            ..config()
+        };
+        let (mut op, _) =
+            Operation::start(&c, &DhtRequest::Provide { key: "k".into() }, t0).expect("valid");
+        for _ in 0..3 {
+            let peer = keypair().public().to_peer_id();
+            op.trace_mut().on_request(t0, peer);
+            op.trace_mut().on_reply(t0, peer, &[], false);
+        }
+        op.on_provided(c.replication_factor);
+        let Next::Reply(Ok(DhtReply::Provide { stored_at, .. })) =
+            op.on_lookup_done(t0, NOW_MS, &keypair(), None)
+        else {
+            panic!("a provide reply");
+        };
+        assert_eq!(stored_at, 2);
+    }
+
+    #[test]
+    fn providers_found_are_listed_once() {
+        let t0 = Instant::now();
+        let me = keypair();
+        let other = keypair().public().to_peer_id();
+        let (mut op, _) =
+            Operation::start(&config(), &DhtRequest::Providers { key: "k".into() }, t0)
+                .expect("valid");
+        op.on_providers([other, me.public().to_peer_id()]);
+        op.on_providers([other]);
+        let Next::Reply(Ok(DhtReply::Providers { providers, .. })) =
+            op.on_lookup_done(t0, NOW_MS, &me, None)
+        else {
+            panic!("a providers reply");
+        };
+        assert_eq!(providers.len(), 2);
+        assert!(providers.iter().any(|p| p.mine));
+    }
+
+    #[test]
+    fn rule_7_hand_over_live_records_the_peer_is_close_to_and_no_more_than_the_bound() {
+        let me = keypair();
+        let mut held: Vec<SignedRecord> = (0..(MAX_HANDOVER + 10))
+            .map(|i| signed(&me, &format!("k{i}"), "v", 1, NOW_MS + 60_000))
+            .collect();
+        held.push(signed(&me, "expired", "v", 1, NOW_MS - 1));
+        // Close to every key but one.
+        let handed = handover(&held, NOW_MS, |key| key != b"k3");
+        assert_eq!(handed.len(), MAX_HANDOVER);
+        assert!(handed.iter().all(|r| r.key != b"k3" && r.key != b"expired"));
+        assert!(handover(&held, NOW_MS, |_| false).is_empty());
+    }
+}
