@@ -784,7 +784,7 @@ impl Node {
             NodeBehaviourEvent::Identify(event) => self.on_identify_event(now, event),
             NodeBehaviourEvent::Ping(event) => self.on_ping_event(now, event),
             NodeBehaviourEvent::Gimps(event) => self.on_gimps_event(now, event),
-            NodeBehaviourEvent::Webrtc(()) | NodeBehaviourEvent::Stream(()) => {}
+            NodeBehaviourEvent::Webrtc(_) | NodeBehaviourEvent::Stream(()) => {}
         }
     }
 

@@ -7,6 +7,8 @@
 //! peer's relay circuit address. Signaling streams the peers open towards us are handed to the
 //! transport as [`InboundSignaling`], with the peer they came from (authenticated by the
 //! connection they arrived on: WebRTC private-to-private has no handshake of its own).
+//! A peer that breaks the signaling protocol (a malformed or out-of-order message) is reported
+//! by the transport and surfaces here as an [`Event::Violation`].
 //!
 //! Nothing here touches a browser, so it runs and is tested natively too.
 
@@ -35,6 +37,21 @@ use crate::signaling::PROTOCOL;
 const MAX_PENDING_INBOUND: usize = 16;
 /// Stream requests from the transport waiting for the behaviour, at most.
 const MAX_PENDING_REQUESTS: usize = 32;
+/// Violations reported by the transport and not yet taken by the behaviour, at most (more are
+/// dropped: the peer is struck for the ones that got through).
+const MAX_PENDING_VIOLATIONS: usize = 16;
+
+/// What the behaviour reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `peer` broke the signaling protocol: it sent a malformed or out-of-order message.
+    Violation {
+        /// The peer.
+        peer: PeerId,
+        /// What it did.
+        reason: String,
+    },
+}
 
 /// Why no signaling stream could be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,11 +89,28 @@ struct StreamRequest {
 /// The transport's end: ask for streams, receive the peers' streams.
 pub struct SignalingStreams {
     requests: mpsc::Sender<StreamRequest>,
+    violations: mpsc::Sender<Event>,
     /// Signaling streams opened by peers.
     pub inbound: mpsc::Receiver<InboundSignaling>,
 }
 
+/// How the transport reports a peer that broke the signaling protocol.
+#[derive(Debug, Clone)]
+pub struct ViolationReporter(mpsc::Sender<Event>);
+
+impl ViolationReporter {
+    /// `peer` broke the signaling protocol (dropped if too many reports are waiting).
+    pub fn report(&self, peer: PeerId, reason: String) {
+        let _ = self.0.clone().try_send(Event::Violation { peer, reason });
+    }
+}
+
 impl SignalingStreams {
+    /// A handle for reporting violations, for the upgrade futures.
+    pub fn reporter(&self) -> ViolationReporter {
+        ViolationReporter(self.violations.clone())
+    }
+
     /// A signaling stream to `peer`: on a connection we have, else after dialing
     /// `circuit_addr`.
     pub fn open(
@@ -103,6 +137,7 @@ impl SignalingStreams {
 /// Opens and accepts `/webrtc-signaling/0.0.1` streams for the WebRTC transport.
 pub struct Behaviour {
     requests: mpsc::Receiver<StreamRequest>,
+    violations: mpsc::Receiver<Event>,
     inbound: mpsc::Sender<InboundSignaling>,
     connections: HashMap<PeerId, Vec<ConnectionId>>,
     /// Requests waiting for a dial we started, by that dial's connection id.
@@ -110,7 +145,7 @@ pub struct Behaviour {
     /// Requests handed to a connection's handler, by request number.
     in_flight: HashMap<u64, (ConnectionId, oneshot::Sender<Result<Stream, StreamError>>)>,
     next_request: u64,
-    actions: VecDeque<ToSwarm<(), HandlerIn>>,
+    actions: VecDeque<ToSwarm<Event, HandlerIn>>,
     waker: Option<Waker>,
 }
 
@@ -118,9 +153,11 @@ pub struct Behaviour {
 pub fn new() -> (Behaviour, SignalingStreams) {
     let (requests_tx, requests_rx) = mpsc::channel(MAX_PENDING_REQUESTS);
     let (inbound_tx, inbound_rx) = mpsc::channel(MAX_PENDING_INBOUND);
+    let (violations_tx, violations_rx) = mpsc::channel(MAX_PENDING_VIOLATIONS);
     (
         Behaviour {
             requests: requests_rx,
+            violations: violations_rx,
             inbound: inbound_tx,
             connections: HashMap::new(),
             awaiting_dial: HashMap::new(),
@@ -131,6 +168,7 @@ pub fn new() -> (Behaviour, SignalingStreams) {
         },
         SignalingStreams {
             requests: requests_tx,
+            violations: violations_tx,
             inbound: inbound_rx,
         },
     )
@@ -185,7 +223,7 @@ impl Behaviour {
 
 impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = Handler;
-    type ToSwarm = ();
+    type ToSwarm = Event;
 
     fn handle_established_inbound_connection(
         &mut self,
@@ -275,9 +313,12 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<(), THandlerInEvent<Self>>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
         while let Poll::Ready(Some(request)) = self.requests.poll_next_unpin(cx) {
             self.on_request(request);
+        }
+        if let Poll::Ready(Some(violation)) = self.violations.poll_next_unpin(cx) {
+            return Poll::Ready(ToSwarm::GenerateEvent(violation));
         }
         // Requests whose dial future was dropped (dial timed out) need no answer.
         self.in_flight.retain(|_, (_, reply)| !reply.is_canceled());

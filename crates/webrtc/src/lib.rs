@@ -35,7 +35,7 @@ pub mod substream;
 #[cfg(target_arch = "wasm32")]
 pub mod transport;
 
-pub use behaviour::Behaviour;
+pub use behaviour::{Behaviour, Event};
 
 /// A STUN or TURN server for new peer connections (the browser's `RTCIceServer`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -138,6 +138,14 @@ pub enum SignalingError {
     Failed(String),
 }
 
+impl SignalingError {
+    /// Whether the peer broke the protocol (a malformed or out-of-order message), rather than
+    /// being slow, gone or failed by its browser.
+    pub fn is_violation(&self) -> bool {
+        matches!(self, Self::Malformed(_) | Self::Unexpected { .. })
+    }
+}
+
 impl From<PbError> for SignalingError {
     fn from(e: PbError) -> Self {
         Self::Malformed(e.to_string())
@@ -603,5 +611,20 @@ mod tests {
                 .as_slice(),
             [SignalingAction::Fail(SignalingError::Malformed(_))]
         ));
+    }
+
+    #[test]
+    fn malformed_and_out_of_order_messages_are_violations_a_slow_peer_is_not() {
+        assert!(SignalingError::Malformed("garbage".into()).is_violation());
+        assert!(
+            SignalingError::Unexpected {
+                expected: "an answer",
+                got: SignalKind::Offer,
+            }
+            .is_violation()
+        );
+        assert!(!SignalingError::Timeout("waiting for the answer").is_violation());
+        assert!(!SignalingError::PeerClosed("waiting for the answer").is_violation());
+        assert!(!SignalingError::Failed("ICE failed".into()).is_violation());
     }
 }

@@ -32,7 +32,7 @@ use send_wrapper::SendWrapper;
 
 use crate::IceServer;
 use crate::addr::{is_listen_addr, parse_dial_addr};
-use crate::behaviour::{InboundSignaling, SignalingStreams, StreamError};
+use crate::behaviour::{InboundSignaling, SignalingStreams, StreamError, ViolationReporter};
 use crate::browser::{PeerConnection, negotiate};
 use crate::muxer::Connection;
 use crate::signaling::{DEFAULT_TIMEOUT, Role, SignalingError};
@@ -127,9 +127,12 @@ impl Transport {
         let slot = self.inbound_upgrades.clone();
         let ice = self.config.ice_servers();
         let timeout = self.config.timeout;
+        let reporter = self.streams.reporter();
         let upgrade = async move {
             let _slot = slot;
-            let connection = connect(Role::Listener, &ice, timeout, stream).await?;
+            let connection = connect(Role::Listener, &ice, timeout, stream)
+                .await
+                .inspect_err(|e| report_violation(&reporter, peer, e))?;
             Ok((peer, connection))
         };
         Some(TransportEvent::Incoming {
@@ -181,9 +184,12 @@ impl libp2p::core::Transport for Transport {
         let open = self.streams.open(peer, circuit_addr);
         let ice = self.config.ice_servers();
         let timeout = self.config.timeout;
+        let reporter = self.streams.reporter();
         let dial = async move {
             let stream = open.await?;
-            let connection = connect(Role::Dialer, &ice, timeout, stream).await?;
+            let connection = connect(Role::Dialer, &ice, timeout, stream)
+                .await
+                .inspect_err(|e| report_violation(&reporter, peer, e))?;
             Ok((peer, connection))
         };
         Ok(SendWrapper::new(dial.boxed_local()))
@@ -202,6 +208,15 @@ impl libp2p::core::Transport for Transport {
             }
         }
         Poll::Pending
+    }
+}
+
+/// Reports `peer` if the signaling failed because it broke the protocol.
+fn report_violation(reporter: &ViolationReporter, peer: PeerId, error: &Error) {
+    if let Error::Signaling(e) = error
+        && e.is_violation()
+    {
+        reporter.report(peer, e.to_string());
     }
 }
 

@@ -306,3 +306,65 @@ async fn a_peer_that_cannot_be_reached_fails_the_dial_with_a_clear_error() {
     let error = error.unwrap();
     assert!(error.contains("cannot reach the peer"), "{error}");
 }
+
+/// A swarm that only carries signaling streams (no WebRTC transport), to send raw bytes.
+fn raw_signaler() -> (
+    Swarm<tabmesh_webrtc::Behaviour>,
+    tabmesh_webrtc::behaviour::SignalingStreams,
+) {
+    let (behaviour, streams) = tabmesh_webrtc::behaviour::new();
+    let swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_wasm_bindgen()
+        .with_other_transport(|key| {
+            MemoryTransport::default()
+                .upgrade(Version::V1)
+                .authenticate(plaintext::Config::new(key))
+                .multiplex(yamux::Config::default())
+        })
+        .unwrap()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build();
+    (swarm, streams)
+}
+
+#[wasm_bindgen_test]
+async fn a_peer_that_sends_a_malformed_signaling_message_is_reported() {
+    use futures::AsyncWriteExt;
+    let mut b = peer();
+    let b_id = *b.local_peer_id();
+    let (memory, _) = listen(&mut b, true);
+    let (mut rogue, streams) = raw_signaler();
+    let rogue_id = *rogue.local_peer_id();
+    // The rogue opens a signaling stream to B (dialing B first) and sends a message of an
+    // unknown type, length-prefixed as the protocol wants.
+    let send = async {
+        let mut stream = streams.open(b_id, memory.clone()).await.unwrap();
+        stream.write_all(&[2, 0x08, 0x09]).await.unwrap();
+        stream.flush().await.unwrap();
+        // Keep the stream open: the violation, not an early close, must end B's attempt.
+        futures_timer::Delay::new(TIMEOUT).await;
+    }
+    .fuse();
+    let mut send = std::pin::pin!(send);
+    let mut timer = futures_timer::Delay::new(TIMEOUT).fuse();
+    let reason = loop {
+        futures::select! {
+            event = b.select_next_some() => {
+                if let SwarmEvent::Behaviour(PeerEvent::Webrtc(tabmesh_webrtc::Event::Violation {
+                    peer,
+                    reason,
+                })) = event
+                {
+                    assert_eq!(peer, rogue_id);
+                    break reason;
+                }
+            }
+            _ = rogue.select_next_some() => {}
+            () = send => panic!("the rogue's stream ended first"),
+            () = timer => panic!("no violation reported"),
+        }
+    };
+    assert!(reason.contains("unknown message type 9"), "{reason}");
+}
