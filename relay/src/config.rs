@@ -126,6 +126,19 @@ pub struct RelayArgs {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub dht_max_records_per_publisher: u32,
 
+    /// Protocol violations (garbled pings, failed identify exchanges, forged DHT records) that
+    /// ban a peer: it is disconnected and its connections are refused for the ban's length.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ban_after_strikes: u32,
+
+    /// Length of a first ban in seconds; every repeat offence (within a day) multiplies it by 4.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ban_secs: u64,
+
+    /// Longest ban in seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_ban_secs: u64,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -145,6 +158,16 @@ fn parse_ice_url(url: &str) -> Result<String, String> {
 }
 
 impl RelayArgs {
+    /// The misbehaviour policy.
+    pub fn ledger(&self) -> tabmesh_core::ledger::LedgerConfig {
+        tabmesh_core::ledger::LedgerConfig {
+            max_strikes: self.ban_after_strikes,
+            first_ban: std::time::Duration::from_secs(self.ban_secs),
+            max_ban: std::time::Duration::from_secs(self.max_ban_secs.max(self.ban_secs)),
+            ..tabmesh_core::ledger::LedgerConfig::default()
+        }
+    }
+
     /// The ICE servers for `/api/bootstrap`: TURN servers get the credentials, which they need.
     pub fn ice_servers(&self) -> Result<Vec<tabmesh_core::bootstrap::IceServer>, String> {
         self.ice_servers
@@ -192,6 +215,7 @@ mod tests {
             vec!["tabmesh-relay", "--http-port", "70000"],
             vec!["tabmesh-relay", "--announce", "not-a-multiaddr"],
             vec!["tabmesh-relay", "--max-circuit-duration-secs", "0"],
+            vec!["tabmesh-relay", "--ban-after-strikes", "0"],
             vec!["tabmesh-relay", "--no-such-flag"],
         ] {
             let err = RelayArgs::try_parse_from(&argv).expect_err("must be refused");

@@ -1,11 +1,14 @@
-//! The relay's libp2p node: circuit relay v2 server, Kademlia bootstrap node, identify, ping.
+//! The relay's libp2p node: circuit relay v2 server, Kademlia bootstrap node, identify, ping,
+//! and the same misbehaviour ledger as every peer.
 //!
-//! Tabs can only listen through a relay reservation, so the relay also keeps the DHT's view of
-//! them honest: it learns each peer's listen addresses from identify, adds the peers that speak
-//! tabmesh's Kademlia protocol to its routing table, and removes a peer that was reachable only
-//! through our circuits as soon as its last connection closes (its reservation died with it).
+//! The DHT is tabmesh's DHT behaviour in its bootstrap role: tabs can only listen through a
+//! relay reservation, so the relay keeps the DHT's view of them honest. It learns each peer's
+//! listen addresses from identify, adds the peers that speak tabmesh's Kademlia protocol to its
+//! routing table, and removes a peer that was reachable only through our circuits as soon as its
+//! last connection closes (its reservation died with it). A peer that breaks a protocol (a ping
+//! echo that is not ours, a failed identify exchange, forged DHT records) gets a strike; enough
+//! strikes ban it for a while, longer for repeat offenders (`--ban-after-strikes`, `--ban-secs`).
 
-use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,20 +24,24 @@ use libp2p::{
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use tabmesh_core::bootstrap::{BootstrapInfo, is_dialable, with_peer_id};
+use tabmesh_core::bootstrap::{BootstrapInfo, with_peer_id};
 use tabmesh_core::dht::DhtConfig;
 use tabmesh_core::protocol;
-use tabmesh_node::dht::{Dht, ObservedKad};
+use tabmesh_core::wire_log::Topic;
+use tabmesh_node::report::{Report, WireNote};
+use tabmesh_node::{dht, ledger};
 use tokio::sync::watch;
 
 use crate::config::RelayArgs;
 
-/// The relay's behaviours.
+/// The relay's behaviours. The ledger comes first: a banned peer is refused before anything
+/// else sees its connection.
 #[derive(NetworkBehaviour)]
 pub struct RelayBehaviour {
+    ledger: ledger::Behaviour,
     limits: connection_limits::Behaviour,
     relay: relay::Behaviour,
-    kad: ObservedKad,
+    dht: dht::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
 }
@@ -44,8 +51,19 @@ pub struct RelayBehaviour {
 struct RejectionCounters {
     incoming_connection_errors: Counter,
     protocol_violations: Counter,
+    peers_banned: Counter,
+    connections_refused_banned: Counter,
     dht_records_refused: Counter,
     dht_records_stored: Counter,
+}
+
+/// The totals last exported (the behaviours keep running totals; metrics get the increments).
+#[derive(Default)]
+struct Exported {
+    bans: u64,
+    refused: u64,
+    stored: u64,
+    refused_records: u64,
 }
 
 /// What the HTTP side needs from the network side.
@@ -59,12 +77,11 @@ pub struct SharedState {
 /// A built relay node, not yet running.
 pub struct RelayNode {
     swarm: Swarm<RelayBehaviour>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     counters: RejectionCounters,
+    exported: Exported,
     shared: Arc<SharedState>,
     announce: Vec<Multiaddr>,
-    circuit_only: HashSet<PeerId>,
-    dht: Dht,
 }
 
 fn per_minute(n: u32) -> (NonZeroU32, Duration) {
@@ -108,8 +125,18 @@ impl RelayNode {
         );
         registry.register(
             "relay_protocol_violations",
-            "Peers disconnected for breaking a protocol (malformed identify, failed pings)",
+            "Strikes against peers that broke a protocol (garbled pings, failed identify, forged DHT records)",
             counters.protocol_violations.clone(),
+        );
+        registry.register(
+            "relay_peers_banned",
+            "Bans decided by the misbehaviour ledger (a peer banned twice counts twice)",
+            counters.peers_banned.clone(),
+        );
+        registry.register(
+            "relay_connections_refused_banned",
+            "Connections refused because the peer was banned",
+            counters.connections_refused_banned.clone(),
         );
         registry.register(
             "relay_dht_records_refused",
@@ -123,7 +150,7 @@ impl RelayNode {
         );
         let dht_config = dht_config(args);
         let backend = crate::store::RedbBackend::open(&args.data_dir.join("dht.redb"))?;
-        let dht_key = key.clone();
+        let ledger_config = args.ledger();
         let local_peer_id = key.public().to_peer_id();
         let relay_cfg = relay_config(args);
         tracing::info!(config = ?relay_cfg, "circuit relay limits");
@@ -145,12 +172,17 @@ impl RelayNode {
             .await?
             .with_bandwidth_metrics(&mut registry)
             .with_behaviour(|key| {
-                let kad =
-                    tabmesh_node::dht::kademlia(local_peer_id, &dht_config, Box::new(backend));
+                let dht = dht::Behaviour::new(
+                    key.clone(),
+                    dht_config,
+                    Box::new(backend),
+                    dht::Role::Bootstrap,
+                );
                 RelayBehaviour {
+                    ledger: ledger::Behaviour::new(ledger_config),
                     limits: connection_limits::Behaviour::new(limits),
                     relay: relay::Behaviour::new(local_peer_id, relay_cfg),
-                    kad,
+                    dht,
                     identify: identify::Behaviour::new(
                         identify::Config::new(protocol::IDENTIFY_VERSION.to_owned(), key.public())
                             .with_agent_version(format!(
@@ -186,15 +218,14 @@ impl RelayNode {
             swarm.add_external_address(addr.clone());
         }
 
-        let restored = swarm.behaviour_mut().kad.store_mut().restored();
+        let restored = swarm.behaviour_mut().dht.counters().restored;
         tracing::info!(records = restored, "DHT records restored");
-        let dht = Dht::new(
-            dht_config.clone(),
-            dht_key,
-            restored,
-            web_time::Instant::now(),
-        );
-        let metrics = Metrics::new(&mut registry);
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let kad_metrics = metrics.clone();
+        swarm
+            .behaviour_mut()
+            .dht
+            .observe_kad(Box::new(move |event| kad_metrics.record(event)));
         let shared = Arc::new(SharedState {
             bootstrap: RwLock::new(BootstrapInfo {
                 peer_id: local_peer_id.to_base58(),
@@ -208,10 +239,9 @@ impl RelayNode {
             swarm,
             metrics,
             counters,
+            exported: Exported::default(),
             shared,
             announce: args.announce.clone(),
-            circuit_only: HashSet::new(),
-            dht,
         };
         node.publish_addrs();
         Ok(node)
@@ -245,10 +275,7 @@ impl RelayNode {
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
-                _ = tick.tick() => {
-                    self.dht.on_tick(&mut self.swarm.behaviour_mut().kad, web_time::Instant::now());
-                    self.log_dht();
-                }
+                _ = tick.tick() => self.export_counters(),
                 _ = shutdown.changed() => break,
             }
         }
@@ -292,10 +319,6 @@ impl RelayNode {
                 ..
             } => {
                 tracing::debug!(%peer_id, num_established, cause = ?cause, "connection closed");
-                if num_established == 0 && self.circuit_only.remove(&peer_id) {
-                    // Only reachable through its reservation here, which is gone now.
-                    self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
-                }
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
@@ -310,10 +333,29 @@ impl RelayNode {
         }
     }
 
-    fn log_dht(&mut self) {
-        for line in self.dht.take_logs() {
-            tracing::debug!(peer = ?line.peer, "dht: {}", line.summary);
-        }
+    /// Exports what the behaviours counted since the last call.
+    fn export_counters(&mut self) {
+        let behaviour = self.swarm.behaviour_mut();
+        let bans = behaviour.ledger.counters();
+        let dht = behaviour.dht.counters();
+        let refused_records = dht.records_refused + dht.providers_refused;
+        let e = &mut self.exported;
+        self.counters.peers_banned.inc_by(bans.bans - e.bans);
+        self.counters
+            .connections_refused_banned
+            .inc_by(bans.refused - e.refused);
+        self.counters
+            .dht_records_stored
+            .inc_by(dht.records_accepted - e.stored);
+        self.counters
+            .dht_records_refused
+            .inc_by(refused_records - e.refused_records);
+        *e = Exported {
+            bans: bans.bans,
+            refused: bans.refused,
+            stored: dht.records_accepted,
+            refused_records,
+        };
     }
 
     fn on_behaviour_event(&mut self, event: RelayBehaviourEvent) {
@@ -322,35 +364,17 @@ impl RelayNode {
                 self.metrics.record(&event);
                 log_relay_event(&event);
             }
-            RelayBehaviourEvent::Kad(event) => {
-                self.metrics.record(&event);
-                let before = self.dht.counters().clone();
-                let rest = self.dht.on_kad_event(
-                    &mut self.swarm.behaviour_mut().kad,
-                    web_time::Instant::now(),
-                    event,
-                );
-                let after = self.dht.counters();
-                self.counters
-                    .dht_records_stored
-                    .inc_by(after.records_accepted - before.records_accepted);
-                self.counters.dht_records_refused.inc_by(
-                    (after.records_refused + after.providers_refused)
-                        - (before.records_refused + before.providers_refused),
-                );
-                self.log_dht();
-                if let Some(event) = rest {
-                    tracing::trace!(?event, "kad");
-                }
+            RelayBehaviourEvent::Dht(report) | RelayBehaviourEvent::Ledger(report) => {
+                self.on_report(report);
             }
             RelayBehaviourEvent::Ping(event) => {
                 self.metrics.record(&event);
+                // Garbage or a wrong echo on the ping stream is a violation; a timeout is not
+                // (a busy or throttled tab is slow, not hostile).
                 match &event.result {
-                    // Garbage or a wrong echo on the ping stream is a violation; a timeout is
-                    // not (a busy or throttled tab is slow, not hostile).
                     Err(ping::Failure::Other { error }) => {
-                        tracing::debug!(peer = %event.peer, %error, "ping failed");
-                        self.violation(event.peer, "ping failed");
+                        let reason = format!("bad ping reply: {error}");
+                        self.violation(event.peer, Topic::Ping, &reason);
                     }
                     Err(error) => tracing::debug!(peer = %event.peer, %error, "ping failed"),
                     Ok(_) => {}
@@ -364,6 +388,27 @@ impl RelayNode {
         }
     }
 
+    /// What the DHT and the ledger report: log lines and violations.
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Wire(WireNote {
+                topic,
+                peer,
+                summary,
+                ..
+            }) => {
+                tracing::debug!(peer = ?peer, "{topic}: {summary}");
+            }
+            Report::Misbehaved {
+                peer,
+                topic,
+                reason,
+            } => self.violation(peer, topic, &reason),
+            // Only a node's own behaviours report these; the relay's do not.
+            Report::RelayKnown { .. } | Report::Identified { .. } | Report::Heard(_) => {}
+        }
+    }
+
     fn on_identify(&mut self, event: identify::Event) {
         match event {
             identify::Event::Received { peer_id, info, .. } => {
@@ -373,40 +418,29 @@ impl RelayNode {
                     addrs = info.listen_addrs.len(),
                     "identified peer"
                 );
-                let speaks_kad = info
-                    .protocols
-                    .iter()
-                    .any(|p| p.as_ref() == protocol::KADEMLIA);
-                if !speaks_kad {
-                    return;
-                }
-                let usable: Vec<_> = info.listen_addrs.into_iter().filter(is_dialable).collect();
-                if usable.is_empty() {
-                    return;
-                }
-                if usable
-                    .iter()
-                    .all(|a| a.iter().any(|p| p == Protocol::P2pCircuit))
-                {
-                    self.circuit_only.insert(peer_id);
-                }
-                for addr in usable {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
+                self.swarm.behaviour_mut().dht.on_identified(
+                    peer_id,
+                    &info.listen_addrs,
+                    &info.protocols,
+                );
             }
             identify::Event::Error { peer_id, error, .. } => {
-                tracing::warn!(peer = %peer_id, %error, "identify failed");
-                self.violation(peer_id, "identify failed");
+                let reason = format!("identify failed: {error}");
+                self.violation(peer_id, Topic::Identify, &reason);
             }
             identify::Event::Sent { .. } | identify::Event::Pushed { .. } => {}
         }
     }
 
-    /// A peer broke a protocol: count it, log it and disconnect it. The relay keeps running.
-    fn violation(&mut self, peer: PeerId, what: &str) {
+    /// A peer broke a protocol: a strike in the ledger, which bans it after too many. The relay
+    /// keeps running.
+    fn violation(&mut self, peer: PeerId, topic: Topic, reason: &str) {
         self.counters.protocol_violations.inc();
-        tracing::warn!(%peer, what, "disconnecting misbehaving peer");
-        let _ = self.swarm.disconnect_peer_id(peer);
+        tracing::warn!(%peer, %topic, reason, "protocol violation");
+        self.swarm
+            .behaviour_mut()
+            .ledger
+            .strike(peer, topic, reason);
     }
 }
 

@@ -6,25 +6,51 @@ use yew::prelude::*;
 use crate::components::{
     DhtPanel, EventLog, GimpsLog, GimpsPanel, Header, PeersPanel, RelayBanner,
 };
-use crate::runtime;
+use crate::node_client::NodeClient;
 use crate::state::{Action, AppState};
+
+/// Properties of [`App`]: the node, started before the first render, or why it did not start.
+#[derive(Properties, PartialEq)]
+pub(crate) struct AppProps {
+    /// The node's client.
+    pub(crate) client: Option<NodeClient>,
+    /// Why the node could not start.
+    pub(crate) startup_error: Option<AttrValue>,
+}
+
+/// What components need to act: the node's client and the reducer's dispatcher.
+#[derive(Clone, PartialEq)]
+pub(crate) struct Ui {
+    /// Commands and requests to the node.
+    pub(crate) client: NodeClient,
+    /// Answers to the page's requests go here.
+    pub(crate) dispatch: UseReducerDispatcher<AppState>,
+}
 
 /// The root component.
 #[function_component(App)]
-pub(crate) fn app() -> Html {
+pub(crate) fn app(props: &AppProps) -> Html {
     let state = use_reducer(AppState::default);
     {
         let dispatcher = state.dispatcher();
-        use_effect_with((), move |()| {
-            let on_view = {
+        let client = props.client.clone();
+        let startup_error = props.startup_error.clone();
+        use_effect_with((), move |()| match (client, startup_error) {
+            (Some(client), _) => {
                 let dispatcher = dispatcher.clone();
-                move |view| dispatcher.dispatch(Action::View(view))
-            };
-            if let Err(error) = runtime::start(on_view) {
-                dispatcher.dispatch(Action::Fatal(error));
+                client.on_view(Callback::from(move |view| {
+                    dispatcher.dispatch(Action::View(view));
+                }));
             }
+            (None, error) => dispatcher.dispatch(Action::Fatal(
+                error.map_or_else(|| "unknown error".to_owned(), |e| e.to_string()),
+            )),
         });
     }
+    let ui = props.client.clone().map(|client| Ui {
+        client,
+        dispatch: state.dispatcher(),
+    });
 
     let body = match (&state.view, &state.fatal) {
         (_, Some(error)) => html! {
@@ -49,10 +75,11 @@ pub(crate) fn app() -> Html {
                         </div>
                     }
                     <div class="panels full">
-                        <DhtPanel dht={view.dht.clone()} relay={view.relay.peer_id.clone()} />
+                        <DhtPanel dht={view.dht.clone()} relay={view.relay.peer_id.clone()}
+                            request={state.dht_request.clone()} />
                     </div>
                     <div class="panels">
-                        <PeersPanel peers={view.peers.clone()} />
+                        <PeersPanel peers={view.peers.clone()} banned={view.banned.clone()} />
                         <EventLog events={view.wire.clone()} />
                     </div>
                 </main>
@@ -60,8 +87,8 @@ pub(crate) fn app() -> Html {
         },
     };
 
-    html! {
-        <div class="app">
+    let page = html! {
+        <>
             <Header view={state.view.clone()} />
             { body }
             <footer>
@@ -70,6 +97,12 @@ pub(crate) fn app() -> Html {
                 { " · " }
                 <a href="/metrics">{ "relay metrics" }</a>
             </footer>
-        </div>
+        </>
+    };
+    match ui {
+        Some(ui) => html! {
+            <div class="app"><ContextProvider<Ui> context={ui}>{ page }</ContextProvider<Ui>></div>
+        },
+        None => html! { <div class="app">{ page }</div> },
     }
 }

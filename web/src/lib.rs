@@ -1,14 +1,15 @@
 //! The tabmesh web app: one browser tab, one libp2p peer, and a Yew UI that shows it.
 //!
-//! On load the tab starts a [`tabmesh_node::Node`] (identity from `sessionStorage`, relay from
-//! `/api/bootstrap`), renders the [`App`](app::App), and exposes `window.tabmesh` for tests and
-//! the curious (see [`hook`]). The UI never touches the network: node views arrive as
-//! [`Action`](state::Action)s on a Yew reducer.
+//! On load the tab starts its node ([`node_client::NodeClient`]: identity from
+//! `sessionStorage`, relay from `/api/bootstrap`), exposes `window.tabmesh` for scripts and tests
+//! ([`js_api`]) and renders the [`App`](app::App). Node views and the answers to the page's
+//! requests reach the UI as [`Action`](state::Action)s on one Yew reducer; the UI never touches
+//! the network, and every command leaves through the one client.
 
 mod app;
 mod components;
-mod hook;
-mod runtime;
+mod js_api;
+mod node_client;
 mod state;
 
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -22,6 +23,18 @@ pub fn start() {
             .set_max_level(tracing::Level::INFO)
             .build(),
     );
-    hook::install();
-    yew::Renderer::<app::App>::new().render();
+    let props = match node_client::NodeClient::start() {
+        Ok(client) => {
+            js_api::install(&client);
+            app::AppProps {
+                client: Some(client),
+                startup_error: None,
+            }
+        }
+        Err(error) => app::AppProps {
+            client: None,
+            startup_error: Some(error.into()),
+        },
+    };
+    yew::Renderer::<app::App>::with_props(props).render();
 }

@@ -1,9 +1,24 @@
-//! UI state: a Yew reducer fed by the node's views.
+//! UI state: one Yew reducer, fed by the node's views and by the answers to the page's requests.
+//!
+//! Everything the page shows comes from here: components dispatch [`Action`]s and never keep
+//! node state of their own; commands leave through the [`NodeClient`](crate::node_client).
 
 use std::rc::Rc;
 
+use tabmesh_core::dht::DhtReply;
 use tabmesh_node::NodeView;
 use yew::Reducible;
+
+/// The latest DHT request made with the panel's form and, once known, its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DhtRequestLine {
+    /// The request's id: only the latest request's answer is shown.
+    pub(crate) id: u64,
+    /// What was asked, e.g. `get "greeting"`.
+    pub(crate) asked: String,
+    /// `None` while the node works on it.
+    pub(crate) answer: Option<Result<DhtReply, String>>,
+}
 
 /// What the UI knows.
 #[derive(Debug, Default, PartialEq)]
@@ -12,6 +27,8 @@ pub(crate) struct AppState {
     pub(crate) view: Option<Rc<NodeView>>,
     /// Why the node could not start, if it could not.
     pub(crate) fatal: Option<String>,
+    /// The DHT form's latest request.
+    pub(crate) dht_request: Option<DhtRequestLine>,
 }
 
 /// Changes to the UI state.
@@ -20,21 +37,56 @@ pub(crate) enum Action {
     View(Rc<NodeView>),
     /// The node failed to start.
     Fatal(String),
+    /// The DHT form sent request `id`.
+    DhtAsked {
+        /// Its id.
+        id: u64,
+        /// What was asked.
+        asked: String,
+    },
+    /// The answer to DHT request `id` (or why the form could not send it).
+    DhtAnswered {
+        /// Its id.
+        id: u64,
+        /// What was asked.
+        asked: String,
+        /// The reply, or the reason there is none.
+        answer: Result<DhtReply, String>,
+    },
 }
 
 impl Reducible for AppState {
     type Action = Action;
 
     fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
+        let mut next = Self {
+            view: self.view.clone(),
+            fatal: self.fatal.clone(),
+            dht_request: self.dht_request.clone(),
+        };
         match action {
-            Action::View(view) => Rc::new(Self {
-                view: Some(view),
-                fatal: self.fatal.clone(),
-            }),
-            Action::Fatal(error) => Rc::new(Self {
-                view: self.view.clone(),
-                fatal: Some(error),
-            }),
+            Action::View(view) => next.view = Some(view),
+            Action::Fatal(error) => next.fatal = Some(error),
+            Action::DhtAsked { id, asked } => {
+                next.dht_request = Some(DhtRequestLine {
+                    id,
+                    asked,
+                    answer: None,
+                });
+            }
+            Action::DhtAnswered { id, asked, answer } => {
+                // An earlier request that finishes after a later one was sent is not shown.
+                let latest = self.dht_request.as_ref().is_none_or(|r| r.id <= id);
+                if !latest {
+                    return self;
+                }
+                next.dht_request = Some(DhtRequestLine {
+                    id,
+                    asked,
+                    answer: Some(answer),
+                });
+            }
         }
+        Rc::new(next)
     }
 }

@@ -17,7 +17,8 @@
 //! - [`hex`]: lowercase hex for keys and signatures in text formats.
 //! - [`gimps`]: the GIMPS-style gossip protocol (Mersenne prime search, TTL gossip, liveness).
 //! - [`dht`]: the rules tabmesh adds to Kademlia: signed records, quotas, lookup paths.
-//! - [`direct_upgrade`]: when to move a relayed peer to a direct connection, with backoff.
+//! - [`direct_upgrade`]: when to move a relayed peer to a direct connection, with backoff, and
+//!   which connection to keep when there are several.
 //! - [`ledger`]: the misbehaviour ledger every protocol reports violations to: strikes, bans
 //!   that grow with repeat offences, bounded.
 #![deny(missing_docs)]

@@ -3,8 +3,9 @@
 //! One entry per remote peer (the relay is tracked by the relay link, not here), holding every
 //! open connection to it. A peer counts as `direct` as soon as one of its connections does not go
 //! through a relay circuit. The table is bounded: past `max_peers` new peers are refused, and a
-//! peer that fails too many pings in a row or misbehaves too often is to be disconnected; the
-//! table says so and the driver carries it out.
+//! connection that fails too many pings in a row is to be closed; the table says so and the
+//! driver carries it out. Protocol violations are the misbehaviour ledger's business
+//! ([`crate::ledger`]); the table only shows the strikes it reports.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,22 @@ pub enum ConnectionKind {
     Direct,
 }
 
+impl ConnectionKind {
+    /// `"relayed"` or `"direct"` (the serialised form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Relayed => "relayed",
+            Self::Direct => "direct",
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Limits of a [`PeerTable`].
 #[derive(Debug, Clone)]
 pub struct PeerTableConfig {
@@ -32,8 +49,6 @@ pub struct PeerTableConfig {
     pub max_peers: usize,
     /// Consecutive ping failures on a connection before it is closed.
     pub max_ping_failures: u32,
-    /// Protocol violations tolerated before a peer is disconnected.
-    pub max_strikes: u32,
 }
 
 impl Default for PeerTableConfig {
@@ -41,7 +56,6 @@ impl Default for PeerTableConfig {
         Self {
             max_peers: 256,
             max_ping_failures: 3,
-            max_strikes: 3,
         }
     }
 }
@@ -55,13 +69,78 @@ pub enum Admission {
     Refused,
 }
 
-/// What to do about a peer after a failure or a violation.
+/// What to do about a connection after a failed ping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Keep the connection.
     Keep,
-    /// Close the connection(s), for this reason.
+    /// Close the connection, for this reason.
     Disconnect(String),
+}
+
+/// What kind of peer it is, from its identify agent version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PeerKind {
+    /// A tabmesh browser tab.
+    #[serde(rename = "tab")]
+    Tab,
+    /// A native tabmesh node.
+    #[serde(rename = "native")]
+    Native,
+    /// A tabmesh relay.
+    #[serde(rename = "relay")]
+    Relay,
+    /// A js-libp2p node speaking the same protocols.
+    #[serde(rename = "js-libp2p")]
+    JsLibp2p,
+    /// Another rust-libp2p program.
+    #[serde(rename = "rust-libp2p")]
+    RustLibp2p,
+    /// A go-libp2p node.
+    #[serde(rename = "go-libp2p")]
+    GoLibp2p,
+    /// Not identified yet, or an agent we do not know.
+    #[serde(rename = "unknown")]
+    Unknown,
+}
+
+impl PeerKind {
+    /// The kind of a peer announcing `agent` (`None`: not identified yet).
+    pub fn of_agent(agent: Option<&str>) -> Self {
+        match agent {
+            Some(a) if a.starts_with(AGENT_WEB) => Self::Tab,
+            Some(a) if a.starts_with(AGENT_NATIVE) => Self::Native,
+            Some(a) if a.starts_with(AGENT_RELAY) => Self::Relay,
+            // Another implementation speaking the same protocols (e.g. a js-libp2p browser node).
+            Some(a) if a.starts_with("js-libp2p") => Self::JsLibp2p,
+            Some(a) if a.starts_with("rust-libp2p") => Self::RustLibp2p,
+            Some(a)
+                if a.starts_with("go-libp2p") || a.starts_with("github.com/libp2p/go-libp2p") =>
+            {
+                Self::GoLibp2p
+            }
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The name shown in the Peers panel (the serialised form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tab => "tab",
+            Self::Native => "native",
+            Self::Relay => "relay",
+            Self::JsLibp2p => "js-libp2p",
+            Self::RustLibp2p => "rust-libp2p",
+            Self::GoLibp2p => "go-libp2p",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +157,6 @@ struct PeerEntry<C> {
     first_connected: Instant,
     last_heard: Instant,
     agent: Option<String>,
-    strikes: u32,
 }
 
 /// One peer, as shown in the Peers panel and in `window.tabmesh.state().peers`.
@@ -102,10 +180,11 @@ pub struct PeerView {
     pub connected_at_ms: u64,
     /// `"tab"`, `"native"`, `"relay"`, another implementation (`"js-libp2p"`, `"rust-libp2p"`,
     /// `"go-libp2p"`) or `"unknown"`, from the identify agent version.
-    pub kind: String,
+    pub kind: PeerKind,
     /// The identify agent version, once known.
     pub agent: Option<String>,
-    /// Protocol violations counted against the peer.
+    /// Protocol violations counted against the peer by the misbehaviour ledger (filled in by
+    /// the node).
     pub strikes: u32,
     /// Where the move to a direct connection stands (tabs only; filled in by the node).
     #[serde(default)]
@@ -143,6 +222,11 @@ impl<C: Copy + Eq> PeerTable<C> {
     /// Whether `peer` has an open connection.
     pub fn contains(&self, peer: &PeerId) -> bool {
         self.peers.contains_key(peer)
+    }
+
+    /// Whether a new peer would be admitted.
+    pub fn has_room(&self) -> bool {
+        self.peers.len() < self.config.max_peers
     }
 
     /// Connections refused because the table was full.
@@ -203,7 +287,6 @@ impl<C: Copy + Eq> PeerTable<C> {
                 first_connected: now,
                 last_heard: now,
                 agent: None,
-                strikes: 0,
             },
         );
         Admission::Accepted
@@ -265,27 +348,25 @@ impl<C: Copy + Eq> PeerTable<C> {
         }
     }
 
-    /// The peer broke a protocol rule (garbage on a stream, an oversized message, ...).
-    pub fn on_misbehaviour(&mut self, peer: &PeerId, reason: &str) -> Verdict {
-        let Some(entry) = self.peers.get_mut(peer) else {
-            return Verdict::Disconnect(reason.to_owned());
-        };
-        entry.strikes += 1;
-        if entry.strikes >= self.config.max_strikes {
-            Verdict::Disconnect(format!("{} violations, last: {reason}", entry.strikes))
-        } else {
-            Verdict::Keep
-        }
-    }
-
     /// The peers for display; timestamps are relative to `origin` (page load).
     pub fn view(&self, now: Instant, origin: Instant) -> Vec<PeerView> {
+        self.view_with(now, origin, |_, _| {})
+    }
+
+    /// The peers for display, each completed by `extra` with what other parts of the node know
+    /// about it (upgrade state, strikes).
+    pub fn view_with(
+        &self,
+        now: Instant,
+        origin: Instant,
+        mut extra: impl FnMut(&PeerId, &mut PeerView),
+    ) -> Vec<PeerView> {
         self.peers
             .iter()
             .map(|(peer, e)| {
                 let direct = e.links.iter().find(|l| l.kind == ConnectionKind::Direct);
                 let preferred = direct.or_else(|| e.links.first());
-                PeerView {
+                let mut view = PeerView {
                     peer_id: peer.to_base58(),
                     name: peer_name(peer),
                     short_id: short_id(peer),
@@ -298,11 +379,13 @@ impl<C: Copy + Eq> PeerTable<C> {
                     rtt_ms: preferred.and_then(|l| l.rtt).map(|d| d.as_secs_f64() * 1e3),
                     last_heard_ms_ago: millis(now.saturating_duration_since(e.last_heard)),
                     connected_at_ms: millis(e.first_connected.saturating_duration_since(origin)),
-                    kind: agent_kind(e.agent.as_deref()).to_owned(),
+                    kind: PeerKind::of_agent(e.agent.as_deref()),
                     agent: e.agent.clone(),
-                    strikes: e.strikes,
+                    strikes: 0,
                     upgrade: None,
-                }
+                };
+                extra(peer, &mut view);
+                view
             })
             .collect()
     }
@@ -311,21 +394,6 @@ impl<C: Copy + Eq> PeerTable<C> {
 /// Milliseconds in `d`, saturating.
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn agent_kind(agent: Option<&str>) -> &'static str {
-    match agent {
-        Some(a) if a.starts_with(AGENT_WEB) => "tab",
-        Some(a) if a.starts_with(AGENT_NATIVE) => "native",
-        Some(a) if a.starts_with(AGENT_RELAY) => "relay",
-        // Another implementation speaking the same protocols (e.g. a js-libp2p browser node).
-        Some(a) if a.starts_with("js-libp2p") => "js-libp2p",
-        Some(a) if a.starts_with("rust-libp2p") => "rust-libp2p",
-        Some(a) if a.starts_with("go-libp2p") || a.starts_with("github.com/libp2p/go-libp2p") => {
-            "go-libp2p"
-        }
-        _ => "unknown",
-    }
 }
 
 #[cfg(test)]
@@ -341,7 +409,6 @@ mod tests {
         PeerTable::new(PeerTableConfig {
             max_peers,
             max_ping_failures: 2,
-            max_strikes: 2,
         })
     }
 
@@ -416,32 +483,22 @@ mod tests {
     }
 
     #[test]
-    fn strikes_accumulate_to_a_disconnect() {
-        let now = Instant::now();
-        let mut t = table(8);
-        let p = peer();
-        t.on_connection_established(now, p, 1, ConnectionKind::Relayed);
-        assert_eq!(t.on_misbehaviour(&p, "garbage"), Verdict::Keep);
-        let Verdict::Disconnect(reason) = t.on_misbehaviour(&p, "garbage") else {
-            panic!("second strike must disconnect");
-        };
-        assert!(reason.contains("garbage"));
-        assert_eq!(t.view(now, now)[0].strikes, 2);
-    }
-
-    #[test]
     fn agent_decides_the_kind_and_is_truncated() {
         let now = Instant::now();
         let mut t = table(8);
         let p = peer();
         t.on_connection_established(now, p, 1, ConnectionKind::Relayed);
-        assert_eq!(t.view(now, now)[0].kind, "unknown");
+        assert_eq!(t.view(now, now)[0].kind, PeerKind::Unknown);
         t.on_identified(now, &p, &format!("{AGENT_WEB}/0.1.0{}", "x".repeat(500)));
         let v = &t.view(now, now)[0];
-        assert_eq!(v.kind, "tab");
+        assert_eq!(v.kind, PeerKind::Tab);
         assert_eq!(v.agent.as_ref().map(|a| a.len()), Some(128));
         // As js-libp2p 3.3 announces itself from a browser.
         t.on_identified(now, &p, "js-libp2p/3.3.11 browser/Mozilla/5.0");
-        assert_eq!(t.view(now, now)[0].kind, "js-libp2p");
+        assert_eq!(t.view(now, now)[0].kind, PeerKind::JsLibp2p);
+        assert_eq!(
+            serde_json::to_value(PeerKind::JsLibp2p).expect("serialises"),
+            "js-libp2p"
+        );
     }
 }

@@ -9,7 +9,7 @@ pub struct PerfReport {
     /// The peer.
     pub peer_id: String,
     /// `"direct"` or `"relayed"`: the connection the node had to the peer when the run started.
-    pub connection: String,
+    pub connection: crate::peers::ConnectionKind,
     /// Bytes sent.
     pub upload_bytes: u64,
     /// Milliseconds from the first byte sent to the server's answer.
@@ -47,7 +47,7 @@ mod tests {
     fn throughput_is_in_megabytes_per_second() {
         let report = PerfReport {
             peer_id: String::new(),
-            connection: "direct".into(),
+            connection: crate::peers::ConnectionKind::Direct,
             upload_bytes: 8_000_000,
             upload_ms: 1000.0,
             download_bytes: 4_000_000,

@@ -71,11 +71,44 @@ pub struct RelayLink {
     rng: SmallRng,
 }
 
+/// The link's state, for display.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkStatus {
+    /// Fetching the bootstrap document or dialing the relay.
+    #[default]
+    Connecting,
+    /// Connected, no reservation yet.
+    Connected,
+    /// Holding a reservation: other peers can reach us.
+    Reserved,
+    /// Waiting to retry after a failure.
+    Waiting,
+}
+
+impl LinkStatus {
+    /// The name shown (the serialised form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Reserved => "reserved",
+            Self::Waiting => "waiting",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Serialisable summary of the link, as shown in the UI and in `window.tabmesh.state().relay`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RelayLinkView {
     /// `"connecting"`, `"connected"`, `"reserved"` or `"waiting"`.
-    pub state: String,
+    pub state: LinkStatus,
     /// Whether a connection to the relay is up.
     pub connected: bool,
     /// Whether we hold a reservation (other peers can reach us).
@@ -188,11 +221,13 @@ impl RelayLink {
     /// A summary for display.
     pub fn view(&self, now: Instant) -> RelayLinkView {
         let (state, connected, reservation, attempt, retry_in_ms) = match self.state {
-            RelayLinkState::Connecting { attempt } => ("connecting", false, false, attempt, None),
-            RelayLinkState::Connected => ("connected", true, false, 0, None),
-            RelayLinkState::Reserved { .. } => ("reserved", true, true, 0, None),
+            RelayLinkState::Connecting { attempt } => {
+                (LinkStatus::Connecting, false, false, attempt, None)
+            }
+            RelayLinkState::Connected => (LinkStatus::Connected, true, false, 0, None),
+            RelayLinkState::Reserved { .. } => (LinkStatus::Reserved, true, true, 0, None),
             RelayLinkState::Waiting { attempt, retry_at } => (
-                "waiting",
+                LinkStatus::Waiting,
                 false,
                 false,
                 attempt,
@@ -200,7 +235,7 @@ impl RelayLink {
             ),
         };
         RelayLinkView {
-            state: state.to_owned(),
+            state,
             connected,
             reservation,
             attempt,
@@ -273,7 +308,7 @@ mod tests {
         l.on_failure(at, "connection closed");
         assert_eq!(l.poll_timeout(), Some(at + Duration::from_secs(1)));
         let v = l.view(at);
-        assert_eq!(v.state, "waiting");
+        assert_eq!(v.state, LinkStatus::Waiting);
         assert_eq!(v.retry_in_ms, Some(1000));
         assert_eq!(v.last_error.as_deref(), Some("connection closed"));
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dht::DhtSection;
 use crate::gimps::node::{GimpsView, GossipConfig};
+use crate::ledger::BanView;
 use crate::peers::{PeerView, millis};
 use crate::relay_link::RelayLinkView;
 use crate::wire_log::WireEvent;
@@ -34,6 +35,9 @@ pub struct NodeView {
     pub wire: Vec<WireEvent>,
     /// Counters of rejected input and failures.
     pub counters: Counters,
+    /// Peers banned by the misbehaviour ledger, with the reason and the time left.
+    #[serde(default)]
+    pub banned: Vec<BanView>,
     /// The GIMPS gossip protocol's state (absent in peers that do not run it).
     #[serde(default)]
     pub gimps: Option<GimpsSection>,
@@ -110,12 +114,19 @@ pub struct RelayView {
 /// Counters of what the node refused or lost.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
-    /// Protocol violations by connected peers (garbled pings, failed identify exchanges, ...).
+    /// Protocol violations by connected peers (garbled pings, failed identify exchanges,
+    /// rejected gossip, forged records, ...): strikes in the misbehaviour ledger.
     pub violations: u64,
+    /// Peers banned by the ledger (each ban counts).
+    #[serde(default)]
+    pub bans: u64,
+    /// Connections refused because the peer was banned.
+    #[serde(default)]
+    pub refused_banned: u64,
     /// Incoming connections that failed before being established (garbage instead of a
     /// handshake, or the losing side of two peers dialing each other at once).
     pub incoming_errors: u64,
-    /// Peers disconnected for failed pings or violations.
+    /// Connections closed for failed pings (bans are counted in `bans`).
     pub disconnects: u64,
     /// Connections refused because the peer table was full.
     pub refused_connections: u64,

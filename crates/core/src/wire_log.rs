@@ -84,8 +84,8 @@ pub struct WireEvent {
     pub at_ms: u64,
     /// Which way it went.
     pub direction: Direction,
-    /// The protocol, such as `"ping"`, `"identify"`, `"kad"`, `"relay"`, `"conn"`.
-    pub protocol: String,
+    /// What it is about (`"ping"`, `"identify"`, `"kad"`, `"relay"`, `"conn"`, ...).
+    pub protocol: Topic,
     /// The remote peer's name, if the event concerns one peer.
     pub peer: Option<String>,
     /// What happened, in a few words.
@@ -117,7 +117,7 @@ impl WireLog {
         &mut self,
         now: Instant,
         direction: Direction,
-        protocol: &str,
+        protocol: Topic,
         peer: Option<String>,
         summary: impl Into<String>,
     ) -> &WireEvent {
@@ -128,7 +128,7 @@ impl WireLog {
             seq: self.next_seq,
             at_ms: millis(now.saturating_duration_since(self.origin)),
             direction,
-            protocol: protocol.to_owned(),
+            protocol,
             peer,
             summary: summary.into(),
         });
@@ -160,7 +160,7 @@ mod tests {
             log.push(
                 origin + Duration::from_millis(i * 10),
                 Direction::Sent,
-                "ping",
+                Topic::Ping,
                 None,
                 format!("#{i}"),
             );
@@ -171,5 +171,19 @@ mod tests {
             .collect();
         assert_eq!(kept, vec![(3, 20, "#2"), (4, 30, "#3"), (5, 40, "#4")]);
         assert_eq!(log.total(), 5);
+    }
+
+    #[test]
+    fn topics_serialise_to_their_display_names() {
+        for topic in [
+            Topic::Conn,
+            Topic::Kad,
+            Topic::Webrtc,
+            Topic::Ban,
+            Topic::Node,
+        ] {
+            let json = serde_json::to_string(&topic).expect("serialises");
+            assert_eq!(json, format!("\"{topic}\""));
+        }
     }
 }

@@ -1,10 +1,10 @@
 //! A tabmesh DHT of N peers in one process, to measure what Kademlia promises.
 //!
-//! Every simulated peer runs the behaviours a tab runs for the DHT, built by the same code:
-//! tabmesh's Kademlia ([`tabmesh_node::dht::kademlia`], with its protocol name, replication,
-//! filtered and validated inserts, quotas and observed lookups), identify (how peers learn each
-//! other's listen addresses) and the [`Dht`] operations (signed put, get with the precedence
-//! rule, hand-over to joining peers). Only the transport differs: libp2p's in-memory transport
+//! Every simulated peer runs the behaviours a tab runs for the DHT, the same code: tabmesh's DHT
+//! behaviour ([`tabmesh_node::dht::Behaviour`]: Kademlia with its protocol name, replication,
+//! filtered and validated inserts, quotas and observed lookups, and the operations: signed put,
+//! get with the precedence rule, hand-over to joining peers) and identify (how peers learn each
+//! other's listen addresses). Only the transport differs: libp2p's in-memory transport
 //! with plaintext instead of WebSocket/relay circuits with Noise, so that a thousand peers fit on
 //! two cores.
 //!
@@ -30,13 +30,13 @@ use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, plaintext, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, plaintext, yamux};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tabmesh_core::dht::{DhtConfig, DhtError, DhtReply, DhtRequest};
-use tabmesh_node::dht::{Dht, MemoryBackend, ObservedKad};
+use tabmesh_node::dht::{self, MemoryBackend};
 use tokio::sync::mpsc;
 use web_time::Instant;
 
@@ -160,7 +160,7 @@ pub struct SimReport {
 
 #[derive(NetworkBehaviour)]
 struct SimBehaviour {
-    kad: ObservedKad,
+    dht: dht::Behaviour,
     identify: identify::Behaviour,
 }
 
@@ -168,7 +168,7 @@ struct SimBehaviour {
 enum Order {
     AddPeer(PeerId, Multiaddr),
     Join(oneshot::Sender<()>),
-    Dht(DhtRequest, tabmesh_node::dht::DhtReplySender),
+    Dht(DhtRequest, dht::DhtReplySender),
     Held(oneshot::Sender<Vec<(String, String)>>),
     Leave,
 }
@@ -198,12 +198,16 @@ impl SimPeer {
     pub fn spawn(key: Keypair, config: &DhtConfig) -> anyhow::Result<Self> {
         let peer_id = key.public().to_peer_id();
         let dht_config = config.clone();
-        let dht_key = key.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(memory_transport)?
             .with_behaviour(|key| SimBehaviour {
-                kad: tabmesh_node::dht::kademlia(peer_id, &dht_config, Box::new(MemoryBackend)),
+                dht: dht::Behaviour::new(
+                    key.clone(),
+                    dht_config,
+                    Box::new(MemoryBackend),
+                    dht::Role::Peer { discovery: None },
+                ),
                 identify: identify::Behaviour::new(identify::Config::new(
                     tabmesh_core::protocol::IDENTIFY_VERSION.to_owned(),
                     key.public(),
@@ -214,9 +218,8 @@ impl SimPeer {
         let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
         let addr = Multiaddr::empty().with(Protocol::Memory(port));
         swarm.listen_on(addr.clone())?;
-        let dht = Dht::new(config.clone(), dht_key, 0, Instant::now());
         let (orders, rx) = mpsc::channel(64);
-        tokio::spawn(drive(swarm, dht, rx));
+        tokio::spawn(drive(swarm, rx));
         Ok(Self {
             peer_id,
             addr,
@@ -270,48 +273,32 @@ impl SimPeer {
     }
 }
 
-async fn drive(mut swarm: Swarm<SimBehaviour>, mut dht: Dht, mut orders: mpsc::Receiver<Order>) {
-    let mut joining: Option<(kad::QueryId, oneshot::Sender<()>)> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+async fn drive(mut swarm: Swarm<SimBehaviour>, mut orders: mpsc::Receiver<Order>) {
     loop {
         tokio::select! {
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::Behaviour(SimBehaviourEvent::Kad(event)) => {
-                    let rest = dht.on_kad_event(&mut swarm.behaviour_mut().kad, Instant::now(), event);
-                    dht.take_logs();
-                    if let Some(kad::Event::OutboundQueryProgressed { id, step, .. }) = rest
-                        && step.last
-                        && joining.as_ref().is_some_and(|(q, _)| *q == id)
-                        && let Some((_, done)) = joining.take()
-                    {
-                        let _ = done.send(());
-                    }
+            event = swarm.select_next_some() => {
+                if let SwarmEvent::Behaviour(SimBehaviourEvent::Identify(identify::Event::Received {
+                    peer_id,
+                    info,
+                    ..
+                })) = event
+                {
+                    swarm
+                        .behaviour_mut()
+                        .dht
+                        .on_identified(peer_id, &info.listen_addrs, &info.protocols);
                 }
-                SwarmEvent::Behaviour(SimBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                    for addr in info.listen_addrs {
-                        swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
-                }
-                _ => {}
-            },
+            }
             order = orders.recv() => match order {
                 Some(Order::AddPeer(peer, addr)) => {
-                    swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    swarm.behaviour_mut().dht.kad_mut().add_address(&peer, addr);
                 }
-                // Kademlia's join: a lookup of our own id, then one lookup per bucket farther
-                // than our closest neighbour (libp2p's bootstrap; tabs run it periodically).
-                Some(Order::Join(done)) => match swarm.behaviour_mut().kad.bootstrap() {
-                    Ok(query) => joining = Some((query, done)),
-                    Err(_) => { let _ = done.send(()); }
-                },
-                Some(Order::Dht(request, reply)) => {
-                    dht.start(&mut swarm.behaviour_mut().kad, Instant::now(), request, reply);
-                    dht.take_logs();
-                }
+                Some(Order::Join(done)) => swarm.behaviour_mut().dht.join(done),
+                Some(Order::Dht(request, reply)) => swarm.behaviour_mut().dht.start(request, reply),
                 Some(Order::Held(reply)) => {
                     let keys = swarm
                         .behaviour_mut()
-                        .kad
+                        .dht
                         .store_mut()
                         .local()
                         .records()
@@ -326,10 +313,6 @@ async fn drive(mut swarm: Swarm<SimBehaviour>, mut dht: Dht, mut orders: mpsc::R
                 }
                 Some(Order::Leave) | None => break,
             },
-            _ = tick.tick() => {
-                dht.on_tick(&mut swarm.behaviour_mut().kad, Instant::now());
-                dht.take_logs();
-            }
         }
     }
 }

@@ -216,7 +216,7 @@ async fn forged_and_garbage_records_from_the_wire_are_refused() {
         b"motd".to_vec(),
         b"pwned".to_vec(),
         99,
-        tabmesh_node::dht::unix_now_ms() + 60_000,
+        tabmesh_node::platform::unix_now_ms() + 60_000,
         false,
     );
     forged.publisher = peers[0].peer_id;

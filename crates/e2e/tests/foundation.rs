@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use tabmesh_core::peers::PeerKind;
 use tabmesh_e2e::{
     Browser, BrowserOptions, NativeNode, NodeView, Relay, RelayOptions, run_dir, wait_until,
 };
@@ -90,7 +91,7 @@ async fn tabs_and_a_native_node_form_a_mesh_and_survive_a_relay_restart() -> any
             "the relay is not a peer"
         );
         assert!(
-            view.peers.iter().all(|p| p.kind == "tab"),
+            view.peers.iter().all(|p| p.kind == PeerKind::Tab),
             "{:?}",
             view.peers
         );
@@ -154,7 +155,7 @@ async fn tabs_and_a_native_node_form_a_mesh_and_survive_a_relay_restart() -> any
         .iter()
         .find(|p| p.peer_id == node_view.peer_id)
         .expect("listed");
-    assert_eq!(native.kind, "native");
+    assert_eq!(native.kind, PeerKind::Native);
 
     // The relay restarts: tabs notice, say so, and come back by themselves.
     let options = relay.options().clone();

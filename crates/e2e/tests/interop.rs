@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use tabmesh_core::peers::ConnectionKind;
+use tabmesh_core::peers::{ConnectionKind, PeerKind};
 use tabmesh_e2e::{
     Browser, BrowserOptions, NodeView, Relay, RelayOptions, Tab, run_dir, target_dir, wait_until,
     web_dir,
@@ -90,7 +90,7 @@ async fn tab_sees_js_direct(browser: &Browser, tab: &Tab, js_id: &str) -> anyhow
             let peer = view.and_then(|v| v.peers.into_iter().find(|p| p.peer_id == js_id));
             Ok(match peer {
                 Some(p) if p.connection == ConnectionKind::Direct && p.rtt_ms.is_some() => {
-                    if p.kind == "js-libp2p" {
+                    if p.kind == PeerKind::JsLibp2p {
                         Ok(())
                     } else {
                         Err(format!("kind {} (agent {:?})", p.kind, p.agent))

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tabmesh_core::peers::ConnectionKind;
+use tabmesh_core::relay_link::LinkStatus;
 use tabmesh_e2e::{
     Browser, BrowserOptions, NodeView, Relay, RelayOptions, gossip_peers, run_dir, wait_until,
 };
@@ -136,7 +137,7 @@ async fn four_tabs_go_direct_and_keep_talking_when_the_relay_stops() -> anyhow::
     let all: BTreeSet<String> = after.iter().map(|v| v.peer_id.clone()).collect();
     for (v, before) in after.iter().zip(&received_before) {
         assert!(
-            v.relay.link.state != "reserved",
+            v.relay.link.state != LinkStatus::Reserved,
             "{} still thinks it holds a reservation",
             v.name
         );

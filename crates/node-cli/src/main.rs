@@ -70,6 +70,15 @@ struct NodeArgs {
     /// GIMPS: TTL of our PRIME announcements.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=16))]
     ttl: u8,
+
+    /// Protocol violations that ban a peer (disconnected, its connections refused for a while).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    ban_after_strikes: u32,
+
+    /// Length of a first ban in seconds; each repeat offence (within a day) multiplies it by 4,
+    /// up to an hour.
+    #[arg(long, default_value_t = 60.0, value_parser = positive_secs)]
+    ban_secs: f64,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -136,6 +145,8 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
         format!("{AGENT_NATIVE}/{}", env!("CARGO_PKG_VERSION")),
     );
     config.listen = args.listen.clone();
+    // Wire events are printed as they happen (the JSON output has them in each snapshot).
+    config.stream_wire_events = !args.json;
     config.seed = std::process::id().into();
     config.gossip.search_interval = Duration::from_secs_f64(args.search_interval);
     config.gossip.evict_interval = Duration::from_secs_f64(args.evict_interval);
@@ -144,6 +155,9 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     config.gossip.initial_ttl = args.ttl;
     config.gossip.cooperative = args.cooperative;
     config.gossip.max_ttl = config.gossip.max_ttl.max(args.ttl);
+    config.ledger.max_strikes = args.ban_after_strikes;
+    config.ledger.first_ban = Duration::from_secs_f64(args.ban_secs);
+    config.ledger.max_ban = config.ledger.max_ban.max(config.ledger.first_ban);
     let (node, mut handle) = Node::new(config).context("starting the node")?;
     println!("tabmesh-node {} joining {}", node.peer_id(), args.bootstrap);
     if !args.json {
@@ -286,7 +300,7 @@ fn print_dht_result(what: &str, result: &Result<DhtReply, DhtError>, json: bool)
                 ..
             },
         ) => {
-            println!("{what}: {}", tabmesh_node::dht::summarize(reply));
+            println!("{what}: {}", reply.summary());
             println!(
                 "  value: {}",
                 record.value.as_deref().unwrap_or(&record.preview)
@@ -298,7 +312,7 @@ fn print_dht_result(what: &str, result: &Result<DhtReply, DhtError>, json: bool)
                 println!("  {} ({})", p.name, p.peer_id);
             }
         }
-        Ok(reply) => println!("{what}: {}", tabmesh_node::dht::summarize(reply)),
+        Ok(reply) => println!("{what}: {}", reply.summary()),
         Err(error) => println!("{what}: {error}"),
     }
 }
@@ -427,7 +441,7 @@ fn summary(view: &NodeView) -> String {
             "  {:<20} {:<7} {:<8} rtt {:<9} heard {:.1} s ago  {}",
             p.name,
             p.kind,
-            format!("{:?}", p.connection).to_lowercase(),
+            p.connection,
             rtt,
             p.last_heard_ms_ago as f64 / 1e3,
             p.short_id

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use tabmesh_core::peers::PeerKind;
+use tabmesh_core::relay_link::LinkStatus;
 use tabmesh_e2e::{NativeNode, Relay, RelayOptions, free_port, run_dir, wait_until};
 
 const NODE: &str = env!("CARGO_BIN_EXE_tabmesh-node");
@@ -100,8 +102,8 @@ async fn native_nodes_meet_and_survive_garbage() -> anyhow::Result<()> {
         },
     )
     .await?;
-    assert_eq!(a_view.relay.link.state, "reserved");
-    assert!(b_view.peers.iter().all(|p| p.kind == "native"));
+    assert_eq!(a_view.relay.link.state, LinkStatus::Reserved);
+    assert!(b_view.peers.iter().all(|p| p.kind == PeerKind::Native));
 
     let mut garbage = std::net::TcpStream::connect(("127.0.0.1", port))?;
     garbage.write_all(b"\x00\x01\x02 definitely not multistream-select\n")?;

@@ -1,85 +1,91 @@
-//! The behaviours every tabmesh peer runs, and their configuration.
+//! The behaviours of a tabmesh peer, composed: one module per protocol.
 //!
-//! - relay client: reservations on the relay and circuits to other peers;
-//! - Kademlia (server mode, tabmesh protocol name): peer discovery and the DHT (see [`crate::dht`]);
-//! - identify (pushing listen address changes, so the relay learns our circuit address as soon
-//!   as the reservation is accepted);
-//! - ping: round-trip times and liveness;
-//! - GIMPS gossip (`/tabmesh/gimps/1.0.0`): one request per message, see `gossip_codec`;
-//! - perf (`/perf/1.0.0`): throughput between two peers, for benchmarks;
-//! - WebRTC signaling (`/webrtc-signaling/0.0.1`, tabs only): how two tabs connected through the
-//!   relay set up a direct connection (see `tabmesh-webrtc`).
-
-// The derive generates `NodeBehaviourEvent` with one undocumented variant per field.
-#![allow(missing_docs)]
-
-use std::time::Duration;
+//! | field | module | what it owns |
+//! | --- | --- | --- |
+//! | `ledger` | [`crate::ledger`] | strikes and bans for every protocol; refuses banned peers |
+//! | `peers` | [`crate::peers`] | identify, ping, the peer table, admission |
+//! | `relay` | [`crate::relay_link`] | bootstrap document, reservation, reconnection |
+//! | `dht` | [`crate::dht`] | Kademlia, the user's operations, discovery, hand-over |
+//! | `direct` | [`crate::direct`] | WebRTC signaling and the relayed-to-direct upgrade |
+//! | `gimps` | [`crate::gimps`] | GIMPS gossip and the Lucas-Lehmer search |
+//! | `perf` | [`crate::perf`] | libp2p's perf protocol |
+//!
+//! Each reports [`Report`]s; the node routes them (`Node::on_report`). The ledger comes first
+//! and the peers second: a banned peer, or a new peer when the table is full, is refused
+//! before any other protocol sets up a handler for its connection.
 
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::relay;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{identify, ping, relay};
-use tabmesh_core::dht::DhtConfig;
-use tabmesh_core::protocol;
+use web_time::Instant;
 
-use crate::dht::{ObservedKad, StoreBackend};
-use crate::gossip_codec::{self, GossipCodec};
+use crate::direct::WebRtc;
+use crate::report::Report;
+use crate::{NodeConfig, NodeError, dht, direct, gimps, ledger, peers, perf, platform, relay_link};
 
 /// The behaviours of a tabmesh peer.
 #[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "Report", prelude = "libp2p::swarm::derive_prelude")]
 pub struct NodeBehaviour {
-    /// Circuit relay v2 client.
-    pub relay: relay::client::Behaviour,
-    /// The tabmesh Kademlia DHT.
-    pub kad: ObservedKad,
-    /// Identify.
-    pub identify: identify::Behaviour,
-    /// Ping.
-    pub ping: ping::Behaviour,
+    /// The misbehaviour ledger.
+    pub ledger: ledger::Behaviour,
+    /// Identify, ping and the peer table.
+    pub peers: peers::Behaviour,
+    /// The relay link.
+    pub relay: relay_link::Behaviour,
+    /// The DHT and peer discovery.
+    pub dht: dht::Behaviour,
+    /// Relayed to direct WebRTC connections.
+    pub direct: direct::Behaviour,
     /// GIMPS gossip.
-    pub gimps: request_response::Behaviour<GossipCodec>,
-    /// Plain streams for libp2p's perf protocol (`/perf/1.0.0`, see `perf`).
-    pub stream: libp2p_stream::Behaviour,
-    /// WebRTC signaling streams for the `/webrtc` transport (absent on native nodes).
-    pub webrtc: Toggle<tabmesh_webrtc::Behaviour>,
+    pub gimps: gimps::Behaviour,
+    /// The perf protocol.
+    pub perf: perf::Behaviour,
 }
 
 impl NodeBehaviour {
-    /// The behaviours for `key`, around the relay client that the swarm builder made and, in a
-    /// tab, the WebRTC transport's signaling behaviour.
+    /// The behaviours for `config`, around the swarm's relay client and, in a tab, the WebRTC
+    /// signaling; view timestamps count from `origin`.
     pub fn new(
         key: &Keypair,
-        relay: relay::client::Behaviour,
-        webrtc: Option<tabmesh_webrtc::Behaviour>,
-        agent: String,
-        ping_interval: Duration,
-        dht: &DhtConfig,
-        store: Box<dyn StoreBackend>,
-    ) -> Self {
-        let peer_id = key.public().to_peer_id();
-        Self {
-            relay,
-            kad: crate::dht::kademlia(peer_id, dht, store),
-            identify: identify::Behaviour::new(
-                identify::Config::new(protocol::IDENTIFY_VERSION.to_owned(), key.public())
-                    .with_agent_version(agent)
-                    .with_push_listen_addr_updates(true),
+        config: &NodeConfig,
+        origin: Instant,
+        relay_client: relay::client::Behaviour,
+        webrtc: Option<WebRtc>,
+    ) -> Result<Self, NodeError> {
+        let local = key.public().to_peer_id();
+        Ok(Self {
+            ledger: ledger::Behaviour::new(config.ledger.clone()),
+            peers: peers::Behaviour::new(
+                key,
+                config.agent.clone(),
+                config.ping_interval,
+                config.peer_table.clone(),
+                origin,
             ),
-            ping: ping::Behaviour::new(
-                ping::Config::new()
-                    .with_interval(ping_interval)
-                    .with_timeout(Duration::from_secs(10)),
+            relay: relay_link::Behaviour::new(
+                relay_client,
+                config.bootstrap.clone(),
+                config.relay_link.clone(),
+                config.seed,
+                origin,
             ),
-            gimps: request_response::Behaviour::with_codec(
-                GossipCodec,
-                [(gossip_codec::PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(10))
-                    .with_max_concurrent_streams(64),
+            dht: dht::Behaviour::new(
+                key.clone(),
+                config.dht.clone(),
+                platform::dht_backend(),
+                dht::Role::Peer {
+                    discovery: Some(config.discovery.clone()),
+                },
             ),
-            stream: libp2p_stream::Behaviour::new(),
-            webrtc: webrtc.into(),
-        }
+            direct: direct::Behaviour::new(
+                local,
+                config.upgrade.clone(),
+                webrtc,
+                config.direct_upgrade,
+            ),
+            gimps: gimps::Behaviour::new(key.clone(), config.gossip.clone(), origin),
+            perf: perf::Behaviour::new()?,
+        })
     }
 }

@@ -1,25 +1,37 @@
 //! A tabmesh peer: the libp2p node that runs in every browser tab and in `tabmesh-node`.
 //!
-//! The protocol rules live in `tabmesh-core` as clock-free state machines; this crate is the thin
-//! adapter around them. [`Node`] owns a libp2p [`Swarm`](libp2p::Swarm) with the behaviours in
-//! [`behaviour`], reads the clock once per event, feeds the event to the core types and carries
-//! out what they decide (dial the relay, ask the DHT for peers, close a misbehaving connection).
+//! The protocol rules live in `tabmesh-core` as clock-free state machines. This crate gives each
+//! protocol one module, a libp2p `NetworkBehaviour` that owns its bookkeeping and wraps its core
+//! state machine, reading the clock once per event and passing it in:
 //!
-//! The browser/native split is confined to [`platform`]: which transports build the swarm, how
-//! the bootstrap document is fetched and where the identity comes from. The event loop is the
-//! same code on both.
+//! - [`ledger`]: the misbehaviour ledger every protocol reports violations to (bans, refusals);
+//! - [`peers`]: identify, ping and the peer table;
+//! - [`relay_link`]: the relay's bootstrap document, reservation and reconnection;
+//! - [`dht`]: Kademlia, the user's DHT operations and peer discovery;
+//! - [`direct`]: WebRTC signaling and the move from relayed to direct connections;
+//! - [`gimps`]: GIMPS gossip and its search;
+//! - [`perf`]: libp2p's perf protocol.
 //!
-//! The DHT operations (put, get, remove, provide, providers) are in [`dht`].
+//! [`behaviour::NodeBehaviour`] composes them. [`Node`] is the fan-in: it runs the swarm,
+//! routes the few facts that cross protocols ([`report::Report`]), passes user commands to the
+//! protocol they are for, keeps the Event log and assembles the [`NodeView`] from each
+//! protocol's section. The browser/native split is confined to [`platform`].
 //!
 //! A node reports through a [`NodeHandle`]: periodic [`NodeView`] snapshots (what the UI renders
-//! and `window.tabmesh.state()` returns) and each wire event as it happens.
+//! and `window.tabmesh.state()` returns) and, if asked for, each wire event as it happens.
 
 pub mod behaviour;
 pub mod dht;
-pub mod gossip_codec;
+pub mod direct;
+pub mod gimps;
+pub mod ledger;
 mod node;
+pub mod peers;
 pub mod perf;
 pub mod platform;
+pub mod relay_link;
+pub mod report;
+mod timer;
 
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
@@ -27,6 +39,7 @@ use tabmesh_core::dht::{DhtConfig, DhtRequest};
 use tabmesh_core::direct_upgrade::UpgradeConfig;
 use tabmesh_core::discovery::DiscoveryConfig;
 use tabmesh_core::gimps::node::GossipConfig;
+use tabmesh_core::ledger::LedgerConfig;
 use tabmesh_core::peers::PeerTableConfig;
 use tabmesh_core::relay_link::RelayLinkConfig;
 pub use tabmesh_core::view::NodeView;
@@ -78,6 +91,9 @@ pub struct NodeConfig {
     pub view_interval: Duration,
     /// Wire events kept in the view.
     pub wire_log_capacity: usize,
+    /// Also send each wire event as it happens ([`NodeEvent::Wire`]); otherwise they are only
+    /// in the views (a UI that renders views needs nothing more).
+    pub stream_wire_events: bool,
     /// Time between the clock origin (page load) and the moment the node is created: view
     /// timestamps count from the origin.
     pub clock_origin_offset: Duration,
@@ -91,6 +107,8 @@ pub struct NodeConfig {
     pub direct_upgrade: bool,
     /// Pace and limits of those moves.
     pub upgrade: UpgradeConfig,
+    /// The misbehaviour policy: strikes before a ban, ban lengths.
+    pub ledger: LedgerConfig,
 }
 
 impl NodeConfig {
@@ -107,12 +125,14 @@ impl NodeConfig {
             ping_interval: Duration::from_secs(5),
             view_interval: Duration::from_millis(500),
             wire_log_capacity: 50,
+            stream_wire_events: false,
             clock_origin_offset: Duration::ZERO,
             seed: 0,
             gossip: GossipConfig::default(),
             dht: DhtConfig::default(),
             direct_upgrade: true,
             upgrade: UpgradeConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }
@@ -122,7 +142,8 @@ impl NodeConfig {
 pub enum NodeEvent {
     /// A fresh snapshot of the node's state.
     View(Box<NodeView>),
-    /// Something went over the wire (also kept in the next views' `wire` list).
+    /// Something went over the wire (also kept in the next views' `wire` list); only with
+    /// [`NodeConfig::stream_wire_events`].
     Wire(WireEvent),
 }
 
@@ -150,7 +171,7 @@ pub enum Command {
         /// Bytes to ask for.
         download: u64,
         /// Where the measurement (or why there is none) goes.
-        reply: futures::channel::oneshot::Sender<Result<perf::PerfReport, String>>,
+        reply: perf::PerfReplySender,
     },
 }
 

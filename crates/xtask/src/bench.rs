@@ -334,7 +334,7 @@ async fn direct_against_relayed() -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("perf: {e}"))?;
                 let report: tabmesh_core::perf::PerfReport = serde_json::from_value(report)?;
                 anyhow::ensure!(
-                    report.connection == label,
+                    report.connection == want,
                     "perf ran on {}",
                     report.connection
                 );

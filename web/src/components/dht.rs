@@ -3,23 +3,22 @@
 //! by round, as Kademlia's iterative lookup proceeds (round 1: the peers we knew; round n + 1:
 //! the peers that round-n replies named), with the store's counters and limits.
 //!
-//! Requests go to the node through [`runtime::dht`]; the node checks them and its refusals are
-//! shown as they come (the form only insists on a key).
+//! Requests go to the node through the page's client; the request and its answer are
+//! [`Action`]s on the page's reducer, which keeps the latest one ([`DhtRequestLine`]). The node
+//! checks requests and its refusals are shown as they come (the form only insists on a key).
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use tabmesh_core::dht::lookup::{HopOutcome, HopView, LookupKind, LookupView};
 use tabmesh_core::dht::{
     BucketView, DhtConfigView, DhtCounters, DhtReply, DhtRequest, DhtSection, ProviderView,
     RecordView,
 };
-use tabmesh_node::dht::summarize;
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
-use crate::runtime;
+use crate::app::Ui;
+use crate::state::{Action, DhtRequestLine};
 
 /// Properties of [`DhtPanel`].
 #[derive(Properties, PartialEq)]
@@ -28,6 +27,8 @@ pub(crate) struct DhtPanelProps {
     pub(crate) dht: Option<DhtSection>,
     /// The relay's peer id, to mark it in the routing table and lookup paths.
     pub(crate) relay: Option<String>,
+    /// The form's latest request and its answer.
+    pub(crate) request: Option<DhtRequestLine>,
 }
 
 /// The DHT panel.
@@ -37,7 +38,7 @@ pub(crate) fn dht_panel(props: &DhtPanelProps) -> Html {
         return html! {
             <section class="panel dht" data-testid="dht-panel">
                 <h2>{ "DHT" }</h2>
-                <DhtRequestForm />
+                <DhtRequestForm request={props.request.clone()} />
                 <p class="empty" aria-busy="true">{ "The DHT is starting…" }</p>
             </section>
         };
@@ -54,7 +55,7 @@ pub(crate) fn dht_panel(props: &DhtPanelProps) -> Html {
                     <span class="badge relayed">{ format!("{} lookup(s) running", dht.running_lookups) }</span>
                 }
             </h2>
-            <DhtRequestForm />
+            <DhtRequestForm request={props.request.clone()} />
             <div class="dht-columns">
                 <div>
                     <h3>{ "Records held here " }<span class="count">{ dht.records.len() }</span></h3>
@@ -90,46 +91,41 @@ enum Op {
     Providers,
 }
 
-/// What the form shows about the latest request.
-#[derive(Clone, PartialEq)]
-struct RequestLine {
-    /// What was asked, e.g. `get "greeting"`.
-    asked: String,
-    /// `None` while the node works on it.
-    answer: Option<Result<DhtReply, String>>,
+/// Properties of [`DhtRequestForm`].
+#[derive(Properties, PartialEq)]
+struct DhtRequestFormProps {
+    /// The latest request and its answer.
+    request: Option<DhtRequestLine>,
 }
 
 /// Key, value and TTL inputs, the five buttons, and the latest request's answer.
 #[function_component(DhtRequestForm)]
-fn dht_request_form() -> Html {
+fn dht_request_form(props: &DhtRequestFormProps) -> Html {
     let key = use_node_ref();
     let value = use_node_ref();
     let ttl = use_node_ref();
-    let line = use_state(|| None::<RequestLine>);
-    // Only the latest request's answer is shown; earlier ones that finish later are dropped.
-    let latest = use_mut_ref(|| 0_u64);
+    let ui = use_context::<Ui>();
 
     let run = {
         let (key, value, ttl) = (key.clone(), value.clone(), ttl.clone());
-        let line = line.clone();
         Callback::from(move |op: Op| {
+            let Some(ui) = ui.clone() else {
+                return;
+            };
             let text = |r: &NodeRef| {
                 r.cast::<HtmlInputElement>()
                     .map(|i| i.value())
                     .unwrap_or_default()
             };
-            let request = request_for(op, text(&key), text(&value), &text(&ttl));
-            let request = match request {
-                Ok(request) => request,
-                Err(error) => {
-                    line.set(Some(RequestLine {
-                        asked: op_word(op).to_owned(),
-                        answer: Some(Err(error)),
-                    }));
-                    return;
-                }
-            };
-            send(request, line.clone(), latest.clone());
+            let id = ui.client.next_request_id();
+            match request_for(op, text(&key), text(&value), &text(&ttl)) {
+                Ok(request) => send(&ui, id, request),
+                Err(error) => ui.dispatch.dispatch(Action::DhtAnswered {
+                    id,
+                    asked: op_word(op).to_owned(),
+                    answer: Err(error),
+                }),
+            }
         })
     };
     let button = |op: Op, test_id: &'static str, label: &'static str, title: &'static str| {
@@ -159,7 +155,7 @@ fn dht_request_form() -> Html {
                 { button(Op::Provide, "dht-provide", "Provide", "Announce that this tab provides the key") }
                 { button(Op::Providers, "dht-providers", "Find providers", "Find who provides the key") }
             </div>
-            { request_line(line.as_ref()) }
+            { request_line(props.request.as_ref()) }
         </div>
     }
 }
@@ -196,26 +192,19 @@ fn ttl_ms(field: &str) -> Result<Option<u64>, String> {
     }
 }
 
-/// Sends `request` and shows its answer in `line` unless a later request was sent meanwhile.
-fn send(request: DhtRequest, line: UseStateHandle<Option<RequestLine>>, latest: Rc<RefCell<u64>>) {
-    let id = {
-        let mut latest = latest.borrow_mut();
-        *latest += 1;
-        *latest
-    };
+/// Sends `request` as request `id`; its answer goes to the reducer, which shows it unless a
+/// later request was sent meanwhile.
+fn send(ui: &Ui, id: u64, request: DhtRequest) {
     let asked = asked_text(&request);
-    line.set(Some(RequestLine {
+    ui.dispatch.dispatch(Action::DhtAsked {
+        id,
         asked: asked.clone(),
-        answer: None,
-    }));
+    });
+    let ui = ui.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        let answer = runtime::dht(request).await.map_err(|e| e.to_string());
-        if *latest.borrow() == id {
-            line.set(Some(RequestLine {
-                asked,
-                answer: Some(answer),
-            }));
-        }
+        let answer = ui.client.dht(request).await.map_err(|e| e.to_string());
+        ui.dispatch
+            .dispatch(Action::DhtAnswered { id, asked, answer });
     });
 }
 
@@ -240,7 +229,7 @@ fn asked_text(request: &DhtRequest) -> String {
     format!("{} \"{}\"", op_word(op), request.key())
 }
 
-fn request_line(line: Option<&RequestLine>) -> Html {
+fn request_line(line: Option<&DhtRequestLine>) -> Html {
     let Some(line) = line else {
         return html! {
             <p class="dht-result idle muted">
@@ -265,7 +254,7 @@ fn request_line(line: Option<&RequestLine>) -> Html {
 }
 
 fn reply_details(reply: &DhtReply) -> Html {
-    let summary = html! { <span class="dht-summary">{ summarize(reply) }</span> };
+    let summary = html! { <span class="dht-summary">{ reply.summary() }</span> };
     match reply {
         DhtReply::Get {
             record: Some(r), ..

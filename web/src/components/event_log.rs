@@ -64,7 +64,7 @@ fn event_row(e: &WireEvent) -> Html {
         <li key={e.seq} class={class}>
             <span class="time">{ format!("{:.1}s", e.at_ms as f64 / 1e3) }</span>
             <span class="dir" title={direction_word(e.direction)}>{ arrow }</span>
-            <span class="proto">{ &e.protocol }</span>
+            <span class={classes!("proto", e.protocol.as_str())}>{ e.protocol.as_str() }</span>
             <span class="peer">{ e.peer.clone().unwrap_or_default() }</span>
             <span class="summary">{ &e.summary }</span>
         </li>

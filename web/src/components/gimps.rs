@@ -7,7 +7,7 @@ use tabmesh_node::Command;
 use yew::prelude::*;
 
 use super::{CopyButton, ago};
-use crate::runtime;
+use crate::app::Ui;
 
 /// Properties of [`GimpsPanel`].
 #[derive(Properties, PartialEq)]
@@ -43,17 +43,21 @@ const SHOWN: &[&str] = &[
 pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
     let g = &props.gimps;
     let s = &g.state;
-    let toggle = {
-        let awake = s.awake;
+    let ui = use_context::<Ui>();
+    let command = |make: fn(bool) -> Command, arg: bool| {
+        let ui = ui.clone();
         Callback::from(move |_: MouseEvent| {
-            runtime::command(if awake { Command::Sleep } else { Command::Wake })
+            if let Some(ui) = &ui {
+                ui.client.send(make(arg));
+            }
         })
     };
-    let reset = Callback::from(|_: MouseEvent| runtime::command(Command::Reset));
-    let coop = {
-        let on = s.cooperative;
-        Callback::from(move |_: MouseEvent| runtime::command(Command::Cooperative(!on)))
-    };
+    let toggle = command(
+        |awake| if awake { Command::Sleep } else { Command::Wake },
+        s.awake,
+    );
+    let reset = command(|_| Command::Reset, false);
+    let coop = command(|on| Command::Cooperative(!on), s.cooperative);
     let peers = if s.peers.is_empty() {
         html! { <span class="muted">{ "peerless" }</span> }
     } else {
@@ -200,7 +204,7 @@ pub(crate) fn gimps_log(props: &GimpsLogProps) -> Html {
             format!(
                 "{:.3}s {} {} msg_type={:?} msg_id={} msg_forwarder={} msg_originator={} ttl={} data={}\n",
                 m.at_ms as f64 / 1e3,
-                m.direction,
+                m.direction.as_str(),
                 m.peer,
                 m.msg_type,
                 m.msg_id,
@@ -229,9 +233,9 @@ pub(crate) fn gimps_log(props: &GimpsLogProps) -> Html {
                     </thead>
                     <tbody>
                         { for log.iter().rev().map(|m| html! {
-                            <tr class={m.direction.to_lowercase()}>
+                            <tr class={m.direction.as_str().to_lowercase()}>
                                 <td class="muted num">{ format!("{:.1}s", m.at_ms as f64 / 1e3) }</td>
-                                <td class="dir">{ &m.direction }</td>
+                                <td class="dir">{ m.direction.as_str() }</td>
                                 <td class="who">{ &m.peer }</td>
                                 <td><code>{ format!("{:?}", m.msg_type).to_uppercase() }</code></td>
                                 <td class="num">{ m.msg_id }</td>

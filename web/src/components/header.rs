@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 
+use tabmesh_core::relay_link::LinkStatus;
 use tabmesh_core::view::RelayView;
 use tabmesh_node::NodeView;
 use yew::prelude::*;
@@ -41,25 +42,25 @@ pub(crate) fn header(props: &HeaderProps) -> Html {
 }
 
 fn relay_pill(relay: &RelayView) -> Html {
-    let (class, text) = match relay.link.state.as_str() {
-        "reserved" => (
+    let (class, text) = match relay.link.state {
+        LinkStatus::Reserved => (
             "pill ok",
             match relay.rtt_ms {
                 Some(rtt) => format!("relay connected · {rtt:.1} ms"),
                 None => "relay connected".to_owned(),
             },
         ),
-        "connected" => ("pill warn", "relay: reserving…".to_owned()),
-        "waiting" => (
+        LinkStatus::Connected => ("pill warn", "relay: reserving…".to_owned()),
+        LinkStatus::Waiting => (
             "pill bad",
             format!(
                 "relay offline · retry in {} s",
                 relay.link.retry_in_ms.unwrap_or(0).div_ceil(1000)
             ),
         ),
-        _ => ("pill warn", "relay: connecting…".to_owned()),
+        LinkStatus::Connecting => ("pill warn", "relay: connecting…".to_owned()),
     };
-    html! { <div class={class} data-testid="relay-state" data-state={relay.link.state.clone()}>{ text }</div> }
+    html! { <div class={class} data-testid="relay-state" data-state={relay.link.state.as_str()}>{ text }</div> }
 }
 
 /// Properties of [`RelayBanner`].
@@ -73,12 +74,12 @@ pub(crate) struct RelayBannerProps {
 #[function_component(RelayBanner)]
 pub(crate) fn relay_banner(props: &RelayBannerProps) -> Html {
     let link = &props.relay.link;
-    let message = match link.state.as_str() {
-        "reserved" => return Html::default(),
-        "connected" => {
+    let message = match link.state {
+        LinkStatus::Reserved => return Html::default(),
+        LinkStatus::Connected => {
             html! { <>{ "Connected to the relay; asking for a reservation so other peers can reach this tab…" }</> }
         }
-        "waiting" => html! {
+        LinkStatus::Waiting => html! {
             <>
                 <strong>{ "The relay is unreachable. " }</strong>
                 { link.last_error.as_deref().map(|e| format!("{}. ", e.trim_end_matches('.'))).unwrap_or_default() }
@@ -89,9 +90,11 @@ pub(crate) fn relay_banner(props: &RelayBannerProps) -> Html {
                 ) }
             </>
         },
-        _ => html! { <>{ format!("Connecting to the relay via {}…", props.relay.bootstrap) }</> },
+        LinkStatus::Connecting => {
+            html! { <>{ format!("Connecting to the relay via {}…", props.relay.bootstrap) }</> }
+        }
     };
-    let class = if link.state == "waiting" {
+    let class = if link.state == LinkStatus::Waiting {
         "banner error"
     } else {
         "banner info"

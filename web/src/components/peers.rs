@@ -1,6 +1,9 @@
 //! The Peers panel: every connected peer with how it is reached (direct WebRTC or through the
-//! relay, and where the move to direct stands), its RTT and when last heard.
+//! relay, and where the move to direct stands), its RTT, when last heard and the strikes the
+//! misbehaviour ledger holds against it; below, the peers that are banned, why and for how long.
 
+use tabmesh_core::direct_upgrade::UpgradeState;
+use tabmesh_core::ledger::BanView;
 use tabmesh_core::peers::{ConnectionKind, PeerView};
 use yew::prelude::*;
 
@@ -11,6 +14,8 @@ use super::ago;
 pub(crate) struct PeersPanelProps {
     /// Connected peers.
     pub(crate) peers: Vec<PeerView>,
+    /// Banned peers.
+    pub(crate) banned: Vec<BanView>,
 }
 
 /// The Peers panel.
@@ -40,7 +45,47 @@ pub(crate) fn peers_panel(props: &PeersPanelProps) -> Html {
         <section class="panel" data-testid="peers-panel">
             <h2>{ "Peers " }<span class="count">{ props.peers.len() }</span></h2>
             { body }
+            if !props.banned.is_empty() {
+                { banned_table(&props.banned) }
+            }
         </section>
+    }
+}
+
+/// The banned peers: who, why, how long still, and how often they knocked meanwhile.
+fn banned_table(banned: &[BanView]) -> Html {
+    html! {
+        <div class="banned" data-testid="banned-peers">
+            <h3>{ "Banned " }<span class="count">{ banned.len() }</span></h3>
+            <table class="peers">
+                <thead>
+                    <tr>
+                        <th>{ "Peer" }</th><th>{ "Why" }</th><th class="num">{ "Time left" }</th>
+                        <th class="num">{ "Refused" }</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    { for banned.iter().map(|b| html! {
+                        <tr key={b.peer_id.clone()} data-peer-id={b.peer_id.clone()}>
+                            <td>
+                                <span class="peer-name">{ &b.name }</span>
+                                <span class="badge banned" title={format!(
+                                    "ban #{} of this peer ({} s in all)", b.offence, b.ban_ms / 1000)}>
+                                    { format!("ban #{}", b.offence) }
+                                </span>
+                            </td>
+                            <td class="reason" title={b.reason.clone()}>
+                                <span class="proto">{ b.protocol.as_str() }</span>{ " " }{ &b.reason }
+                            </td>
+                            <td class="num">{ format!("{} s", b.time_left_ms.div_ceil(1000)) }</td>
+                            <td class="num" title="connections refused during this ban">
+                                { b.refused_connections }
+                            </td>
+                        </tr>
+                    }) }
+                </tbody>
+            </table>
+        </div>
     }
 }
 
@@ -58,7 +103,13 @@ fn peer_row(peer: &PeerView) -> Html {
             data-connection={conn}>
             <td>
                 <span class="peer-name">{ &peer.name }</span>
-                <span class={classes!("kind", peer.kind.clone())}>{ &peer.kind }</span>
+                <span class={classes!("kind", peer.kind.as_str())}>{ peer.kind.as_str() }</span>
+                if peer.strikes > 0 {
+                    <span class="badge strikes" data-testid="peer-strikes"
+                        title="Protocol violations counted by the misbehaviour ledger; enough of them ban the peer">
+                        { format!("⚠ {} strike{}", peer.strikes, if peer.strikes == 1 { "" } else { "s" }) }
+                    </span>
+                }
             </td>
             <td><code title={peer.peer_id.clone()}>{ &peer.short_id }</code></td>
             <td title={title}>
@@ -85,7 +136,7 @@ fn upgrade_note(peer: &PeerView) -> (String, String) {
         };
     };
     let secs = |ms: Option<u64>| ms.map_or(0.0, |ms| ms as f64 / 1e3);
-    match (peer.connection, upgrade.state.as_str()) {
+    match (peer.connection, upgrade.state) {
         (ConnectionKind::Direct, _) => (
             String::new(),
             upgrade.upgrade_ms.map_or_else(
@@ -93,7 +144,7 @@ fn upgrade_note(peer: &PeerView) -> (String, String) {
                 |ms| format!("Went direct (WebRTC) {ms} ms after the relayed connection"),
             ),
         ),
-        (_, "attempting") => (
+        (_, UpgradeState::Attempting) => (
             "going direct…".to_owned(),
             "WebRTC offer sent through the relay".to_owned(),
         ),

@@ -11,8 +11,10 @@
 //!
 //! Beyond the exercise: `PRIME`s are signed (forged credit is rejected), claimed exponents are
 //! checked against the verified list of Mersenne primes (fakes are rejected and their originator
-//! is marked misbehaving), TTLs above `max_ttl`, forged forwarders and malformed input are
-//! rejected and counted, and a peer with `max_strikes` violations is to be disconnected.
+//! is marked misbehaving, in a bounded list), TTLs above `max_ttl`, forged forwarders and
+//! malformed input are rejected and counted. Each rejection is reported
+//! ([`GossipAction::Rejected`]) for the node's misbehaviour ledger ([`crate::ledger`]), which
+//! decides when the sender is banned.
 //!
 //! Cooperative mode (off by default, switchable at run time): instead of all racing on the same
 //! candidate, peers divide the prime exponents among themselves by rendezvous hashing over the
@@ -36,6 +38,9 @@ use super::message::{Coverage, GossipMessage, MAX_REPORTED, MessageError, MsgTyp
 use crate::names::{peer_name, short_id};
 use crate::peers::millis;
 
+/// Originators of fake primes listed at most.
+pub const MAX_MISBEHAVING: usize = 32;
+
 /// Intervals, limits and mode of a gossip node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GossipConfig {
@@ -55,8 +60,6 @@ pub struct GossipConfig {
     pub seen_capacity: usize,
     /// Most peers in the peer list.
     pub max_peers: usize,
-    /// Violations before a peer is to be disconnected.
-    pub max_strikes: u32,
     /// Messages kept for the dashboard's log.
     pub log_capacity: usize,
     /// Divide the candidate exponents among peers instead of racing (see the module docs).
@@ -74,7 +77,6 @@ impl Default for GossipConfig {
             max_ttl: 8,
             seen_capacity: 4096,
             max_peers: 256,
-            max_strikes: 3,
             log_capacity: 20,
             cooperative: false,
         }
@@ -103,14 +105,12 @@ pub enum GossipAction {
         /// Who found it.
         originator: PeerId,
     },
-    /// Input from `from` was rejected.
+    /// Input from `from` was rejected: a strike against it in the misbehaviour ledger.
     Rejected {
         /// The peer that sent it.
         from: PeerId,
         /// Why.
         reason: String,
-        /// Whether the peer has used up its strikes and should be disconnected.
-        disconnect: bool,
     },
 }
 
@@ -141,11 +141,31 @@ pub struct GossipCounters {
     pub evicted: u64,
 }
 
+/// Which way a logged message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogDirection {
+    /// We sent it.
+    Sent,
+    /// We received it.
+    Received,
+}
+
+impl LogDirection {
+    /// `"SENT"` or `"RECEIVED"`, as the exercise's logs print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "SENT",
+            Self::Received => "RECEIVED",
+        }
+    }
+}
+
 /// One line of the dashboard's message log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoggedMessage {
     /// `"SENT"` or `"RECEIVED"`.
-    pub direction: String,
+    pub direction: LogDirection,
     /// Milliseconds since the node's clock origin.
     pub at_ms: u64,
     /// The other peer (recipient or sender), by name.
@@ -205,7 +225,8 @@ pub struct GimpsView {
     pub searching: bool,
     /// The exponent being tested, if any.
     pub testing: Option<u32>,
-    /// Peers whose originated `PRIME`s were fake.
+    /// Peers whose originated `PRIME`s were fake, most recent last (at most
+    /// [`MAX_MISBEHAVING`]).
     pub misbehaving: Vec<String>,
     /// Traffic and rejection counters.
     pub counters: GossipCounters,
@@ -281,8 +302,8 @@ pub struct GossipNode {
     seen: SeenCache,
     biggest: Option<(u32, PeerId)>,
     my_primes: Vec<u32>,
-    misbehaving: BTreeSet<PeerId>,
-    strikes: BTreeMap<PeerId, u32>,
+    /// Originators of fake primes, oldest first, bounded: anyone can sign fakes with fresh keys.
+    misbehaving: VecDeque<PeerId>,
     next_search: Instant,
     next_evict: Instant,
     next_ping: Instant,
@@ -320,8 +341,7 @@ impl GossipNode {
             peers: BTreeMap::new(),
             biggest: None,
             my_primes: Vec::new(),
-            misbehaving: BTreeSet::new(),
-            strikes: BTreeMap::new(),
+            misbehaving: VecDeque::new(),
             searching: false,
             cursor: 1,
             testing: None,
@@ -394,12 +414,6 @@ impl GossipNode {
         out
     }
 
-    /// All transport connections to `peer` closed: forget its strikes (it keeps its place in the
-    /// peer list until eviction, as in the exercise).
-    pub fn on_peer_disconnected(&mut self, peer: &PeerId) {
-        self.strikes.remove(peer);
-    }
-
     fn heard(&mut self, now: Instant, peer: PeerId) {
         if peer == self.me {
             return;
@@ -422,16 +436,16 @@ impl GossipNode {
         out: &mut Vec<GossipAction>,
     ) {
         self.counters.sent += 1;
-        self.record("SENT", now, to, &message);
+        self.record(LogDirection::Sent, now, to, &message);
         out.push(GossipAction::Send { to, message });
     }
 
-    fn record(&mut self, direction: &str, now: Instant, peer: PeerId, m: &GossipMessage) {
+    fn record(&mut self, direction: LogDirection, now: Instant, peer: PeerId, m: &GossipMessage) {
         if self.log.len() == self.config.log_capacity.max(1) {
             self.log.pop_front();
         }
         self.log.push_back(LoggedMessage {
-            direction: direction.to_owned(),
+            direction,
             at_ms: millis(now.saturating_duration_since(self.origin)),
             peer: peer_name(&peer),
             msg_type: m.msg_type,
@@ -444,14 +458,16 @@ impl GossipNode {
     }
 
     fn reject(&mut self, from: PeerId, reason: String) -> Vec<GossipAction> {
-        let strikes = self.strikes.entry(from).or_insert(0);
-        *strikes += 1;
-        let disconnect = *strikes >= self.config.max_strikes;
-        vec![GossipAction::Rejected {
-            from,
-            reason,
-            disconnect,
-        }]
+        vec![GossipAction::Rejected { from, reason }]
+    }
+
+    /// Remembers the originator of a fake prime, dropping the oldest beyond the bound.
+    fn mark_misbehaving(&mut self, originator: PeerId) {
+        self.misbehaving.retain(|p| *p != originator);
+        if self.misbehaving.len() >= MAX_MISBEHAVING {
+            self.misbehaving.pop_front();
+        }
+        self.misbehaving.push_back(originator);
     }
 
     /// Bytes arrived from `from` on the gossip protocol.
@@ -492,7 +508,7 @@ impl GossipNode {
             && let Err(why) = is_verified_mersenne_exponent(exponent)
         {
             self.counters.rejected_fake_prime += 1;
-            self.misbehaving.insert(msg.msg_originator);
+            self.mark_misbehaving(msg.msg_originator);
             let reason = format!(
                 "fake PRIME 2^{exponent}-1 from {}: {why}",
                 peer_name(&msg.msg_originator)
@@ -505,7 +521,7 @@ impl GossipNode {
             return Vec::new();
         }
         self.counters.received += 1;
-        self.record("RECEIVED", now, from, &msg);
+        self.record(LogDirection::Received, now, from, &msg);
         let mut out = Vec::new();
         match msg.msg_type {
             MsgType::Ping => {
@@ -614,7 +630,6 @@ impl GossipNode {
                 .collect();
             for peer in stale {
                 self.peers.remove(&peer);
-                self.strikes.remove(&peer);
                 self.counters.evicted += 1;
                 out.push(GossipAction::Evicted(peer));
             }
@@ -819,7 +834,7 @@ impl GossipNode {
     }
 
     /// Forget everything learnt (peer list aside from connected peers is rebuilt by the driver):
-    /// largest prime, own primes, dedupe cache, strikes, counters, log; keep identity and
+    /// largest prime, own primes, dedupe cache, misbehaving list, counters, log; keep identity and
     /// message counter (ids must never repeat, or peers would drop our messages as duplicates).
     pub fn reset(&mut self, now: Instant) {
         let msg_counter = self.msg_counter;

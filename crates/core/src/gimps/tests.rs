@@ -5,8 +5,10 @@ use web_time::{Duration, Instant};
 
 use super::lucas_lehmer::KNOWN_MERSENNE_EXPONENTS;
 use super::message::{GossipMessage, MsgType};
-use super::node::{GossipAction, GossipConfig, GossipNode, mersenne_digits};
+use super::node::{GossipAction, GossipConfig, GossipNode, MAX_MISBEHAVING, mersenne_digits};
 use super::sim::{SimConfig, Simulation, cooperative_search, flood};
+use crate::ledger::{Ledger, LedgerConfig, Verdict};
+use crate::wire_log::Topic;
 
 fn key(seed: u8) -> Keypair {
     Keypair::ed25519_from_bytes([seed; 32]).expect("32 bytes")
@@ -220,11 +222,14 @@ fn forged_credit_fake_primes_excess_ttl_and_garbage_are_rejected_and_counted() {
     let t0 = Instant::now();
     let mut n = node(t0);
     n.on_peer_connected(t0, id(2));
-    let rejected = |actions: &[GossipAction]| {
+    // Every rejection is a strike in the node's misbehaviour ledger (default policy).
+    let mut ledger = Ledger::new(LedgerConfig::default());
+    let mut rejected = |actions: &[GossipAction]| {
         actions.iter().find_map(|a| match a {
-            GossipAction::Rejected {
-                reason, disconnect, ..
-            } => Some((reason.clone(), *disconnect)),
+            GossipAction::Rejected { from, reason } => {
+                let verdict = ledger.strike(t0, *from, Topic::Gimps, reason);
+                Some((reason.clone(), matches!(verdict, Verdict::Ban(_))))
+            }
             _ => None,
         })
     };
@@ -245,11 +250,11 @@ fn forged_credit_fake_primes_excess_ttl_and_garbage_are_rejected_and_counted() {
     assert!(why.contains("TTL"), "{why}");
     // Forwarder that is not the sender.
     let relayed = GossipMessage::probe(MsgType::Ping, 1, id(4), 0);
-    let (why, _) = rejected(&n.on_message(t0, id(3), &relayed.encode())).expect("rejected");
-    assert!(why.contains("not the sender"), "{why}");
-    // Garbage, and the third strike for peer 2 asks for a disconnect.
-    let (why, disconnect) = rejected(&n.on_message(t0, id(2), b"\x00garbage")).expect("rejected");
-    assert!(why.contains("malformed") && disconnect, "{why}");
+    let (why, banned) = rejected(&n.on_message(t0, id(3), &relayed.encode())).expect("rejected");
+    assert!(why.contains("not the sender") && !banned, "{why}");
+    // Garbage, and the third strike for peer 2 bans it (disconnect, refused on return).
+    let (why, banned) = rejected(&n.on_message(t0, id(2), b"\x00garbage")).expect("rejected");
+    assert!(why.contains("malformed") && banned, "{why}");
     let c = n.counters();
     assert_eq!(
         (
@@ -605,4 +610,30 @@ fn a_peer_that_joins_later_receives_the_primes_found_before_it() {
     }
     assert_eq!(late.view(t0).known_primes, vec![2, 127]);
     assert_eq!(late.biggest(), Some((127, id(2))));
+}
+
+#[test]
+fn the_misbehaving_list_is_bounded_against_fakes_from_fresh_keys() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    // Validly signed fakes cost nothing to make: each from a new key, all sent by peer 2.
+    let mut last = None;
+    for i in 0..(MAX_MISBEHAVING as u64 + 10) {
+        let forger = Keypair::generate_ed25519();
+        let fake = GossipMessage::prime(&forger, 1, 4421, 0);
+        // The forger's fake is forwarded by 2 (a forwarder signs nothing).
+        let forwarded = fake.forwarded_by(id(2));
+        let actions = n.on_message(t0, id(2), &forwarded.encode());
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, GossipAction::Rejected { from, .. } if *from == id(2))),
+            "fake {i} rejected"
+        );
+        last = Some(forger.public().to_peer_id());
+    }
+    let listed = n.view(t0).misbehaving;
+    assert_eq!(listed.len(), MAX_MISBEHAVING);
+    assert_eq!(listed.last(), last.map(|p| p.to_base58()).as_ref());
 }

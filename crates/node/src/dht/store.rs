@@ -1,6 +1,9 @@
 //! Kademlia's record store, backed by `tabmesh_core::dht::store::LocalStore` and written through
 //! to a [`StoreBackend`] (sessionStorage in a tab, redb on the relay, nothing for a native node).
 //!
+//! The DHT behaviour's own calls pass the time in (`now_ms`, Unix ms); Kademlia's calls through
+//! the [`RecordStore`] trait carry none, so those read the clock here.
+//!
 //! libp2p's Kademlia calls this store for the records and provider records this peer publishes
 //! and serves; records that other peers send us arrive as filtered events and are stored by
 //! the node through [`KadStore::accept_record`], so every record here has passed the core's
@@ -15,7 +18,9 @@ use tabmesh_core::dht::record::SignedRecord;
 use tabmesh_core::dht::store::{
     LocalStore, ProviderEntry, Refusal, StoreChange, StoreLimits, Stored,
 };
-use web_time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use web_time::{Duration, Instant};
+
+use crate::platform::unix_now_ms;
 
 /// What a backend kept: records as `(key, envelope)`, provider records as `(key, entry)`.
 #[derive(Debug, Default)]
@@ -43,13 +48,6 @@ impl StoreBackend for MemoryBackend {
     fn load(&mut self) -> Persisted {
         Persisted::default()
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The `Instant` at Unix time `at_ms` (Kademlia keeps expiries as `Instant`s).
@@ -139,21 +137,23 @@ impl KadStore {
         &self.local
     }
 
-    /// Stores a record another peer sent (`from`): checked, compared, counted against quotas.
+    /// Stores a record another peer sent (`from`) at `now_ms`: checked, compared, counted
+    /// against quotas.
     pub fn accept_record(
         &mut self,
+        now_ms: u64,
         key: &[u8],
         raw: &[u8],
         from: PeerId,
     ) -> Result<Stored, Refusal> {
-        let result = self.local.put_raw(unix_now_ms(), key, raw, Some(from));
+        let result = self.local.put_raw(now_ms, key, raw, Some(from));
         self.flush();
         result
     }
 
-    /// Stores a record this peer signed.
-    pub fn put_own(&mut self, record: SignedRecord) -> Result<Stored, Refusal> {
-        let result = self.local.put_signed(unix_now_ms(), record);
+    /// Stores a record this peer signed, at `now_ms`.
+    pub fn put_own(&mut self, now_ms: u64, record: SignedRecord) -> Result<Stored, Refusal> {
+        let result = self.local.put_signed(now_ms, record);
         self.flush();
         result
     }
@@ -167,9 +167,9 @@ impl KadStore {
         result
     }
 
-    /// Drops expired records and provider records.
-    pub fn expire(&mut self) -> usize {
-        let gone = self.local.expire(unix_now_ms());
+    /// Drops the records and provider records expired at `now_ms`.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let gone = self.local.expire(now_ms);
         self.flush();
         gone
     }

@@ -1,7 +1,9 @@
-//! The browser/native split: transports, bootstrap fetching and identity storage.
+//! The browser/native split: transports, bootstrap fetching, identity and DHT storage, where
+//! the Lucas-Lehmer test runs.
 //!
 //! Both sides offer the same crate-internal functions (`build_swarm`, `fetch_bootstrap`,
-//! `relay_transport`); the event loop in `node.rs` calls them without knowing which it got.
+//! `relay_transport`, `lucas_lehmer`); the behaviours and the node call them without knowing
+//! which they got.
 
 #[cfg(not(target_arch = "wasm32"))]
 mod key_file;
@@ -20,6 +22,15 @@ pub use wasm::*;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tabmesh_core::bootstrap::BootstrapInfo;
+use web_time::{SystemTime, UNIX_EPOCH};
+
+/// Wall-clock milliseconds since the Unix epoch (record expiry is absolute time, the same for
+/// every peer).
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// The URL of the bootstrap document for a relay URL given by a user: a base URL gets
 /// `/api/bootstrap` appended, a full document URL is kept.

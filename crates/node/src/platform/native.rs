@@ -9,10 +9,10 @@ use libp2p::{Swarm, noise, tcp, yamux};
 use tabmesh_core::bootstrap::{BootstrapInfo, RelayTransport};
 
 use super::{bootstrap_from_addr, bootstrap_url, parse_bootstrap};
-use tabmesh_core::dht::DhtConfig;
 
 use crate::behaviour::NodeBehaviour;
 use crate::dht::{MemoryBackend, StoreBackend};
+use crate::direct::WebRtc;
 use crate::{BootstrapSource, NodeError};
 
 /// Native nodes reach the relay over plain TCP.
@@ -28,22 +28,22 @@ pub(crate) fn dht_backend() -> Box<dyn StoreBackend> {
 
 /// Native nodes have no WebRTC: they stay on their relayed and TCP connections.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct DirectTransport;
+pub struct DirectTransport;
 
 impl DirectTransport {
-    /// Whether this node can connect directly over `/webrtc`.
-    pub(crate) const AVAILABLE: bool = false;
-
     pub(crate) fn set_ice_servers(&self, _servers: &[tabmesh_core::bootstrap::IceServer]) {}
 }
 
+/// The native swarm: TCP (and DNS) plus the relay client; `behaviour` builds the behaviours
+/// around the relay client (no WebRTC natively).
 pub(crate) fn build_swarm(
     keypair: Keypair,
-    agent: String,
-    ping_interval: Duration,
-    dht: &DhtConfig,
-) -> Result<(Swarm<NodeBehaviour>, DirectTransport), NodeError> {
-    let store = dht_backend();
+    behaviour: impl FnOnce(
+        &Keypair,
+        libp2p::relay::client::Behaviour,
+        Option<WebRtc>,
+    ) -> Result<NodeBehaviour, NodeError>,
+) -> Result<Swarm<NodeBehaviour>, NodeError> {
     let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -58,12 +58,13 @@ pub(crate) fn build_swarm(
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| transport_err(&e))?
         .with_behaviour(|key, relay| {
-            NodeBehaviour::new(key, relay, None, agent, ping_interval, dht, store)
+            behaviour(key, relay, None)
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
         })
         .map_err(|e| transport_err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    Ok((swarm, DirectTransport))
+    Ok(swarm)
 }
 
 pub(crate) fn fetch_bootstrap(
@@ -84,7 +85,7 @@ pub(crate) fn fetch_bootstrap(
                     .get(&url)
                     .send()
                     .await
-                    .map_err(|e| format!("{url}: {}", crate::node::error_chain(&e)))?;
+                    .map_err(|e| format!("{url}: {}", crate::report::error_chain(&e)))?;
                 let status = response.status();
                 if !status.is_success() {
                     return Err(format!("{url}: HTTP {status}"));

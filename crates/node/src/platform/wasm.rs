@@ -16,11 +16,11 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use super::{bootstrap_from_addr, bootstrap_url, parse_bootstrap};
-use tabmesh_core::dht::DhtConfig;
 use tabmesh_core::dht::store::{ProviderEntry, StoreChange};
 
 use crate::behaviour::NodeBehaviour;
 use crate::dht::store::{Persisted, StoreBackend};
+use crate::direct::WebRtc;
 use crate::{BootstrapSource, NodeError};
 
 const IDENTITY_KEY: &str = "tabmesh.identity";
@@ -128,12 +128,9 @@ pub(crate) fn dht_backend() -> Box<dyn StoreBackend> {
 
 /// The tab's WebRTC transport settings (ICE servers come with the bootstrap document).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct DirectTransport(tabmesh_webrtc::Config);
+pub struct DirectTransport(tabmesh_webrtc::Config);
 
 impl DirectTransport {
-    /// Whether this node can connect directly over `/webrtc`.
-    pub(crate) const AVAILABLE: bool = true;
-
     pub(crate) fn set_ice_servers(&self, servers: &[tabmesh_core::bootstrap::IceServer]) {
         self.0.set_ice_servers(
             servers
@@ -150,13 +147,16 @@ impl DirectTransport {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The tab's swarm: WebSocket to the relay, relay circuits and `/webrtc`; `behaviour` builds
+/// the behaviours around the relay client and the WebRTC signaling.
 pub(crate) fn build_swarm(
     keypair: Keypair,
-    agent: String,
-    ping_interval: Duration,
-    dht: &DhtConfig,
-) -> Result<(Swarm<NodeBehaviour>, DirectTransport), NodeError> {
-    let store = dht_backend();
+    behaviour: impl FnOnce(
+        &Keypair,
+        relay::client::Behaviour,
+        Option<WebRtc>,
+    ) -> Result<NodeBehaviour, NodeError>,
+) -> Result<Swarm<NodeBehaviour>, NodeError> {
     let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
     let direct = DirectTransport::default();
     // Our own stack instead of the builder's relay client: `/webrtc` must come before the relay
@@ -189,15 +189,15 @@ pub(crate) fn build_swarm(
         })
         .map_err(|e| transport_err(&e))?
         .with_behaviour(|key| {
-            NodeBehaviour::new(
+            behaviour(
                 key,
                 relay_behaviour,
-                Some(webrtc_behaviour),
-                agent,
-                ping_interval,
-                dht,
-                store,
+                Some(WebRtc {
+                    signaling: webrtc_behaviour,
+                    transport: direct,
+                }),
             )
+            .map_err(|e| -> BoxError { Box::new(e) })
         })
         .map_err(|e| transport_err(&e))?
         // One address at a time: a WebRTC dial that loses a race against another address would
@@ -207,7 +207,7 @@ pub(crate) fn build_swarm(
                 .with_dial_concurrency_factor(std::num::NonZeroU8::MIN)
         })
         .build();
-    Ok((swarm, direct))
+    Ok(swarm)
 }
 
 pub(crate) fn fetch_bootstrap(

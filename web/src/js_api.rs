@@ -1,4 +1,5 @@
-//! `window.tabmesh`: the page's scripting and test interface.
+//! `window.tabmesh`: the page's scripting and test interface, on the same [`NodeClient`] as the
+//! page (no side channel).
 //!
 //! - `window.tabmesh.state()` returns the node's current [`NodeView`](tabmesh_node::NodeView)
 //!   as a plain object (`null` until the node has published its first view). Its fields are a
@@ -23,16 +24,17 @@ use wasm_bindgen::prelude::Closure;
 use tabmesh_core::dht::{DhtReply, DhtRequest};
 use tabmesh_node::Command;
 
-use crate::runtime;
+use crate::node_client::NodeClient;
 
-/// Installs `window.tabmesh`.
-pub(crate) fn install() {
+/// Installs `window.tabmesh` for the node behind `client`.
+pub(crate) fn install(client: &NodeClient) {
     let Some(window) = web_sys::window() else {
         return;
     };
     let api = js_sys::Object::new();
-    let state = Closure::<dyn Fn() -> JsValue>::new(|| {
-        runtime::latest_view()
+    let node = client.clone();
+    let state = Closure::<dyn Fn() -> JsValue>::new(move || {
+        node.latest_view()
             .and_then(|view| serde_json::to_string(&*view).ok())
             .and_then(|json| js_sys::JSON::parse(&json).ok())
             .unwrap_or(JsValue::NULL)
@@ -47,16 +49,21 @@ pub(crate) fn install() {
         ("reset", || Command::Reset),
     ];
     for (name, command) in commands {
-        let f = Closure::<dyn Fn()>::new(move || runtime::command(command()));
+        let node = client.clone();
+        let f = Closure::<dyn Fn()>::new(move || {
+            node.send(command());
+        });
         let _ = js_sys::Reflect::set(&api, &name.into(), f.as_ref());
         f.forget();
     }
     let bench = Closure::<dyn Fn(u32) -> f64>::new(tabmesh_node::platform::time_lucas_lehmer);
     let _ = js_sys::Reflect::set(&api, &"benchLucasLehmer".into(), bench.as_ref());
     bench.forget();
-    install_dht(&api);
+    install_dht(&api, client);
+    let node = client.clone();
     let perf = Closure::<dyn Fn(JsValue, JsValue, JsValue) -> js_sys::Promise>::new(
-        |peer: JsValue, upload: JsValue, download: JsValue| {
+        move |peer: JsValue, upload: JsValue, download: JsValue| {
+            let node = node.clone();
             wasm_bindgen_futures::future_to_promise(async move {
                 let peer = text_arg(&peer, "peerId")
                     .and_then(|p| {
@@ -68,13 +75,14 @@ pub(crate) fn install() {
                     Some(n) if n.is_finite() && n >= 0.0 => Ok(n as u64),
                     _ => Err(js_error(format!("{name} must be a number of bytes"))),
                 };
-                let report = runtime::perf(
-                    peer,
-                    bytes(&upload, "uploadBytes")?,
-                    bytes(&download, "downloadBytes")?,
-                )
-                .await
-                .map_err(js_error)?;
+                let report = node
+                    .perf(
+                        peer,
+                        bytes(&upload, "uploadBytes")?,
+                        bytes(&download, "downloadBytes")?,
+                    )
+                    .await
+                    .map_err(js_error)?;
                 let json = serde_json::to_string(&report).map_err(|e| js_error(e.to_string()))?;
                 js_sys::JSON::parse(&json)
             })
@@ -86,9 +94,12 @@ pub(crate) fn install() {
 }
 
 /// Adds the DHT requests to `api`.
-fn install_dht(api: &js_sys::Object) {
+fn install_dht(api: &js_sys::Object, client: &NodeClient) {
+    let node = client.clone();
     let put = Closure::<dyn Fn(JsValue, JsValue, JsValue) -> js_sys::Promise>::new(
-        |key: JsValue, value: JsValue, ttl: JsValue| dht_promise(put_request(&key, &value, &ttl)),
+        move |key: JsValue, value: JsValue, ttl: JsValue| {
+            dht_promise(node.clone(), put_request(&key, &value, &ttl))
+        },
     );
     let _ = js_sys::Reflect::set(api, &"put".into(), put.as_ref());
     put.forget();
@@ -100,8 +111,9 @@ fn install_dht(api: &js_sys::Object) {
         ("providers", |key| DhtRequest::Providers { key }),
     ];
     for (name, request) in requests {
+        let node = client.clone();
         let f = Closure::<dyn Fn(JsValue) -> js_sys::Promise>::new(move |key: JsValue| {
-            dht_promise(text_arg(&key, "key").map(request))
+            dht_promise(node.clone(), text_arg(&key, "key").map(request))
         });
         let _ = js_sys::Reflect::set(api, &name.into(), f.as_ref());
         f.forget();
@@ -118,10 +130,11 @@ fn put_request(key: &JsValue, value: &JsValue, ttl: &JsValue) -> Result<DhtReque
 }
 
 /// A promise of the node's answer to `request`, or rejected with why there is no request.
-fn dht_promise(request: Result<DhtRequest, String>) -> js_sys::Promise {
+fn dht_promise(node: NodeClient, request: Result<DhtRequest, String>) -> js_sys::Promise {
     wasm_bindgen_futures::future_to_promise(async move {
         let request = request.map_err(js_error)?;
-        let reply = runtime::dht(request)
+        let reply = node
+            .dht(request)
             .await
             .map_err(|e| js_error(e.to_string()))?;
         reply_object(&reply)

@@ -1,5 +1,4 @@
-//! libp2p's perf protocol (`/perf/1.0.0`): stream throughput between two peers, over whichever
-//! connection joins them (direct WebRTC or relayed).
+//! The wire side of libp2p's perf protocol (`/perf/1.0.0`).
 //!
 //! The client opens a stream and writes the number of bytes it wants back (8 bytes, big
 //! endian), then its upload, then closes its side. The server reads to the end, writes the
@@ -13,8 +12,6 @@ use std::io;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use web_time::Instant;
-
-pub use tabmesh_core::perf::PerfReport;
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/perf/1.0.0");

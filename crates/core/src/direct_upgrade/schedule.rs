@@ -1,5 +1,5 @@
 //! When to try a direct connection to a peer we only reach through the relay, and what to do
-//! when it fails.
+//! when it fails: the timing rules of the upgrade.
 //!
 //! Two tabs connected through a relay circuit should move to a direct WebRTC connection (the
 //! relay only introduces them). Both sides run these rules; to avoid both dialing at once
@@ -30,6 +30,11 @@ pub struct UpgradeConfig {
     pub max_backoff: Duration,
     /// Attempts running at once at most.
     pub max_concurrent: usize,
+    /// How long a relayed connection stays after a direct one to the same peer is up (requests
+    /// already on it finish) before it is closed: the relay is only for meeting.
+    pub relayed_grace: Duration,
+    /// `/webrtc` addresses kept per peer at most.
+    pub max_addrs_per_peer: usize,
 }
 
 impl Default for UpgradeConfig {
@@ -40,6 +45,8 @@ impl Default for UpgradeConfig {
             initial_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
             max_concurrent: 4,
+            relayed_grace: Duration::from_secs(3),
+            max_addrs_per_peer: 4,
         }
     }
 }
@@ -68,10 +75,22 @@ struct Entry {
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpgradeAction {
+pub enum ScheduleAction {
     /// Dial the peer directly now; report the outcome with
-    /// [`DirectUpgrades::on_direct_established`] or [`DirectUpgrades::on_attempt_failed`].
+    /// [`UpgradeSchedule::on_direct_established`] or [`UpgradeSchedule::on_attempt_failed`].
     Dial(PeerId),
+}
+
+/// Where the move of one peer to a direct connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpgradeState {
+    /// Reached through the relay only; an attempt is planned.
+    Waiting,
+    /// An attempt of ours is running.
+    Attempting,
+    /// A direct connection is up.
+    Direct,
 }
 
 /// A peer's upgrade state, for the UI and `state()`.
@@ -80,7 +99,7 @@ pub struct UpgradeView {
     /// The peer.
     pub peer_id: String,
     /// `waiting`, `attempting` or `direct`.
-    pub state: String,
+    pub state: UpgradeState,
     /// Milliseconds to the next attempt, while waiting.
     pub next_attempt_in_ms: Option<u64>,
     /// Failed attempts in a row.
@@ -91,15 +110,15 @@ pub struct UpgradeView {
     pub upgrade_ms: Option<u64>,
 }
 
-/// The direct-upgrade rules for every peer of one node.
-#[derive(Debug)]
-pub struct DirectUpgrades {
+/// The direct-upgrade timing rules for every peer of one node.
+#[derive(Debug, Clone)]
+pub struct UpgradeSchedule {
     local: PeerId,
     config: UpgradeConfig,
     peers: HashMap<PeerId, Entry>,
 }
 
-impl DirectUpgrades {
+impl UpgradeSchedule {
     /// Rules for the node `local`.
     pub fn new(local: PeerId, config: UpgradeConfig) -> Self {
         Self {
@@ -198,8 +217,13 @@ impl DirectUpgrades {
         self.peers.remove(peer);
     }
 
+    /// The configuration.
+    pub fn config(&self) -> &UpgradeConfig {
+        &self.config
+    }
+
     /// The attempts due at `now`, within the concurrency limit.
-    pub fn poll(&mut self, now: Instant) -> Vec<UpgradeAction> {
+    pub fn poll(&mut self, now: Instant) -> Vec<ScheduleAction> {
         let running = self
             .peers
             .values()
@@ -225,7 +249,7 @@ impl DirectUpgrades {
                 if let Some(entry) = self.peers.get_mut(&peer) {
                     entry.state = State::Attempting;
                 }
-                UpgradeAction::Dial(peer)
+                ScheduleAction::Dial(peer)
             })
             .collect()
     }
@@ -250,11 +274,10 @@ impl DirectUpgrades {
         UpgradeView {
             peer_id: peer.to_base58(),
             state: match e.state {
-                State::Waiting { .. } => "waiting",
-                State::Attempting => "attempting",
-                State::Direct => "direct",
-            }
-            .to_owned(),
+                State::Waiting { .. } => UpgradeState::Waiting,
+                State::Attempting => UpgradeState::Attempting,
+                State::Direct => UpgradeState::Direct,
+            },
             next_attempt_in_ms: match e.state {
                 State::Waiting { at } => Some(millis(at.saturating_duration_since(now))),
                 _ => None,
@@ -297,16 +320,16 @@ mod tests {
         let (small, large) = two_peers();
         let config = UpgradeConfig::default();
         let t0 = Instant::now();
-        let mut at_small = DirectUpgrades::new(small, config.clone());
-        let mut at_large = DirectUpgrades::new(large, config.clone());
+        let mut at_small = UpgradeSchedule::new(small, config.clone());
+        let mut at_large = UpgradeSchedule::new(large, config.clone());
         at_small.on_relayed(t0, large);
         at_large.on_relayed(t0, small);
         let soon = t0 + config.first_delay;
-        assert_eq!(at_small.poll(soon), vec![UpgradeAction::Dial(large)]);
+        assert_eq!(at_small.poll(soon), vec![ScheduleAction::Dial(large)]);
         assert_eq!(at_large.poll(soon), vec![]);
         assert_eq!(at_large.poll_timeout(), Some(t0 + config.takeover_delay));
         // The large side's offer arrives first: the small side does not cross it.
-        let mut crossing = DirectUpgrades::new(small, config.clone());
+        let mut crossing = UpgradeSchedule::new(small, config.clone());
         crossing.on_relayed(t0, large);
         crossing.on_remote_attempt(t0, large);
         assert_eq!(crossing.poll(soon), vec![]);
@@ -315,7 +338,7 @@ mod tests {
         at_small.on_direct_established(soon, large);
         at_large.on_direct_established(soon, small);
         assert_eq!(at_large.poll(t0 + config.takeover_delay), vec![]);
-        assert_eq!(at_large.view(t0)[0].state, "direct");
+        assert_eq!(at_large.view(t0)[0].state, UpgradeState::Direct);
         assert_eq!(
             at_small.peer_view(soon, &large).unwrap().upgrade_ms,
             Some(millis(config.first_delay))
@@ -327,13 +350,13 @@ mod tests {
         let (small, large) = two_peers();
         let config = UpgradeConfig::default();
         let t0 = Instant::now();
-        let mut u = DirectUpgrades::new(small, config.clone());
+        let mut u = UpgradeSchedule::new(small, config.clone());
         u.on_relayed(t0, large);
         let mut now = t0 + config.first_delay;
         for failures in 1..=8u32 {
             assert_eq!(
                 u.poll(now),
-                vec![UpgradeAction::Dial(large)],
+                vec![ScheduleAction::Dial(large)],
                 "attempt {failures}"
             );
             // No second attempt while one runs.
@@ -360,7 +383,7 @@ mod tests {
             ..UpgradeConfig::default()
         };
         let t0 = Instant::now();
-        let mut u = DirectUpgrades::new(local, config.clone());
+        let mut u = UpgradeSchedule::new(local, config.clone());
         let peers: Vec<PeerId> = (0..5)
             .map(|_| Keypair::generate_ed25519().public().to_peer_id())
             .collect();
@@ -370,7 +393,7 @@ mod tests {
         let later = t0 + config.takeover_delay;
         let first = u.poll(later);
         assert_eq!(first.len(), 2);
-        let UpgradeAction::Dial(done) = first[0].clone();
+        let ScheduleAction::Dial(done) = first[0].clone();
         u.on_direct_established(later, done);
         assert_eq!(u.poll(later).len(), 1);
         // The direct connection drops: back to waiting, dialed again later (same delays).

@@ -1,0 +1,551 @@
+//! Moving peers from relayed to direct connections: every rule of the upgrade in one place.
+//!
+//! Two tabs meet through a relay circuit and then move to a direct WebRTC connection; the relay
+//! is only for meeting. [`DirectUpgrades`] holds the whole bookkeeping of that move for one
+//! node, in the manner of `libp2p-dcutr`, which owns its relayed-to-direct state end to end;
+//! the libp2p behaviour around it only translates swarm events and carries out its actions:
+//!
+//! 1. **Who dials when** ([`schedule`]): the smaller peer id dials first, after
+//!    `first_delay`; the larger one only after `takeover_delay` if nothing direct appeared
+//!    (covers peers that never upgrade by themselves, such as js-libp2p nodes); an offer from the
+//!    peer postpones ours; failures back off exponentially; few attempts at once.
+//! 2. **What to dial**: the `/webrtc` addresses the peer announced (identify), at most
+//!    `max_addrs_per_peer`, forgotten when the peer is gone. A peer without one is never dialed.
+//! 3. **Duplicates**: if both sides still offered at once and two direct connections came up,
+//!    both sides keep the one the smaller peer id dialed and close the other, so they agree
+//!    without talking.
+//! 4. **The relayed connection goes**: `relayed_grace` after a direct connection is up (requests
+//!    in flight finish), every relayed connection to the peer is closed, also one that arrives
+//!    later (the peer's discovery dial).
+//! 5. **A lost direct link is retried**: if the direct connection drops while a relayed one
+//!    remains, the attempts start again with the delays of rule 1.
+//!
+//! `C` is the transport's connection id. Time enters as `now`; actions leave as
+//! [`UpgradeAction`]s.
+
+pub mod schedule;
+
+use std::collections::{HashMap, VecDeque};
+
+use libp2p_identity::PeerId;
+use multiaddr::Multiaddr;
+
+use crate::peers::ConnectionKind;
+pub use schedule::{ScheduleAction, UpgradeConfig, UpgradeSchedule, UpgradeState, UpgradeView};
+use web_time::Instant;
+
+/// Peers whose `/webrtc` addresses are kept at most (connected peers only; the peer table holds
+/// at most a few hundred).
+const MAX_PEERS_WITH_ADDRS: usize = 1024;
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeAction<C> {
+    /// Dial `peer` directly at these addresses, one at a time; report the connection id with
+    /// [`DirectUpgrades::on_dialing`] and the outcome with
+    /// [`DirectUpgrades::on_connection_established`] or [`DirectUpgrades::on_dial_failed`].
+    Dial {
+        /// The peer.
+        peer: PeerId,
+        /// Its `/webrtc` addresses.
+        addrs: Vec<Multiaddr>,
+    },
+    /// Close this connection to `peer`.
+    Close {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: C,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// An attempt could not even start (rule 2); it counts as a failure.
+    Failed {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Why a connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A second direct connection; the other one is kept (rule 3).
+    DuplicateDirect,
+    /// The relayed connection, once its grace after the direct one is over (rule 4).
+    RelayedReplaced,
+}
+
+/// What happened to a connection of interest, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkChange {
+    /// Nothing worth telling.
+    None,
+    /// A direct connection is up, `upgrade_ms` after the relayed one (if it was relayed first).
+    DirectUp {
+        /// Time from the relayed connection to this one.
+        upgrade_ms: Option<u64>,
+    },
+    /// The direct connection dropped while a relayed one remains: we will try again (rule 5).
+    DirectLost,
+}
+
+#[derive(Debug, Clone)]
+struct Link<C> {
+    id: C,
+    kind: ConnectionKind,
+    /// Who dialed it.
+    dialer: PeerId,
+}
+
+/// The upgrade bookkeeping of one node, for connection ids `C`.
+#[derive(Debug, Clone)]
+pub struct DirectUpgrades<C> {
+    local: PeerId,
+    enabled: bool,
+    schedule: UpgradeSchedule,
+    links: HashMap<PeerId, Vec<Link<C>>>,
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    dials: HashMap<C, PeerId>,
+    relayed_closing: VecDeque<(Instant, PeerId)>,
+}
+
+impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
+    /// The rules for node `local`; with `enabled` false (no WebRTC here, or the user keeps the
+    /// tab on the relay) nothing is ever dialed, and direct connections opened by the peer are
+    /// still resolved by rules 3 and 4.
+    pub fn new(local: PeerId, config: UpgradeConfig, enabled: bool) -> Self {
+        Self {
+            local,
+            enabled,
+            schedule: UpgradeSchedule::new(local, config),
+            links: HashMap::new(),
+            addrs: HashMap::new(),
+            dials: HashMap::new(),
+            relayed_closing: VecDeque::new(),
+        }
+    }
+
+    /// Whether this node moves peers to direct connections itself.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UpgradeConfig {
+        self.schedule.config()
+    }
+
+    /// Whether `peer` is reached over a direct connection.
+    pub fn is_direct(&self, peer: &PeerId) -> bool {
+        self.links
+            .get(peer)
+            .is_some_and(|l| l.iter().any(|l| l.kind == ConnectionKind::Direct))
+    }
+
+    /// Peers with `/webrtc` addresses known (bounded by connected peers).
+    pub fn peers_with_addrs(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// `peer` announced these listen addresses; `dialable` keeps the `/webrtc` ones we can dial
+    /// (rule 2).
+    pub fn on_addresses(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        dialable: impl IntoIterator<Item = Multiaddr>,
+    ) {
+        if !self.enabled || peer == self.local || !self.links.contains_key(&peer) {
+            return;
+        }
+        let addrs: Vec<Multiaddr> = dialable
+            .into_iter()
+            .take(self.config().max_addrs_per_peer)
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        if !self.addrs.contains_key(&peer) && self.addrs.len() >= MAX_PEERS_WITH_ADDRS {
+            return;
+        }
+        self.addrs.insert(peer, addrs);
+        self.maybe_plan(now, peer);
+    }
+
+    /// A connection to `peer` is up: relayed (a circuit) or direct (WebRTC); `we_dialed` tells
+    /// who dialed it.
+    pub fn on_connection_established(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        id: C,
+        kind: ConnectionKind,
+        we_dialed: bool,
+    ) -> (LinkChange, Vec<UpgradeAction<C>>) {
+        self.dials.remove(&id);
+        let dialer = if we_dialed { self.local } else { peer };
+        let was_direct = self.is_direct(&peer);
+        self.links
+            .entry(peer)
+            .or_default()
+            .push(Link { id, kind, dialer });
+        let mut actions = Vec::new();
+        match kind {
+            ConnectionKind::Direct => {
+                self.schedule.on_direct_established(now, peer);
+                actions.extend(self.resolve_duplicates(peer));
+                self.relayed_closing
+                    .push_back((now + self.config().relayed_grace, peer));
+                if was_direct {
+                    return (LinkChange::None, actions);
+                }
+                let upgrade_ms = self
+                    .schedule
+                    .peer_view(now, &peer)
+                    .and_then(|v| v.upgrade_ms);
+                (LinkChange::DirectUp { upgrade_ms }, actions)
+            }
+            ConnectionKind::Relayed => {
+                if was_direct {
+                    // A late relayed connection (the peer's discovery dial): it goes too.
+                    self.relayed_closing
+                        .push_back((now + self.config().relayed_grace, peer));
+                } else {
+                    self.maybe_plan(now, peer);
+                }
+                (LinkChange::None, actions)
+            }
+        }
+    }
+
+    /// Rule 3: of several direct connections, keep the one the smaller peer id dialed.
+    fn resolve_duplicates(&mut self, peer: PeerId) -> Vec<UpgradeAction<C>> {
+        let smaller = if self.schedule.offers_first(&peer) {
+            self.local
+        } else {
+            peer
+        };
+        let Some(links) = self.links.get(&peer) else {
+            return Vec::new();
+        };
+        let direct: Vec<&Link<C>> = links
+            .iter()
+            .filter(|l| l.kind == ConnectionKind::Direct)
+            .collect();
+        if direct.len() < 2 {
+            return Vec::new();
+        }
+        let keep = direct
+            .iter()
+            .find(|l| l.dialer == smaller)
+            .or(direct.first())
+            .map(|l| l.id);
+        direct
+            .iter()
+            .filter(|l| Some(l.id) != keep)
+            .map(|l| UpgradeAction::Close {
+                peer,
+                connection: l.id,
+                reason: CloseReason::DuplicateDirect,
+            })
+            .collect()
+    }
+
+    /// A connection to `peer` closed.
+    pub fn on_connection_closed(&mut self, now: Instant, peer: PeerId, id: C) -> LinkChange {
+        self.dials.remove(&id);
+        let Some(links) = self.links.get_mut(&peer) else {
+            return LinkChange::None;
+        };
+        let Some(closed) = links
+            .iter()
+            .position(|l| l.id == id)
+            .map(|i| links.remove(i))
+        else {
+            return LinkChange::None;
+        };
+        if links.is_empty() {
+            // The peer is gone altogether: forget everything about it.
+            self.links.remove(&peer);
+            self.addrs.remove(&peer);
+            self.schedule.on_disconnected(&peer);
+            self.relayed_closing.retain(|(_, p)| *p != peer);
+            return LinkChange::None;
+        }
+        if closed.kind == ConnectionKind::Direct && !self.is_direct(&peer) {
+            // Rule 5: still reached through the relay, so try to go direct again.
+            self.schedule.on_direct_closed(now, peer);
+            return LinkChange::DirectLost;
+        }
+        LinkChange::None
+    }
+
+    /// The peer is setting up a direct connection to us (its offer arrived).
+    pub fn on_remote_attempt(&mut self, now: Instant, peer: PeerId) {
+        self.schedule.on_remote_attempt(now, peer);
+    }
+
+    /// Our dial for `peer` (from [`UpgradeAction::Dial`]) has connection id `id`.
+    pub fn on_dialing(&mut self, peer: PeerId, id: C) {
+        self.dials.insert(id, peer);
+    }
+
+    /// Whether `id` is one of our direct dials still in progress.
+    pub fn is_our_dial(&self, id: &C) -> bool {
+        self.dials.contains_key(id)
+    }
+
+    /// A dial failed; returns the peer when it was one of ours (it then counts as a failed
+    /// attempt, retried after a backoff).
+    pub fn on_dial_failed(&mut self, now: Instant, id: C, error: String) -> Option<PeerId> {
+        let peer = self.dials.remove(&id)?;
+        self.schedule.on_attempt_failed(now, peer, error);
+        Some(peer)
+    }
+
+    fn maybe_plan(&mut self, now: Instant, peer: PeerId) {
+        if self.enabled && !self.is_direct(&peer) && self.addrs.contains_key(&peer) {
+            self.schedule.on_relayed(now, peer);
+        }
+    }
+
+    /// What is due at `now`: attempts to start (rule 1) and relayed connections to close
+    /// (rule 4).
+    pub fn poll(&mut self, now: Instant) -> Vec<UpgradeAction<C>> {
+        let mut actions = Vec::new();
+        for ScheduleAction::Dial(peer) in self.schedule.poll(now) {
+            match self.addrs.get(&peer) {
+                Some(addrs) if !addrs.is_empty() => actions.push(UpgradeAction::Dial {
+                    peer,
+                    addrs: addrs.clone(),
+                }),
+                _ => {
+                    let error = "no /webrtc address known".to_owned();
+                    self.schedule.on_attempt_failed(now, peer, error.clone());
+                    actions.push(UpgradeAction::Failed { peer, error });
+                }
+            }
+        }
+        while let Some(&(at, peer)) = self.relayed_closing.front()
+            && at <= now
+        {
+            self.relayed_closing.pop_front();
+            if !self.is_direct(&peer) {
+                continue;
+            }
+            let relayed = self.links.get(&peer).into_iter().flatten();
+            actions.extend(
+                relayed
+                    .filter(|l| l.kind == ConnectionKind::Relayed)
+                    .map(|l| UpgradeAction::Close {
+                        peer,
+                        connection: l.id,
+                        reason: CloseReason::RelayedReplaced,
+                    }),
+            );
+        }
+        actions
+    }
+
+    /// When [`poll`](Self::poll) has something to do next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let closing = self.relayed_closing.front().map(|(at, _)| *at);
+        match (self.schedule.poll_timeout(), closing) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `peer`'s upgrade state, if it has one.
+    pub fn peer_view(&self, now: Instant, peer: &PeerId) -> Option<UpgradeView> {
+        self.schedule.peer_view(now, peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p_identity::Keypair;
+    use web_time::Duration;
+
+    fn ordered_pair() -> (PeerId, PeerId) {
+        let a = Keypair::generate_ed25519().public().to_peer_id();
+        let b = Keypair::generate_ed25519().public().to_peer_id();
+        if a.to_bytes() < b.to_bytes() {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
+    fn webrtc_addr() -> Multiaddr {
+        "/ip4/127.0.0.1/tcp/9091/ws/p2p-circuit/webrtc"
+            .parse()
+            .expect("valid")
+    }
+
+    fn closes(actions: &[UpgradeAction<u32>]) -> Vec<(u32, CloseReason)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                UpgradeAction::Close {
+                    connection, reason, ..
+                } => Some((*connection, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rule_2_a_relayed_peer_with_a_webrtc_address_is_dialed_at_that_address() {
+        let (small, large) = ordered_pair();
+        let config = UpgradeConfig::default();
+        let t0 = Instant::now();
+        let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        // Nothing to dial without an address.
+        assert_eq!(u.poll(t0 + config.takeover_delay), vec![]);
+        u.on_addresses(t0, large, [webrtc_addr()]);
+        let actions = u.poll(t0 + config.first_delay);
+        assert_eq!(
+            actions,
+            vec![UpgradeAction::Dial {
+                peer: large,
+                addrs: vec![webrtc_addr()]
+            }]
+        );
+        // Addresses of peers we are not connected to are not kept.
+        let stranger = Keypair::generate_ed25519().public().to_peer_id();
+        u.on_addresses(t0, stranger, [webrtc_addr()]);
+        assert_eq!(u.peers_with_addrs(), 1);
+        // The peer leaves: its addresses go with it.
+        u.on_connection_closed(t0, large, 1);
+        assert_eq!(u.peers_with_addrs(), 0);
+    }
+
+    #[test]
+    fn rule_2_addresses_are_bounded_per_peer_and_disabled_nodes_never_dial() {
+        let (small, large) = ordered_pair();
+        let config = UpgradeConfig::default();
+        let t0 = Instant::now();
+        let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        u.on_addresses(t0, large, std::iter::repeat_n(webrtc_addr(), 10));
+        let Some(UpgradeAction::Dial { addrs, .. }) =
+            u.poll(t0 + config.first_delay).into_iter().next()
+        else {
+            panic!("dials");
+        };
+        assert_eq!(addrs.len(), config.max_addrs_per_peer);
+        let mut off = DirectUpgrades::<u32>::new(small, config.clone(), false);
+        off.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        off.on_addresses(t0, large, [webrtc_addr()]);
+        assert_eq!(off.poll(t0 + config.takeover_delay), vec![]);
+        assert_eq!(off.poll_timeout(), None);
+    }
+
+    #[test]
+    fn rule_3_both_sides_keep_the_direct_connection_the_smaller_id_dialed() {
+        let (small, large) = ordered_pair();
+        let t0 = Instant::now();
+        let config = UpgradeConfig::default();
+        let mut at_small = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        let mut at_large = DirectUpgrades::<u32>::new(large, config, true);
+        // Connection 7 was dialed by the small side, 8 by the large side; each side numbers them
+        // its own way (ids are local), but both know who dialed which.
+        at_small.on_connection_established(t0, large, 7, ConnectionKind::Direct, true);
+        let (_, small_actions) =
+            at_small.on_connection_established(t0, large, 8, ConnectionKind::Direct, false);
+        at_large.on_connection_established(t0, small, 108, ConnectionKind::Direct, true);
+        let (_, large_actions) =
+            at_large.on_connection_established(t0, small, 107, ConnectionKind::Direct, false);
+        assert_eq!(
+            closes(&small_actions),
+            vec![(8, CloseReason::DuplicateDirect)]
+        );
+        assert_eq!(
+            closes(&large_actions),
+            vec![(108, CloseReason::DuplicateDirect)]
+        );
+        // Either arrival order gives the same answer.
+        let mut reversed = DirectUpgrades::<u32>::new(small, UpgradeConfig::default(), true);
+        reversed.on_connection_established(t0, large, 8, ConnectionKind::Direct, false);
+        let (_, actions) =
+            reversed.on_connection_established(t0, large, 7, ConnectionKind::Direct, true);
+        assert_eq!(closes(&actions), vec![(8, CloseReason::DuplicateDirect)]);
+    }
+
+    #[test]
+    fn rule_4_the_relayed_connection_closes_after_the_grace_also_a_late_one() {
+        let (small, large) = ordered_pair();
+        let config = UpgradeConfig::default();
+        let grace = config.relayed_grace;
+        let t0 = Instant::now();
+        let mut u = DirectUpgrades::<u32>::new(small, config, true);
+        u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        let t1 = t0 + Duration::from_millis(700);
+        let (change, actions) =
+            u.on_connection_established(t1, large, 2, ConnectionKind::Direct, true);
+        assert_eq!(change, LinkChange::DirectUp { upgrade_ms: None });
+        assert!(actions.is_empty());
+        assert_eq!(u.poll_timeout(), Some(t1 + grace));
+        assert!(closes(&u.poll(t1 + grace - Duration::from_millis(1))).is_empty());
+        assert_eq!(
+            closes(&u.poll(t1 + grace)),
+            vec![(1, CloseReason::RelayedReplaced)]
+        );
+        u.on_connection_closed(t1 + grace, large, 1);
+        // The peer's own discovery dial arrives later through the relay: it goes too.
+        let t2 = t1 + Duration::from_secs(10);
+        u.on_connection_established(t2, large, 3, ConnectionKind::Relayed, false);
+        assert_eq!(
+            closes(&u.poll(t2 + grace)),
+            vec![(3, CloseReason::RelayedReplaced)]
+        );
+    }
+
+    #[test]
+    fn rule_4_a_relayed_connection_stays_if_the_direct_one_dropped_during_the_grace() {
+        let (small, large) = ordered_pair();
+        let config = UpgradeConfig::default();
+        let t0 = Instant::now();
+        let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        u.on_connection_established(t0, large, 2, ConnectionKind::Direct, true);
+        assert_eq!(u.on_connection_closed(t0, large, 2), LinkChange::DirectLost);
+        assert!(closes(&u.poll(t0 + config.relayed_grace)).is_empty());
+    }
+
+    #[test]
+    fn rule_5_a_lost_direct_link_is_retried_and_a_failed_dial_backs_off() {
+        let (small, large) = ordered_pair();
+        let config = UpgradeConfig::default();
+        let t0 = Instant::now();
+        let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        u.on_addresses(t0, large, [webrtc_addr()]);
+        let t1 = t0 + config.first_delay;
+        assert_eq!(u.poll(t1).len(), 1);
+        u.on_dialing(large, 50);
+        assert!(u.is_our_dial(&50));
+        assert_eq!(u.on_dial_failed(t1, 50, "ICE failed".into()), Some(large));
+        assert_eq!(u.on_dial_failed(t1, 51, "not ours".into()), None);
+        assert_eq!(u.poll_timeout(), Some(t1 + config.initial_backoff));
+        let view = u.peer_view(t1, &large).expect("tracked");
+        assert_eq!(view.state, UpgradeState::Waiting);
+        assert_eq!(view.last_error.as_deref(), Some("ICE failed"));
+        // The retry succeeds, then the direct link drops: waiting again, with the first delay.
+        let t2 = t1 + config.initial_backoff;
+        assert_eq!(u.poll(t2).len(), 1);
+        u.on_dialing(large, 52);
+        u.on_connection_established(t2, large, 52, ConnectionKind::Direct, true);
+        assert!(u.is_direct(&large) && !u.is_our_dial(&52));
+        assert_eq!(
+            u.on_connection_closed(t2, large, 52),
+            LinkChange::DirectLost
+        );
+        assert_eq!(u.poll_timeout(), Some(t2 + config.first_delay));
+    }
+}

@@ -1,0 +1,250 @@
+//! The user's DHT operations on Kademlia queries: each request is a
+//! `tabmesh_core::dht::ops::Operation` (where its rules live and are tested), driven here by the
+//! queries it asks for and by what they report; and the hand-over of records to peers that join
+//! close to their keys.
+
+use libp2p::PeerId;
+use libp2p::kad::{self, KBucketKey, Quorum, RecordKey};
+use tabmesh_core::dht::ops::{self, CopyVerdict, Next, Operation, Query};
+use tabmesh_core::dht::record::key_text;
+use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest};
+use tabmesh_core::wire_log::Topic;
+use web_time::Instant;
+
+use super::{Behaviour, DhtReplySender, MAX_RUNNING_OPS, RpcObservation, Running, kad_record};
+use crate::platform::unix_now_ms;
+use crate::report::Report;
+
+impl Behaviour {
+    /// Starts a user request; the answer goes to `reply` when it is known.
+    pub fn start(&mut self, request: DhtRequest, reply: DhtReplySender) {
+        let now = Instant::now();
+        let begun = if self.ops.len() >= MAX_RUNNING_OPS {
+            Err(DhtError::Failed(format!(
+                "too many operations running (at most {MAX_RUNNING_OPS}); try again shortly"
+            )))
+        } else {
+            Operation::start(&self.config, &request, now)
+                .and_then(|(op, query)| Ok((self.start_query(&op, query)?, op)))
+        };
+        match begun {
+            Ok((query, op)) => {
+                self.kad.watch(query);
+                self.log_sent(format!("{} {}: lookup started", op.name(), request.key()));
+                self.ops.insert(
+                    query,
+                    Running {
+                        op,
+                        reply: Some(reply),
+                    },
+                );
+            }
+            Err(error) => {
+                self.log(
+                    None,
+                    format!("{} {}: {error}", request.name(), request.key()),
+                );
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    fn start_query(&mut self, op: &Operation, query: Query) -> Result<kad::QueryId, DhtError> {
+        let key = RecordKey::new(&op.key());
+        Ok(match query {
+            Query::GetRecord => self.kad.get_record(key),
+            Query::GetProviders => self.kad.get_providers(key),
+            Query::StartProviding => self.kad.start_providing(key).map_err(|_| {
+                DhtError::Refused(
+                    self.kad
+                        .store_mut()
+                        .take_last_refusal()
+                        .map_or_else(|| "provider store full".to_owned(), |r| r.to_string()),
+                )
+            })?,
+        })
+    }
+
+    /// Applies the request/reply observations of watched queries to their lookup paths.
+    pub(super) fn absorb_observations(&mut self) {
+        let observations: Vec<_> = self.kad.drain_observations().collect();
+        for (at, observation) in observations {
+            match observation {
+                RpcObservation::Request { query, peer, kind } => {
+                    if let Some(running) = self.ops.get_mut(&query) {
+                        running.op.trace_mut().on_request(at, peer);
+                        tracing::trace!(%peer, kind, "kad request");
+                    }
+                }
+                RpcObservation::Reply {
+                    query,
+                    peer,
+                    closer,
+                    found,
+                    kind,
+                } => {
+                    if let Some(running) = self.ops.get_mut(&query) {
+                        running.op.trace_mut().on_reply(at, peer, &closer, found);
+                        if kind == "PutRecordRes" {
+                            running.op.on_store_ack();
+                        }
+                    }
+                }
+                RpcObservation::Failure {
+                    query,
+                    peer,
+                    reason,
+                } => {
+                    if let Some(running) = self.ops.get_mut(&query) {
+                        running.op.trace_mut().on_failure(at, peer, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_progress(
+        &mut self,
+        now: Instant,
+        id: kad::QueryId,
+        result: kad::QueryResult,
+        last: bool,
+    ) {
+        let Some(mut running) = self.ops.remove(&id) else {
+            return;
+        };
+        let now_ms = unix_now_ms();
+        let mut done = last;
+        match result {
+            kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
+                let limits = &self.config.limits.record;
+                match running.op.on_copy(
+                    &found.record.value,
+                    limits,
+                    self.config.get_quorum,
+                    now_ms,
+                ) {
+                    CopyVerdict::Kept { quorum: true } => {
+                        if let Some(mut query) = self.kad.query_mut(&id) {
+                            query.finish();
+                        }
+                    }
+                    CopyVerdict::Kept { quorum: false } => {}
+                    CopyVerdict::Refused(reason) => self.log(found.peer, reason),
+                }
+            }
+            kad::QueryResult::GetRecord(_) => done = true,
+            kad::QueryResult::PutRecord(result) => {
+                if let Err(
+                    kad::PutRecordError::QuorumFailed { success, .. }
+                    | kad::PutRecordError::Timeout { success, .. },
+                ) = &result
+                {
+                    running.op.on_store_acks_reported(success.len());
+                }
+                done = true;
+            }
+            kad::QueryResult::StartProviding(_) => {
+                // ADD_PROVIDER has no reply, and libp2p reports the query done before the
+                // requests leave: they go to the k closest peers that answered the lookup.
+                running.op.on_provided(self.config.replication_factor);
+                done = true;
+            }
+            kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                providers,
+                ..
+            })) => running.op.on_providers(providers),
+            kad::QueryResult::GetProviders(_) => done = true,
+            _ => {}
+        }
+        if !done {
+            self.ops.insert(id, running);
+            return;
+        }
+        self.kad.unwatch(&id);
+        let held = self
+            .kad
+            .store_mut()
+            .local()
+            .get_live(running.op.key(), now_ms)
+            .map(|r| r.record.clone());
+        match running
+            .op
+            .on_lookup_done(now, now_ms, &self.keypair, held.as_ref())
+        {
+            Next::Reply(outcome) => self.finish(now, running, outcome),
+            Next::Store(record) => {
+                if let Err(refusal) = self.kad.store_mut().put_own(now_ms, record.clone()) {
+                    return self.finish(now, running, Err(DhtError::Refused(refusal.to_string())));
+                }
+                match self
+                    .kad
+                    .put_record(kad_record(&record, &record.encode()), Quorum::All)
+                {
+                    Ok(query) => {
+                        self.kad.watch(query);
+                        running.op.on_store_started(record, now);
+                        self.ops.insert(query, running);
+                    }
+                    Err(_) => {
+                        let reason = self.kad.store_mut().take_last_refusal().map_or_else(
+                            || "the local store refused it".to_owned(),
+                            |r| r.to_string(),
+                        );
+                        self.finish(now, running, Err(DhtError::Refused(reason)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, now: Instant, running: Running, outcome: Result<DhtReply, DhtError>) {
+        let key = key_text(running.op.key());
+        let summary = match &outcome {
+            Ok(reply) => reply.summary(),
+            Err(e) => e.to_string(),
+        };
+        self.log(None, format!("{key}: {summary}"));
+        let (outcome, trace) = running.op.finish(now, outcome);
+        self.last_lookup = Some(trace);
+        if let Some(reply) = running.reply {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Hands `peer`, new in the routing table, the records it is now among the k closest for.
+    pub(super) fn hand_over(&mut self, peer: PeerId) {
+        let now_ms = unix_now_ms();
+        let k = self.config.replication_factor;
+        let held: Vec<_> = self
+            .kad
+            .store_mut()
+            .local()
+            .records()
+            .map(|r| r.record.clone())
+            .collect();
+        let kad = &mut self.kad;
+        let handed = ops::handover(&held, now_ms, |key| {
+            let target = KBucketKey::new(RecordKey::new(&key));
+            kad.get_closest_local_peers(&target)
+                .take(k)
+                .any(|key| *key.preimage() == peer)
+        });
+        for record in &handed {
+            let kad_rec = kad_record(record, &record.encode());
+            self.kad
+                .put_record_to(kad_rec, std::iter::once(peer), Quorum::One);
+        }
+        if !handed.is_empty() {
+            self.counters.handed_over += handed.len() as u64;
+            self.report(Report::sent(
+                Topic::Dht,
+                Some(peer),
+                format!(
+                    "handed over {} record(s) to a peer that joined near their keys",
+                    handed.len()
+                ),
+            ));
+        }
+    }
+}

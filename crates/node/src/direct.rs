@@ -1,0 +1,409 @@
+//! Relayed to direct: moving peers met through the relay to direct WebRTC connections.
+//!
+//! This behaviour owns the whole move, in the manner of `libp2p-dcutr`: it carries the WebRTC
+//! signaling streams (`tabmesh-webrtc`'s behaviour, in tabs only), listens on
+//! `<relay>/p2p-circuit/webrtc` as soon as our circuit address is up, learns peers' `/webrtc`
+//! addresses from identify, and applies `tabmesh_core::direct_upgrade::DirectUpgrades` to the
+//! swarm's connection events: it dials when the rules say so, closes the duplicate of two
+//! direct connections and the relayed connection once the direct one has taken over, and
+//! tries again when a direct connection is lost. A peer that breaks the signaling protocol is
+//! reported for the misbehaviour ledger. Native nodes have no WebRTC: the behaviour then only
+//! watches.
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+
+use libp2p::core::Endpoint;
+use libp2p::core::transport::{ListenerId, PortUse};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, ListenOpts, NetworkBehaviour,
+    THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+use tabmesh_core::bootstrap::{IceServer, with_peer_id};
+use tabmesh_core::direct_upgrade::{
+    CloseReason, DirectUpgrades, LinkChange, UpgradeAction, UpgradeConfig, UpgradeView,
+};
+use tabmesh_core::peers::ConnectionKind;
+use tabmesh_core::wire_log::Topic;
+use tabmesh_webrtc::addr::{is_webrtc, parse_dial_addr};
+use web_time::Instant;
+
+use crate::platform::DirectTransport;
+use crate::relay_link::is_circuit;
+use crate::report::{Report, error_chain, truncate};
+use crate::timer::Timer;
+
+/// The WebRTC side of a tab: the signaling behaviour and the transport's settings.
+pub struct WebRtc {
+    /// Carries `/webrtc-signaling/0.0.1` streams on the swarm's connections.
+    pub signaling: tabmesh_webrtc::Behaviour,
+    /// The transport's settings (ICE servers).
+    pub transport: DirectTransport,
+}
+
+type Signaling = Toggle<tabmesh_webrtc::Behaviour>;
+
+/// The relayed-to-direct upgrade of a node.
+pub struct Behaviour {
+    signaling: Signaling,
+    transport: Option<DirectTransport>,
+    upgrades: DirectUpgrades<ConnectionId>,
+    listener: Option<ListenerId>,
+    events: VecDeque<ToSwarm<Report, THandlerInEvent<Signaling>>>,
+    timer: Timer,
+}
+
+/// How a connection counts for the upgrade: a circuit is relayed, a `/webrtc` connection is
+/// direct; others (the WebSocket to the relay, TCP between native nodes) do not take part.
+fn upgrade_kind(endpoint: &libp2p::core::ConnectedPoint) -> Option<ConnectionKind> {
+    if is_webrtc(endpoint.get_remote_address()) {
+        Some(ConnectionKind::Direct)
+    } else if endpoint.is_relayed() {
+        Some(ConnectionKind::Relayed)
+    } else {
+        None
+    }
+}
+
+/// Where to listen for WebRTC offers, given our circuit address: the relay client reports it
+/// as `<relay>/p2p-circuit/p2p/<us>`; the WebRTC transport listens on
+/// `<relay>/p2p-circuit/webrtc` (anything else would go to the relay client as a second
+/// reservation).
+fn webrtc_listen_addr(circuit: &Multiaddr) -> Multiaddr {
+    let parts: Vec<Protocol<'_>> = circuit.iter().collect();
+    let end = parts
+        .iter()
+        .rposition(|p| *p == Protocol::P2pCircuit)
+        .map_or(parts.len(), |i| i + 1);
+    parts[..end]
+        .iter()
+        .cloned()
+        .chain(std::iter::once(Protocol::WebRTC))
+        .collect()
+}
+
+impl Behaviour {
+    /// The upgrade of node `local`: with `webrtc` (tabs) it moves peers to direct connections
+    /// when `enabled`; without (native nodes) it never dials.
+    pub fn new(
+        local: PeerId,
+        config: UpgradeConfig,
+        webrtc: Option<WebRtc>,
+        enabled: bool,
+    ) -> Self {
+        let (signaling, transport) = match webrtc {
+            Some(w) => (Some(w.signaling), Some(w.transport)),
+            None => (None, None),
+        };
+        let enabled = enabled && transport.is_some();
+        Self {
+            signaling: signaling.into(),
+            transport,
+            upgrades: DirectUpgrades::new(local, config, enabled),
+            listener: None,
+            events: VecDeque::new(),
+            timer: Timer::default(),
+        }
+    }
+
+    /// STUN/TURN servers from the bootstrap document, for every new peer connection.
+    pub fn set_ice_servers(&self, servers: &[IceServer]) {
+        if let Some(transport) = &self.transport {
+            transport.set_ice_servers(servers);
+        }
+    }
+
+    /// `peer` announced its listen addresses: its `/webrtc` ones are how we go direct.
+    pub fn on_identified(&mut self, peer: PeerId, listen_addrs: &[Multiaddr]) {
+        let dialable = listen_addrs
+            .iter()
+            .filter(|a| is_webrtc(a))
+            .map(|a| with_peer_id(a.clone(), peer))
+            .filter(|a| parse_dial_addr(a).is_some());
+        self.upgrades.on_addresses(Instant::now(), peer, dialable);
+    }
+
+    /// Where the move of `peer` stands, for the Peers panel.
+    pub fn peer_view(&self, peer: &PeerId) -> Option<UpgradeView> {
+        self.upgrades.peer_view(Instant::now(), peer)
+    }
+
+    /// Whether this node moves peers to direct connections itself.
+    pub fn is_enabled(&self) -> bool {
+        self.upgrades.is_enabled()
+    }
+
+    fn report(&mut self, report: Report) {
+        self.events.push_back(ToSwarm::GenerateEvent(report));
+    }
+
+    fn apply(&mut self, actions: Vec<UpgradeAction<ConnectionId>>) {
+        let mut relayed_closed = Vec::new();
+        for action in actions {
+            match action {
+                UpgradeAction::Dial { peer, addrs } => {
+                    // (The tab's swarm tries the addresses one at a time, see `platform`.)
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addrs)
+                        .condition(PeerCondition::Always)
+                        .build();
+                    self.upgrades.on_dialing(peer, opts.connection_id());
+                    self.events.push_back(ToSwarm::Dial { opts });
+                    self.report(Report::sent(
+                        Topic::Webrtc,
+                        Some(peer),
+                        "going direct: WebRTC offer via the relay",
+                    ));
+                }
+                UpgradeAction::Close {
+                    peer,
+                    connection,
+                    reason,
+                } => {
+                    self.events.push_back(ToSwarm::CloseConnection {
+                        peer_id: peer,
+                        connection: CloseConnection::One(connection),
+                    });
+                    match reason {
+                        CloseReason::RelayedReplaced if !relayed_closed.contains(&peer) => {
+                            relayed_closed.push(peer);
+                            self.report(Report::local(
+                                Topic::Webrtc,
+                                Some(peer),
+                                "relayed connection closed: the direct one carries everything",
+                            ));
+                        }
+                        CloseReason::RelayedReplaced => {}
+                        CloseReason::DuplicateDirect => self.report(Report::local(
+                            Topic::Webrtc,
+                            Some(peer),
+                            "two direct connections: keeping the one the smaller id dialed",
+                        )),
+                    }
+                }
+                UpgradeAction::Failed { peer, error } => self.report(Report::local(
+                    Topic::Webrtc,
+                    Some(peer),
+                    format!("direct connection failed, staying relayed: {error}"),
+                )),
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = THandler<Signaling>;
+    type ToSwarm = Report;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        // A peer's offer arrived: do not cross it with one of ours.
+        if is_webrtc(remote_addr)
+            && let Some(Protocol::P2p(peer)) = remote_addr.iter().last()
+        {
+            self.upgrades.on_remote_attempt(Instant::now(), peer);
+        }
+        self.signaling
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.signaling.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.signaling.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.signaling.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        let now = Instant::now();
+        match &event {
+            FromSwarm::ConnectionEstablished(e) => {
+                if let Some(kind) = upgrade_kind(e.endpoint) {
+                    let (change, actions) = self.upgrades.on_connection_established(
+                        now,
+                        e.peer_id,
+                        e.connection_id,
+                        kind,
+                        e.endpoint.is_dialer(),
+                    );
+                    if let LinkChange::DirectUp { upgrade_ms } = change {
+                        let took = upgrade_ms
+                            .map(|ms| format!(" ({ms} ms after the relayed one)"))
+                            .unwrap_or_default();
+                        self.report(Report::local(
+                            Topic::Webrtc,
+                            Some(e.peer_id),
+                            format!("direct WebRTC connection up{took}"),
+                        ));
+                    }
+                    self.apply(actions);
+                }
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                let change = self
+                    .upgrades
+                    .on_connection_closed(now, e.peer_id, e.connection_id);
+                if change == LinkChange::DirectLost {
+                    let cause = e
+                        .cause
+                        .map_or_else(|| "closed".to_owned(), |c| c.to_string());
+                    self.report(Report::local(
+                        Topic::Webrtc,
+                        Some(e.peer_id),
+                        format!("direct connection lost ({cause}); relayed again"),
+                    ));
+                }
+            }
+            FromSwarm::DialFailure(e) => {
+                let text = truncate(&error_chain(e.error), 300);
+                if let Some(peer) = self.upgrades.on_dial_failed(now, e.connection_id, text) {
+                    let text = error_chain(e.error);
+                    tracing::info!(%peer, %text, "direct WebRTC connection failed");
+                    self.report(Report::local(
+                        Topic::Webrtc,
+                        Some(peer),
+                        format!(
+                            "direct connection failed, staying relayed: {}",
+                            truncate(&text, 160)
+                        ),
+                    ));
+                }
+            }
+            // Our circuit address is up (the reservation was accepted): peers can reach us on
+            // `/webrtc` through the same relay.
+            FromSwarm::NewListenAddr(e)
+                if is_circuit(e.addr)
+                    && !is_webrtc(e.addr)
+                    && self.upgrades.is_enabled()
+                    && self.listener.is_none() =>
+            {
+                let opts = ListenOpts::new(webrtc_listen_addr(e.addr));
+                self.listener = Some(opts.listener_id());
+                self.events.push_back(ToSwarm::ListenOn { opts });
+            }
+            FromSwarm::ExpiredListenAddr(e) if is_circuit(e.addr) && !is_webrtc(e.addr) => {
+                if let Some(id) = self.listener.take() {
+                    self.events.push_back(ToSwarm::RemoveListener { id });
+                }
+            }
+            FromSwarm::ListenerClosed(e) if Some(e.listener_id) == self.listener => {
+                self.listener = None;
+            }
+            _ => {}
+        }
+        self.signaling.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.signaling
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Report, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(event);
+            }
+            match self.signaling.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(tabmesh_webrtc::Event::Violation {
+                    peer,
+                    reason,
+                })) => {
+                    self.report(Report::Misbehaved {
+                        peer,
+                        topic: Topic::Webrtc,
+                        reason,
+                    });
+                    continue;
+                }
+                Poll::Ready(other) => {
+                    return Poll::Ready(other.map_out(|_| unreachable!("handled above")));
+                }
+                Poll::Pending => {}
+            }
+            let actions = self.upgrades.poll(Instant::now());
+            if !actions.is_empty() {
+                self.apply(actions);
+                continue;
+            }
+            if self
+                .timer
+                .poll_at(self.upgrades.poll_timeout(), cx)
+                .is_pending()
+            {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webrtc_listens_behind_the_circuit_not_behind_our_own_id() {
+        let circuit: Multiaddr = "/ip4/127.0.0.1/tcp/9091/ws/p2p/12D3KooWNS3VLfddC167V74FaeCbaxbYJj6ZJJmCh7uMtmXehf1X/p2p-circuit/p2p/12D3KooWKKFfRqFZ2K2rNkz2SKENtWMB3oXzPdZV5WrFpBhRbgLY"
+            .parse()
+            .unwrap();
+        let listen = webrtc_listen_addr(&circuit);
+        assert_eq!(
+            listen.to_string(),
+            "/ip4/127.0.0.1/tcp/9091/ws/p2p/12D3KooWNS3VLfddC167V74FaeCbaxbYJj6ZJJmCh7uMtmXehf1X/p2p-circuit/webrtc"
+        );
+        assert!(tabmesh_webrtc::addr::is_listen_addr(&listen));
+    }
+}

@@ -1,0 +1,456 @@
+//! The connected peers: who they are (identify), how fast they answer (ping), how they are
+//! reached, and the table behind the Peers panel.
+//!
+//! This behaviour wraps libp2p's identify and ping and keeps `tabmesh_core::peers::PeerTable`:
+//! it admits a new peer's connection only while the table has room (denied at the handshake, as
+//! `connection-limits` does), closes a connection after too many failed pings in a row, and logs
+//! connections opened, closed and failed. A malformed identify exchange or a ping echo that is
+//! not ours is a violation, reported for the misbehaviour ledger; a slow or missing ping answer
+//! is not (a busy or throttled tab is slow, not hostile). The relay is tracked apart: it is
+//! not a peer of the table, only its round-trip time is kept.
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+
+use libp2p::core::transport::PortUse;
+use libp2p::core::{ConnectedPoint, Endpoint};
+use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished};
+use libp2p::swarm::{
+    CloseConnection, ConnectionDenied, ConnectionId, DialError, DialFailure, FromSwarm,
+    ListenError, ListenFailure, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent,
+    ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId, identify, ping};
+use serde::{Deserialize, Serialize};
+use tabmesh_core::peers::{
+    Admission, ConnectionKind, PeerTable, PeerTableConfig, PeerView, Verdict,
+};
+use tabmesh_core::protocol;
+use tabmesh_core::wire_log::Topic;
+use web_time::{Duration, Instant};
+
+use crate::report::{Report, error_chain, truncate};
+
+mod protocols {
+    // The derive generates `ProtocolsEvent` with one undocumented variant per field.
+    #![allow(missing_docs)]
+    use libp2p::{identify, ping};
+
+    /// libp2p's identify and ping, the protocols the peers behaviour wraps.
+    #[derive(libp2p::swarm::NetworkBehaviour)]
+    #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+    pub struct Protocols {
+        pub(super) identify: identify::Behaviour,
+        pub(super) ping: ping::Behaviour,
+    }
+}
+
+pub use protocols::{Protocols, ProtocolsEvent};
+
+/// Counters of connections refused, failed or closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCounters {
+    /// Incoming connections that failed before being established.
+    pub incoming_errors: u64,
+    /// Outgoing dials that failed.
+    pub dial_failures: u64,
+    /// Connections closed for failed pings.
+    pub disconnects: u64,
+    /// Connections refused because the peer table was full.
+    pub refused: u64,
+}
+
+/// Whether a connection goes through a relay circuit or straight to the peer. A `/webrtc`
+/// address names the relay it was signaled through, but the connection is direct.
+pub fn connection_kind(endpoint: &ConnectedPoint) -> ConnectionKind {
+    if endpoint.is_relayed() && !tabmesh_webrtc::addr::is_webrtc(endpoint.get_remote_address()) {
+        ConnectionKind::Relayed
+    } else {
+        ConnectionKind::Direct
+    }
+}
+
+/// The peers of a node.
+pub struct Behaviour {
+    inner: Protocols,
+    table: PeerTable<ConnectionId>,
+    origin: Instant,
+    relay: Option<PeerId>,
+    relay_rtt: Option<Duration>,
+    counters: PeerCounters,
+    events: VecDeque<ToSwarm<Report, THandlerInEvent<Protocols>>>,
+}
+
+impl Behaviour {
+    /// The peers of `key`'s node, announcing `agent`; timestamps count from `origin`.
+    pub fn new(
+        key: &libp2p::identity::Keypair,
+        agent: String,
+        ping_interval: Duration,
+        config: PeerTableConfig,
+        origin: Instant,
+    ) -> Self {
+        Self {
+            inner: Protocols {
+                identify: identify::Behaviour::new(
+                    identify::Config::new(protocol::IDENTIFY_VERSION.to_owned(), key.public())
+                        .with_agent_version(agent)
+                        // Announce our circuit address as soon as the reservation is up.
+                        .with_push_listen_addr_updates(true),
+                ),
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(ping_interval)
+                        .with_timeout(Duration::from_secs(10)),
+                ),
+            },
+            table: PeerTable::new(config),
+            origin,
+            relay: None,
+            relay_rtt: None,
+            counters: PeerCounters::default(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The relay is `peer`: it is tracked apart from the table.
+    pub fn set_relay(&mut self, peer: PeerId) {
+        self.relay = Some(peer);
+        self.relay_rtt = None;
+    }
+
+    /// Something arrived from `peer` on an application protocol.
+    pub fn on_heard(&mut self, peer: &PeerId) {
+        self.table.on_heard(Instant::now(), peer);
+    }
+
+    /// Whether `peer` is connected.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.table.contains(peer)
+    }
+
+    /// How `peer` is reached, if it is connected.
+    pub fn connection(&self, peer: &PeerId) -> Option<ConnectionKind> {
+        self.table.contains(peer).then(|| {
+            if self.table.is_direct(peer) {
+                ConnectionKind::Direct
+            } else {
+                ConnectionKind::Relayed
+            }
+        })
+    }
+
+    /// Round trip of the last ping to the relay.
+    pub fn relay_rtt(&self) -> Option<Duration> {
+        self.relay_rtt
+    }
+
+    /// Counters of refused, failed and closed connections.
+    pub fn counters(&self) -> PeerCounters {
+        self.counters
+    }
+
+    /// The Peers panel, each peer completed by `extra` (upgrade state, strikes).
+    pub fn view(&self, extra: impl FnMut(&PeerId, &mut PeerView)) -> Vec<PeerView> {
+        self.table.view_with(Instant::now(), self.origin, extra)
+    }
+
+    fn is_relay(&self, peer: &PeerId) -> bool {
+        self.relay.as_ref() == Some(peer)
+    }
+
+    fn report(&mut self, report: Report) {
+        self.events.push_back(ToSwarm::GenerateEvent(report));
+    }
+
+    /// Room for a new peer in the table? (Connections of known peers and the relay always are.)
+    fn admit(&mut self, peer: &PeerId) -> Result<(), ConnectionDenied> {
+        if self.is_relay(peer) || self.table.contains(peer) || self.table.has_room() {
+            return Ok(());
+        }
+        self.counters.refused += 1;
+        self.report(Report::local(
+            Topic::Conn,
+            Some(*peer),
+            "refused: peer table full",
+        ));
+        Err(ConnectionDenied::new(TableFull))
+    }
+
+    fn on_connection_established(&mut self, now: Instant, e: &ConnectionEstablished<'_>) {
+        if self.is_relay(&e.peer_id) {
+            return;
+        }
+        let kind = connection_kind(e.endpoint);
+        if self
+            .table
+            .on_connection_established(now, e.peer_id, e.connection_id, kind)
+            == Admission::Refused
+        {
+            // Admitted at the handshake, but the table filled up meanwhile.
+            self.counters.refused += 1;
+            self.events.push_back(ToSwarm::CloseConnection {
+                peer_id: e.peer_id,
+                connection: CloseConnection::One(e.connection_id),
+            });
+            return;
+        }
+        let how = match kind {
+            ConnectionKind::Relayed => "relayed",
+            ConnectionKind::Direct => "direct",
+        };
+        let who = if e.endpoint.is_dialer() {
+            "dialed"
+        } else {
+            "accepted"
+        };
+        self.report(Report::local(
+            Topic::Conn,
+            Some(e.peer_id),
+            format!("{who} {how} connection"),
+        ));
+    }
+
+    fn on_connection_closed(&mut self, e: &ConnectionClosed<'_>) {
+        if self.is_relay(&e.peer_id) {
+            if e.remaining_established == 0 {
+                self.relay_rtt = None;
+            }
+            return;
+        }
+        if self.table.on_connection_closed(&e.peer_id, e.connection_id) {
+            let cause = e
+                .cause
+                .map_or_else(|| "closed".to_owned(), |c| c.to_string());
+            self.report(Report::local(
+                Topic::Conn,
+                Some(e.peer_id),
+                format!("disconnected: {cause}"),
+            ));
+        }
+    }
+
+    fn on_dial_failure(&mut self, e: &DialFailure<'_>) {
+        self.counters.dial_failures += 1;
+        let Some(peer) = e.peer_id else {
+            return;
+        };
+        // The relay link logs its own failures, the upgrade rules theirs (dials of `/webrtc`
+        // addresses only), the denying behaviour its refusals.
+        let webrtc_only = matches!(e.error, DialError::Transport(tried)
+            if !tried.is_empty() && tried.iter().all(|(a, _)| tabmesh_webrtc::addr::is_webrtc(a)));
+        if self.is_relay(&peer) || webrtc_only || matches!(e.error, DialError::Denied { .. }) {
+            return;
+        }
+        let text = error_chain(e.error);
+        tracing::debug!(%peer, %text, "dial failed");
+        self.report(Report::local(
+            Topic::Conn,
+            Some(peer),
+            format!("dial failed: {}", truncate(&text, 160)),
+        ));
+    }
+
+    fn on_listen_failure(&mut self, e: &ListenFailure<'_>) {
+        self.counters.incoming_errors += 1;
+        if matches!(e.error, ListenError::Denied { .. }) {
+            return;
+        }
+        let text = format!(
+            "incoming connection from {} failed: {}",
+            e.send_back_addr,
+            error_chain(e.error)
+        );
+        tracing::info!("{text}");
+        self.report(Report::local(Topic::Conn, None, truncate(&text, 200)));
+    }
+
+    fn on_identify(&mut self, now: Instant, event: identify::Event) {
+        match event {
+            identify::Event::Received { peer_id, info, .. } => {
+                self.table.on_identified(now, &peer_id, &info.agent_version);
+                self.report(Report::received(
+                    Topic::Identify,
+                    Some(peer_id),
+                    format!("identify: {}", truncate(&info.agent_version, 40)),
+                ));
+                self.report(Report::Identified {
+                    peer: peer_id,
+                    listen_addrs: info.listen_addrs,
+                    protocols: info.protocols,
+                });
+            }
+            identify::Event::Pushed { peer_id, .. } | identify::Event::Sent { peer_id, .. } => {
+                self.report(Report::sent(Topic::Identify, Some(peer_id), "identify"));
+            }
+            identify::Event::Error { peer_id, error, .. } => {
+                self.report(Report::Misbehaved {
+                    peer: peer_id,
+                    topic: Topic::Identify,
+                    reason: format!("identify failed: {}", truncate(&error.to_string(), 120)),
+                });
+            }
+        }
+    }
+
+    fn on_ping(&mut self, now: Instant, event: ping::Event) {
+        let peer = event.peer;
+        let is_relay = self.is_relay(&peer);
+        match event.result {
+            Ok(rtt) => {
+                if is_relay {
+                    self.relay_rtt = Some(rtt);
+                } else {
+                    self.table
+                        .on_ping_success(now, &peer, event.connection, rtt);
+                }
+                let to = if is_relay { " (relay)" } else { "" };
+                self.report(Report::sent(
+                    Topic::Ping,
+                    Some(peer),
+                    format!("ping{to}: {:.1} ms", rtt.as_secs_f64() * 1e3),
+                ));
+            }
+            Err(ping::Failure::Other { error }) => {
+                // Anything but our own bytes echoed back: a protocol violation.
+                self.report(Report::Misbehaved {
+                    peer,
+                    topic: Topic::Ping,
+                    reason: format!("bad ping reply: {}", truncate(&error.to_string(), 120)),
+                });
+            }
+            Err(_) if is_relay => {}
+            Err(error) => match self.table.on_ping_failure(&peer, event.connection) {
+                Verdict::Disconnect(reason) => {
+                    self.counters.disconnects += 1;
+                    self.events.push_back(ToSwarm::CloseConnection {
+                        peer_id: peer,
+                        connection: CloseConnection::One(event.connection),
+                    });
+                    self.report(Report::local(
+                        Topic::Ping,
+                        Some(peer),
+                        format!("closing connection: {reason}"),
+                    ));
+                }
+                Verdict::Keep => self.report(Report::local(
+                    Topic::Ping,
+                    Some(peer),
+                    format!("ping failed: {error}"),
+                )),
+            },
+        }
+    }
+}
+
+/// The reason a connection is denied when the peer table is full.
+#[derive(Debug, thiserror::Error)]
+#[error("the peer table is full")]
+pub struct TableFull;
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = THandler<Protocols>;
+    type ToSwarm = Report;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.admit(&peer)?;
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.admit(&peer)?;
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        let now = Instant::now();
+        match &event {
+            FromSwarm::ConnectionEstablished(e) => self.on_connection_established(now, e),
+            FromSwarm::ConnectionClosed(e) => self.on_connection_closed(e),
+            FromSwarm::DialFailure(e) => self.on_dial_failure(e),
+            FromSwarm::ListenFailure(e) => self.on_listen_failure(e),
+            _ => {}
+        }
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Report, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(event);
+            }
+            match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => {
+                    let now = Instant::now();
+                    match event {
+                        ProtocolsEvent::Identify(e) => self.on_identify(now, e),
+                        ProtocolsEvent::Ping(e) => self.on_ping(now, e),
+                    }
+                }
+                Poll::Ready(other) => {
+                    return Poll::Ready(other.map_out(|_| unreachable!("handled above")));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The link to the relay: bootstrap document, connection, reservation, reconnection.
+//!
+//! This behaviour wraps libp2p's circuit relay v2 client and drives
+//! `tabmesh_core::relay_link::RelayLink`: it fetches the relay's bootstrap document, listens on
+//! `<relay>/p2p-circuit` (which makes the relay client dial the relay and ask for a
+//! reservation), confirms our circuit addresses as external so identify announces them, and
+//! when the connection, the dial or the reservation is lost it cleans up and lets the core's
+//! backoff schedule the next attempt.
+//!
+//! What other protocols do with the relay follows from swarm events, not from calls: the DHT
+//! starts discovery when our circuit address appears, the direct upgrade listens on
+//! `/webrtc` then. The relay's identity, once known, is reported ([`Report::RelayKnown`]).
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+
+use futures::FutureExt;
+use futures::future::{Fuse, FusedFuture, LocalBoxFuture};
+use libp2p::core::Endpoint;
+use libp2p::core::transport::{ListenerId, PortUse};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, ListenOpts, NetworkBehaviour,
+    THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId, relay};
+use tabmesh_core::bootstrap::BootstrapInfo;
+use tabmesh_core::peers::millis;
+use tabmesh_core::relay_link::{RelayCommand, RelayLink, RelayLinkConfig};
+use tabmesh_core::view::RelayView;
+use tabmesh_core::wire_log::Topic;
+use web_time::{Duration, Instant};
+
+use crate::report::{Report, error_chain, truncate};
+use crate::timer::Timer;
+use crate::{BootstrapSource, platform};
+
+type BootstrapFetch = Fuse<LocalBoxFuture<'static, Result<BootstrapInfo, String>>>;
+
+/// The relay we are attached to.
+#[derive(Debug, Clone)]
+struct RelayTarget {
+    peer_id: PeerId,
+    addr: Multiaddr,
+}
+
+/// The relay link of a node.
+pub struct Behaviour {
+    client: relay::client::Behaviour,
+    link: RelayLink,
+    source: BootstrapSource,
+    origin: Instant,
+    relay: Option<RelayTarget>,
+    listener: Option<ListenerId>,
+    reservation_at: Option<Instant>,
+    fetch: BootstrapFetch,
+    events: VecDeque<ToSwarm<Report, THandlerInEvent<relay::client::Behaviour>>>,
+    timer: Timer,
+}
+
+/// Whether `addr` goes through a relay circuit.
+pub fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
+fn without_p2p(addr: &Multiaddr) -> Multiaddr {
+    let mut addr = addr.clone();
+    if let Some(Protocol::P2p(_)) = addr.iter().last() {
+        addr.pop();
+    }
+    addr
+}
+
+impl Behaviour {
+    /// The link to the relay named by `source`, around the swarm's relay client; `seed` drives
+    /// the backoff jitter, timestamps count from `origin`.
+    pub fn new(
+        client: relay::client::Behaviour,
+        source: BootstrapSource,
+        config: RelayLinkConfig,
+        seed: u64,
+        origin: Instant,
+    ) -> Self {
+        Self {
+            client,
+            link: RelayLink::new(config, seed),
+            source,
+            origin,
+            relay: None,
+            listener: None,
+            reservation_at: None,
+            fetch: Fuse::terminated(),
+            events: VecDeque::new(),
+            timer: Timer::default(),
+        }
+    }
+
+    /// The relay's peer id, once known.
+    pub fn relay_peer(&self) -> Option<PeerId> {
+        self.relay.as_ref().map(|r| r.peer_id)
+    }
+
+    /// The `relay` section of the view; `rtt` is the last ping to the relay.
+    pub fn view(&self, rtt: Option<Duration>) -> RelayView {
+        let now = Instant::now();
+        RelayView {
+            peer_id: self.relay.as_ref().map(|r| r.peer_id.to_base58()),
+            bootstrap: match &self.source {
+                BootstrapSource::Url(u) => platform::bootstrap_url(u),
+                BootstrapSource::Addr(a) => a.to_string(),
+            },
+            addr: self.relay.as_ref().map(|r| r.addr.to_string()),
+            link: self.link.view(now),
+            reservation_at_ms: self
+                .reservation_at
+                .map(|t| millis(t.saturating_duration_since(self.origin))),
+            rtt_ms: rtt.map(|d| d.as_secs_f64() * 1e3),
+        }
+    }
+
+    fn report(&mut self, report: Report) {
+        self.events.push_back(ToSwarm::GenerateEvent(report));
+    }
+
+    fn on_bootstrap(&mut self, now: Instant, result: Result<BootstrapInfo, String>) {
+        let target = result.and_then(|doc| {
+            let peer_id = doc.relay_peer_id().map_err(|e| e.to_string())?;
+            let addr = doc
+                .dial_addrs(platform::relay_transport())
+                .map_err(|e| e.to_string())?
+                .remove(0);
+            Ok((RelayTarget { peer_id, addr }, doc.ice_servers))
+        });
+        let (target, ice_servers) = match target {
+            Ok(t) => t,
+            Err(error) => {
+                self.report(Report::local(
+                    Topic::Relay,
+                    None,
+                    format!("bootstrap failed: {error}"),
+                ));
+                self.link.on_failure(now, error);
+                return;
+            }
+        };
+        if let Some(id) = self.listener.take() {
+            self.events.push_back(ToSwarm::RemoveListener { id });
+        }
+        self.report(Report::RelayKnown {
+            peer: target.peer_id,
+            addr: without_p2p(&target.addr),
+            ice_servers,
+        });
+        let opts = ListenOpts::new(target.addr.clone().with(Protocol::P2pCircuit));
+        self.listener = Some(opts.listener_id());
+        self.events.push_back(ToSwarm::ListenOn { opts });
+        self.report(Report::sent(
+            Topic::Relay,
+            None,
+            format!("reservation request to {}", target.addr),
+        ));
+        self.relay = Some(target);
+    }
+
+    /// The connection or reservation is gone: clean up, retry after the backoff.
+    fn on_relay_lost(&mut self, now: Instant, reason: String) {
+        self.report(Report::local(Topic::Relay, None, reason.clone()));
+        self.link.on_failure(now, reason);
+        if let Some(id) = self.listener.take() {
+            self.events.push_back(ToSwarm::RemoveListener { id });
+        }
+        if let Some(relay) = self.relay_peer() {
+            self.events.push_back(ToSwarm::CloseConnection {
+                peer_id: relay,
+                connection: CloseConnection::All,
+            });
+        }
+    }
+
+    fn on_client_event(&mut self, now: Instant, event: relay::client::Event) {
+        match event {
+            relay::client::Event::ReservationReqAccepted { renewal, limit, .. } => {
+                self.link.on_reservation_accepted(now);
+                if !renewal {
+                    self.reservation_at.get_or_insert(now);
+                }
+                let what = if renewal {
+                    "reservation renewed"
+                } else {
+                    "reservation accepted"
+                };
+                let limit = limit
+                    .and_then(|l| l.duration())
+                    .map(|d| format!(" (circuits up to {} s)", d.as_secs()))
+                    .unwrap_or_default();
+                self.report(Report::received(
+                    Topic::Relay,
+                    None,
+                    format!("{what}{limit}"),
+                ));
+            }
+            relay::client::Event::OutboundCircuitEstablished { .. } => {
+                self.report(Report::sent(
+                    Topic::Relay,
+                    None,
+                    "circuit opened (outbound)",
+                ));
+            }
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                self.report(Report::received(
+                    Topic::Relay,
+                    Some(src_peer_id),
+                    "circuit opened (inbound)",
+                ));
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = THandler<relay::client::Behaviour>;
+    type ToSwarm = Report;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.client
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.client.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.client.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.client.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        let now = Instant::now();
+        let relay = self.relay_peer();
+        match &event {
+            FromSwarm::ConnectionEstablished(e) if Some(e.peer_id) == relay => {
+                self.link.on_connected();
+                self.report(Report::local(Topic::Conn, None, "connected to the relay"));
+            }
+            FromSwarm::ConnectionClosed(e)
+                if Some(e.peer_id) == relay && e.remaining_established == 0 =>
+            {
+                let cause = e
+                    .cause
+                    .map_or_else(|| "closed".to_owned(), |c| c.to_string());
+                self.on_relay_lost(now, format!("relay connection lost: {cause}"));
+            }
+            FromSwarm::ListenerClosed(e) if Some(e.listener_id) == self.listener => {
+                self.listener = None;
+                let reason = match e.reason {
+                    Ok(()) => "reservation listener closed".to_owned(),
+                    Err(error) => format!("reservation failed: {}", error_chain(error)),
+                };
+                self.on_relay_lost(now, reason);
+            }
+            // The reservation listener may not report a failed dial; do not wait.
+            FromSwarm::DialFailure(e)
+                if e.peer_id.is_some() && e.peer_id == relay && !self.link.is_reserved() =>
+            {
+                let text = error_chain(e.error);
+                self.on_relay_lost(
+                    now,
+                    format!("cannot reach the relay: {}", truncate(&text, 200)),
+                );
+            }
+            // Our relayed addresses are how every other peer reaches us: announce them.
+            FromSwarm::NewListenAddr(e) if is_circuit(e.addr) => {
+                self.events
+                    .push_back(ToSwarm::ExternalAddrConfirmed(e.addr.clone()));
+            }
+            FromSwarm::ExpiredListenAddr(e) if is_circuit(e.addr) => {
+                self.events
+                    .push_back(ToSwarm::ExternalAddrExpired(e.addr.clone()));
+            }
+            _ => {}
+        }
+        self.client.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.client
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Report, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(event);
+            }
+            let now = Instant::now();
+            if let Some(RelayCommand::Connect) = self.link.poll(now) {
+                self.fetch = platform::fetch_bootstrap(&self.source).fuse();
+            }
+            if !self.fetch.is_terminated()
+                && let Poll::Ready(result) = self.fetch.poll_unpin(cx)
+            {
+                self.on_bootstrap(now, result);
+                continue;
+            }
+            match self.client.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => {
+                    self.on_client_event(now, event);
+                    continue;
+                }
+                Poll::Ready(other) => {
+                    return Poll::Ready(other.map_out(|_| unreachable!("handled above")));
+                }
+                Poll::Pending => {}
+            }
+            if !self.events.is_empty() {
+                continue;
+            }
+            if self
+                .timer
+                .poll_at(self.link.poll_timeout(), cx)
+                .is_pending()
+            {
+                return Poll::Pending;
+            }
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! The protocol behaviours between real swarms, over an in-memory transport.
+//!
+//! - direct upgrade: two direct connections from offers crossing are resolved the same way on
+//!   both sides (both keep the one the smaller id dialed); the relayed connection is closed
+//!   after its grace once the direct one is up, also one that arrives later;
+//! - misbehaviour ledger with GIMPS gossip: a peer sending garbage is banned at its third
+//!   strike, refused while banned when it comes back, accepted again when the ban has expired,
+//!   and banned longer when it offends again.
+//!
+//! The direct-upgrade behaviour tells relayed from direct connections by their addresses
+//! (`/p2p-circuit`, `/webrtc`), so the transport here is libp2p's memory transport with
+//! labelled listeners: connections accepted on `/memory/N/p2p-circuit` look relayed, those on
+//! `/memory/N/p2p-circuit/webrtc` look like direct WebRTC connections. Everything above the
+//! transport is the real thing.
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::core::transport::{
+    DialOpts, ListenerId, MemoryTransport, TransportError, TransportEvent,
+};
+use libp2p::core::upgrade::Version;
+use libp2p::core::{ConnectedPoint, Transport};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::dial_opts::{DialOpts as SwarmDialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, plaintext, yamux};
+use tabmesh_core::direct_upgrade::UpgradeConfig;
+use tabmesh_core::gimps::node::GossipConfig;
+use tabmesh_core::ledger::LedgerConfig;
+use tabmesh_node::gimps::codec::{self, GossipCodec};
+use tabmesh_node::report::Report;
+use tabmesh_node::{direct, gimps, ledger};
+
+/// libp2p's memory transport, with a label on each listener that is added to the addresses of
+/// the connections it accepts.
+#[derive(Default)]
+struct Labelled {
+    inner: MemoryTransport,
+    labels: HashMap<ListenerId, Multiaddr>,
+}
+
+/// `/memory/N` and what follows it.
+fn split(addr: &Multiaddr) -> Option<(Multiaddr, Multiaddr)> {
+    let mut parts = addr.iter();
+    let Some(Protocol::Memory(port)) = parts.next() else {
+        return None;
+    };
+    let label = parts.filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+    Some((Multiaddr::empty().with(Protocol::Memory(port)), label))
+}
+
+fn join(addr: Multiaddr, label: &Multiaddr) -> Multiaddr {
+    label.iter().fold(addr, |a, p| a.with(p))
+}
+
+impl Transport for Labelled {
+    type Output = <MemoryTransport as Transport>::Output;
+    type Error = <MemoryTransport as Transport>::Error;
+    type ListenerUpgrade = <MemoryTransport as Transport>::ListenerUpgrade;
+    type Dial = <MemoryTransport as Transport>::Dial;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<Self::Error>> {
+        let (memory, label) = split(&addr).ok_or(TransportError::MultiaddrNotSupported(addr))?;
+        self.inner.listen_on(id, memory)?;
+        self.labels.insert(id, label);
+        Ok(())
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.inner.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        let (memory, _) = split(&addr).ok_or(TransportError::MultiaddrNotSupported(addr))?;
+        self.inner.dial(memory, opts)
+    }
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        let event = match Pin::new(&mut self.inner).poll(cx) {
+            Poll::Ready(event) => event,
+            Poll::Pending => return Poll::Pending,
+        };
+        let label = |id: &ListenerId| {
+            self.labels
+                .get(id)
+                .cloned()
+                .unwrap_or_else(Multiaddr::empty)
+        };
+        Poll::Ready(match event {
+            TransportEvent::NewAddress {
+                listener_id,
+                listen_addr,
+            } => TransportEvent::NewAddress {
+                listen_addr: join(listen_addr, &label(&listener_id)),
+                listener_id,
+            },
+            TransportEvent::AddressExpired {
+                listener_id,
+                listen_addr,
+            } => TransportEvent::AddressExpired {
+                listen_addr: join(listen_addr, &label(&listener_id)),
+                listener_id,
+            },
+            TransportEvent::Incoming {
+                listener_id,
+                upgrade,
+                local_addr,
+                send_back_addr,
+            } => TransportEvent::Incoming {
+                local_addr: join(local_addr, &label(&listener_id)),
+                send_back_addr: join(send_back_addr, &label(&listener_id)),
+                upgrade,
+                listener_id,
+            },
+            other => other,
+        })
+    }
+}
+
+fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            Labelled::default()
+                .upgrade(Version::V1)
+                .authenticate(plaintext::Config::new(key))
+                .multiplex(yamux::Config::default())
+        })
+        .unwrap()
+        .with_behaviour(behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+fn next_port() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(50_000);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Listens on a fresh memory port with `label` (e.g. `/p2p-circuit/webrtc`); the address.
+async fn listen<B: NetworkBehaviour>(swarm: &mut Swarm<B>, label: &str) -> Multiaddr {
+    let addr: Multiaddr = format!("/memory/{}{label}", next_port()).parse().unwrap();
+    swarm.listen_on(addr.clone()).unwrap();
+    loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            assert_eq!(address, addr);
+            return address;
+        }
+    }
+}
+
+fn dial_twice_allowed(peer: PeerId, addr: Multiaddr) -> SwarmDialOpts {
+    SwarmDialOpts::peer_id(peer)
+        .addresses(vec![addr])
+        .condition(PeerCondition::Always)
+        .build()
+}
+
+/// What one side saw of its connections to the other.
+#[derive(Debug, Default)]
+struct Connections {
+    open: HashMap<ConnectionId, ConnectedPoint>,
+    established: usize,
+    closed: Vec<ConnectedPoint>,
+}
+
+impl Connections {
+    fn on<T>(&mut self, event: &SwarmEvent<T>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.established += 1;
+                self.open.insert(*connection_id, endpoint.clone());
+            }
+            SwarmEvent::ConnectionClosed {
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.open.remove(connection_id);
+                self.closed.push(endpoint.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Drives both swarms, recording their connections, until `done` holds (at most 20 s).
+async fn drive_until<A: NetworkBehaviour, B: NetworkBehaviour>(
+    a: &mut Swarm<A>,
+    b: &mut Swarm<B>,
+    seen: &mut (Connections, Connections),
+    mut done: impl FnMut(&Connections, &Connections) -> bool,
+) {
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    while !done(&seen.0, &seen.1) {
+        tokio::select! {
+            event = a.select_next_some() => seen.0.on(&event),
+            event = b.select_next_some() => seen.1.on(&event),
+            () = &mut deadline => panic!("not reached in 20 s: {seen:?}"),
+        }
+    }
+}
+
+fn upgrade_config() -> UpgradeConfig {
+    UpgradeConfig {
+        relayed_grace: Duration::from_millis(300),
+        ..UpgradeConfig::default()
+    }
+}
+
+/// The direct-upgrade behaviour of a node without WebRTC of its own: it dials nothing, but it
+/// resolves duplicates and closes relayed connections, which is what is tested here.
+fn direct_peer() -> Swarm<direct::Behaviour> {
+    swarm(|key| direct::Behaviour::new(key.public().to_peer_id(), upgrade_config(), None, false))
+}
+
+#[tokio::test]
+async fn both_sides_keep_the_direct_connection_the_smaller_id_dialed() {
+    let (mut a, mut b) = (direct_peer(), direct_peer());
+    let a_direct = listen(&mut a, "/p2p-circuit/webrtc").await;
+    let b_direct = listen(&mut b, "/p2p-circuit/webrtc").await;
+    let (a_id, b_id) = (*a.local_peer_id(), *b.local_peer_id());
+    // Both offer at once: each dials the other's direct address.
+    a.dial(dial_twice_allowed(b_id, b_direct)).unwrap();
+    b.dial(dial_twice_allowed(a_id, a_direct)).unwrap();
+    let mut seen = Default::default();
+    drive_until(&mut a, &mut b, &mut seen, |x, y| {
+        x.established == 2 && y.established == 2 && x.open.len() == 1 && y.open.len() == 1
+    })
+    .await;
+    let a_smaller = a_id.to_bytes() < b_id.to_bytes();
+    let (a_kept, b_kept) = (
+        seen.0.open.values().next().unwrap(),
+        seen.1.open.values().next().unwrap(),
+    );
+    // The connection both kept is the one the smaller id dialed: a dialer on that side, a
+    // listener on the other.
+    assert_eq!(a_kept.is_dialer(), a_smaller, "{seen:?}");
+    assert_eq!(b_kept.is_dialer(), !a_smaller, "{seen:?}");
+}
+
+#[tokio::test]
+async fn the_relayed_connection_closes_after_its_grace_and_a_late_one_too() {
+    let (mut a, mut b) = (direct_peer(), direct_peer());
+    let b_relayed = listen(&mut b, "/p2p-circuit").await;
+    let b_direct = listen(&mut b, "/p2p-circuit/webrtc").await;
+    let a_relayed = listen(&mut a, "/p2p-circuit").await;
+    let (a_id, b_id) = (*a.local_peer_id(), *b.local_peer_id());
+    // Met through the relay.
+    a.dial(dial_twice_allowed(b_id, b_relayed)).unwrap();
+    let mut seen = Default::default();
+    drive_until(&mut a, &mut b, &mut seen, |x, y| {
+        x.established == 1 && y.established == 1
+    })
+    .await;
+    // Going direct: the relayed connection goes once its grace is over.
+    a.dial(dial_twice_allowed(b_id, b_direct)).unwrap();
+    drive_until(&mut a, &mut b, &mut seen, |x, y| {
+        x.established == 2 && x.open.len() == 1 && y.open.len() == 1
+    })
+    .await;
+    let is_webrtc = |e: &ConnectedPoint| tabmesh_webrtc::addr::is_webrtc(e.get_remote_address());
+    assert!(seen.0.open.values().all(is_webrtc), "{seen:?}");
+    assert!(seen.1.open.values().all(is_webrtc), "{seen:?}");
+    assert!(
+        seen.0.closed.iter().all(ConnectedPoint::is_relayed),
+        "{seen:?}"
+    );
+    // The peer's own discovery dial arrives later through the relay: it goes too.
+    b.dial(dial_twice_allowed(a_id, a_relayed)).unwrap();
+    drive_until(&mut a, &mut b, &mut seen, |x, y| {
+        x.established == 3 && x.open.len() == 1 && y.open.len() == 1 && x.closed.len() == 2
+    })
+    .await;
+    assert!(seen.0.open.values().all(is_webrtc), "{seen:?}");
+    assert!(
+        seen.0.closed.iter().all(ConnectedPoint::is_relayed),
+        "{seen:?}"
+    );
+}
+
+/// A peer running GIMPS gossip and the misbehaviour ledger, with the node's routing of
+/// violations to the ledger.
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "Report")]
+struct Gossiper {
+    ledger: ledger::Behaviour,
+    gimps: gimps::Behaviour,
+}
+
+fn gossiper(ban: Duration) -> Swarm<Gossiper> {
+    swarm(|key| Gossiper {
+        ledger: ledger::Behaviour::new(LedgerConfig {
+            first_ban: ban,
+            ..LedgerConfig::default()
+        }),
+        gimps: gimps::Behaviour::new(
+            key.clone(),
+            GossipConfig {
+                // No searching in the background of this test.
+                search_interval: Duration::from_secs(3600),
+                ..GossipConfig::default()
+            },
+            web_time::Instant::now(),
+        ),
+    })
+}
+
+type Sender = request_response::Behaviour<GossipCodec>;
+
+/// A peer that sends raw bytes on the gossip protocol.
+fn garbage_sender() -> Swarm<Sender> {
+    swarm(|_| {
+        request_response::Behaviour::with_codec(
+            GossipCodec,
+            [(codec::PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        )
+    })
+}
+
+/// Drives the honest peer (routing violations to its ledger, as the node does) and the offender
+/// until `done` holds for the offender's events or the honest peer's reports.
+async fn run_pair(
+    honest: &mut Swarm<Gossiper>,
+    offender: &mut Swarm<Sender>,
+    mut done: impl FnMut(
+        Option<&SwarmEvent<request_response::Event<Vec<u8>, ()>>>,
+        Option<&Report>,
+    ) -> bool,
+) {
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            event = honest.select_next_some() => {
+                if let SwarmEvent::Behaviour(report) = &event {
+                    if let Report::Misbehaved { peer, topic, reason } = report {
+                        honest.behaviour_mut().ledger.strike(*peer, *topic, reason);
+                    }
+                    if done(None, Some(report)) {
+                        return;
+                    }
+                }
+            }
+            event = offender.select_next_some() => if done(Some(&event), None) {
+                return;
+            },
+            () = &mut deadline => panic!("not reached in 20 s"),
+        }
+    }
+}
+
+fn banned_for(report: Option<&Report>, peer: PeerId) -> Option<String> {
+    match report {
+        Some(Report::Wire(note))
+            if note.peer == Some(peer) && note.summary.starts_with("banned for") =>
+        {
+            Some(note.summary.clone())
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_repeat_offender_is_refused_while_banned_and_banned_longer_next_time() {
+    let ban = Duration::from_millis(800);
+    let mut honest = gossiper(ban);
+    let mut offender = garbage_sender();
+    let addr = listen(&mut honest, "").await;
+    let (honest_id, offender_id) = (*honest.local_peer_id(), *offender.local_peer_id());
+
+    for round in 1..=2u32 {
+        offender.dial(addr.clone()).unwrap();
+        run_pair(&mut honest, &mut offender, |event, _| {
+            matches!(event, Some(SwarmEvent::ConnectionEstablished { .. }))
+        })
+        .await;
+        // Three garbage messages: three strikes, a ban, the connection closed.
+        for _ in 0..3 {
+            offender
+                .behaviour_mut()
+                .send_request(&honest_id, b"\x00 not a gossip message".to_vec());
+        }
+        let mut summary = None;
+        run_pair(&mut honest, &mut offender, |_, report| {
+            summary = summary.take().or_else(|| banned_for(report, offender_id));
+            summary.is_some()
+        })
+        .await;
+        let summary = summary.unwrap();
+        let expected = if round == 1 {
+            "banned for 0.8 s (ban #1)"
+        } else {
+            "banned for 3.2 s (ban #2)"
+        };
+        assert!(summary.starts_with(expected), "{summary}");
+        run_pair(&mut honest, &mut offender, |event, _| {
+            matches!(
+                event,
+                Some(SwarmEvent::ConnectionClosed {
+                    num_established: 0,
+                    ..
+                })
+            )
+        })
+        .await;
+        let bans = honest.behaviour().ledger.view();
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].peer_id, offender_id.to_base58());
+        assert_eq!(bans[0].offence, round);
+        let malformed = honest
+            .behaviour()
+            .gimps
+            .view()
+            .state
+            .counters
+            .rejected_malformed;
+        assert_eq!(malformed, 3 * u64::from(round));
+
+        // Back at once: refused, nothing it sends is read.
+        offender.dial(addr.clone()).unwrap();
+        run_pair(&mut honest, &mut offender, |event, _| {
+            matches!(event, Some(SwarmEvent::OutgoingConnectionError { .. }))
+                || matches!(event, Some(SwarmEvent::ConnectionClosed { .. }))
+        })
+        .await;
+        assert!(honest.behaviour().ledger.counters().refused >= u64::from(round));
+        assert_eq!(
+            honest
+                .behaviour()
+                .gimps
+                .view()
+                .state
+                .counters
+                .rejected_malformed,
+            malformed
+        );
+
+        // The ban expires: the ledger lifts it and the peer is accepted again.
+        let lifted = |report: Option<&Report>| {
+            matches!(report, Some(Report::Wire(n))
+                if n.peer == Some(offender_id) && n.summary.starts_with("ban ended"))
+        };
+        run_pair(&mut honest, &mut offender, |_, report| lifted(report)).await;
+        assert!(honest.behaviour().ledger.view().is_empty());
+    }
+    // The second ban was four times the first (0.8 s, then 3.2 s).
+    assert_eq!(honest.behaviour().ledger.counters().bans, 2);
+}
+
+/// A peer running the DHT and the misbehaviour ledger.
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "Report")]
+struct DhtPeer {
+    ledger: ledger::Behaviour,
+    dht: tabmesh_node::dht::Behaviour,
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_storing_forged_records_is_banned_and_nothing_it_sent_is_kept() {
+    use libp2p::StreamProtocol;
+    use libp2p::kad::{self, Quorum, Record, RecordKey, store::MemoryStore};
+    use tabmesh_core::dht::DhtConfig;
+
+    let mut honest = swarm(|key| DhtPeer {
+        ledger: ledger::Behaviour::new(LedgerConfig::default()),
+        dht: tabmesh_node::dht::Behaviour::new(
+            key.clone(),
+            DhtConfig::default(),
+            Box::new(tabmesh_node::dht::MemoryBackend),
+            tabmesh_node::dht::Role::Peer { discovery: None },
+        ),
+    });
+    let addr = listen(&mut honest, "").await;
+    let honest_id = *honest.local_peer_id();
+    // A plain Kademlia peer on our protocol name, storing what it likes.
+    let mut rogue = swarm(|key| {
+        let id = key.public().to_peer_id();
+        let config = kad::Config::new(StreamProtocol::new(tabmesh_core::protocol::KADEMLIA));
+        let mut kad = kad::Behaviour::with_config(id, MemoryStore::new(id), config);
+        kad.set_mode(Some(kad::Mode::Server));
+        kad
+    });
+    let rogue_id = *rogue.local_peer_id();
+    rogue.behaviour_mut().add_address(&honest_id, addr);
+    for i in 0..3 {
+        let junk = Record::new(
+            RecordKey::new(&format!("junk{i}")),
+            b"not a record".to_vec(),
+        );
+        rogue
+            .behaviour_mut()
+            .put_record_to(junk, std::iter::once(honest_id), Quorum::One);
+    }
+    let mut strikes = 0;
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            event = honest.select_next_some() => {
+                if let SwarmEvent::Behaviour(Report::Misbehaved { peer, topic, reason }) = &event {
+                    assert_eq!((*peer, *topic), (rogue_id, tabmesh_core::wire_log::Topic::Dht));
+                    assert!(reason.contains("malformed record"), "{reason}");
+                    strikes += 1;
+                    honest.behaviour_mut().ledger.strike(*peer, *topic, reason);
+                }
+                if let SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } = event
+                    && peer_id == rogue_id
+                    && strikes == 3
+                {
+                    break;
+                }
+            }
+            _ = rogue.select_next_some() => {}
+            () = &mut deadline => panic!("the rogue was not banned (strikes: {strikes})"),
+        }
+    }
+    let bans = honest.behaviour().ledger.view();
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].peer_id, rogue_id.to_base58());
+    assert_eq!(bans[0].protocol, tabmesh_core::wire_log::Topic::Dht);
+    let counters = honest.behaviour().dht.counters().clone();
+    assert_eq!(
+        (counters.records_refused, counters.records_accepted),
+        (3, 0)
+    );
+    assert!(honest.behaviour_mut().dht.view().records.is_empty());
+}

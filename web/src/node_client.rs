@@ -1,0 +1,197 @@
+//! The tab's node and the one handle to it.
+//!
+//! [`NodeClient::start`] starts the node before the page renders. The client is the only way in
+//! and out: commands leave through it ([`NodeClient::send`], [`NodeClient::dht`],
+//! [`NodeClient::perf`]), and every view the node publishes arrives through it, kept as the
+//! latest (for `window.tabmesh.state()`) and passed to the page's reducer as an
+//! [`Action`](crate::state::Action). Components reach it through a Yew context.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use futures::StreamExt;
+use futures::channel::{mpsc, oneshot};
+use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest};
+use tabmesh_core::protocol::AGENT_WEB;
+use tabmesh_node::perf::PerfReport;
+use tabmesh_node::{BootstrapSource, Command, Node, NodeConfig, NodeEvent, NodeView, platform};
+use yew::Callback;
+
+/// What the client shares with the task that receives the node's views.
+#[derive(Default)]
+struct Shared {
+    latest: RefCell<Option<Rc<NodeView>>>,
+    on_view: RefCell<Option<Callback<Rc<NodeView>>>>,
+    next_request: Cell<u64>,
+}
+
+/// The handle to this tab's node.
+#[derive(Clone)]
+pub(crate) struct NodeClient {
+    /// Kept for the page's lifetime: dropping the last command sender stops the node.
+    commands: mpsc::Sender<Command>,
+    shared: Rc<Shared>,
+}
+
+impl PartialEq for NodeClient {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl NodeClient {
+    /// Starts the node with this tab's identity and the settings in the page's URL.
+    pub(crate) fn start() -> Result<Self, String> {
+        let mut config = NodeConfig::new(
+            platform::session_identity(),
+            BootstrapSource::Url("/api/bootstrap".to_owned()),
+            format!("{AGENT_WEB}/{}", env!("CARGO_PKG_VERSION")),
+        );
+        config.clock_origin_offset = platform::since_page_load();
+        config.seed = (js_sys::Math::random() * 2f64.powi(53)) as u64;
+        url_settings(&mut config);
+        let (node, mut handle) = Node::new(config).map_err(|e| e.to_string())?;
+        let shared = Rc::new(Shared::default());
+        wasm_bindgen_futures::spawn_local(node.run());
+        let receiver = shared.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            while let Some(event) = handle.events.next().await {
+                if let NodeEvent::View(view) = event {
+                    let view = Rc::new(*view);
+                    *receiver.latest.borrow_mut() = Some(view.clone());
+                    let listener = receiver.on_view.borrow().clone();
+                    if let Some(listener) = listener {
+                        listener.emit(view);
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            commands: handle.commands,
+            shared,
+        })
+    }
+
+    /// Calls `listener` with every view from now on (the page's reducer).
+    pub(crate) fn on_view(&self, listener: Callback<Rc<NodeView>>) {
+        if let Some(view) = self.latest_view() {
+            listener.emit(view);
+        }
+        *self.shared.on_view.borrow_mut() = Some(listener);
+    }
+
+    /// The latest view, if the node has published one.
+    pub(crate) fn latest_view(&self) -> Option<Rc<NodeView>> {
+        self.shared.latest.borrow().clone()
+    }
+
+    /// A new id for a request whose answer the page waits for.
+    pub(crate) fn next_request_id(&self) -> u64 {
+        let id = self.shared.next_request.get() + 1;
+        self.shared.next_request.set(id);
+        id
+    }
+
+    /// Sends `command`; `false` if the node is gone or swamped (a click can retry).
+    pub(crate) fn send(&self, command: Command) -> bool {
+        self.commands.clone().try_send(command).is_ok()
+    }
+
+    /// Sends `request` to the node's DHT and waits for its answer (a lookup takes up to the
+    /// query timeout). A request the node never took fails with a message saying so, since no
+    /// reply will ever come.
+    pub(crate) async fn dht(&self, request: DhtRequest) -> Result<DhtReply, DhtError> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Command::Dht(request, reply)) {
+            return Err(not_taken());
+        }
+        answer
+            .await
+            .unwrap_or_else(|oneshot::Canceled| Err(not_taken()))
+    }
+
+    /// Times a perf run (libp2p's `/perf/1.0.0`) to `peer`: `upload` bytes there, `download`
+    /// back.
+    pub(crate) async fn perf(
+        &self,
+        peer: tabmesh_node::libp2p::PeerId,
+        upload: u64,
+        download: u64,
+    ) -> Result<PerfReport, String> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Perf {
+            peer,
+            upload,
+            download,
+            reply,
+        };
+        if !self.send(command) {
+            return Err("the node did not take the request".to_owned());
+        }
+        answer
+            .await
+            .unwrap_or_else(|oneshot::Canceled| Err("the node did not take the request".to_owned()))
+    }
+}
+
+fn not_taken() -> DhtError {
+    DhtError::Failed(
+        "the node did not take the request (it has stopped or is busy); try again".to_owned(),
+    )
+}
+
+/// Settings from the page's query string, e.g. `?stale_timeout=5&ttl=3` (seconds for
+/// intervals), `?direct=off` (stay on the relay: no WebRTC upgrade, no `/webrtc` address),
+/// `?libp2p_ping=0.5` (seconds between libp2p pings on each connection) or `?ban_secs=10`
+/// (length of a first ban). Unknown keys are ignored; bad values keep the default and are
+/// logged.
+fn url_settings(config: &mut NodeConfig) {
+    let search = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .unwrap_or_default();
+    let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search) else {
+        return;
+    };
+    let secs = |key: &str| -> Option<tabmesh_core::Duration> {
+        let raw = params.get(key)?;
+        match raw.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => {
+                Some(tabmesh_core::Duration::from_secs_f64(v))
+            }
+            _ => {
+                tracing::warn!(key, raw, "ignoring a bad interval in the URL");
+                None
+            }
+        }
+    };
+    if let Some(d) = secs("libp2p_ping") {
+        config.ping_interval = d;
+    }
+    if let Some(d) = secs("ban_secs") {
+        config.ledger.first_ban = d;
+        config.ledger.max_ban = config.ledger.max_ban.max(d);
+    }
+    if let Some(direct) = params.get("direct") {
+        config.direct_upgrade = !matches!(direct.as_str(), "0" | "false" | "off" | "no");
+    }
+    let g = &mut config.gossip;
+    if let Some(d) = secs("search_interval") {
+        g.search_interval = d;
+    }
+    if let Some(d) = secs("evict_interval") {
+        g.evict_interval = d;
+    }
+    if let Some(d) = secs("stale_timeout") {
+        g.stale_timeout = d;
+    }
+    if let Some(d) = secs("ping_interval") {
+        g.ping_interval = d;
+    }
+    if let Some(mode) = params.get("cooperative") {
+        g.cooperative = matches!(mode.as_str(), "1" | "true" | "on" | "yes");
+    }
+    if let Some(ttl) = params.get("ttl").and_then(|t| t.parse::<u8>().ok()) {
+        g.initial_ttl = ttl.min(16);
+        g.max_ttl = g.max_ttl.max(g.initial_ttl);
+    }
+}
