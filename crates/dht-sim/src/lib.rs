@@ -170,6 +170,7 @@ enum Order {
     Join(oneshot::Sender<()>),
     Dht(DhtRequest, dht::DhtReplySender),
     Held(oneshot::Sender<Vec<(String, String)>>),
+    RoutingTableSize(oneshot::Sender<usize>),
     Leave,
 }
 
@@ -267,6 +268,15 @@ impl SimPeer {
         rx.await.unwrap_or_default()
     }
 
+    /// Peers in its routing table.
+    pub async fn routing_table_size(&self) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self.orders.send(Order::RoutingTableSize(tx)).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
     /// Leaves the network: the peer stops and its connections close.
     pub async fn leave(&self) {
         let _ = self.orders.send(Order::Leave).await;
@@ -310,6 +320,10 @@ async fn drive(mut swarm: Swarm<SimBehaviour>, mut orders: mpsc::Receiver<Order>
                         })
                         .collect();
                     let _ = reply.send(keys);
+                }
+                Some(Order::RoutingTableSize(reply)) => {
+                    let dht = swarm.behaviour_mut().dht.kad_mut();
+                    let _ = reply.send(dht.kbuckets().map(|b| b.num_entries()).sum());
                 }
                 Some(Order::Leave) | None => break,
             },
@@ -371,6 +385,20 @@ pub async fn build_network(
             }
         });
         futures::future::join_all(joins).await;
+    }
+    // The joins are done when each joining peer's lookups are; the peers they reached learn of
+    // them from identify a moment later. Every peer must know another before the first request
+    // (one that could ask nobody fails).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for peer in peers.iter().filter(|_| n > 1) {
+        while peer.routing_table_size().await == 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "peer {} knows no other peer after joining",
+                peer.peer_id
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     Ok(peers)
 }

@@ -189,9 +189,13 @@ async fn forged_and_garbage_records_from_the_wire_are_refused() {
     let peers = build_network(3, 2, 4, &dht_config(), &mut rng)
         .await
         .unwrap();
-    peers[0].request(put("motd", "hello")).await.unwrap();
+    let stored = peers[0].request(put("motd", "hello")).await.unwrap();
     let target = peers[1].clone();
-    assert!(target.held_keys().await.contains(&"motd".to_owned()));
+    let held = target.held_keys().await;
+    assert!(
+        held.contains(&"motd".to_owned()),
+        "{held:?} after {stored:?}"
+    );
 
     let mut rogue = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()

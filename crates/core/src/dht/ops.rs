@@ -7,7 +7,9 @@
 //! for record expiry). The rules:
 //!
 //! 1. **Checked before any traffic**: key 1 to `max_key_bytes` bytes, value at most
-//!    `max_value_bytes`, lifetime within bounds (default: the configured lifetime).
+//!    `max_value_bytes`, lifetime within bounds (default: the configured lifetime). A request
+//!    that could ask nobody (our routing table is empty) fails at once with
+//!    [`DhtError::NoPeers`] instead of answering "stored at 0 peers" or "not found".
 //! 2. **Get**: every copy found is checked (signature, limits, expiry); invalid copies are
 //!    refused and counted. The lookup stops once `get_quorum` valid copies are in; the best copy
 //!    by the precedence rule wins, and a tombstone reads as "not found".
@@ -104,10 +106,12 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// Checks `request` (rule 1) and returns the operation with the query to start.
+    /// Checks `request` (rule 1), given the number of peers in our routing table, and
+    /// returns the operation with the query to start.
     pub fn start(
         config: &DhtConfig,
         request: &DhtRequest,
+        known_peers: usize,
         now: Instant,
     ) -> Result<(Self, Query), DhtError> {
         let limits = &config.limits.record;
@@ -116,6 +120,7 @@ impl Operation {
             .check_key(&key)
             .map_err(|e| DhtError::Refused(e.to_string()))?;
         let (query, kind, phase) = match request {
+            _ if known_peers == 0 => return Err(DhtError::NoPeers),
             DhtRequest::Put { value, ttl_ms, .. } => {
                 if value.len() > limits.max_value_bytes {
                     return Err(DhtError::Refused(
@@ -475,17 +480,26 @@ mod tests {
     fn rule_1_bad_requests_are_refused_before_any_traffic() {
         let t0 = Instant::now();
         let c = config();
-        assert!(refused(Operation::start(&c, &put("", "v", None), t0)).contains("key"));
+        assert!(refused(Operation::start(&c, &put("", "v", None), 8, t0)).contains("key"));
         let long = "k".repeat(c.limits.record.max_key_bytes + 1);
-        assert!(refused(Operation::start(&c, &DhtRequest::Get { key: long }, t0)).contains("key"));
+        assert!(
+            refused(Operation::start(&c, &DhtRequest::Get { key: long }, 8, t0)).contains("key")
+        );
         let big = "x".repeat(c.limits.record.max_value_bytes + 1);
-        assert!(refused(Operation::start(&c, &put("k", &big, None), t0)).contains("bytes"));
-        assert!(refused(Operation::start(&c, &put("k", "v", Some(1)), t0)).contains("lifetime"));
-        let (_, query) = Operation::start(&c, &put("k", "v", None), t0).expect("valid");
+        assert!(refused(Operation::start(&c, &put("k", &big, None), 8, t0)).contains("bytes"));
+        assert!(refused(Operation::start(&c, &put("k", "v", Some(1)), 8, t0)).contains("lifetime"));
+        let (_, query) = Operation::start(&c, &put("k", "v", None), 8, t0).expect("valid");
         assert_eq!(query, Query::GetRecord, "a put looks the key up first");
         let (_, query) =
-            Operation::start(&c, &DhtRequest::Provide { key: "k".into() }, t0).expect("valid");
+            Operation::start(&c, &DhtRequest::Provide { key: "k".into() }, 8, t0).expect("valid");
         assert_eq!(query, Query::StartProviding);
+        // Nobody to ask yet: said at once, whatever the request.
+        for request in [put("k", "v", None), DhtRequest::Get { key: "k".into() }] {
+            assert!(matches!(
+                Operation::start(&c, &request, 0, t0),
+                Err(DhtError::NoPeers)
+            ));
+        }
     }
 
     #[test]
@@ -496,7 +510,7 @@ mod tests {
         let me = keypair();
         let publisher = keypair();
         let (mut op, _) =
-            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, t0).expect("valid");
+            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, 8, t0).expect("valid");
         let v1 = signed(&publisher, "k", "old", 1, NOW_MS + 60_000).encode();
         let v2 = signed(&publisher, "k", "new", 2, NOW_MS + 60_000).encode();
         let wrong_key = signed(&publisher, "other", "x", 9, NOW_MS + 60_000).encode();
@@ -539,7 +553,7 @@ mod tests {
         let c = config();
         let publisher = keypair();
         let (mut op, _) =
-            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, t0).expect("valid");
+            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, 8, t0).expect("valid");
         let removed = SignedRecord::sign(
             &publisher,
             b"k".to_vec(),
@@ -562,7 +576,7 @@ mod tests {
         let t0 = Instant::now();
         let c = config();
         let (me, other) = (keypair(), keypair());
-        let (mut op, _) = Operation::start(&c, &put("k", "mine", None), t0).expect("valid");
+        let (mut op, _) = Operation::start(&c, &put("k", "mine", None), 8, t0).expect("valid");
         let theirs = signed(&other, "k", "theirs", 1, NOW_MS + 60_000);
         op.on_copy(&theirs.encode(), &c.limits.record, 3, NOW_MS);
         let Next::Reply(Err(DhtError::Refused(why))) = op.on_lookup_done(t0, NOW_MS, &me, None)
@@ -574,7 +588,7 @@ mod tests {
             "{why}"
         );
         // Once their record has expired the key is free.
-        let (mut op, _) = Operation::start(&c, &put("k", "mine", None), t0).expect("valid");
+        let (mut op, _) = Operation::start(&c, &put("k", "mine", None), 8, t0).expect("valid");
         op.on_copy(&theirs.encode(), &c.limits.record, 3, NOW_MS);
         assert!(matches!(
             op.on_lookup_done(t0, NOW_MS + 60_001, &me, None),
@@ -589,7 +603,7 @@ mod tests {
         let (me, other) = (keypair(), keypair());
         // Nobody answered the lookup, but we hold another publisher's live record ourselves.
         let held = signed(&other, "k", "theirs", 4, NOW_MS + 60_000);
-        let (mut op, _) = Operation::start(&c, &put("k", "mine", None), t0).expect("valid");
+        let (mut op, _) = Operation::start(&c, &put("k", "mine", None), 8, t0).expect("valid");
         assert!(matches!(
             op.on_lookup_done(t0, NOW_MS, &me, Some(&held)),
             Next::Reply(Err(DhtError::Refused(_)))
@@ -601,7 +615,8 @@ mod tests {
         let t0 = Instant::now();
         let c = config();
         let me = keypair();
-        let (mut op, _) = Operation::start(&c, &put("k", "v3", Some(60_000)), t0).expect("valid");
+        let (mut op, _) =
+            Operation::start(&c, &put("k", "v3", Some(60_000)), 8, t0).expect("valid");
         // Copies of our versions 2 and 5 are around (5 held here).
         op.on_copy(
             &signed(&me, "k", "v2", 2, NOW_MS + 60_000).encode(),
@@ -617,7 +632,7 @@ mod tests {
         assert_eq!(record.expires_at_ms, NOW_MS + 60_000);
         assert_eq!(record.value, b"v3");
         // A first put is version 1.
-        let (mut op, _) = Operation::start(&c, &put("new", "v", None), t0).expect("valid");
+        let (mut op, _) = Operation::start(&c, &put("new", "v", None), 8, t0).expect("valid");
         let Next::Store(record) = op.on_lookup_done(t0, NOW_MS, &me, None) else {
             panic!("stores");
         };
@@ -634,7 +649,7 @@ mod tests {
         let c = config();
         let me = keypair();
         let remove = DhtRequest::Remove { key: "k".into() };
-        let (mut op, _) = Operation::start(&c, &remove, t0).expect("valid");
+        let (mut op, _) = Operation::start(&c, &remove, 8, t0).expect("valid");
         op.on_copy(
             &signed(&me, "k", "v", 3, NOW_MS + 90_000).encode(),
             &c.limits.record,
@@ -650,7 +665,7 @@ mod tests {
             (4, NOW_MS + 90_000)
         );
         // Nothing to remove (no record, or already removed).
-        let (mut op, _) = Operation::start(&c, &remove, t0).expect("valid");
+        let (mut op, _) = Operation::start(&c, &remove, 8, t0).expect("valid");
         assert!(matches!(
             op.on_lookup_done(t0, NOW_MS, &me, Some(&tombstone)),
             Next::Reply(Err(DhtError::Refused(why))) if why.contains("no record")
@@ -663,7 +678,7 @@ mod tests {
         let c = config();
         let me = keypair();
         let peer = keypair().public().to_peer_id();
-        let (mut op, _) = Operation::start(&c, &put("k", "v", None), t0).expect("valid");
+        let (mut op, _) = Operation::start(&c, &put("k", "v", None), 8, t0).expect("valid");
         op.trace_mut().on_request(t0, peer);
         let Next::Store(record) = op.on_lookup_done(t0, NOW_MS, &me, None) else {
             panic!("stores");
@@ -703,7 +718,7 @@ mod tests {
             ..config()
         };
         let (mut op, _) =
-            Operation::start(&c, &DhtRequest::Provide { key: "k".into() }, t0).expect("valid");
+            Operation::start(&c, &DhtRequest::Provide { key: "k".into() }, 8, t0).expect("valid");
         for _ in 0..3 {
             let peer = keypair().public().to_peer_id();
             op.trace_mut().on_request(t0, peer);
@@ -724,7 +739,7 @@ mod tests {
         let me = keypair();
         let other = keypair().public().to_peer_id();
         let (mut op, _) =
-            Operation::start(&config(), &DhtRequest::Providers { key: "k".into() }, t0)
+            Operation::start(&config(), &DhtRequest::Providers { key: "k".into() }, 8, t0)
                 .expect("valid");
         op.on_providers([other, me.public().to_peer_id()]);
         op.on_providers([other]);

@@ -24,7 +24,8 @@ impl Behaviour {
                 "too many operations running (at most {MAX_RUNNING_OPS}); try again shortly"
             )))
         } else {
-            Operation::start(&self.config, &request, now)
+            let known_peers = self.kad.kbuckets().map(|b| b.num_entries()).sum();
+            Operation::start(&self.config, &request, known_peers, now)
                 .and_then(|(op, query)| Ok((self.start_query(&op, query)?, op)))
         };
         match begun {
