@@ -52,6 +52,11 @@ impl DiscoverySchedule {
         self.next = Some(now);
     }
 
+    /// Whether lookups are scheduled (started and not stopped since).
+    pub fn is_running(&self) -> bool {
+        self.next.is_some()
+    }
+
     /// Stop until the next [`start`](Self::start).
     pub fn stop(&mut self) {
         self.next = None;
@@ -94,7 +99,9 @@ mod tests {
         let t0 = Instant::now();
         let mut d = DiscoverySchedule::new(cfg);
         assert!(!d.poll(t0));
+        assert!(!d.is_running());
         d.start(t0);
+        assert!(d.is_running());
         let mut due = vec![];
         let mut now = t0;
         for _ in 0..5 {
@@ -105,6 +112,7 @@ mod tests {
         }
         assert_eq!(due, vec![0, 1, 2, 12, 22]);
         d.stop();
+        assert!(!d.is_running());
         assert!(!d.poll(now + Duration::from_secs(100)));
         assert_eq!(d.poll_timeout(), None);
     }

@@ -13,14 +13,13 @@
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
 
-use libp2p::core::Endpoint;
-use libp2p::core::transport::{ListenerId, PortUse};
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{
     CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, ListenOpts, NetworkBehaviour,
-    THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    THandler, THandlerInEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 use tabmesh_core::bootstrap::{IceServer, with_peer_id};
@@ -32,6 +31,7 @@ use tabmesh_core::wire_log::Topic;
 use tabmesh_webrtc::addr::{is_webrtc, parse_dial_addr};
 use web_time::Instant;
 
+use crate::forward::forward_to;
 use crate::platform::DirectTransport;
 use crate::relay_link::is_circuit;
 use crate::report::{Report, error_chain, truncate};
@@ -52,6 +52,8 @@ pub struct Behaviour {
     signaling: Signaling,
     transport: Option<DirectTransport>,
     upgrades: DirectUpgrades<ConnectionId>,
+    /// The address we reach the relay at (without `/p2p`): we listen behind that one.
+    relay_addr: Option<Multiaddr>,
     listener: Option<ListenerId>,
     events: VecDeque<ToSwarm<Report, THandlerInEvent<Signaling>>>,
     timer: Timer,
@@ -104,17 +106,29 @@ impl Behaviour {
             signaling: signaling.into(),
             transport,
             upgrades: DirectUpgrades::new(local, config, enabled),
+            relay_addr: None,
             listener: None,
             events: VecDeque::new(),
             timer: Timer::default(),
         }
     }
 
-    /// STUN/TURN servers from the bootstrap document, for every new peer connection.
-    pub fn set_ice_servers(&self, servers: &[IceServer]) {
+    /// The relay is reached at `addr` (without `/p2p`); `servers` are the STUN/TURN servers
+    /// from its bootstrap document, for every new peer connection.
+    pub fn set_relay(&mut self, addr: &Multiaddr, servers: &[IceServer]) {
+        self.relay_addr = Some(addr.clone());
         if let Some(transport) = &self.transport {
             transport.set_ice_servers(servers);
         }
+    }
+
+    /// Whether `circuit` goes through the relay at the address we reach it at. The relay client
+    /// reports a circuit address for each of the relay's addresses (TCP and WebSocket); peers
+    /// must be able to reach the one we announce for `/webrtc`.
+    fn behind_our_relay_addr(&self, circuit: &Multiaddr) -> bool {
+        self.relay_addr.as_ref().is_none_or(|relay| {
+            circuit.len() > relay.len() && circuit.iter().zip(relay.iter()).all(|(a, b)| a == b)
+        })
     }
 
     /// `peer` announced its listen addresses: its `/webrtc` ones are how we go direct.
@@ -199,6 +213,8 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<Signaling>;
     type ToSwarm = Report;
 
+    forward_to!(signaling: established_inbound, pending_outbound, established_outbound, handler_event);
+
     fn handle_pending_inbound_connection(
         &mut self,
         connection_id: ConnectionId,
@@ -213,53 +229,6 @@ impl NetworkBehaviour for Behaviour {
         }
         self.signaling
             .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.signaling.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.signaling.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.signaling.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
@@ -323,7 +292,8 @@ impl NetworkBehaviour for Behaviour {
                 if is_circuit(e.addr)
                     && !is_webrtc(e.addr)
                     && self.upgrades.is_enabled()
-                    && self.listener.is_none() =>
+                    && self.listener.is_none()
+                    && self.behind_our_relay_addr(e.addr) =>
             {
                 let opts = ListenOpts::new(webrtc_listen_addr(e.addr));
                 self.listener = Some(opts.listener_id());
@@ -340,16 +310,6 @@ impl NetworkBehaviour for Behaviour {
             _ => {}
         }
         self.signaling.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.signaling
-            .on_connection_handler_event(peer_id, connection_id, event);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Report, THandlerInEvent<Self>>> {
@@ -405,5 +365,23 @@ mod tests {
             "/ip4/127.0.0.1/tcp/9091/ws/p2p/12D3KooWNS3VLfddC167V74FaeCbaxbYJj6ZJJmCh7uMtmXehf1X/p2p-circuit/webrtc"
         );
         assert!(tabmesh_webrtc::addr::is_listen_addr(&listen));
+    }
+
+    #[test]
+    fn webrtc_listens_behind_the_relay_address_we_reached() {
+        let local = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let mut direct = Behaviour::new(local, UpgradeConfig::default(), None, false);
+        let circuit = |relay: &str| -> Multiaddr {
+            format!("{relay}/p2p/12D3KooWNS3VLfddC167V74FaeCbaxbYJj6ZJJmCh7uMtmXehf1X/p2p-circuit")
+                .parse()
+                .unwrap()
+        };
+        // Before the relay is known, any circuit will do.
+        assert!(direct.behind_our_relay_addr(&circuit("/ip4/127.0.0.1/tcp/9090")));
+        direct.set_relay(&"/ip4/127.0.0.1/tcp/9091/ws".parse().unwrap(), &[]);
+        assert!(direct.behind_our_relay_addr(&circuit("/ip4/127.0.0.1/tcp/9091/ws")));
+        assert!(!direct.behind_our_relay_addr(&circuit("/ip4/127.0.0.1/tcp/9090")));
     }
 }

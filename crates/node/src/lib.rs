@@ -23,6 +23,7 @@
 pub mod behaviour;
 pub mod dht;
 pub mod direct;
+mod forward;
 pub mod gimps;
 pub mod ledger;
 mod node;

@@ -131,9 +131,9 @@ impl Node {
                 self.relay = Some(peer);
                 behaviours.ledger.exempt(peer);
                 behaviours.peers.set_relay(peer);
+                behaviours.direct.set_relay(&addr, &ice_servers);
                 behaviours.dht.set_relay(peer, addr);
                 behaviours.gimps.set_relay(peer);
-                behaviours.direct.set_ice_servers(&ice_servers);
             }
             Report::Identified {
                 peer,

@@ -17,8 +17,7 @@ use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished};
 use libp2p::swarm::{
     CloseConnection, ConnectionDenied, ConnectionId, DialError, DialFailure, FromSwarm,
-    ListenError, ListenFailure, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent,
-    ToSwarm,
+    ListenError, ListenFailure, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId, identify, ping};
 use serde::{Deserialize, Serialize};
@@ -29,6 +28,7 @@ use tabmesh_core::protocol;
 use tabmesh_core::wire_log::Topic;
 use web_time::{Duration, Instant};
 
+use crate::forward::forward_to;
 use crate::report::{Report, error_chain, truncate};
 
 mod protocols {
@@ -352,15 +352,7 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<Protocols>;
     type ToSwarm = Report;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.inner
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
+    forward_to!(inner: pending_inbound, pending_outbound, handler_event);
 
     fn handle_established_inbound_connection(
         &mut self,
@@ -375,21 +367,6 @@ impl NetworkBehaviour for Behaviour {
             peer,
             local_addr,
             remote_addr,
-        )
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.inner.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
         )
     }
 
@@ -421,16 +398,6 @@ impl NetworkBehaviour for Behaviour {
             _ => {}
         }
         self.inner.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.inner
-            .on_connection_handler_event(peer_id, connection_id, event);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Report, THandlerInEvent<Self>>> {

@@ -16,12 +16,10 @@ use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use futures::future::{Fuse, FusedFuture, LocalBoxFuture};
-use libp2p::core::Endpoint;
-use libp2p::core::transport::{ListenerId, PortUse};
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{
-    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, ListenOpts, NetworkBehaviour,
-    THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    CloseConnection, FromSwarm, ListenOpts, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId, relay};
 use tabmesh_core::bootstrap::BootstrapInfo;
@@ -31,6 +29,7 @@ use tabmesh_core::view::RelayView;
 use tabmesh_core::wire_log::Topic;
 use web_time::{Duration, Instant};
 
+use crate::forward::forward_to;
 use crate::report::{Report, error_chain, truncate};
 use crate::timer::Timer;
 use crate::{BootstrapSource, platform};
@@ -221,62 +220,7 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<relay::client::Behaviour>;
     type ToSwarm = Report;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.client
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.client.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.client.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.client.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
+    forward_to!(client: pending_inbound, established_inbound, pending_outbound, established_outbound, handler_event);
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         let now = Instant::now();
@@ -324,16 +268,6 @@ impl NetworkBehaviour for Behaviour {
             _ => {}
         }
         self.client.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.client
-            .on_connection_handler_event(peer_id, connection_id, event);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Report, THandlerInEvent<Self>>> {

@@ -370,7 +370,8 @@ mod tests {
     use libp2p_identity::Keypair;
     use web_time::Duration;
 
-    fn ordered_pair() -> (PeerId, PeerId) {
+    /// Two peer ids, the smaller first.
+    pub(super) fn ordered_pair() -> (PeerId, PeerId) {
         let a = Keypair::generate_ed25519().public().to_peer_id();
         let b = Keypair::generate_ed25519().public().to_peer_id();
         if a.to_bytes() < b.to_bytes() {

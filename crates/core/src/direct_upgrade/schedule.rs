@@ -302,22 +302,13 @@ impl UpgradeSchedule {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::ordered_pair;
     use super::*;
     use libp2p_identity::Keypair;
 
-    fn two_peers() -> (PeerId, PeerId) {
-        let a = Keypair::generate_ed25519().public().to_peer_id();
-        let b = Keypair::generate_ed25519().public().to_peer_id();
-        if a.to_bytes() < b.to_bytes() {
-            (a, b)
-        } else {
-            (b, a)
-        }
-    }
-
     #[test]
     fn the_smaller_id_dials_first_and_the_larger_takes_over_later() {
-        let (small, large) = two_peers();
+        let (small, large) = ordered_pair();
         let config = UpgradeConfig::default();
         let t0 = Instant::now();
         let mut at_small = UpgradeSchedule::new(small, config.clone());
@@ -347,7 +338,7 @@ mod tests {
 
     #[test]
     fn failures_back_off_exponentially_and_the_relay_path_stays() {
-        let (small, large) = two_peers();
+        let (small, large) = ordered_pair();
         let config = UpgradeConfig::default();
         let t0 = Instant::now();
         let mut u = UpgradeSchedule::new(small, config.clone());

@@ -26,15 +26,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::task::{Context, Poll};
 
 use futures::channel::oneshot;
-use libp2p::core::Endpoint;
-use libp2p::core::transport::PortUse;
 use libp2p::identity::Keypair;
 use libp2p::kad;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
-};
+use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tabmesh_core::bootstrap::is_dialable;
 use tabmesh_core::dht::lookup::LookupTrace;
@@ -50,6 +45,7 @@ pub use kademlia::{InboundNote, accept_inbound};
 pub use observe::{ObservedKad, RpcObservation};
 pub use store::{KadStore, MemoryBackend, StoreBackend, kad_record};
 
+use crate::forward::forward_to;
 use crate::platform::unix_now_ms;
 use crate::relay_link::is_circuit;
 use crate::report::Report;
@@ -253,7 +249,6 @@ impl Behaviour {
         if let Some(observer) = &mut self.observer {
             observer(&event);
         }
-        self.absorb_observations();
         match event {
             kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
@@ -394,58 +389,7 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<ObservedKad>;
     type ToSwarm = Report;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.kad
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.kad
-            .handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.kad.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.kad.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
+    forward_to!(kad: pending_inbound, established_inbound, pending_outbound, established_outbound, handler_event);
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match &event {
@@ -460,8 +404,12 @@ impl NetworkBehaviour for Behaviour {
                 }
             }
             // The relay accepted our reservation: time to meet the others (eagerly at first).
+            // The relay client reports one circuit address per relay address, and again on
+            // each renewal: only the first starts discovery.
             FromSwarm::NewListenAddr(e) if is_circuit(e.addr) && !is_webrtc(e.addr) => {
-                if let Some(discovery) = &mut self.discovery {
+                if let Some(discovery) = &mut self.discovery
+                    && !discovery.is_running()
+                {
                     discovery.start(Instant::now());
                 }
             }
@@ -475,21 +423,14 @@ impl NetworkBehaviour for Behaviour {
         self.kad.on_swarm_event(event);
     }
 
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.kad
-            .on_connection_handler_event(peer_id, connection_id, event);
-    }
-
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Report, THandlerInEvent<Self>>> {
         loop {
             if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(event);
             }
+            // The one place where the requests and replies seen since the last call reach the
+            // operations' lookup paths: before Kademlia reports what they led to.
+            self.absorb_observations();
             let now = Instant::now();
             match self.kad.poll(cx) {
                 Poll::Ready(ToSwarm::GenerateEvent(event)) => {

@@ -13,7 +13,6 @@ use crate::platform::unix_now_ms;
 impl Behaviour {
     /// The `dht` section of the view.
     pub fn view(&mut self) -> DhtSection {
-        self.absorb_observations();
         let now = Instant::now();
         let now_ms = unix_now_ms();
         let local = self.local;

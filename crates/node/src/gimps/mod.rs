@@ -14,15 +14,10 @@ use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use futures::future::{Fuse, FusedFuture, LocalBoxFuture};
-use libp2p::core::Endpoint;
-use libp2p::core::transport::PortUse;
+use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
-};
-use libp2p::{Multiaddr, PeerId};
+use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm};
 use tabmesh_core::gimps::message::MsgType;
 use tabmesh_core::gimps::node::{GossipAction, GossipConfig, GossipNode};
 use tabmesh_core::names::peer_name;
@@ -30,6 +25,7 @@ use tabmesh_core::view::GimpsSection;
 use tabmesh_core::wire_log::Topic;
 use web_time::{Duration, Instant};
 
+use crate::forward::forward_to;
 use crate::platform;
 use crate::report::{Report, truncate};
 use crate::timer::Timer;
@@ -248,62 +244,7 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<Transport>;
     type ToSwarm = Report;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.transport
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.transport.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.transport.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.transport.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
+    forward_to!(transport: pending_inbound, established_inbound, pending_outbound, established_outbound, handler_event);
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match &event {
@@ -321,16 +262,6 @@ impl NetworkBehaviour for Behaviour {
             _ => {}
         }
         self.transport.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.transport
-            .on_connection_handler_event(peer_id, connection_id, event);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Report, THandlerInEvent<Self>>> {
