@@ -168,17 +168,6 @@ fn a_corrupt_identity_stops_the_relay_and_is_kept() {
     );
 }
 
-async fn metric(relay: &Relay, name: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("{}/metrics", relay.url()))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0))
-}
-
 #[tokio::test]
 async fn garbage_is_counted_and_the_relay_keeps_serving() -> anyhow::Result<()> {
     let dir = run_dir("relay-garbage")?;
@@ -204,7 +193,9 @@ async fn garbage_is_counted_and_the_relay_keeps_serving() -> anyhow::Result<()> 
         "rejections are counted",
         Duration::from_secs(30),
         || async {
-            let n = metric(&relay, "tabmesh_relay_incoming_connection_errors_total").await?;
+            let n = relay
+                .metric("tabmesh_relay_incoming_connection_errors_total")
+                .await?;
             Ok(if n >= 2.0 {
                 Ok(())
             } else {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use browser::{Browser, BrowserOptions, Tab};
-pub use procs::{NativeNode, Relay, RelayOptions, kill_tree, stop_pid, with_descendants};
+pub use procs::{NativeNode, Relay, RelayOptions, Rogue, kill_tree, stop_pid, with_descendants};
 pub use tabmesh_core::view::NodeView;
 
 /// The peers a node's GIMPS gossip currently counts (those it has not evicted), by peer id.

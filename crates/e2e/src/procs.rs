@@ -198,6 +198,19 @@ impl Relay {
             .await?)
     }
 
+    /// The value of the metric `name` at `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url()))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
     /// Stops it with SIGTERM and returns its exit status.
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
         stop_pid(self.child.id())?;
@@ -323,5 +336,64 @@ impl Drop for NativeNode {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A running `tabmesh-rogue`: a peer that breaks a rule on every connection (see its `--help`).
+#[derive(Debug)]
+pub struct Rogue {
+    child: Child,
+    id: Arc<Mutex<Option<String>>>,
+    /// Where its output goes.
+    pub log: PathBuf,
+}
+
+impl Rogue {
+    /// Starts a rogue joining the relay at `bootstrap` and committing `offence` (`gossip` or
+    /// `dht`) on every connection, retrying every second.
+    pub fn start(bootstrap: &str, offence: &str, log: PathBuf) -> anyhow::Result<Self> {
+        let bin = crate::bin_path("tabmesh-rogue");
+        let mut child = Command::new(&bin)
+            .args([
+                "--bootstrap",
+                bootstrap,
+                "--offence",
+                offence,
+                "--retry-secs",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(File::options().create(true).append(true).open(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {} (build it first)", bin.display()))?;
+        let stdout = child.stdout.take().context("rogue stdout")?;
+        let id = Arc::new(Mutex::new(None));
+        let sink = id.clone();
+        let mut file = File::options().create(true).append(true).open(&log)?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+                // First line: `tabmesh-rogue <peer id> (<name>) joining …`.
+                if let Some(rest) = line.strip_prefix("tabmesh-rogue ")
+                    && let Some(peer) = rest.split_whitespace().next()
+                    && let Ok(mut slot) = sink.lock()
+                {
+                    slot.get_or_insert_with(|| peer.to_owned());
+                }
+            }
+        });
+        Ok(Self { child, id, log })
+    }
+
+    /// Its peer id, once it has printed it.
+    pub fn peer_id(&self) -> Option<String> {
+        self.id.lock().ok().and_then(|id| id.clone())
+    }
+}
+
+impl Drop for Rogue {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tabmesh_core::peers::PeerKind;
 use tabmesh_core::relay_link::LinkStatus;
-use tabmesh_e2e::{NativeNode, Relay, RelayOptions, free_port, run_dir, wait_until};
+use tabmesh_e2e::{NativeNode, Relay, RelayOptions, Rogue, free_port, run_dir, wait_until};
 
 const NODE: &str = env!("CARGO_BIN_EXE_tabmesh-node");
 
@@ -131,5 +131,52 @@ async fn native_nodes_meet_and_survive_garbage() -> anyhow::Result<()> {
     a.stop()?;
     b.stop()?;
     relay.stop()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_relay_bans_a_peer_storing_forged_records_and_refuses_it_when_it_returns()
+-> anyhow::Result<()> {
+    let dir = run_dir("relay-ban")?;
+    let mut options = RelayOptions::new(&dir)?;
+    options.bin = relay_bin();
+    options.extra_args = vec!["--ban-secs".into(), "30".into()];
+    let relay = Relay::start(options, dir.join("relay.log")).await?;
+    // `tabmesh-rogue --offence dht` stores records that are no signed envelopes at the relay,
+    // three per connection, and keeps reconnecting.
+    let _rogue = Rogue::start(&relay.url(), "dht", dir.join("rogue.log"))?;
+    let relay = &relay;
+    wait_until(
+        "the relay bans the rogue and refuses it when it comes back",
+        Duration::from_secs(60),
+        || async move {
+            let strikes = relay.metric("tabmesh_relay_protocol_violations_total").await?;
+            let bans = relay.metric("tabmesh_relay_peers_banned_total").await?;
+            let refused = relay
+                .metric("tabmesh_relay_connections_refused_banned_total")
+                .await?;
+            let refused_records = relay.metric("tabmesh_relay_dht_records_refused_total").await?;
+            Ok(if bans >= 1.0 && refused >= 1.0 {
+                Ok((strikes, refused_records))
+            } else {
+                Err(format!(
+                    "{strikes} strikes, {bans} bans, {refused} refused, {refused_records} records refused"
+                ))
+            })
+        },
+    )
+    .await
+    .map(|(strikes, refused_records)| {
+        assert!(strikes >= 3.0, "{strikes}");
+        assert!(refused_records >= 3.0, "{refused_records}");
+    })?;
+    assert_eq!(
+        relay
+            .metric("tabmesh_relay_dht_records_stored_total")
+            .await?,
+        0.0
+    );
+    let log = std::fs::read_to_string(&relay.log)?;
+    assert!(log.contains("peer banned"), "the ban is logged");
     Ok(())
 }

@@ -1,0 +1,163 @@
+//! The misbehaviour ledger end to end: a rogue peer (`tabmesh-rogue`) that sends malformed
+//! gossip to every peer it meets is banned by every tab at its third strike; the tabs show the
+//! ban (Peers panel, `state().banned`), refuse the rogue while the ban lasts although it keeps
+//! coming back, accept it again when the ban is over and ban it longer when it offends again.
+//! The relay runs the same ledger: a rogue storing forged DHT records there is banned too (see
+//! `relay/tests/process.rs`).
+//!
+//! Tabs run with a 4 s first ban (`?ban_secs=4`, the default is 60 s) so that the test sees the
+//! ban end; the rules are the same.
+
+use std::time::Duration;
+
+use tabmesh_core::ledger::BanView;
+use tabmesh_core::wire_log::Topic;
+use tabmesh_e2e::{
+    Browser, BrowserOptions, NodeView, Relay, RelayOptions, Rogue, run_dir, wait_until,
+};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+const QUERY: &str = "?ban_secs=4&search_interval=600";
+
+/// The ban of `rogue` in `view`, if any.
+fn ban_of<'a>(view: &'a NodeView, rogue: &str) -> Option<&'a BanView> {
+    view.banned.iter().find(|b| b.peer_id == rogue)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tabs_ban_a_rogue_refuse_it_while_banned_and_ban_it_longer_next_time() -> anyhow::Result<()>
+{
+    let dir = run_dir("misbehaviour")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let url = format!("{}/{QUERY}", relay.url());
+    for _ in 0..2 {
+        browser.open_tab(&url).await?;
+    }
+    let rogue = Rogue::start(&relay.url(), "gossip", dir.join("rogue.log"))?;
+    let rogue_id = wait_until("the rogue prints its peer id", PATIENCE, || {
+        let id = rogue.peer_id();
+        async move { Ok(id.ok_or_else(|| "not yet".to_owned())) }
+    })
+    .await?;
+
+    // Both tabs ban it: three malformed gossip messages, three strikes.
+    let views = wait_until("both tabs ban the rogue", PATIENCE, || {
+        let browser = &browser;
+        let rogue_id = &rogue_id;
+        async move {
+            let mut views = Vec::new();
+            for tab in browser.tabs() {
+                match browser.state(tab).await? {
+                    Some(v) if ban_of(&v, rogue_id).is_some() => views.push(v),
+                    Some(v) => {
+                        return Ok(Err(format!("{} has not banned it: {:?}", v.name, v.banned)));
+                    }
+                    None => return Ok(Err("a tab has no state yet".to_owned())),
+                }
+            }
+            Ok(Ok(views))
+        }
+    })
+    .await?;
+    for view in &views {
+        let ban = ban_of(view, &rogue_id).expect("banned");
+        assert_eq!(ban.protocol, Topic::Gimps, "{ban:?}");
+        assert!(
+            ban.reason.contains("3 violations") && ban.reason.contains("malformed"),
+            "{ban:?}"
+        );
+        assert_eq!((ban.offence, ban.ban_ms), (1, 4000), "{ban:?}");
+        let gimps = view.gimps.as_ref().expect("gimps state");
+        assert_eq!(gimps.state.counters.rejected_malformed, 3, "{}", view.name);
+        // The rogue is no peer of theirs any more.
+        assert!(
+            view.peers.iter().all(|p| p.peer_id != rogue_id),
+            "{:?}",
+            view.peers
+        );
+    }
+
+    // The page shows it: the Peers panel's Banned table names the rogue, with why.
+    let tab = &browser.tabs()[0];
+    let rogue_name = views[0]
+        .banned
+        .iter()
+        .find(|b| b.peer_id == rogue_id)
+        .map(|b| b.name.clone())
+        .expect("banned");
+    let panel = browser.text(tab, "[data-testid=banned-peers]").await?;
+    assert!(
+        panel.contains("Banned") && panel.contains(&rogue_name),
+        "{panel}"
+    );
+    assert!(
+        panel.contains("gimps") && panel.contains("ban #1"),
+        "{panel}"
+    );
+    browser
+        .call(
+            tab,
+            "(document.querySelector('[data-testid=peers-panel]').scrollIntoView(), true)",
+        )
+        .await?
+        .map_err(|e| anyhow::anyhow!("scroll: {e}"))?;
+    browser.screenshot(tab, &dir.join("banned.png")).await?;
+
+    // It comes back every second: refused while the ban lasts, nothing it sends is read.
+    wait_until(
+        "a tab refuses the rogue while it is banned",
+        PATIENCE,
+        || {
+            let browser = &browser;
+            let rogue_id = &rogue_id;
+            async move {
+                for tab in browser.tabs() {
+                    if let Some(v) = browser.state(tab).await?
+                        && let Some(ban) = ban_of(&v, rogue_id)
+                        && ban.refused_connections > 0
+                    {
+                        return Ok(Ok(v.counters.refused_banned));
+                    }
+                }
+                Ok(Err("no refusal yet".to_owned()))
+            }
+        },
+    )
+    .await?;
+
+    // The ban ends, the rogue is accepted, offends again and is banned four times longer.
+    let second = wait_until(
+        "a tab bans the rogue a second time, for 16 s",
+        PATIENCE,
+        || {
+            let browser = &browser;
+            let rogue_id = &rogue_id;
+            async move {
+                for tab in browser.tabs() {
+                    if let Some(v) = browser.state(tab).await?
+                        && ban_of(&v, rogue_id).is_some_and(|b| b.offence == 2)
+                    {
+                        return Ok(Ok(v));
+                    }
+                }
+                Ok(Err("no second ban yet".to_owned()))
+            }
+        },
+    )
+    .await?;
+    let ban = ban_of(&second, &rogue_id).expect("banned");
+    assert_eq!(ban.ban_ms, 16_000, "{ban:?}");
+    let gimps = second.gimps.as_ref().expect("gimps state");
+    assert_eq!(
+        gimps.state.counters.rejected_malformed, 6,
+        "{}",
+        second.name
+    );
+    assert!(
+        second.counters.bans >= 2 && second.counters.violations >= 6,
+        "{:?}",
+        second.counters
+    );
+    Ok(())
+}
