@@ -367,6 +367,82 @@ mod tests {
         assert!(tabmesh_webrtc::addr::is_listen_addr(&listen));
     }
 
+    /// Regression: with more peers due than attempts allowed at once, the schedule used to
+    /// report a deadline already past that it could not act on, and the poll loop spun forever
+    /// (a tab with more than four peers to dial froze).
+    #[test]
+    // `DirectTransport` is a unit struct natively, not in a tab.
+    #[allow(clippy::default_constructed_unit_structs)]
+    fn peers_due_beyond_the_attempt_limit_do_not_spin_the_poll_loop() {
+        use libp2p::core::{ConnectedPoint, Endpoint};
+        use libp2p::swarm::behaviour::ConnectionEstablished;
+        use libp2p::swarm::{FromSwarm, NetworkBehaviour, ToSwarm};
+        use std::task::{Context, Poll};
+
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let local = libp2p::identity::Keypair::generate_ed25519()
+                .public()
+                .to_peer_id();
+            let config = UpgradeConfig {
+                first_delay: web_time::Duration::ZERO,
+                takeover_delay: web_time::Duration::ZERO,
+                max_concurrent: 1,
+                ..UpgradeConfig::default()
+            };
+            let (signaling, _streams) = tabmesh_webrtc::behaviour::new();
+            let webrtc = WebRtc {
+                signaling,
+                transport: DirectTransport::default(),
+            };
+            let mut direct = Behaviour::new(local, config, Some(webrtc), true);
+            let relay: Multiaddr =
+                "/memory/1/p2p/12D3KooWNS3VLfddC167V74FaeCbaxbYJj6ZJJmCh7uMtmXehf1X"
+                    .parse()
+                    .unwrap();
+            for n in 0..3u64 {
+                let peer = libp2p::identity::Keypair::generate_ed25519()
+                    .public()
+                    .to_peer_id();
+                let endpoint = ConnectedPoint::Dialer {
+                    address: relay
+                        .clone()
+                        .with(Protocol::P2pCircuit)
+                        .with(Protocol::P2p(peer)),
+                    role_override: Endpoint::Dialer,
+                    port_use: libp2p::core::transport::PortUse::Reuse,
+                };
+                direct.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                    peer_id: peer,
+                    connection_id: ConnectionId::new_unchecked(n as usize),
+                    endpoint: &endpoint,
+                    failed_addresses: &[],
+                    other_established: 0,
+                }));
+                let webrtc_addr = relay
+                    .clone()
+                    .with(Protocol::P2pCircuit)
+                    .with(Protocol::WebRTC);
+                direct.on_identified(peer, &[webrtc_addr]);
+            }
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            let mut dials = 0;
+            // One dial may start; then the poll must come back without one.
+            loop {
+                match direct.poll(&mut cx) {
+                    Poll::Ready(ToSwarm::Dial { .. }) => dials += 1,
+                    Poll::Ready(_) => {}
+                    Poll::Pending => break,
+                }
+            }
+            let _ = done_tx.send(dials);
+        });
+        let dials = done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the poll loop came back");
+        assert_eq!(dials, 1);
+    }
+
     #[test]
     fn webrtc_listens_behind_the_relay_address_we_reached() {
         let local = libp2p::identity::Keypair::generate_ed25519()

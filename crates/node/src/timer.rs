@@ -17,23 +17,23 @@ pub(crate) struct Timer {
 
 impl Timer {
     /// Arms the timer for `at` (none: disarmed) and registers the task to be woken then.
-    /// `Ready` means `at` has passed: run the state machine again.
+    /// `Ready` means the timer fired: run the state machine again.
+    ///
+    /// A deadline already past still goes through a (zero-length) timer: the caller ran its
+    /// state machine just before, so whatever was due and possible is done; waking at once
+    /// would spin the poll loop without ever giving the runtime (in a tab, the page) a turn.
     pub(crate) fn poll_at(&mut self, at: Option<Instant>, cx: &mut Context<'_>) -> Poll<()> {
         let Some(at) = at else {
             self.armed = None;
             return Poll::Pending;
         };
-        let now = Instant::now();
-        if at <= now {
-            self.armed = None;
-            return Poll::Ready(());
-        }
         let stale = self
             .armed
             .as_ref()
             .is_none_or(|(armed_at, _)| *armed_at != at);
         if stale {
-            self.armed = Some((at, Delay::new(at - now)));
+            let wait = at.saturating_duration_since(Instant::now());
+            self.armed = Some((at, Delay::new(wait)));
         }
         match self.armed.as_mut().map(|(_, delay)| delay.poll_unpin(cx)) {
             Some(Poll::Ready(())) => {

@@ -255,7 +255,18 @@ impl UpgradeSchedule {
     }
 
     /// When [`poll`](Self::poll) has something to do next.
+    ///
+    /// While as many attempts run as allowed, nothing can start before one of them ends (an
+    /// event, not a time): then there is no timeout, even if a peer's turn has come.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let running = self
+            .peers
+            .values()
+            .filter(|e| e.state == State::Attempting)
+            .count();
+        if running >= self.config.max_concurrent {
+            return None;
+        }
         self.peers
             .values()
             .filter_map(|e| match e.state {
@@ -384,12 +395,22 @@ mod tests {
         let later = t0 + config.takeover_delay;
         let first = u.poll(later);
         assert_eq!(first.len(), 2);
+        // Three peers' turn has come, but no attempt can start before one ends: no timeout
+        // (a due time the driver cannot act on would make it wake up for nothing, forever).
+        assert_eq!(u.poll(later), vec![]);
+        assert_eq!(u.poll_timeout(), None);
         let ScheduleAction::Dial(done) = first[0].clone();
         u.on_direct_established(later, done);
+        assert!(
+            u.poll_timeout().is_some_and(|at| at <= later),
+            "a slot is free again"
+        );
         assert_eq!(u.poll(later).len(), 1);
         // The direct connection drops: back to waiting, dialed again later (same delays).
         u.on_direct_closed(later, done);
-        assert!(u.poll_timeout().is_some());
+        let view = u.peer_view(later, &done).expect("still tracked");
+        assert_eq!(view.state, UpgradeState::Waiting);
+        assert!(view.next_attempt_in_ms.is_some());
         u.on_disconnected(&done);
         assert!(u.view(later).iter().all(|v| v.peer_id != done.to_base58()));
     }
