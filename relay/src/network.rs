@@ -28,7 +28,7 @@ use tabmesh_core::bootstrap::{BootstrapInfo, with_peer_id};
 use tabmesh_core::dht::DhtConfig;
 use tabmesh_core::protocol;
 use tabmesh_core::wire_log::Topic;
-use tabmesh_node::report::{Report, WireNote};
+use tabmesh_node::report::{Report, WireNote, WireSink};
 use tabmesh_node::{dht, ledger};
 use tokio::sync::watch;
 
@@ -82,6 +82,8 @@ pub struct RelayNode {
     exported: Exported,
     shared: Arc<SharedState>,
     announce: Vec<Multiaddr>,
+    /// Lines the DHT and the ledger write, logged at debug level.
+    wire: WireSink,
 }
 
 fn per_minute(n: u32) -> (NonZeroU32, Duration) {
@@ -151,6 +153,8 @@ impl RelayNode {
         let dht_config = dht_config(args);
         let backend = crate::store::RedbBackend::open(&args.data_dir.join("dht.redb"))?;
         let ledger_config = args.ledger();
+        let wire = WireSink::default();
+        let behaviour_wire = wire.clone();
         let local_peer_id = key.public().to_peer_id();
         let relay_cfg = relay_config(args);
         tracing::info!(config = ?relay_cfg, "circuit relay limits");
@@ -177,9 +181,10 @@ impl RelayNode {
                     dht_config,
                     Box::new(backend),
                     dht::Role::Bootstrap,
+                    behaviour_wire.clone(),
                 );
                 RelayBehaviour {
-                    ledger: ledger::Behaviour::new(ledger_config),
+                    ledger: ledger::Behaviour::new(ledger_config, behaviour_wire),
                     limits: connection_limits::Behaviour::new(limits),
                     relay: relay::Behaviour::new(local_peer_id, relay_cfg),
                     dht,
@@ -242,6 +247,7 @@ impl RelayNode {
             exported: Exported::default(),
             shared,
             announce: args.announce.clone(),
+            wire,
         };
         node.publish_addrs();
         Ok(node)
@@ -333,8 +339,17 @@ impl RelayNode {
         }
     }
 
-    /// Exports what the behaviours counted since the last call.
+    /// Exports what the behaviours counted since the last call, and logs their lines.
     fn export_counters(&mut self) {
+        for WireNote {
+            topic,
+            peer,
+            summary,
+            ..
+        } in self.wire.take()
+        {
+            tracing::debug!(peer = ?peer, "{topic}: {summary}");
+        }
         let behaviour = self.swarm.behaviour_mut();
         let bans = behaviour.ledger.counters();
         let dht = behaviour.dht.counters();
@@ -388,17 +403,9 @@ impl RelayNode {
         }
     }
 
-    /// What the DHT and the ledger report: log lines and violations.
+    /// What the DHT and the ledger report: violations.
     fn on_report(&mut self, report: Report) {
         match report {
-            Report::Wire(WireNote {
-                topic,
-                peer,
-                summary,
-                ..
-            }) => {
-                tracing::debug!(peer = ?peer, "{topic}: {summary}");
-            }
             Report::Misbehaved {
                 peer,
                 topic,

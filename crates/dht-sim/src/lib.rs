@@ -208,6 +208,7 @@ impl SimPeer {
                     dht_config,
                     Box::new(MemoryBackend),
                     dht::Role::Peer { discovery: None },
+                    tabmesh_node::report::WireSink::discard(),
                 ),
                 identify: identify::Behaviour::new(identify::Config::new(
                     tabmesh_core::protocol::IDENTIFY_VERSION.to_owned(),

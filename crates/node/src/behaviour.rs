@@ -10,7 +10,8 @@
 //! | `gimps` | [`crate::gimps`] | GIMPS gossip and the Lucas-Lehmer search |
 //! | `perf` | [`crate::perf`] | libp2p's perf protocol |
 //!
-//! Each reports [`Report`]s; the node routes them (`Node::on_report`). The ledger comes first
+//! Each reports [`Report`]s, which the node routes (`Node::on_report`), and writes its log lines
+//! into the node's one [`WireSink`]. The ledger comes first
 //! and the peers second: a banned peer, or a new peer when the table is full, is refused
 //! before any other protocol sets up a handler for its connection.
 
@@ -20,7 +21,7 @@ use libp2p::swarm::NetworkBehaviour;
 use web_time::Instant;
 
 use crate::direct::WebRtc;
-use crate::report::Report;
+use crate::report::{Report, WireSink};
 use crate::{NodeConfig, NodeError, dht, direct, gimps, ledger, peers, perf, platform, relay_link};
 
 /// The behaviours of a tabmesh peer.
@@ -45,23 +46,25 @@ pub struct NodeBehaviour {
 
 impl NodeBehaviour {
     /// The behaviours for `config`, around the swarm's relay client and, in a tab, the WebRTC
-    /// signaling; view timestamps count from `origin`.
+    /// signaling; view timestamps count from `origin`; log lines go to `wire`.
     pub fn new(
         key: &Keypair,
         config: &NodeConfig,
         origin: Instant,
         relay_client: relay::client::Behaviour,
         webrtc: Option<WebRtc>,
+        wire: &WireSink,
     ) -> Result<Self, NodeError> {
         let local = key.public().to_peer_id();
         Ok(Self {
-            ledger: ledger::Behaviour::new(config.ledger.clone()),
+            ledger: ledger::Behaviour::new(config.ledger.clone(), wire.clone()),
             peers: peers::Behaviour::new(
                 key,
                 config.agent.clone(),
                 config.ping_interval,
                 config.peer_table.clone(),
                 origin,
+                wire.clone(),
             ),
             relay: relay_link::Behaviour::new(
                 relay_client,
@@ -69,6 +72,7 @@ impl NodeBehaviour {
                 config.relay_link.clone(),
                 config.seed,
                 origin,
+                wire.clone(),
             ),
             dht: dht::Behaviour::new(
                 key.clone(),
@@ -77,14 +81,16 @@ impl NodeBehaviour {
                 dht::Role::Peer {
                     discovery: Some(config.discovery.clone()),
                 },
+                wire.clone(),
             ),
             direct: direct::Behaviour::new(
                 local,
                 config.upgrade.clone(),
                 webrtc,
                 config.direct_upgrade,
+                wire.clone(),
             ),
-            gimps: gimps::Behaviour::new(key.clone(), config.gossip.clone(), origin),
+            gimps: gimps::Behaviour::new(key.clone(), config.gossip.clone(), origin, wire.clone()),
             perf: perf::Behaviour::new()?,
         })
     }

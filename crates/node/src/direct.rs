@@ -34,7 +34,7 @@ use web_time::Instant;
 use crate::forward::forward_to;
 use crate::platform::DirectTransport;
 use crate::relay_link::is_circuit;
-use crate::report::{Report, error_chain, truncate};
+use crate::report::{Report, WireSink, error_chain, truncate};
 use crate::timer::Timer;
 
 /// The WebRTC side of a tab: the signaling behaviour and the transport's settings.
@@ -56,6 +56,7 @@ pub struct Behaviour {
     relay_addr: Option<Multiaddr>,
     listener: Option<ListenerId>,
     events: VecDeque<ToSwarm<Report, THandlerInEvent<Signaling>>>,
+    wire: WireSink,
     timer: Timer,
 }
 
@@ -96,6 +97,7 @@ impl Behaviour {
         config: UpgradeConfig,
         webrtc: Option<WebRtc>,
         enabled: bool,
+        wire: WireSink,
     ) -> Self {
         let (signaling, transport) = match webrtc {
             Some(w) => (Some(w.signaling), Some(w.transport)),
@@ -109,6 +111,7 @@ impl Behaviour {
             relay_addr: None,
             listener: None,
             events: VecDeque::new(),
+            wire,
             timer: Timer::default(),
         }
     }
@@ -167,11 +170,11 @@ impl Behaviour {
                         .build();
                     self.upgrades.on_dialing(peer, opts.connection_id());
                     self.events.push_back(ToSwarm::Dial { opts });
-                    self.report(Report::sent(
+                    self.wire.sent(
                         Topic::Webrtc,
                         Some(peer),
                         "going direct: WebRTC offer via the relay",
-                    ));
+                    );
                 }
                 UpgradeAction::Close {
                     peer,
@@ -185,25 +188,25 @@ impl Behaviour {
                     match reason {
                         CloseReason::RelayedReplaced if !relayed_closed.contains(&peer) => {
                             relayed_closed.push(peer);
-                            self.report(Report::local(
+                            self.wire.local(
                                 Topic::Webrtc,
                                 Some(peer),
                                 "relayed connection closed: the direct one carries everything",
-                            ));
+                            );
                         }
                         CloseReason::RelayedReplaced => {}
-                        CloseReason::DuplicateDirect => self.report(Report::local(
+                        CloseReason::DuplicateDirect => self.wire.local(
                             Topic::Webrtc,
                             Some(peer),
                             "two direct connections: keeping the one the smaller id dialed",
-                        )),
+                        ),
                     }
                 }
-                UpgradeAction::Failed { peer, error } => self.report(Report::local(
+                UpgradeAction::Failed { peer, error } => self.wire.local(
                     Topic::Webrtc,
                     Some(peer),
                     format!("direct connection failed, staying relayed: {error}"),
-                )),
+                ),
             }
         }
     }
@@ -247,11 +250,11 @@ impl NetworkBehaviour for Behaviour {
                         let took = upgrade_ms
                             .map(|ms| format!(" ({ms} ms after the relayed one)"))
                             .unwrap_or_default();
-                        self.report(Report::local(
+                        self.wire.local(
                             Topic::Webrtc,
                             Some(e.peer_id),
                             format!("direct WebRTC connection up{took}"),
-                        ));
+                        );
                     }
                     self.apply(actions);
                 }
@@ -264,11 +267,11 @@ impl NetworkBehaviour for Behaviour {
                     let cause = e
                         .cause
                         .map_or_else(|| "closed".to_owned(), |c| c.to_string());
-                    self.report(Report::local(
+                    self.wire.local(
                         Topic::Webrtc,
                         Some(e.peer_id),
                         format!("direct connection lost ({cause}); relayed again"),
-                    ));
+                    );
                 }
             }
             FromSwarm::DialFailure(e) => {
@@ -276,14 +279,14 @@ impl NetworkBehaviour for Behaviour {
                 if let Some(peer) = self.upgrades.on_dial_failed(now, e.connection_id, text) {
                     let text = error_chain(e.error);
                     tracing::info!(%peer, %text, "direct WebRTC connection failed");
-                    self.report(Report::local(
+                    self.wire.local(
                         Topic::Webrtc,
                         Some(peer),
                         format!(
                             "direct connection failed, staying relayed: {}",
                             truncate(&text, 160)
                         ),
-                    ));
+                    );
                 }
             }
             // Our circuit address is up (the reservation was accepted): peers can reach us on
@@ -395,7 +398,7 @@ mod tests {
                 signaling,
                 transport: DirectTransport::default(),
             };
-            let mut direct = Behaviour::new(local, config, Some(webrtc), true);
+            let mut direct = Behaviour::new(local, config, Some(webrtc), true, WireSink::discard());
             let relay: Multiaddr =
                 "/memory/1/p2p/12D3KooWNS3VLfddC167V74FaeCbaxbYJj6ZJJmCh7uMtmXehf1X"
                     .parse()
@@ -448,7 +451,13 @@ mod tests {
         let local = libp2p::identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id();
-        let mut direct = Behaviour::new(local, UpgradeConfig::default(), None, false);
+        let mut direct = Behaviour::new(
+            local,
+            UpgradeConfig::default(),
+            None,
+            false,
+            WireSink::discard(),
+        );
         let circuit = |relay: &str| -> Multiaddr {
             format!("{relay}/p2p/12D3KooWNS3VLfddC167V74FaeCbaxbYJj6ZJJmCh7uMtmXehf1X/p2p-circuit")
                 .parse()

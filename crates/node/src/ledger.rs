@@ -24,22 +24,24 @@ use tabmesh_core::names::peer_name;
 use tabmesh_core::wire_log::Topic;
 use web_time::Instant;
 
-use crate::report::Report;
+use crate::report::{Report, WireSink};
 use crate::timer::Timer;
 
 /// The misbehaviour ledger of a peer.
 pub struct Behaviour {
     ledger: Ledger,
     events: VecDeque<ToSwarm<Report, Infallible>>,
+    wire: WireSink,
     timer: Timer,
 }
 
 impl Behaviour {
-    /// A ledger with `config`'s policy.
-    pub fn new(config: LedgerConfig) -> Self {
+    /// A ledger with `config`'s policy, logging to `wire`.
+    pub fn new(config: LedgerConfig, wire: WireSink) -> Self {
         Self {
             ledger: Ledger::new(config),
             events: VecDeque::new(),
+            wire,
             timer: Timer::default(),
         }
     }
@@ -51,23 +53,23 @@ impl Behaviour {
         match self.ledger.strike(now, peer, topic, reason) {
             Verdict::Keep { strikes } => {
                 tracing::info!(%peer, %topic, reason, strikes, "peer misbehaved");
-                self.events.push_back(ToSwarm::GenerateEvent(Report::local(
+                self.wire.local(
                     topic,
                     Some(peer),
                     format!(
                         "strike {strikes} of {}: {reason}",
                         self.ledger.config().max_strikes
                     ),
-                )));
+                );
             }
             Verdict::Ban(ban) => {
                 let length = seconds(ban.until.saturating_duration_since(ban.since));
                 tracing::warn!(%peer, reason = %ban.reason, length, offence = ban.offence, "peer banned");
-                self.events.push_back(ToSwarm::GenerateEvent(Report::local(
+                self.wire.local(
                     Topic::Ban,
                     Some(peer),
                     format!("banned for {length} (ban #{}): {}", ban.offence, ban.reason),
-                )));
+                );
                 self.events.push_back(ToSwarm::CloseConnection {
                     peer_id: peer,
                     connection: CloseConnection::All,
@@ -105,11 +107,11 @@ impl Behaviour {
             Err(refused) => refused,
         };
         if refused.attempts == 1 {
-            self.events.push_back(ToSwarm::GenerateEvent(Report::local(
+            self.wire.local(
                 Topic::Ban,
                 Some(peer),
                 format!("connection refused: {refused}"),
-            )));
+            );
         }
         tracing::debug!(peer = %peer_name(&peer), %refused, "connection refused");
         Err(ConnectionDenied::new(refused))
@@ -183,11 +185,11 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(event);
             }
             for peer in self.ledger.poll(Instant::now()) {
-                self.events.push_back(ToSwarm::GenerateEvent(Report::local(
+                self.wire.local(
                     Topic::Ban,
                     Some(peer),
                     "ban ended: connections accepted again",
-                )));
+                );
             }
             if !self.events.is_empty() {
                 continue;

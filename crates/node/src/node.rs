@@ -1,9 +1,10 @@
 //! The node: the fan-in around the protocol behaviours.
 //!
 //! [`Node::run`] drives the swarm and does four things, each in one place:
-//! - routes what the behaviours report ([`Node::on_report`]): log lines to the Event log,
-//!   violations to the misbehaviour ledger, the relay's identity and peers' identify
-//!   information to the protocols that need them;
+//! - routes what the behaviours report ([`Node::on_report`]): violations to the misbehaviour
+//!   ledger, the relay's identity and peers' identify information to the protocols that need
+//!   them; and moves the lines they wrote into the one [`WireSink`] to the Event log
+//!   ([`Node::flush_log`]);
 //! - passes user commands to the protocol they are for ([`Node::on_command`]);
 //! - publishes a [`NodeView`] assembled from each protocol's section ([`Node::view`]);
 //! - closes every connection on shutdown.
@@ -21,7 +22,7 @@ use tabmesh_core::wire_log::{Topic, WireLog};
 use web_time::Instant;
 
 use crate::behaviour::NodeBehaviour;
-use crate::report::{Report, WireNote};
+use crate::report::{Report, WireNote, WireSink};
 use crate::{Command, NodeConfig, NodeError, NodeEvent, NodeHandle, platform};
 
 /// Capacity of the event channel to the UI or terminal: a few seconds of views and wire events.
@@ -35,6 +36,7 @@ pub struct Node {
     config: NodeConfig,
     origin: Instant,
     relay: Option<PeerId>,
+    sink: WireSink,
     wire: WireLog,
     events: mpsc::Sender<NodeEvent>,
     commands: mpsc::Receiver<Command>,
@@ -45,8 +47,9 @@ impl Node {
     pub fn new(config: NodeConfig) -> Result<(Self, NodeHandle), NodeError> {
         let now = Instant::now();
         let origin = now.checked_sub(config.clock_origin_offset).unwrap_or(now);
+        let sink = WireSink::default();
         let mut swarm = platform::build_swarm(config.keypair.clone(), |key, relay, webrtc| {
-            NodeBehaviour::new(key, &config, origin, relay, webrtc)
+            NodeBehaviour::new(key, &config, origin, relay, webrtc, &sink)
         })?;
         for addr in &config.listen {
             swarm
@@ -59,6 +62,7 @@ impl Node {
             swarm,
             origin,
             relay: None,
+            sink,
             wire: WireLog::new(origin, config.wire_log_capacity),
             events: events_tx,
             commands: commands_rx,
@@ -93,6 +97,7 @@ impl Node {
                     next_view = futures_timer::Delay::new(self.config.view_interval).fuse();
                 }
             }
+            self.flush_log();
         }
         self.shutdown();
     }
@@ -101,11 +106,8 @@ impl Node {
         match event {
             SwarmEvent::Behaviour(report) => self.on_report(report),
             SwarmEvent::NewListenAddr { address, .. } => {
-                self.log(Report::local(
-                    Topic::Listen,
-                    None,
-                    format!("listening on {address}"),
-                ));
+                self.sink
+                    .local(Topic::Listen, None, format!("listening on {address}"));
             }
             // Connections, dials and listeners are each protocol's business (they see them as
             // `FromSwarm` events); nothing is left to do here.
@@ -117,7 +119,6 @@ impl Node {
     fn on_report(&mut self, report: Report) {
         let behaviours = self.swarm.behaviour_mut();
         match report {
-            Report::Wire(_) => self.log(report),
             Report::Misbehaved {
                 peer,
                 topic,
@@ -176,35 +177,31 @@ impl Node {
         }
     }
 
-    /// Appends a line to the Event log (the relay is named as such, not as a peer).
-    fn log(&mut self, report: Report) {
-        let Report::Wire(WireNote {
+    /// Moves the lines the behaviours wrote to the Event log (the relay is named as such, not
+    /// as a peer).
+    fn flush_log(&mut self) {
+        for WireNote {
+            at,
             direction,
             topic,
             peer,
             summary,
-        }) = report
-        else {
-            return;
-        };
-        let peer = peer.filter(|p| Some(*p) != self.relay);
-        let event = self
-            .wire
-            .push(
-                Instant::now(),
-                direction,
-                topic,
-                peer.map(|p| peer_name(&p)),
-                summary,
-            )
-            .clone();
-        if self.config.stream_wire_events {
-            // Dropped when the consumer lags; the event stays in the view's wire list.
-            let _ = self.events.try_send(NodeEvent::Wire(event));
+        } in self.sink.take()
+        {
+            let peer = peer.filter(|p| Some(*p) != self.relay);
+            let event = self
+                .wire
+                .push(at, direction, topic, peer.map(|p| peer_name(&p)), summary)
+                .clone();
+            if self.config.stream_wire_events {
+                // Dropped when the consumer lags; the event stays in the view's wire list.
+                let _ = self.events.try_send(NodeEvent::Wire(event));
+            }
         }
     }
 
     fn publish_view(&mut self) {
+        self.flush_log();
         let view = self.view();
         // Dropped when the consumer lags: the next view supersedes it.
         let _ = self.events.try_send(NodeEvent::View(Box::new(view)));
@@ -252,6 +249,7 @@ impl Node {
         for peer in peers {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
-        self.log(Report::local(Topic::Node, None, "shut down"));
+        self.sink.local(Topic::Node, None, "shut down");
+        self.flush_log();
     }
 }

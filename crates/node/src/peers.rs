@@ -29,7 +29,7 @@ use tabmesh_core::wire_log::Topic;
 use web_time::{Duration, Instant};
 
 use crate::forward::forward_to;
-use crate::report::{Report, error_chain, truncate};
+use crate::report::{Report, WireSink, error_chain, truncate};
 
 mod protocols {
     // The derive generates `ProtocolsEvent` with one undocumented variant per field.
@@ -79,16 +79,19 @@ pub struct Behaviour {
     relay_rtt: Option<Duration>,
     counters: PeerCounters,
     events: VecDeque<ToSwarm<Report, THandlerInEvent<Protocols>>>,
+    wire: WireSink,
 }
 
 impl Behaviour {
-    /// The peers of `key`'s node, announcing `agent`; timestamps count from `origin`.
+    /// The peers of `key`'s node, announcing `agent`; timestamps count from `origin`; log lines
+    /// go to `wire`.
     pub fn new(
         key: &libp2p::identity::Keypair,
         agent: String,
         ping_interval: Duration,
         config: PeerTableConfig,
         origin: Instant,
+        wire: WireSink,
     ) -> Self {
         Self {
             inner: Protocols {
@@ -110,6 +113,7 @@ impl Behaviour {
             relay_rtt: None,
             counters: PeerCounters::default(),
             events: VecDeque::new(),
+            wire,
         }
     }
 
@@ -169,11 +173,8 @@ impl Behaviour {
             return Ok(());
         }
         self.counters.refused += 1;
-        self.report(Report::local(
-            Topic::Conn,
-            Some(*peer),
-            "refused: peer table full",
-        ));
+        self.wire
+            .local(Topic::Conn, Some(*peer), "refused: peer table full");
         Err(ConnectionDenied::new(TableFull))
     }
 
@@ -204,11 +205,11 @@ impl Behaviour {
         } else {
             "accepted"
         };
-        self.report(Report::local(
+        self.wire.local(
             Topic::Conn,
             Some(e.peer_id),
             format!("{who} {how} connection"),
-        ));
+        );
     }
 
     fn on_connection_closed(&mut self, e: &ConnectionClosed<'_>) {
@@ -222,11 +223,11 @@ impl Behaviour {
             let cause = e
                 .cause
                 .map_or_else(|| "closed".to_owned(), |c| c.to_string());
-            self.report(Report::local(
+            self.wire.local(
                 Topic::Conn,
                 Some(e.peer_id),
                 format!("disconnected: {cause}"),
-            ));
+            );
         }
     }
 
@@ -244,11 +245,11 @@ impl Behaviour {
         }
         let text = error_chain(e.error);
         tracing::debug!(%peer, %text, "dial failed");
-        self.report(Report::local(
+        self.wire.local(
             Topic::Conn,
             Some(peer),
             format!("dial failed: {}", truncate(&text, 160)),
-        ));
+        );
     }
 
     fn on_listen_failure(&mut self, e: &ListenFailure<'_>) {
@@ -262,18 +263,18 @@ impl Behaviour {
             error_chain(e.error)
         );
         tracing::info!("{text}");
-        self.report(Report::local(Topic::Conn, None, truncate(&text, 200)));
+        self.wire.local(Topic::Conn, None, truncate(&text, 200));
     }
 
     fn on_identify(&mut self, now: Instant, event: identify::Event) {
         match event {
             identify::Event::Received { peer_id, info, .. } => {
                 self.table.on_identified(now, &peer_id, &info.agent_version);
-                self.report(Report::received(
+                self.wire.received(
                     Topic::Identify,
                     Some(peer_id),
                     format!("identify: {}", truncate(&info.agent_version, 40)),
-                ));
+                );
                 self.report(Report::Identified {
                     peer: peer_id,
                     listen_addrs: info.listen_addrs,
@@ -281,7 +282,7 @@ impl Behaviour {
                 });
             }
             identify::Event::Pushed { peer_id, .. } | identify::Event::Sent { peer_id, .. } => {
-                self.report(Report::sent(Topic::Identify, Some(peer_id), "identify"));
+                self.wire.sent(Topic::Identify, Some(peer_id), "identify");
             }
             identify::Event::Error { peer_id, error, .. } => {
                 self.report(Report::Misbehaved {
@@ -305,11 +306,11 @@ impl Behaviour {
                         .on_ping_success(now, &peer, event.connection, rtt);
                 }
                 let to = if is_relay { " (relay)" } else { "" };
-                self.report(Report::sent(
+                self.wire.sent(
                     Topic::Ping,
                     Some(peer),
                     format!("ping{to}: {:.1} ms", rtt.as_secs_f64() * 1e3),
-                ));
+                );
             }
             Err(ping::Failure::Other { error }) => {
                 // Anything but our own bytes echoed back: a protocol violation.
@@ -327,17 +328,16 @@ impl Behaviour {
                         peer_id: peer,
                         connection: CloseConnection::One(event.connection),
                     });
-                    self.report(Report::local(
+                    self.wire.local(
                         Topic::Ping,
                         Some(peer),
                         format!("closing connection: {reason}"),
-                    ));
+                    );
                 }
-                Verdict::Keep => self.report(Report::local(
-                    Topic::Ping,
-                    Some(peer),
-                    format!("ping failed: {error}"),
-                )),
+                Verdict::Keep => {
+                    self.wire
+                        .local(Topic::Ping, Some(peer), format!("ping failed: {error}"))
+                }
             },
         }
     }

@@ -30,7 +30,7 @@ use tabmesh_core::wire_log::Topic;
 use web_time::{Duration, Instant};
 
 use crate::forward::forward_to;
-use crate::report::{Report, error_chain, truncate};
+use crate::report::{Report, WireSink, error_chain, truncate};
 use crate::timer::Timer;
 use crate::{BootstrapSource, platform};
 
@@ -54,6 +54,7 @@ pub struct Behaviour {
     reservation_at: Option<Instant>,
     fetch: BootstrapFetch,
     events: VecDeque<ToSwarm<Report, THandlerInEvent<relay::client::Behaviour>>>,
+    wire: WireSink,
     timer: Timer,
 }
 
@@ -72,13 +73,14 @@ fn without_p2p(addr: &Multiaddr) -> Multiaddr {
 
 impl Behaviour {
     /// The link to the relay named by `source`, around the swarm's relay client; `seed` drives
-    /// the backoff jitter, timestamps count from `origin`.
+    /// the backoff jitter, timestamps count from `origin`, log lines go to `wire`.
     pub fn new(
         client: relay::client::Behaviour,
         source: BootstrapSource,
         config: RelayLinkConfig,
         seed: u64,
         origin: Instant,
+        wire: WireSink,
     ) -> Self {
         Self {
             client,
@@ -90,6 +92,7 @@ impl Behaviour {
             reservation_at: None,
             fetch: Fuse::terminated(),
             events: VecDeque::new(),
+            wire,
             timer: Timer::default(),
         }
     }
@@ -133,11 +136,8 @@ impl Behaviour {
         let (target, ice_servers) = match target {
             Ok(t) => t,
             Err(error) => {
-                self.report(Report::local(
-                    Topic::Relay,
-                    None,
-                    format!("bootstrap failed: {error}"),
-                ));
+                self.wire
+                    .local(Topic::Relay, None, format!("bootstrap failed: {error}"));
                 self.link.on_failure(now, error);
                 return;
             }
@@ -153,17 +153,17 @@ impl Behaviour {
         let opts = ListenOpts::new(target.addr.clone().with(Protocol::P2pCircuit));
         self.listener = Some(opts.listener_id());
         self.events.push_back(ToSwarm::ListenOn { opts });
-        self.report(Report::sent(
+        self.wire.sent(
             Topic::Relay,
             None,
             format!("reservation request to {}", target.addr),
-        ));
+        );
         self.relay = Some(target);
     }
 
     /// The connection or reservation is gone: clean up, retry after the backoff.
     fn on_relay_lost(&mut self, now: Instant, reason: String) {
-        self.report(Report::local(Topic::Relay, None, reason.clone()));
+        self.wire.local(Topic::Relay, None, reason.clone());
         self.link.on_failure(now, reason);
         if let Some(id) = self.listener.take() {
             self.events.push_back(ToSwarm::RemoveListener { id });
@@ -192,25 +192,16 @@ impl Behaviour {
                     .and_then(|l| l.duration())
                     .map(|d| format!(" (circuits up to {} s)", d.as_secs()))
                     .unwrap_or_default();
-                self.report(Report::received(
-                    Topic::Relay,
-                    None,
-                    format!("{what}{limit}"),
-                ));
+                self.wire
+                    .received(Topic::Relay, None, format!("{what}{limit}"));
             }
             relay::client::Event::OutboundCircuitEstablished { .. } => {
-                self.report(Report::sent(
-                    Topic::Relay,
-                    None,
-                    "circuit opened (outbound)",
-                ));
+                self.wire
+                    .sent(Topic::Relay, None, "circuit opened (outbound)");
             }
             relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
-                self.report(Report::received(
-                    Topic::Relay,
-                    Some(src_peer_id),
-                    "circuit opened (inbound)",
-                ));
+                self.wire
+                    .received(Topic::Relay, Some(src_peer_id), "circuit opened (inbound)");
             }
         }
     }
@@ -228,7 +219,7 @@ impl NetworkBehaviour for Behaviour {
         match &event {
             FromSwarm::ConnectionEstablished(e) if Some(e.peer_id) == relay => {
                 self.link.on_connected();
-                self.report(Report::local(Topic::Conn, None, "connected to the relay"));
+                self.wire.local(Topic::Conn, None, "connected to the relay");
             }
             FromSwarm::ConnectionClosed(e)
                 if Some(e.peer_id) == relay && e.remaining_established == 0 =>

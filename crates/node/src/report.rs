@@ -1,18 +1,33 @@
-//! What a protocol module tells the node: the one path from a behaviour to the rest.
+//! What a protocol module tells the rest of the node: facts to route, and lines for the log.
 //!
-//! Every behaviour of a tabmesh peer emits [`Report`]s and nothing else. Most are lines for the
-//! Event log; the others are the few facts that cross protocol boundaries, which the node
-//! routes in one place (`Node::on_report`): a violation goes to the misbehaviour ledger, the
-//! relay's identity and a peer's identify information go to the protocols that need them.
-//! A behaviour never hands a libp2p event back for someone else to interpret.
+//! Two paths, each one way:
+//! - [`Report`]: the few facts that cross protocol boundaries, emitted as the behaviour's
+//!   events and routed by the node in one place (`Node::on_report`): a violation goes to the
+//!   misbehaviour ledger, the relay's identity and a peer's identify information go to the
+//!   protocols that need them. A behaviour never hands a libp2p event back for someone else to
+//!   interpret.
+//! - [`WireSink`]: the node's one Event log, which every behaviour writes its lines into and
+//!   the node alone reads. Log lines are not swarm events: each event makes the swarm poll the
+//!   behaviours again, and with a line per ping, identify exchange and Kademlia request that
+//!   cost tabs measurably in join time (the benchmark found it; see the README's history).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tabmesh_core::bootstrap::IceServer;
 use tabmesh_core::wire_log::{Direction, Topic};
+use web_time::Instant;
+
+/// Lines waiting for the node at most; older ones are dropped first (the node reads them after
+/// every swarm event, so only a stalled node loses any).
+const MAX_PENDING_LINES: usize = 1024;
 
 /// A line for the Event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireNote {
+    /// When it happened.
+    pub at: Instant,
     /// Which way it went.
     pub direction: Direction,
     /// What it is about.
@@ -23,11 +38,74 @@ pub struct WireNote {
     pub summary: String,
 }
 
-/// What a behaviour reports.
+/// The Event log's input, shared by the behaviours of one node (cheap to clone; `Send`, as the
+/// simulation runs peers on threads).
+#[derive(Debug, Clone)]
+pub struct WireSink {
+    /// `None`: nobody reads the lines, they are not kept.
+    lines: Option<Arc<Mutex<VecDeque<WireNote>>>>,
+}
+
+impl Default for WireSink {
+    fn default() -> Self {
+        Self {
+            lines: Some(Arc::default()),
+        }
+    }
+}
+
+impl WireSink {
+    /// A sink that keeps nothing (a simulated peer, a program that prints its own output).
+    pub fn discard() -> Self {
+        Self { lines: None }
+    }
+
+    /// A line for something we sent.
+    pub fn sent(&self, topic: Topic, peer: Option<PeerId>, summary: impl Into<String>) {
+        self.push(Direction::Sent, topic, peer, summary.into());
+    }
+
+    /// A line for something we received.
+    pub fn received(&self, topic: Topic, peer: Option<PeerId>, summary: impl Into<String>) {
+        self.push(Direction::Received, topic, peer, summary.into());
+    }
+
+    /// A line for a local event about the wire.
+    pub fn local(&self, topic: Topic, peer: Option<PeerId>, summary: impl Into<String>) {
+        self.push(Direction::Local, topic, peer, summary.into());
+    }
+
+    fn push(&self, direction: Direction, topic: Topic, peer: Option<PeerId>, summary: String) {
+        let Some(lines) = &self.lines else {
+            return;
+        };
+        let note = WireNote {
+            at: Instant::now(),
+            direction,
+            topic,
+            peer,
+            summary,
+        };
+        if let Ok(mut lines) = lines.lock() {
+            if lines.len() >= MAX_PENDING_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(note);
+        }
+    }
+
+    /// The lines written since the last call, oldest first.
+    pub fn take(&self) -> Vec<WireNote> {
+        self.lines
+            .as_ref()
+            .and_then(|lines| lines.lock().ok().map(|mut l| l.drain(..).collect()))
+            .unwrap_or_default()
+    }
+}
+
+/// A fact a behaviour reports for the rest of the node.
 #[derive(Debug, Clone)]
 pub enum Report {
-    /// A line for the Event log.
-    Wire(WireNote),
     /// `peer` broke a rule of `topic`: one strike in the misbehaviour ledger.
     Misbehaved {
         /// The offender.
@@ -57,37 +135,6 @@ pub enum Report {
     },
     /// An application message arrived from `peer` (liveness for the Peers panel).
     Heard(PeerId),
-}
-
-impl Report {
-    /// A log line for something we sent.
-    pub fn sent(topic: Topic, peer: Option<PeerId>, summary: impl Into<String>) -> Self {
-        Self::wire(Direction::Sent, topic, peer, summary)
-    }
-
-    /// A log line for something we received.
-    pub fn received(topic: Topic, peer: Option<PeerId>, summary: impl Into<String>) -> Self {
-        Self::wire(Direction::Received, topic, peer, summary)
-    }
-
-    /// A log line for a local event about the wire.
-    pub fn local(topic: Topic, peer: Option<PeerId>, summary: impl Into<String>) -> Self {
-        Self::wire(Direction::Local, topic, peer, summary)
-    }
-
-    fn wire(
-        direction: Direction,
-        topic: Topic,
-        peer: Option<PeerId>,
-        summary: impl Into<String>,
-    ) -> Self {
-        Self::Wire(WireNote {
-            direction,
-            topic,
-            peer,
-            summary: summary.into(),
-        })
-    }
 }
 
 /// `text`, cut to `max` characters with an ellipsis.

@@ -36,7 +36,7 @@ use tabmesh_core::direct_upgrade::UpgradeConfig;
 use tabmesh_core::gimps::node::GossipConfig;
 use tabmesh_core::ledger::LedgerConfig;
 use tabmesh_node::gimps::codec::{self, GossipCodec};
-use tabmesh_node::report::Report;
+use tabmesh_node::report::{Report, WireNote, WireSink};
 use tabmesh_node::{direct, gimps, ledger};
 
 /// libp2p's memory transport, with a label on each listener that is added to the addresses of
@@ -236,7 +236,15 @@ fn upgrade_config() -> UpgradeConfig {
 /// The direct-upgrade behaviour of a node without WebRTC of its own: it dials nothing, but it
 /// resolves duplicates and closes relayed connections, which is what is tested here.
 fn direct_peer() -> Swarm<direct::Behaviour> {
-    swarm(|key| direct::Behaviour::new(key.public().to_peer_id(), upgrade_config(), None, false))
+    swarm(|key| {
+        direct::Behaviour::new(
+            key.public().to_peer_id(),
+            upgrade_config(),
+            None,
+            false,
+            WireSink::discard(),
+        )
+    })
 }
 
 #[tokio::test]
@@ -313,12 +321,18 @@ struct Gossiper {
     gimps: gimps::Behaviour,
 }
 
-fn gossiper(ban: Duration) -> Swarm<Gossiper> {
-    swarm(|key| Gossiper {
-        ledger: ledger::Behaviour::new(LedgerConfig {
-            first_ban: ban,
-            ..LedgerConfig::default()
-        }),
+/// The gossiping peer and its Event log's input.
+fn gossiper(ban: Duration) -> (Swarm<Gossiper>, WireSink) {
+    let wire = WireSink::default();
+    let log = wire.clone();
+    let swarm = swarm(|key| Gossiper {
+        ledger: ledger::Behaviour::new(
+            LedgerConfig {
+                first_ban: ban,
+                ..LedgerConfig::default()
+            },
+            log.clone(),
+        ),
         gimps: gimps::Behaviour::new(
             key.clone(),
             GossipConfig {
@@ -327,8 +341,10 @@ fn gossiper(ban: Duration) -> Swarm<Gossiper> {
                 ..GossipConfig::default()
             },
             web_time::Instant::now(),
+            log,
         ),
-    })
+    });
+    (swarm, wire)
 }
 
 type Sender = request_response::Behaviour<GossipCodec>;
@@ -345,30 +361,31 @@ fn garbage_sender() -> Swarm<Sender> {
 }
 
 /// Drives the honest peer (routing violations to its ledger, as the node does) and the offender
-/// until `done` holds for the offender's events or the honest peer's reports.
+/// until `done` holds for an offender's event or a line the honest peer logged (checked after
+/// every event and every 50 ms).
 async fn run_pair(
     honest: &mut Swarm<Gossiper>,
+    log: &WireSink,
     offender: &mut Swarm<Sender>,
-    mut done: impl FnMut(
-        Option<&SwarmEvent<request_response::Event<Vec<u8>, ()>>>,
-        Option<&Report>,
-    ) -> bool,
+    mut done: impl FnMut(Option<&SwarmEvent<request_response::Event<Vec<u8>, ()>>>, &[WireNote]) -> bool,
 ) {
     let deadline = tokio::time::sleep(Duration::from_secs(20));
     tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         tokio::select! {
             event = honest.select_next_some() => {
-                if let SwarmEvent::Behaviour(report) = &event {
-                    if let Report::Misbehaved { peer, topic, reason } = report {
-                        honest.behaviour_mut().ledger.strike(*peer, *topic, reason);
-                    }
-                    if done(None, Some(report)) {
-                        return;
-                    }
+                if let SwarmEvent::Behaviour(Report::Misbehaved { peer, topic, reason }) = &event {
+                    honest.behaviour_mut().ledger.strike(*peer, *topic, reason);
+                }
+                if done(None, &log.take()) {
+                    return;
                 }
             }
-            event = offender.select_next_some() => if done(Some(&event), None) {
+            event = offender.select_next_some() => if done(Some(&event), &log.take()) {
+                return;
+            },
+            _ = tick.tick() => if done(None, &log.take()) {
                 return;
             },
             () = &mut deadline => panic!("not reached in 20 s"),
@@ -376,28 +393,25 @@ async fn run_pair(
     }
 }
 
-fn banned_for(report: Option<&Report>, peer: PeerId) -> Option<String> {
-    match report {
-        Some(Report::Wire(note))
-            if note.peer == Some(peer) && note.summary.starts_with("banned for") =>
-        {
-            Some(note.summary.clone())
-        }
-        _ => None,
-    }
+/// The first line of `lines` about `peer` that starts with `start`.
+fn line_about(lines: &[WireNote], peer: PeerId, start: &str) -> Option<String> {
+    lines
+        .iter()
+        .find(|n| n.peer == Some(peer) && n.summary.starts_with(start))
+        .map(|n| n.summary.clone())
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_repeat_offender_is_refused_while_banned_and_banned_longer_next_time() {
     let ban = Duration::from_millis(800);
-    let mut honest = gossiper(ban);
+    let (mut honest, log) = gossiper(ban);
     let mut offender = garbage_sender();
     let addr = listen(&mut honest, "").await;
     let (honest_id, offender_id) = (*honest.local_peer_id(), *offender.local_peer_id());
 
     for round in 1..=2u32 {
         offender.dial(addr.clone()).unwrap();
-        run_pair(&mut honest, &mut offender, |event, _| {
+        run_pair(&mut honest, &log, &mut offender, |event, _| {
             matches!(event, Some(SwarmEvent::ConnectionEstablished { .. }))
         })
         .await;
@@ -408,8 +422,10 @@ async fn a_repeat_offender_is_refused_while_banned_and_banned_longer_next_time()
                 .send_request(&honest_id, b"\x00 not a gossip message".to_vec());
         }
         let mut summary = None;
-        run_pair(&mut honest, &mut offender, |_, report| {
-            summary = summary.take().or_else(|| banned_for(report, offender_id));
+        run_pair(&mut honest, &log, &mut offender, |_, lines| {
+            summary = summary
+                .take()
+                .or_else(|| line_about(lines, offender_id, "banned for"));
             summary.is_some()
         })
         .await;
@@ -420,7 +436,7 @@ async fn a_repeat_offender_is_refused_while_banned_and_banned_longer_next_time()
             "banned for 3.2 s (ban #2)"
         };
         assert!(summary.starts_with(expected), "{summary}");
-        run_pair(&mut honest, &mut offender, |event, _| {
+        run_pair(&mut honest, &log, &mut offender, |event, _| {
             matches!(
                 event,
                 Some(SwarmEvent::ConnectionClosed {
@@ -445,7 +461,7 @@ async fn a_repeat_offender_is_refused_while_banned_and_banned_longer_next_time()
 
         // Back at once: refused, nothing it sends is read.
         offender.dial(addr.clone()).unwrap();
-        run_pair(&mut honest, &mut offender, |event, _| {
+        run_pair(&mut honest, &log, &mut offender, |event, _| {
             matches!(event, Some(SwarmEvent::OutgoingConnectionError { .. }))
                 || matches!(event, Some(SwarmEvent::ConnectionClosed { .. }))
         })
@@ -463,11 +479,10 @@ async fn a_repeat_offender_is_refused_while_banned_and_banned_longer_next_time()
         );
 
         // The ban expires: the ledger lifts it and the peer is accepted again.
-        let lifted = |report: Option<&Report>| {
-            matches!(report, Some(Report::Wire(n))
-                if n.peer == Some(offender_id) && n.summary.starts_with("ban ended"))
-        };
-        run_pair(&mut honest, &mut offender, |_, report| lifted(report)).await;
+        run_pair(&mut honest, &log, &mut offender, |_, lines| {
+            line_about(lines, offender_id, "ban ended").is_some()
+        })
+        .await;
         assert!(honest.behaviour().ledger.view().is_empty());
     }
     // The second ban was four times the first (0.8 s, then 3.2 s).
@@ -489,12 +504,13 @@ async fn a_peer_storing_forged_records_is_banned_and_nothing_it_sent_is_kept() {
     use tabmesh_core::dht::DhtConfig;
 
     let mut honest = swarm(|key| DhtPeer {
-        ledger: ledger::Behaviour::new(LedgerConfig::default()),
+        ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
         dht: tabmesh_node::dht::Behaviour::new(
             key.clone(),
             DhtConfig::default(),
             Box::new(tabmesh_node::dht::MemoryBackend),
             tabmesh_node::dht::Role::Peer { discovery: None },
+            WireSink::discard(),
         ),
     });
     let addr = listen(&mut honest, "").await;

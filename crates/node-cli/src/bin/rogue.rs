@@ -24,7 +24,7 @@ use tabmesh_node::libp2p::request_response::{self, ProtocolSupport};
 use tabmesh_node::libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use tabmesh_node::libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use tabmesh_node::libp2p::{self, Multiaddr, PeerId, noise, tcp, yamux};
-use tabmesh_node::report::Report;
+use tabmesh_node::report::{Report, WireSink};
 use tabmesh_node::{BootstrapSource, dht, gimps, peers, relay_link};
 
 /// A peer that misbehaves on purpose, to watch it being banned.
@@ -103,6 +103,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 RelayLinkConfig::default(),
                 1,
                 origin,
+                WireSink::discard(),
             ),
             peers: peers::Behaviour::new(
                 key,
@@ -110,6 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Duration::from_secs(5),
                 PeerTableConfig::default(),
                 origin,
+                WireSink::discard(),
             ),
             dht: dht::Behaviour::new(
                 key.clone(),
@@ -118,6 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 dht::Role::Peer {
                     discovery: Some(tabmesh_core::discovery::DiscoveryConfig::default()),
                 },
+                WireSink::discard(),
             ),
             gossip: request_response::Behaviour::with_codec(
                 gimps::codec::GossipCodec,

@@ -48,7 +48,7 @@ pub use store::{KadStore, MemoryBackend, StoreBackend, kad_record};
 use crate::forward::forward_to;
 use crate::platform::unix_now_ms;
 use crate::relay_link::is_circuit;
-use crate::report::Report;
+use crate::report::{Report, WireSink};
 use crate::timer::Timer;
 
 /// How often expired records are dropped.
@@ -103,16 +103,19 @@ pub struct Behaviour {
     joining: Vec<(kad::QueryId, oneshot::Sender<()>)>,
     observer: Option<KadObserver>,
     events: VecDeque<ToSwarm<Report, THandlerInEvent<ObservedKad>>>,
+    wire: WireSink,
     timer: Timer,
 }
 
 impl Behaviour {
-    /// The DHT of `keypair`'s peer, its records kept on `backend`.
+    /// The DHT of `keypair`'s peer, its records kept on `backend`, its log lines going to
+    /// `wire`.
     pub fn new(
         keypair: Keypair,
         config: DhtConfig,
         backend: Box<dyn StoreBackend>,
         role: Role,
+        wire: WireSink,
     ) -> Self {
         let local = keypair.public().to_peer_id();
         let mut kad = kademlia::kademlia(local, &config, backend);
@@ -143,6 +146,7 @@ impl Behaviour {
             joining: Vec::new(),
             observer: None,
             events: VecDeque::new(),
+            wire,
             timer: Timer::default(),
         }
     }
@@ -233,16 +237,15 @@ impl Behaviour {
     }
 
     fn log(&mut self, peer: Option<PeerId>, summary: String) {
-        let report = if peer.is_some() {
-            Report::received(Topic::Dht, peer, summary)
+        if peer.is_some() {
+            self.wire.received(Topic::Dht, peer, summary);
         } else {
-            Report::local(Topic::Dht, None, summary)
-        };
-        self.report(report);
+            self.wire.local(Topic::Dht, None, summary);
+        }
     }
 
     fn log_sent(&mut self, summary: String) {
-        self.report(Report::sent(Topic::Dht, None, summary));
+        self.wire.sent(Topic::Dht, None, summary);
     }
 
     fn on_kad_event(&mut self, now: Instant, event: kad::Event) {
@@ -280,11 +283,11 @@ impl Behaviour {
                         .iter()
                         .filter(|p| Some(p.peer_id) != self.relay)
                         .count();
-                    self.report(Report::received(
+                    self.wire.received(
                         Topic::Kad,
                         None,
                         format!("lookup done: {others} peer(s) near us"),
-                    ));
+                    );
                 }
                 for info in peers {
                     self.dial_discovered(info.peer_id, info.addrs);
@@ -356,11 +359,8 @@ impl Behaviour {
     fn discover(&mut self) {
         let me = self.local;
         self.kad.get_closest_peers(me);
-        self.report(Report::sent(
-            Topic::Kad,
-            None,
-            "lookup: FIND_NODE for our own id",
-        ));
+        self.wire
+            .sent(Topic::Kad, None, "lookup: FIND_NODE for our own id");
     }
 
     fn timed_work(&mut self, now: Instant) {

@@ -13,7 +13,6 @@ use web_time::Instant;
 
 use super::{Behaviour, DhtReplySender, MAX_RUNNING_OPS, RpcObservation, Running, kad_record};
 use crate::platform::unix_now_ms;
-use crate::report::Report;
 
 impl Behaviour {
     /// Starts a user request; the answer goes to `reply` when it is known.
@@ -238,14 +237,14 @@ impl Behaviour {
         }
         if !handed.is_empty() {
             self.counters.handed_over += handed.len() as u64;
-            self.report(Report::sent(
+            self.wire.sent(
                 Topic::Dht,
                 Some(peer),
                 format!(
                     "handed over {} record(s) to a peer that joined near their keys",
                     handed.len()
                 ),
-            ));
+            );
         }
     }
 }

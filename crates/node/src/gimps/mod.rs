@@ -27,7 +27,7 @@ use web_time::{Duration, Instant};
 
 use crate::forward::forward_to;
 use crate::platform;
-use crate::report::{Report, truncate};
+use crate::report::{Report, WireSink, truncate};
 use crate::timer::Timer;
 use codec::GossipCodec;
 
@@ -48,12 +48,14 @@ pub struct Behaviour {
     tested_total: u64,
     learned_at_unix_ms: Option<u64>,
     events: VecDeque<ToSwarm<Report, THandlerInEvent<Transport>>>,
+    wire: WireSink,
     timer: Timer,
 }
 
 impl Behaviour {
-    /// The gossip node of `key`, with `config`; view timestamps count from `origin`.
-    pub fn new(key: Keypair, config: GossipConfig, origin: Instant) -> Self {
+    /// The gossip node of `key`, with `config`; view timestamps count from `origin`, log lines
+    /// go to `wire`.
+    pub fn new(key: Keypair, config: GossipConfig, origin: Instant, wire: WireSink) -> Self {
         let transport = request_response::Behaviour::with_codec(
             GossipCodec,
             [(codec::PROTOCOL, ProtocolSupport::Full)],
@@ -71,6 +73,7 @@ impl Behaviour {
             tested_total: 0,
             learned_at_unix_ms: None,
             events: VecDeque::new(),
+            wire,
             timer: Timer::default(),
         }
     }
@@ -84,11 +87,8 @@ impl Behaviour {
     /// Stop answering and sending (peers will evict us).
     pub fn sleep(&mut self) {
         self.node.sleep();
-        self.report(Report::local(
-            Topic::Gimps,
-            None,
-            "asleep: not answering or sending",
-        ));
+        self.wire
+            .local(Topic::Gimps, None, "asleep: not answering or sending");
     }
 
     /// Answer and send again.
@@ -96,7 +96,7 @@ impl Behaviour {
         let now = Instant::now();
         self.node.wake(now);
         self.rejoin_connected_peers(now);
-        self.report(Report::local(Topic::Gimps, None, "awake"));
+        self.wire.local(Topic::Gimps, None, "awake");
     }
 
     /// Forget what was learnt.
@@ -105,7 +105,7 @@ impl Behaviour {
         self.node.reset(now);
         self.learned_at_unix_ms = None;
         self.rejoin_connected_peers(now);
-        self.report(Report::local(Topic::Gimps, None, "state reset"));
+        self.wire.local(Topic::Gimps, None, "state reset");
     }
 
     /// Turn the cooperative search mode on or off.
@@ -116,11 +116,8 @@ impl Behaviour {
         } else {
             "racing (seed behaviour)"
         };
-        self.report(Report::local(
-            Topic::Gimps,
-            None,
-            format!("search mode: {mode}"),
-        ));
+        self.wire
+            .local(Topic::Gimps, None, format!("search mode: {mode}"));
     }
 
     /// The `gimps` section of the view.
@@ -172,15 +169,14 @@ impl Behaviour {
                             peer_name(&message.msg_originator),
                             message.ttl
                         );
-                        self.report(Report::sent(Topic::Gimps, Some(to), summary));
+                        self.wire.sent(Topic::Gimps, Some(to), summary);
                     }
                     self.transport.send_request(&to, message.encode());
                 }
-                GossipAction::Evicted(peer) => self.report(Report::local(
-                    Topic::Gimps,
-                    Some(peer),
-                    "evicted: silent too long",
-                )),
+                GossipAction::Evicted(peer) => {
+                    self.wire
+                        .local(Topic::Gimps, Some(peer), "evicted: silent too long")
+                }
                 GossipAction::NewBiggest {
                     exponent,
                     originator,
@@ -191,18 +187,18 @@ impl Behaviour {
                     } else {
                         peer_name(&originator)
                     };
-                    self.report(Report::local(
+                    self.wire.local(
                         Topic::Gimps,
                         None,
                         format!("largest prime now 2^{exponent}-1, found by {who}"),
-                    ));
+                    );
                 }
                 GossipAction::Rejected { from, reason } => {
-                    self.report(Report::local(
+                    self.wire.local(
                         Topic::Gimps,
                         Some(from),
                         format!("rejected: {}", truncate(&reason, 160)),
-                    ));
+                    );
                     self.report(Report::Misbehaved {
                         peer: from,
                         topic: Topic::Gimps,
