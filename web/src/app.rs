@@ -6,16 +6,14 @@ use yew::prelude::*;
 use crate::components::{
     DhtPanel, EventLog, GimpsLog, GimpsPanel, Header, PeersPanel, RelayBanner,
 };
-use crate::node_client::NodeClient;
+use crate::node_client::{NodeClient, Update};
 use crate::state::{Action, AppState};
 
-/// Properties of [`App`]: the node, started before the first render, or why it did not start.
+/// Properties of [`App`]: the client of this tab's node.
 #[derive(Properties, PartialEq)]
 pub(crate) struct AppProps {
     /// The node's client.
-    pub(crate) client: Option<NodeClient>,
-    /// Why the node could not start.
-    pub(crate) startup_error: Option<AttrValue>,
+    pub(crate) client: NodeClient,
 }
 
 /// What components need to act: the node's client and the reducer's dispatcher.
@@ -34,23 +32,19 @@ pub(crate) fn app(props: &AppProps) -> Html {
     {
         let dispatcher = state.dispatcher();
         let client = props.client.clone();
-        let startup_error = props.startup_error.clone();
-        use_effect_with((), move |()| match (client, startup_error) {
-            (Some(client), _) => {
-                let dispatcher = dispatcher.clone();
-                client.on_view(Callback::from(move |view| {
-                    dispatcher.dispatch(Action::View(view));
-                }));
-            }
-            (None, error) => dispatcher.dispatch(Action::Fatal(
-                error.map_or_else(|| "unknown error".to_owned(), |e| e.to_string()),
-            )),
+        use_effect_with((), move |()| {
+            client.on_update(Callback::from(move |update| {
+                dispatcher.dispatch(match update {
+                    Update::View(view) => Action::View(view),
+                    Update::Fatal(error) => Action::Fatal(error),
+                });
+            }));
         });
     }
-    let ui = props.client.clone().map(|client| Ui {
-        client,
+    let ui = Ui {
+        client: props.client.clone(),
         dispatch: state.dispatcher(),
-    });
+    };
 
     let body = match (&state.view, &state.fatal) {
         (_, Some(error)) => html! {
@@ -99,10 +93,7 @@ pub(crate) fn app(props: &AppProps) -> Html {
             </footer>
         </>
     };
-    match ui {
-        Some(ui) => html! {
-            <div class="app"><ContextProvider<Ui> context={ui}>{ page }</ContextProvider<Ui>></div>
-        },
-        None => html! { <div class="app">{ page }</div> },
+    html! {
+        <div class="app"><ContextProvider<Ui> context={ui}>{ page }</ContextProvider<Ui>></div>
     }
 }

@@ -1,8 +1,8 @@
 //! The tabmesh web app: one browser tab, one libp2p peer, and a Yew UI that shows it.
 //!
-//! On load the tab starts its node ([`node_client::NodeClient`]: identity from
-//! `sessionStorage`, relay from `/api/bootstrap`), exposes `window.tabmesh` for scripts and tests
-//! ([`js_api`]) and renders the [`App`](app::App). Node views and the answers to the page's
+//! On load the tab exposes `window.tabmesh` for scripts and tests ([`js_api`]), renders the
+//! [`App`](app::App) and then starts its node ([`node_client::NodeClient`]: identity from
+//! `sessionStorage`, relay from `/api/bootstrap`). Node views and the answers to the page's
 //! requests reach the UI as [`Action`](state::Action)s on one Yew reducer; the UI never touches
 //! the network, and every command leaves through the one client.
 
@@ -23,18 +23,11 @@ pub fn start() {
             .set_max_level(tracing::Level::INFO)
             .build(),
     );
-    let props = match node_client::NodeClient::start() {
-        Ok(client) => {
-            js_api::install(&client);
-            app::AppProps {
-                client: Some(client),
-                startup_error: None,
-            }
-        }
-        Err(error) => app::AppProps {
-            client: None,
-            startup_error: Some(error.into()),
-        },
-    };
-    yew::Renderer::<app::App>::with_props(props).render();
+    let client = node_client::NodeClient::new();
+    js_api::install(&client);
+    yew::Renderer::<app::App>::with_props(app::AppProps {
+        client: client.clone(),
+    })
+    .render();
+    client.launch();
 }

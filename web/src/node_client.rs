@@ -1,9 +1,11 @@
 //! The tab's node and the one handle to it.
 //!
-//! [`NodeClient::start`] starts the node before the page renders. The client is the only way in
-//! and out: commands leave through it ([`NodeClient::send`], [`NodeClient::dht`],
-//! [`NodeClient::perf`]), and every view the node publishes arrives through it, kept as the
-//! latest (for `window.tabmesh.state()`) and passed to the page's reducer as an
+//! The client exists from the start ([`NodeClient::new`]); the node behind it is built by
+//! [`NodeClient::launch`] just after the page's first render, so that the page shows its
+//! loading state first. The client is the only way in and out:
+//! commands leave through it ([`NodeClient::send`], [`NodeClient::dht`], [`NodeClient::perf`]),
+//! and every view the node publishes arrives through it, kept as the latest (for
+//! `window.tabmesh.state()`) and passed to the page's reducer as an
 //! [`Action`](crate::state::Action). Components reach it through a Yew context.
 
 use std::cell::{Cell, RefCell};
@@ -17,19 +19,39 @@ use tabmesh_node::perf::PerfReport;
 use tabmesh_node::{BootstrapSource, Command, Node, NodeConfig, NodeEvent, NodeView, platform};
 use yew::Callback;
 
-/// What the client shares with the task that receives the node's views.
+/// What the node tells the page.
+#[derive(Debug, Clone)]
+pub(crate) enum Update {
+    /// A fresh view.
+    View(Rc<NodeView>),
+    /// The node could not start, and why.
+    Fatal(String),
+}
+
+/// What the client shares with the tasks that build and hear the node.
 #[derive(Default)]
 struct Shared {
+    /// Kept for the page's lifetime: dropping the last command sender stops the node. `None`
+    /// until the node is built.
+    commands: RefCell<Option<mpsc::Sender<Command>>>,
     latest: RefCell<Option<Rc<NodeView>>>,
-    on_view: RefCell<Option<Callback<Rc<NodeView>>>>,
+    fatal: RefCell<Option<String>>,
+    listener: RefCell<Option<Callback<Update>>>,
     next_request: Cell<u64>,
 }
 
+impl Shared {
+    fn tell(&self, update: Update) {
+        let listener = self.listener.borrow().clone();
+        if let Some(listener) = listener {
+            listener.emit(update);
+        }
+    }
+}
+
 /// The handle to this tab's node.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) struct NodeClient {
-    /// Kept for the page's lifetime: dropping the last command sender stops the node.
-    commands: mpsc::Sender<Command>,
     shared: Rc<Shared>,
 }
 
@@ -40,44 +62,54 @@ impl PartialEq for NodeClient {
 }
 
 impl NodeClient {
-    /// Starts the node with this tab's identity and the settings in the page's URL.
-    pub(crate) fn start() -> Result<Self, String> {
-        let mut config = NodeConfig::new(
-            platform::session_identity(),
-            BootstrapSource::Url("/api/bootstrap".to_owned()),
-            format!("{AGENT_WEB}/{}", env!("CARGO_PKG_VERSION")),
-        );
-        config.clock_origin_offset = platform::since_page_load();
-        config.seed = (js_sys::Math::random() * 2f64.powi(53)) as u64;
-        url_settings(&mut config);
-        let (node, mut handle) = Node::new(config).map_err(|e| e.to_string())?;
-        let shared = Rc::new(Shared::default());
-        wasm_bindgen_futures::spawn_local(node.run());
-        let receiver = shared.clone();
+    /// A client whose node is not built yet (see [`launch`](Self::launch)).
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds the node (this tab's identity, the settings in the page's URL) and starts it,
+    /// in a task of its own that runs after the page's first render, which was queued before.
+    pub(crate) fn launch(&self) {
+        let shared = self.shared.clone();
         wasm_bindgen_futures::spawn_local(async move {
+            let mut config = NodeConfig::new(
+                platform::session_identity(),
+                BootstrapSource::Url("/api/bootstrap".to_owned()),
+                format!("{AGENT_WEB}/{}", env!("CARGO_PKG_VERSION")),
+            );
+            config.clock_origin_offset = platform::since_page_load();
+            config.seed = (js_sys::Math::random() * 2f64.powi(53)) as u64;
+            url_settings(&mut config);
+            let (node, mut handle) = match Node::new(config) {
+                Ok(built) => built,
+                Err(error) => {
+                    *shared.fatal.borrow_mut() = Some(error.to_string());
+                    shared.tell(Update::Fatal(error.to_string()));
+                    return;
+                }
+            };
+            *shared.commands.borrow_mut() = Some(handle.commands);
+            wasm_bindgen_futures::spawn_local(node.run());
             while let Some(event) = handle.events.next().await {
                 if let NodeEvent::View(view) = event {
                     let view = Rc::new(*view);
-                    *receiver.latest.borrow_mut() = Some(view.clone());
-                    let listener = receiver.on_view.borrow().clone();
-                    if let Some(listener) = listener {
-                        listener.emit(view);
-                    }
+                    *shared.latest.borrow_mut() = Some(view.clone());
+                    shared.tell(Update::View(view));
                 }
             }
         });
-        Ok(Self {
-            commands: handle.commands,
-            shared,
-        })
     }
 
-    /// Calls `listener` with every view from now on (the page's reducer).
-    pub(crate) fn on_view(&self, listener: Callback<Rc<NodeView>>) {
-        if let Some(view) = self.latest_view() {
-            listener.emit(view);
+    /// Calls `listener` with what the node tells from now on (the page's reducer), starting
+    /// with what it has told already.
+    pub(crate) fn on_update(&self, listener: Callback<Update>) {
+        if let Some(error) = self.shared.fatal.borrow().clone() {
+            listener.emit(Update::Fatal(error));
         }
-        *self.shared.on_view.borrow_mut() = Some(listener);
+        if let Some(view) = self.latest_view() {
+            listener.emit(Update::View(view));
+        }
+        *self.shared.listener.borrow_mut() = Some(listener);
     }
 
     /// The latest view, if the node has published one.
@@ -92,9 +124,11 @@ impl NodeClient {
         id
     }
 
-    /// Sends `command`; `false` if the node is gone or swamped (a click can retry).
+    /// Sends `command`; `false` if the node is not running yet, gone or swamped (a click can
+    /// retry).
     pub(crate) fn send(&self, command: Command) -> bool {
-        self.commands.clone().try_send(command).is_ok()
+        let sender = self.shared.commands.borrow().clone();
+        sender.is_some_and(|mut sender| sender.try_send(command).is_ok())
     }
 
     /// Sends `request` to the node's DHT and waits for its answer (a lookup takes up to the
