@@ -177,9 +177,17 @@ impl Browser {
         if raw.is_null() {
             return Ok(None);
         }
-        Ok(Some(
-            serde_json::from_value(raw).context("window.tabmesh.state() is not a NodeView")?,
-        ))
+        match serde_json::from_value(raw.clone()) {
+            Ok(view) => Ok(Some(view)),
+            Err(e) => {
+                // Name the fields that cannot be what they should be, to find the culprit.
+                let mut odd = Vec::new();
+                odd_numbers(&raw, "state", &mut odd);
+                Err(anyhow::Error::new(e).context(format!(
+                    "window.tabmesh.state() is not a NodeView (numbers that are not u64: {odd:?})"
+                )))
+            }
+        }
     }
 
     /// `window.tabmesh.state()` of `tab` as untyped JSON.
@@ -292,5 +300,25 @@ impl Drop for Browser {
             crate::kill_tree(self.driver.id());
             let _ = self.driver.wait();
         }
+    }
+}
+
+/// Paths of the numbers in `value` that are not whole, or too large to be a `u64` counter.
+fn odd_numbers(value: &Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Number(n) if n.is_f64() && n.as_f64().is_some_and(|f| f.abs() > 1e15) => {
+            out.push(format!("{path} = {n}"));
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                odd_numbers(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                odd_numbers(item, &format!("{path}.{key}"), out);
+            }
+        }
+        _ => {}
     }
 }

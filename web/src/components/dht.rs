@@ -363,7 +363,7 @@ fn providers_table(providers: &[ProviderView]) -> Html {
                                 <span class="peer-name" title={p.peer_id.clone()}>{ &p.name }</span>
                                 if p.mine { <span class="badge direct">{ "you" }</span> }
                             </td>
-                            <td class="muted">{ span_text(p.expires_in_ms) }</td>
+                            <td class="muted">{ p.expires_in_ms.map_or_else(|| "while provided".to_owned(), span_text) }</td>
                         </tr>
                     }) }
                 </tbody>

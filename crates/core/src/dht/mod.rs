@@ -331,8 +331,10 @@ pub struct ProviderView {
     pub name: String,
     /// Whether it is us.
     pub mine: bool,
-    /// Time left, ms (0 for providers found by a lookup).
-    pub expires_in_ms: u64,
+    /// Time left, ms; `None` when it has no expiry: our own (renewed while we provide the
+    /// key) and those a lookup found.
+    #[serde(default)]
+    pub expires_in_ms: Option<u64>,
 }
 
 /// One peer of the routing table.

@@ -341,7 +341,7 @@ impl Operation {
                         peer_id: p.to_base58(),
                         name: peer_name(p),
                         mine: p == local,
-                        expires_in_ms: 0,
+                        expires_in_ms: None,
                     })
                     .collect(),
                 key,

@@ -28,7 +28,9 @@ impl Behaviour {
                 peer_id: e.provider.to_base58(),
                 name: peer_name(&e.provider),
                 mine: e.provider == local,
-                expires_in_ms: e.expires_at_ms.saturating_sub(now_ms),
+                // Our own entries have no expiry (Kademlia renews them while we provide).
+                expires_in_ms: (e.expires_at_ms != u64::MAX)
+                    .then(|| e.expires_at_ms.saturating_sub(now_ms)),
             })
             .collect();
         let (routing_table, routing_table_size) = self.routing_view();
