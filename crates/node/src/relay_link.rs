@@ -19,7 +19,8 @@ use futures::future::{Fuse, FusedFuture, LocalBoxFuture};
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{
-    CloseConnection, FromSwarm, ListenOpts, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm,
+    CloseConnection, DialError, FromSwarm, ListenOpts, NetworkBehaviour, THandler, THandlerInEvent,
+    ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId, relay};
 use tabmesh_core::bootstrap::BootstrapInfo;
@@ -237,9 +238,17 @@ impl NetworkBehaviour for Behaviour {
                 };
                 self.on_relay_lost(now, reason);
             }
-            // The reservation listener may not report a failed dial; do not wait.
+            // The reservation listener may not report a failed dial; do not wait. A dial that
+            // was not made because another one to the relay is under way (another protocol,
+            // such as the DHT announcing a service at start, dialed first) is no failure:
+            // treating it as one removed the reservation listener while that other dial went
+            // on to carry the reservation, leaving a node that holds a reservation but refuses
+            // every circuit.
             FromSwarm::DialFailure(e)
-                if e.peer_id.is_some() && e.peer_id == relay && !self.link.is_reserved() =>
+                if e.peer_id.is_some()
+                    && e.peer_id == relay
+                    && !self.link.is_reserved()
+                    && !matches!(e.error, DialError::DialPeerConditionFalse(_)) =>
             {
                 let text = error_chain(e.error);
                 self.on_relay_lost(
