@@ -60,10 +60,14 @@ pub struct PeerCounters {
     pub refused: u64,
 }
 
-/// Whether a connection goes through a relay circuit or straight to the peer. A `/webrtc`
-/// address names the relay it was signaled through, but the connection is direct.
+/// Whether a connection goes through a relay circuit or straight to the peer. In a tab, a
+/// `/webrtc` address names the relay it was signaled through, but the connection is direct. A
+/// native node has no WebRTC transport: its relay client takes a tab's `/webrtc` address as a
+/// plain circuit, so there such a connection is relayed.
 pub fn connection_kind(endpoint: &ConnectedPoint) -> ConnectionKind {
-    if endpoint.is_relayed() && !tabmesh_webrtc::addr::is_webrtc(endpoint.get_remote_address()) {
+    let direct_webrtc = cfg!(target_arch = "wasm32")
+        && tabmesh_webrtc::addr::is_webrtc(endpoint.get_remote_address());
+    if endpoint.is_relayed() && !direct_webrtc {
         ConnectionKind::Relayed
     } else {
         ConnectionKind::Direct
