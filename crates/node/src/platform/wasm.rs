@@ -12,6 +12,7 @@ use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::{Swarm, noise, relay, websocket_websys, yamux};
 use tabmesh_core::bootstrap::{BootstrapInfo, RelayTransport};
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -147,6 +148,27 @@ impl DirectTransport {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Closes the page's WebRTC connections on `pagehide`, so that peers see a closed tab leave
+/// at once rather than when ICE consent checks fail (see `tabmesh_webrtc::browser::close_all`).
+/// Installed once per page.
+fn close_connections_when_the_page_goes() {
+    thread_local!(static INSTALLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if INSTALLED.with(|i| i.replace(true)) {
+        return;
+    }
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let on_hide = Closure::<dyn FnMut()>::new(tabmesh_webrtc::browser::close_all);
+    if window
+        .add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref())
+        .is_ok()
+    {
+        // For the page's lifetime.
+        on_hide.forget();
+    }
+}
+
 /// The tab's swarm: WebSocket to the relay, relay circuits and `/webrtc`; `behaviour` builds
 /// the behaviours around the relay client and the WebRTC signaling.
 pub(crate) fn build_swarm(
@@ -163,6 +185,7 @@ pub(crate) fn build_swarm(
     // client, which would take any `/p2p-circuit` address (and `…/webrtc`) as a plain circuit.
     let (relay_transport, relay_behaviour) = relay::client::new(keypair.public().to_peer_id());
     let (webrtc_transport, webrtc_behaviour) = tabmesh_webrtc::new(direct.0.clone());
+    close_connections_when_the_page_goes();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_wasm_bindgen()
         .with_other_transport(move |key| {
