@@ -139,6 +139,10 @@ pub struct RelayArgs {
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_ban_secs: u64,
 
+    /// Limits of the HTTP gateway to services (`POST /api/services/{service}/{type}`).
+    #[command(flatten)]
+    pub gateway: tabmesh_gateway::GatewayArgs,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

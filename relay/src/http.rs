@@ -4,6 +4,7 @@
 //!   so a tab needs no configuration (503 until a listener is up);
 //! - `GET /metrics`: Prometheus text (OpenMetrics) with libp2p's metrics and ours;
 //! - `GET /healthz`: `ok`;
+//! - `/api/services`: the services gateway ([`tabmesh_gateway`]);
 //! - everything else: files of the built web app, with `index.html` for unknown paths, or a page
 //!   that says how to build the app when it is missing.
 
@@ -20,12 +21,13 @@ use tower_http::services::{ServeDir, ServeFile};
 use crate::network::SharedState;
 
 /// The HTTP routes.
-pub fn router(shared: Arc<SharedState>, web_dir: PathBuf) -> Router {
+pub fn router(shared: Arc<SharedState>, web_dir: PathBuf, gateway: Router) -> Router {
     let api = Router::new()
         .route("/api/bootstrap", get(bootstrap))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(shared);
+        .with_state(shared)
+        .merge(gateway);
     let index = web_dir.join("index.html");
     if index.is_file() {
         api.fallback_service(ServeDir::new(&web_dir).fallback(ServeFile::new(index)))

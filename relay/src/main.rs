@@ -1,8 +1,8 @@
 //! `tabmesh-relay`: the native relay and bootstrap server of a tabmesh network.
 //!
-//! One process: a libp2p node (circuit relay v2 server, Kademlia bootstrap node, identify, ping)
-//! listening on TCP and WebSocket, and an HTTP server for the web app, `/api/bootstrap` and
-//! `/metrics`. It stops gracefully on SIGINT or SIGTERM. See `tabmesh-relay --help`.
+//! One process: a libp2p node (circuit relay v2 server, Kademlia bootstrap node, identify, ping,
+//! and an entry to services) listening on TCP and WebSocket, and an HTTP server for the web app,
+//! `/api/bootstrap`, `/metrics` and the services gateway (`/api/services`). It stops gracefully on SIGINT or SIGTERM. See `tabmesh-relay --help`.
 
 mod config;
 mod http;
@@ -28,7 +28,10 @@ async fn main() -> std::process::ExitCode {
             .exit();
     }
     init_logging(args.log_format);
-    match run(args).await {
+    // The swarm's behaviours keep local (not `Send`) futures, as they do in a tab: the network
+    // task runs on this thread, the HTTP server on the runtime's workers.
+    let local = tokio::task::LocalSet::new();
+    match local.run_until(run(args)).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -63,16 +66,20 @@ async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let http_addr = listener.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = http::router(shared, args.web_dir.clone());
+    let gateway = tabmesh_gateway::router(node.service_commands(), &args.gateway.config());
+    let app = http::router(shared, args.web_dir.clone(), gateway);
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        })
+        .await
     });
-    let network = tokio::spawn(node.run(stop_rx));
+    let network = tokio::task::spawn_local(node.run(stop_rx));
 
     tracing::info!(%peer_id, "relay identity");
     tracing::info!(url = %format!("http://{http_addr}/"), "relay ready; open the URL in several tabs");

@@ -1,5 +1,7 @@
 //! The relay's libp2p node: circuit relay v2 server, Kademlia bootstrap node, identify, ping,
-//! and the same misbehaviour ledger as every peer.
+//! the same misbehaviour ledger as every peer, and an entry to services: calls that arrive over
+//! HTTP ([`RelayNode::service_commands`]) go into the mesh through the same services behaviour a
+//! peer has (the relay offers none itself).
 //!
 //! The DHT is tabmesh's DHT behaviour in its bootstrap role: tabs can only listen through a
 //! relay reservation, so the relay keeps the DHT's view of them honest. It learns each peer's
@@ -29,7 +31,8 @@ use tabmesh_core::dht::DhtConfig;
 use tabmesh_core::protocol;
 use tabmesh_core::wire_log::Topic;
 use tabmesh_node::report::{Report, WireNote, WireSink};
-use tabmesh_node::{dht, ledger};
+use tabmesh_node::services::ServiceCommand;
+use tabmesh_node::{dht, ledger, services};
 use tokio::sync::watch;
 
 use crate::config::RelayArgs;
@@ -44,6 +47,7 @@ pub struct RelayBehaviour {
     dht: dht::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    services: services::Behaviour,
 }
 
 /// Counters of rejected input, exported at `/metrics` next to libp2p's own.
@@ -84,6 +88,11 @@ pub struct RelayNode {
     announce: Vec<Multiaddr>,
     /// Lines the DHT and the ledger write, logged at debug level.
     wire: WireSink,
+    /// Service calls from the HTTP gateway.
+    service_commands: (
+        futures::channel::mpsc::Sender<ServiceCommand>,
+        futures::channel::mpsc::Receiver<ServiceCommand>,
+    ),
 }
 
 fn per_minute(n: u32) -> (NonZeroU32, Duration) {
@@ -184,7 +193,7 @@ impl RelayNode {
                     behaviour_wire.clone(),
                 );
                 RelayBehaviour {
-                    ledger: ledger::Behaviour::new(ledger_config, behaviour_wire),
+                    ledger: ledger::Behaviour::new(ledger_config, behaviour_wire.clone()),
                     limits: connection_limits::Behaviour::new(limits),
                     relay: relay::Behaviour::new(local_peer_id, relay_cfg),
                     dht,
@@ -197,6 +206,12 @@ impl RelayNode {
                             )),
                     ),
                     ping: ping::Behaviour::new(ping::Config::new()),
+                    services: services::Behaviour::new(
+                        local_peer_id,
+                        "relay".to_owned(),
+                        web_time::Instant::now(),
+                        behaviour_wire,
+                    ),
                 }
             })?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
@@ -248,6 +263,7 @@ impl RelayNode {
             shared,
             announce: args.announce.clone(),
             wire,
+            service_commands: futures::channel::mpsc::channel(256),
         };
         node.publish_addrs();
         Ok(node)
@@ -256,6 +272,11 @@ impl RelayNode {
     /// State shared with the HTTP server.
     pub fn shared(&self) -> Arc<SharedState> {
         self.shared.clone()
+    }
+
+    /// Where the HTTP gateway sends service calls.
+    pub fn service_commands(&self) -> futures::channel::mpsc::Sender<ServiceCommand> {
+        self.service_commands.0.clone()
     }
 
     /// The relay's peer id.
@@ -281,6 +302,9 @@ impl RelayNode {
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
+                Some(command) = self.service_commands.1.next() => {
+                    self.swarm.behaviour_mut().services.command(command);
+                }
                 _ = tick.tick() => self.export_counters(),
                 _ = shutdown.changed() => break,
             }
@@ -379,7 +403,9 @@ impl RelayNode {
                 self.metrics.record(&event);
                 log_relay_event(&event);
             }
-            RelayBehaviourEvent::Dht(report) | RelayBehaviourEvent::Ledger(report) => {
+            RelayBehaviourEvent::Dht(report)
+            | RelayBehaviourEvent::Ledger(report)
+            | RelayBehaviourEvent::Services(report) => {
                 self.on_report(report);
             }
             RelayBehaviourEvent::Ping(event) => {
@@ -411,6 +437,8 @@ impl RelayNode {
                 topic,
                 reason,
             } => self.violation(peer, topic, &reason),
+            Report::Dht { request, reply } => self.swarm.behaviour_mut().dht.start(request, reply),
+            Report::StopProviding(key) => self.swarm.behaviour_mut().dht.stop_providing(&key),
             // Only a node's own behaviours report these; the relay's do not.
             Report::RelayKnown { .. } | Report::Identified { .. } | Report::Heard(_) => {}
         }

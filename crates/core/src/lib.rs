@@ -34,6 +34,7 @@ pub mod names;
 pub mod peers;
 pub mod perf;
 pub mod relay_link;
+pub mod services;
 pub mod view;
 pub mod wire_log;
 

@@ -44,6 +44,9 @@ pub struct NodeView {
     /// The DHT: local records, routing table, last lookup.
     #[serde(default)]
     pub dht: Option<DhtSection>,
+    /// The services section: offered, built-ins, the latest calls.
+    #[serde(default)]
+    pub services: Option<crate::services::ServicesSection>,
 }
 
 /// The `gimps` section: the protocol state plus what the driver measures.

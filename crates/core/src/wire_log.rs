@@ -43,6 +43,8 @@ pub enum Topic {
     Webrtc,
     /// The perf protocol.
     Perf,
+    /// Service calls.
+    Service,
     /// The misbehaviour ledger: strikes and bans.
     Ban,
     /// The node itself (start, shutdown).
@@ -63,6 +65,7 @@ impl Topic {
             Self::Gimps => "gimps",
             Self::Webrtc => "webrtc",
             Self::Perf => "perf",
+            Self::Service => "service",
             Self::Ban => "ban",
             Self::Node => "node",
         }

@@ -2,7 +2,9 @@
 //!
 //! It runs the same node as a browser tab, over TCP instead of WebSocket, joins the relay named
 //! by `--bootstrap`, and prints what goes over the wire as it happens plus a state summary at a
-//! fixed interval (or JSON snapshots with `--json`, for scripts).
+//! fixed interval (or JSON snapshots with `--json`, for scripts). It offers the built-in
+//! services named by `--offer`, calls services from standard input (`call SERVICE TYPE JSON`)
+//! and, with `--http`, is an entry to services for HTTP clients like the relay.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,9 +15,11 @@ use futures::StreamExt;
 use tabmesh_core::Multiaddr;
 use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest};
 use tabmesh_core::protocol::AGENT_NATIVE;
+use tabmesh_core::services::{CallRequest, builtin as builtins};
 use tabmesh_core::view::NodeView;
 use tabmesh_core::wire_log::{Direction, WireEvent};
 use tabmesh_node::libp2p::identity::Keypair;
+use tabmesh_node::services::ServiceCommand;
 use tabmesh_node::{BootstrapSource, Command, Node, NodeConfig, NodeEvent};
 use tokio::io::AsyncBufReadExt;
 use tracing_subscriber::EnvFilter;
@@ -79,6 +83,30 @@ struct NodeArgs {
     /// up to an hour.
     #[arg(long, default_value_t = 60.0, value_parser = positive_secs)]
     ban_secs: f64,
+
+    /// Offer a built-in service (repeatable): lucas-lehmer, echo or node-info.
+    #[arg(long = "offer", value_name = "SERVICE", value_parser = builtin_service)]
+    offer: Vec<String>,
+
+    /// Serve the services gateway on this address (`POST /api/services/{service}/{type}`,
+    /// `GET /api/services`), e.g. 127.0.0.1:8081, as the relay does.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+
+    /// Limits of the HTTP gateway (with `--http`).
+    #[command(flatten)]
+    gateway: tabmesh_gateway::GatewayArgs,
+}
+
+fn builtin_service(s: &str) -> Result<String, String> {
+    if builtins::ALL.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "no built-in service {s:?}; there are {}",
+            builtins::ALL.join(", ")
+        ))
+    }
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -167,6 +195,21 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let mut stdin_open = true;
 
     let node = tokio::task::spawn_local(node.run());
+    for name in &args.offer {
+        let (reply, done) = futures::channel::oneshot::channel();
+        let command = ServiceCommand::Builtin {
+            name: name.clone(),
+            on: true,
+            reply,
+        };
+        let _ = handle.commands.try_send(Command::Services(command));
+        if let Ok(Err(error)) = done.await {
+            anyhow::bail!("cannot offer {name}: {error}");
+        }
+    }
+    if let Some(addr) = args.http {
+        serve_gateway(addr, &args.gateway, handle.commands.clone()).await?;
+    }
     let shutdown_signal = terminate_or_interrupt()?;
     tokio::pin!(shutdown_signal);
     let mut status = tokio::time::interval(Duration::from_secs(args.status_interval));
@@ -189,6 +232,18 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => match parse_input(&line) {
                     Ok(Some(Input::Node(command))) => { let _ = handle.commands.try_send(command); }
+                    Ok(Some(Input::Services(make))) => {
+                        let json = args.json;
+                        let mut commands = handle.commands.clone();
+                        tokio::task::spawn_local(async move {
+                            let (command, outcome) = make();
+                            if commands.try_send(Command::Services(command)).is_err() {
+                                eprintln!("the node is busy; try again");
+                                return;
+                            }
+                            outcome.print(json).await;
+                        });
+                    }
                     Ok(Some(Input::Dht(request))) => {
                         let (tx, rx) = futures::channel::oneshot::channel();
                         let what = format!("{} {}", request.name(), request.key());
@@ -219,13 +274,153 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
 }
 
 const COMMANDS_HELP: &str = "sleep | wake | reset | coop on | coop off (GIMPS); \
-put [--ttl SECS] KEY VALUE | get KEY | remove KEY | provide KEY | providers KEY (DHT)";
+put [--ttl SECS] KEY VALUE | get KEY | remove KEY | provide KEY | providers KEY (DHT); \
+call SERVICE TYPE [JSON] | services | offer SERVICE | withdraw SERVICE (services)";
+
+/// A services command and the answer to print, built when it is sent.
+type ServiceInput = Box<dyn FnOnce() -> (ServiceCommand, Outcome)>;
 
 /// A line typed on stdin.
-#[derive(Debug)]
 enum Input {
     Node(Command),
     Dht(DhtRequest),
+    Services(ServiceInput),
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Node(command) => write!(f, "Node({command:?})"),
+            Self::Dht(request) => write!(f, "Dht({request:?})"),
+            Self::Services(_) => f.write_str("Services(..)"),
+        }
+    }
+}
+
+/// The answer to a services command, to print when it comes.
+enum Outcome {
+    Call(
+        String,
+        futures::channel::oneshot::Receiver<
+            Result<tabmesh_node::services::CallAnswer, tabmesh_core::services::CallError>,
+        >,
+    ),
+    Catalog(futures::channel::oneshot::Receiver<Result<tabmesh_core::services::Catalog, String>>),
+    Done(
+        String,
+        futures::channel::oneshot::Receiver<Result<(), String>>,
+    ),
+}
+
+impl Outcome {
+    async fn print(self, json: bool) {
+        let stopped = || "the node has stopped".to_owned();
+        match self {
+            Self::Call(what, rx) => match rx.await {
+                Ok(Ok(answer)) if json => println!("{}", serde_json::json!({ "call": answer })),
+                Ok(Ok(answer)) => {
+                    println!(
+                        "{what}: answered by {} in {} ms ({} attempt(s), route {})",
+                        answer.provider_name,
+                        answer.duration_ms,
+                        answer.attempts,
+                        answer.route.join(" -> ")
+                    );
+                    println!("  reply: {}", answer.reply);
+                }
+                Ok(Err(error)) if json => println!(
+                    "{}",
+                    serde_json::json!({ "call_error": error.to_string(), "code": error.code(), "call": what })
+                ),
+                Ok(Err(error)) => println!("{what}: {error}"),
+                Err(_) => println!("{what}: {}", stopped()),
+            },
+            Self::Catalog(rx) => match rx.await {
+                Ok(Ok(catalog)) if json => {
+                    println!("{}", serde_json::json!({ "services": catalog }))
+                }
+                Ok(Ok(catalog)) if catalog.services.is_empty() => {
+                    println!("services: none offered")
+                }
+                Ok(Ok(catalog)) => {
+                    for service in catalog.services {
+                        let providers: Vec<String> = service
+                            .providers
+                            .iter()
+                            .map(|p| format!("{} ({})", p.peer_name, p.version))
+                            .collect();
+                        let mut types: Vec<String> = service
+                            .providers
+                            .iter()
+                            .flat_map(|p| p.types.keys().cloned())
+                            .collect();
+                        types.sort();
+                        types.dedup();
+                        println!(
+                            "{}: types {} — offered by {}",
+                            service.name,
+                            types.join(", "),
+                            providers.join(", ")
+                        );
+                    }
+                }
+                Ok(Err(error)) if json => {
+                    println!("{}", serde_json::json!({ "services_error": error }))
+                }
+                Ok(Err(error)) => println!("services: {error}"),
+                Err(_) => println!("services: {}", stopped()),
+            },
+            Self::Done(what, rx) => match rx.await {
+                Ok(Ok(())) if json => println!("{}", serde_json::json!({ "done": what })),
+                Ok(Ok(())) => println!("{what}: done"),
+                Ok(Err(error)) if json => {
+                    println!("{}", serde_json::json!({ "error": error, "command": what }))
+                }
+                Ok(Err(error)) => println!("{what}: {error}"),
+                Err(_) => println!("{what}: {}", stopped()),
+            },
+        }
+    }
+}
+
+/// Serves the services gateway on `addr`, passing calls to the node.
+async fn serve_gateway(
+    addr: std::net::SocketAddr,
+    args: &tabmesh_gateway::GatewayArgs,
+    commands: futures::channel::mpsc::Sender<Command>,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = futures::channel::mpsc::channel::<ServiceCommand>(256);
+    tokio::task::spawn_local(async move {
+        let mut commands = commands;
+        while let Some(command) = rx.next().await {
+            if futures::SinkExt::send(&mut commands, Command::Services(command))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let app = tabmesh_gateway::router(tx, &args.config())
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+    println!(
+        "services gateway on http://{}/api/services",
+        listener.local_addr()?
+    );
+    tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the services gateway stopped");
+        }
+    });
+    Ok(())
 }
 
 fn parse_input(line: &str) -> Result<Option<Input>, String> {
@@ -274,6 +469,57 @@ fn parse_input(line: &str) -> Result<Option<Input>, String> {
         ("remove", rest) => Input::Dht(DhtRequest::Remove { key: key(rest)? }),
         ("provide", rest) => Input::Dht(DhtRequest::Provide { key: key(rest)? }),
         ("providers", rest) => Input::Dht(DhtRequest::Providers { key: key(rest)? }),
+        ("call", rest) => {
+            let usage = "usage: call SERVICE TYPE [JSON]";
+            let mut parts = rest.splitn(3, char::is_whitespace);
+            let (Some(service), Some(message_type)) = (
+                parts.next().filter(|s| !s.is_empty()),
+                parts.next().filter(|s| !s.is_empty()),
+            ) else {
+                return Err(format!(
+                    "call: a service and a message type are needed; {usage}"
+                ));
+            };
+            let data = match parts.next().map(str::trim).filter(|s| !s.is_empty()) {
+                None => serde_json::json!({}),
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| format!("call: the data is not JSON ({e}); {usage}"))?,
+            };
+            let request = CallRequest {
+                service: service.to_owned(),
+                message_type: message_type.to_owned(),
+                data,
+                deadline_ms: None,
+                origin: None,
+            };
+            Input::Services(Box::new(move || {
+                let (tx, rx) = futures::channel::oneshot::channel();
+                let what = format!("call {}/{}", request.service, request.message_type);
+                (ServiceCommand::Call(request, tx), Outcome::Call(what, rx))
+            }))
+        }
+        ("services", "") => Input::Services(Box::new(|| {
+            let (tx, rx) = futures::channel::oneshot::channel();
+            (ServiceCommand::Catalog(tx), Outcome::Catalog(rx))
+        })),
+        (verb @ ("offer" | "withdraw"), rest) => {
+            let name = key(rest)?;
+            let on = verb == "offer";
+            let verb = verb.to_owned();
+            if on {
+                builtin_service(&name).map_err(|e| format!("offer: {e}"))?;
+            }
+            Input::Services(Box::new(move || {
+                let (reply, rx) = futures::channel::oneshot::channel();
+                let what = format!("{verb} {name}");
+                let command = if on {
+                    ServiceCommand::Builtin { name, on, reply }
+                } else {
+                    ServiceCommand::Withdraw { name, reply }
+                };
+                (command, Outcome::Done(what, rx))
+            }))
+        }
         _ => {
             return Err(format!(
                 "unknown command {line:?}; commands: {COMMANDS_HELP}"
@@ -499,5 +745,41 @@ mod tests {
             parse_input("coop on"),
             Ok(Some(Input::Node(Command::Cooperative(true))))
         ));
+    }
+
+    fn service(line: &str) -> ServiceCommand {
+        match parse_input(line) {
+            Ok(Some(Input::Services(make))) => make().0,
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_service_commands() {
+        match service("call lucas-lehmer test {\"exponent\": 127}") {
+            ServiceCommand::Call(request, _) => {
+                assert_eq!(request.service, "lucas-lehmer");
+                assert_eq!(request.message_type, "test");
+                assert_eq!(request.data, serde_json::json!({"exponent": 127}));
+            }
+            other => panic!("{other:?}"),
+        }
+        match service("call node-info status") {
+            ServiceCommand::Call(request, _) => assert_eq!(request.data, serde_json::json!({})),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(service("services"), ServiceCommand::Catalog(_)));
+        assert!(matches!(
+            service("offer echo"),
+            ServiceCommand::Builtin { on: true, .. }
+        ));
+        assert!(matches!(
+            service("withdraw echo"),
+            ServiceCommand::Withdraw { .. }
+        ));
+        let error = |line: &str| parse_input(line).err().unwrap_or_default();
+        assert!(error("call echo").contains("usage: call"));
+        assert!(error("call echo echo {oops").contains("not JSON"));
+        assert!(error("offer teapot").contains("no built-in service"));
     }
 }

@@ -9,6 +9,7 @@
 //! | `direct` | [`crate::direct`] | WebRTC signaling and the relayed-to-direct upgrade |
 //! | `gimps` | [`crate::gimps`] | GIMPS gossip and the Lucas-Lehmer search |
 //! | `perf` | [`crate::perf`] | libp2p's perf protocol |
+//! | `services` | [`crate::services`] | typed services: offered, announced, served, called |
 //!
 //! Each reports [`Report`]s, which the node routes (`Node::on_report`), and writes its log lines
 //! into the node's one [`WireSink`]. The ledger comes first
@@ -22,7 +23,9 @@ use web_time::Instant;
 
 use crate::direct::WebRtc;
 use crate::report::{Report, WireSink};
-use crate::{NodeConfig, NodeError, dht, direct, gimps, ledger, peers, perf, platform, relay_link};
+use crate::{
+    NodeConfig, NodeError, dht, direct, gimps, ledger, peers, perf, platform, relay_link, services,
+};
 
 /// The behaviours of a tabmesh peer.
 #[derive(NetworkBehaviour)]
@@ -42,6 +45,8 @@ pub struct NodeBehaviour {
     pub gimps: gimps::Behaviour,
     /// The perf protocol.
     pub perf: perf::Behaviour,
+    /// Typed services.
+    pub services: services::Behaviour,
 }
 
 impl NodeBehaviour {
@@ -92,6 +97,12 @@ impl NodeBehaviour {
             ),
             gimps: gimps::Behaviour::new(key.clone(), config.gossip.clone(), origin, wire.clone()),
             perf: perf::Behaviour::new()?,
+            services: services::Behaviour::new(
+                local,
+                tabmesh_core::names::peer_name(&local),
+                origin,
+                wire.clone(),
+            ),
         })
     }
 }

@@ -10,7 +10,8 @@
 //! - [`dht`]: Kademlia, the user's DHT operations and peer discovery;
 //! - [`direct`]: WebRTC signaling and the move from relayed to direct connections;
 //! - [`gimps`]: GIMPS gossip and its search;
-//! - [`perf`]: libp2p's perf protocol.
+//! - [`perf`]: libp2p's perf protocol;
+//! - [`services`]: typed services offered, announced in the DHT, served and called.
 //!
 //! [`behaviour::NodeBehaviour`] composes them. [`Node`] is the fan-in: it runs the swarm,
 //! routes the few facts that cross protocols ([`report::Report`]), passes user commands to the
@@ -32,6 +33,7 @@ pub mod perf;
 pub mod platform;
 pub mod relay_link;
 pub mod report;
+pub mod services;
 mod timer;
 
 use libp2p::Multiaddr;
@@ -174,6 +176,8 @@ pub enum Command {
         /// Where the measurement (or why there is none) goes.
         reply: perf::PerfReplySender,
     },
+    /// Offer, withdraw or call services, or read the catalog.
+    Services(services::ServiceCommand),
 }
 
 /// The caller's side of a node: its events and a way to send it commands.

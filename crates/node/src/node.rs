@@ -135,6 +135,7 @@ impl Node {
                 behaviours.direct.set_relay(&addr, &ice_servers);
                 behaviours.dht.set_relay(peer, addr);
                 behaviours.gimps.set_relay(peer);
+                behaviours.services.set_relay(peer);
             }
             Report::Identified {
                 peer,
@@ -149,6 +150,8 @@ impl Node {
                 }
             }
             Report::Heard(peer) => behaviours.peers.on_heard(&peer),
+            Report::Dht { request, reply } => behaviours.dht.start(request, reply),
+            Report::StopProviding(key) => behaviours.dht.stop_providing(&key),
         }
     }
 
@@ -173,6 +176,7 @@ impl Node {
                     let _ = reply.send(Err(format!("not connected to {}", peer_name(&peer))));
                 }
             },
+            Command::Services(command) => behaviours.services.command(command),
             Command::Shutdown => {}
         }
     }
@@ -203,6 +207,10 @@ impl Node {
     fn publish_view(&mut self) {
         self.flush_log();
         let view = self.view();
+        let services = &mut self.swarm.behaviour_mut().services;
+        if services.wants_status() {
+            services.set_status(tabmesh_core::services::builtin::node_info(&view));
+        }
         // Dropped when the consumer lags: the next view supersedes it.
         let _ = self.events.try_send(NodeEvent::View(Box::new(view)));
     }
@@ -241,6 +249,7 @@ impl Node {
             banned: ledger.view(),
             gimps: Some(b.gimps.view()),
             dht: Some(b.dht.view()),
+            services: Some(b.services.view()),
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tabmesh_core::bootstrap::IceServer;
+use tabmesh_core::dht::DhtRequest;
 use tabmesh_core::wire_log::{Direction, Topic};
 use web_time::Instant;
 
@@ -103,8 +104,8 @@ impl WireSink {
     }
 }
 
-/// A fact a behaviour reports for the rest of the node.
-#[derive(Debug, Clone)]
+/// A fact a behaviour reports for the rest of the node, or a request for another protocol.
+#[derive(Debug)]
 pub enum Report {
     /// `peer` broke a rule of `topic`: one strike in the misbehaviour ledger.
     Misbehaved {
@@ -135,6 +136,16 @@ pub enum Report {
     },
     /// An application message arrived from `peer` (liveness for the Peers panel).
     Heard(PeerId),
+    /// A protocol needs the DHT (the services look up providers and descriptors and announce
+    /// their own): the node starts `request` on the DHT behaviour, which answers on `reply`.
+    Dht {
+        /// What to do.
+        request: DhtRequest,
+        /// Where the answer goes.
+        reply: crate::dht::DhtReplySender,
+    },
+    /// Stop announcing that we provide `key` (the DHT forgets our provider record locally).
+    StopProviding(String),
 }
 
 /// `text`, cut to `max` characters with an ellipsis.

@@ -5,7 +5,10 @@
 //!   after its grace once the direct one is up, also one that arrives later;
 //! - misbehaviour ledger with GIMPS gossip: a peer sending garbage is banned at its third
 //!   strike, refused while banned when it comes back, accepted again when the ban has expired,
-//!   and banned longer when it offends again.
+//!   and banned longer when it offends again;
+//! - misbehaviour ledger with the DHT and with services: a peer storing forged records, or
+//!   sending unreadable, oversized or wrongly shaped service requests, is banned at its third
+//!   strike and nothing it sent is kept or reaches a handler.
 //!
 //! The direct-upgrade behaviour tells relayed from direct connections by their addresses
 //! (`/p2p-circuit`, `/webrtc`), so the transport here is libp2p's memory transport with
@@ -567,4 +570,192 @@ async fn a_peer_storing_forged_records_is_banned_and_nothing_it_sent_is_kept() {
         (3, 0)
     );
     assert!(honest.behaviour_mut().dht.view().records.is_empty());
+}
+
+/// A peer offering services, with the misbehaviour ledger.
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "Report")]
+struct Provider {
+    ledger: ledger::Behaviour,
+    services: tabmesh_node::services::Behaviour,
+}
+
+/// Length-prefixed bytes as the service protocol frames them, without the size check: what a
+/// misbehaving peer can put on the wire.
+#[derive(Debug, Clone, Default)]
+struct RawServiceCodec;
+
+impl request_response::Codec for RawServiceCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &Self::Protocol, _: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    async fn read_response<T>(&mut self, _: &Self::Protocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        use futures::AsyncReadExt;
+        let mut len = [0u8; 4];
+        io.read_exact(&mut len).await?;
+        let mut bytes = vec![0; u32::from_be_bytes(len).min(1 << 20) as usize];
+        io.read_exact(&mut bytes).await?;
+        Ok(bytes)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        bytes: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        use futures::AsyncWriteExt;
+        io.write_all(&u32::try_from(bytes.len()).unwrap().to_be_bytes())
+            .await?;
+        io.write_all(&bytes).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_sending_malformed_or_oversized_service_requests_is_refused_and_banned() {
+    use tabmesh_core::services::message::{MAX_MESSAGE_BYTES, ServiceReply, ServiceRequest};
+    use tabmesh_node::services::ServiceCommand;
+
+    let wire = WireSink::default();
+    let mut honest = swarm(|key| Provider {
+        ledger: ledger::Behaviour::new(LedgerConfig::default(), wire.clone()),
+        services: tabmesh_node::services::Behaviour::new(
+            key.public().to_peer_id(),
+            "honest".to_owned(),
+            web_time::Instant::now(),
+            wire.clone(),
+        ),
+    });
+    let (reply, _done) = futures::channel::oneshot::channel();
+    honest
+        .behaviour_mut()
+        .services
+        .command(ServiceCommand::Builtin {
+            name: "echo".to_owned(),
+            on: true,
+            reply,
+        });
+    let addr = listen(&mut honest, "").await;
+    let honest_id = *honest.local_peer_id();
+    let mut caller = swarm(|_| {
+        request_response::Behaviour::with_codec(
+            RawServiceCodec,
+            [(
+                tabmesh_node::services::codec::PROTOCOL,
+                ProtocolSupport::Outbound,
+            )],
+            request_response::Config::default(),
+        )
+    });
+    let caller_id = *caller.local_peer_id();
+    caller.dial(addr).unwrap();
+
+    // Once connected, a well-formed call is answered: the path works, so what follows is
+    // refused for its content.
+    let echo = ServiceRequest {
+        service: "echo".to_owned(),
+        message_type: "echo".to_owned(),
+        data: serde_json::json!({"n": 7}),
+        deadline_ms: 5_000,
+        origin: None,
+    };
+    // Then three offences: garbage, a frame over the limit, and JSON of the wrong shape.
+    let offences = [
+        b"\x00 not json".to_vec(),
+        vec![b' '; MAX_MESSAGE_BYTES + 100],
+        br#"{"service": 7, "type": []}"#.to_vec(),
+    ];
+    let mut answers = Vec::new();
+    let mut strikes = Vec::new();
+    let mut sent_offences = false;
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            event = honest.select_next_some() => {
+                if let SwarmEvent::Behaviour(Report::Misbehaved { peer, topic, reason }) = &event {
+                    assert_eq!(
+                        (*peer, *topic),
+                        (caller_id, tabmesh_core::wire_log::Topic::Service)
+                    );
+                    strikes.push(reason.clone());
+                    honest.behaviour_mut().ledger.strike(*peer, *topic, reason);
+                }
+                if let SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } = event
+                    && peer_id == caller_id
+                {
+                    break;
+                }
+            }
+            event = caller.select_next_some() => {
+                if let SwarmEvent::ConnectionEstablished { .. } = event {
+                    caller.behaviour_mut().send_request(&honest_id, echo.encode());
+                }
+                if let SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                }) = event
+                {
+                    answers.push(ServiceReply::decode(&response).unwrap());
+                    if !sent_offences {
+                        sent_offences = true;
+                        for bytes in offences.clone() {
+                            caller.behaviour_mut().send_request(&honest_id, bytes);
+                        }
+                    }
+                }
+            }
+            () = &mut deadline => panic!("not banned in 20 s: strikes {strikes:?}, answers {answers:?}"),
+        }
+    }
+    match &answers[0] {
+        ServiceReply::Ok { data, .. } => assert_eq!(data, &serde_json::json!({"n": 7})),
+        other => panic!("the good call was not answered: {other:?}"),
+    }
+    assert_eq!(strikes.len(), 3, "{strikes:?}");
+    assert!(
+        strikes
+            .iter()
+            .any(|s| s.contains(&format!("(at most {MAX_MESSAGE_BYTES})"))),
+        "the oversized frame is named as such: {strikes:?}"
+    );
+    let bans = honest.behaviour().ledger.view();
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].peer_id, caller_id.to_base58());
+    let view = honest.behaviour().services.view();
+    assert_eq!(view.counters.malformed, 3);
+    assert_eq!(view.counters.served, 1, "no offence reached a handler");
+    let log = wire.take();
+    assert!(
+        line_about(&log, caller_id, "banned for").is_some(),
+        "{:?}",
+        log.iter().map(|n| &n.summary).collect::<Vec<_>>()
+    );
 }

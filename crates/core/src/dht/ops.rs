@@ -397,7 +397,7 @@ fn next_record(
         .max()
         .unwrap_or(0)
         + 1;
-    Ok(match intent {
+    let record = match intent {
         Intent::Put { value, ttl_ms } => {
             SignedRecord::sign(keypair, key.to_vec(), value, seq, now_ms + ttl_ms, false)
         }
@@ -417,7 +417,10 @@ fn next_record(
                 true,
             )
         }
-    })
+    };
+    // Every peer would refuse it: say so here, before it is sent anywhere.
+    record::check_namespace(&record).map_err(|e| DhtError::Refused(e.to_string()))?;
+    Ok(record)
 }
 
 /// The records to hand to a peer that just joined the routing table (rule 7): the live ones

@@ -147,6 +147,10 @@ pub enum RecordError {
     /// The signature does not match.
     #[error("the signature does not match the publisher, key and contents")]
     BadSignature,
+    /// The key belongs to a namespace whose rule the record breaks (a service announced in
+    /// another peer's name, a descriptor that is not one).
+    #[error("{0}")]
+    Namespace(String),
 }
 
 /// A record as its publisher signed it.
@@ -301,7 +305,18 @@ pub fn validate(
     if ahead_ms > limits.max_ttl_ms + limits.clock_skew_ms {
         return Err(RecordError::ExpiryTooFar { ahead_ms });
     }
-    Ok(())
+    check_namespace(record)
+}
+
+/// The rules of the key namespaces that give records a meaning (today `svc/`, the services').
+pub fn check_namespace(record: &SignedRecord) -> Result<(), RecordError> {
+    crate::services::descriptor::check_record(
+        &record.key,
+        &record.publisher,
+        &record.value,
+        record.tombstone,
+    )
+    .map_err(|e| RecordError::Namespace(e.to_string()))
 }
 
 /// Decodes and validates record bytes found under `key`.

@@ -49,6 +49,13 @@ impl Behaviour {
         }
     }
 
+    /// Stops announcing that we provide `key`: our provider record goes from the local store
+    /// (copies at other peers expire with their lifetime).
+    pub fn stop_providing(&mut self, key: &str) {
+        self.kad.stop_providing(&RecordKey::new(&key));
+        self.log(None, format!("stopped providing {key}"));
+    }
+
     fn start_query(&mut self, op: &Operation, query: Query) -> Result<kad::QueryId, DhtError> {
         let key = RecordKey::new(&op.key());
         Ok(match query {
