@@ -4,7 +4,7 @@
 use yew::prelude::*;
 
 use crate::components::{
-    DhtPanel, EventLog, GimpsLog, GimpsPanel, Header, PeersPanel, RelayBanner,
+    DhtPanel, EventLog, GimpsLog, GimpsPanel, Header, PeersPanel, RelayBanner, ServicesPanel,
 };
 use crate::node_client::{NodeClient, Update};
 use crate::state::{Action, AppState};
@@ -68,6 +68,11 @@ pub(crate) fn app(props: &AppProps) -> Html {
                             <GimpsLog gimps={gimps.clone()} />
                         </div>
                     }
+                    <div class="panels full">
+                        <ServicesPanel services={view.services.clone()} me={view.peer_id.clone()} peers={view.peers.clone()}
+                            catalog={state.catalog.clone()} call={state.call.clone()}
+                            note={state.offer_note.clone()} />
+                    </div>
                     <div class="panels full">
                         <DhtPanel dht={view.dht.clone()} relay={view.relay.peer_id.clone()}
                             request={state.dht_request.clone()} />

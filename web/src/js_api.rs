@@ -17,11 +17,28 @@
 //! - `perf(peerId, uploadBytes, downloadBytes)`: libp2p's perf protocol to a connected peer over
 //!   the connection we have to it; resolves to `{peer_id, connection, upload_bytes, upload_ms,
 //!   download_bytes, download_ms}` (at most 64 MiB each way).
+//! - Services (each returns a `Promise`):
+//!   - `call(service, type, data, {deadlineMs}?)` resolves to `{reply, provider, provider_name,
+//!     route, link, duration_ms, attempts, provider_ms}` and rejects with an `Error` whose
+//!     message starts with the reason (`no provider…`, `unknown message type…`, `bad data: …`,
+//!     `timed out after N ms`, `provider refused: …`) and whose `code` is a stable word
+//!     (`unknown_service`, `no_provider`, `unknown_message_type`, `bad_data`, `timed_out`,
+//!     `refused`, `busy`, `invalid`);
+//!   - `offer(name, {types, version?, description?}, handler)`: offers a service answered by
+//!     `handler(type, data)`, which returns the reply data or a `Promise` of it (a thrown error
+//!     is the caller's `provider refused: …`). `types` lists the message types' names, or maps
+//!     each to `{request, reply}` shapes (a JSON Schema subset: `type`, `properties`,
+//!     `required`, `additionalProperties`, `items`, `maxItems`, `maxLength`, `enum`, `minimum`,
+//!     `maximum`); data that does not fit never reaches the handler;
+//!   - `withdraw(name)`; `builtin(name, on)` switches `lucas-lehmer`, `echo` or `node-info` on or
+//!     off; `services()` resolves to the catalog of every service the network offers.
 
-use wasm_bindgen::JsValue;
 use wasm_bindgen::prelude::Closure;
+use wasm_bindgen::{JsCast, JsValue};
 
+use serde::Serialize;
 use tabmesh_core::dht::{DhtReply, DhtRequest};
+use tabmesh_core::services::{CallRequest, Descriptor, MessageType};
 use tabmesh_node::Command;
 
 use crate::node_client::NodeClient;
@@ -60,6 +77,7 @@ pub(crate) fn install(client: &NodeClient) {
     let _ = js_sys::Reflect::set(&api, &"benchLucasLehmer".into(), bench.as_ref());
     bench.forget();
     install_dht(&api, client);
+    install_services(&api, client);
     let node = client.clone();
     let perf = Closure::<dyn Fn(JsValue, JsValue, JsValue) -> js_sys::Promise>::new(
         move |peer: JsValue, upload: JsValue, download: JsValue| {
@@ -118,6 +136,176 @@ fn install_dht(api: &js_sys::Object, client: &NodeClient) {
         let _ = js_sys::Reflect::set(api, &name.into(), f.as_ref());
         f.forget();
     }
+}
+
+/// Adds the services to `api`.
+fn install_services(api: &js_sys::Object, client: &NodeClient) {
+    let node = client.clone();
+    let call = Closure::<dyn Fn(JsValue, JsValue, JsValue, JsValue) -> js_sys::Promise>::new(
+        move |service: JsValue, message_type: JsValue, data: JsValue, options: JsValue| {
+            let node = node.clone();
+            let request = call_request(&service, &message_type, &data, &options);
+            wasm_bindgen_futures::future_to_promise(async move {
+                let request = request.map_err(|e| coded_error(&e, "invalid"))?;
+                match node.call(request).await {
+                    Ok(answer) => plain_object(&answer),
+                    Err(e) => Err(coded_error(&e.to_string(), e.code())),
+                }
+            })
+        },
+    );
+    set(api, "call", call);
+    let node = client.clone();
+    let offer = Closure::<dyn Fn(JsValue, JsValue, JsValue) -> js_sys::Promise>::new(
+        move |name: JsValue, spec: JsValue, handler: JsValue| {
+            let node = node.clone();
+            let offered = descriptor_arg(&name, &spec).and_then(|d| {
+                handler
+                    .dyn_into::<js_sys::Function>()
+                    .map(|h| (d, h))
+                    .map_err(|_| "handler must be a function (type, data) => reply".to_owned())
+            });
+            wasm_bindgen_futures::future_to_promise(async move {
+                let (descriptor, handler) = offered.map_err(js_error)?;
+                node.offer(descriptor, handler).await.map_err(js_error)?;
+                Ok(JsValue::UNDEFINED)
+            })
+        },
+    );
+    set(api, "offer", offer);
+    let node = client.clone();
+    let withdraw = Closure::<dyn Fn(JsValue) -> js_sys::Promise>::new(move |name: JsValue| {
+        let node = node.clone();
+        let name = text_arg(&name, "name");
+        wasm_bindgen_futures::future_to_promise(async move {
+            node.withdraw(name.map_err(js_error)?)
+                .await
+                .map_err(js_error)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    });
+    set(api, "withdraw", withdraw);
+    let node = client.clone();
+    let builtin = Closure::<dyn Fn(JsValue, JsValue) -> js_sys::Promise>::new(
+        move |name: JsValue, on: JsValue| {
+            let node = node.clone();
+            let name = text_arg(&name, "name");
+            let on = on.as_bool().unwrap_or(true);
+            wasm_bindgen_futures::future_to_promise(async move {
+                node.builtin(name.map_err(js_error)?, on)
+                    .await
+                    .map_err(js_error)?;
+                Ok(JsValue::UNDEFINED)
+            })
+        },
+    );
+    set(api, "builtin", builtin);
+    let node = client.clone();
+    let services = Closure::<dyn Fn() -> js_sys::Promise>::new(move || {
+        let node = node.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let catalog = node.catalog().await.map_err(js_error)?;
+            plain_object(&catalog)
+        })
+    });
+    set(api, "services", services);
+}
+
+/// Puts `f` on `api` as `name`, for the page's lifetime.
+fn set<F: ?Sized + wasm_bindgen::closure::WasmClosure>(
+    api: &js_sys::Object,
+    name: &str,
+    f: Closure<F>,
+) {
+    let _ = js_sys::Reflect::set(api, &name.into(), f.as_ref());
+    f.forget();
+}
+
+/// The call that `call(service, type, data, {deadlineMs}?)` asks for.
+fn call_request(
+    service: &JsValue,
+    message_type: &JsValue,
+    data: &JsValue,
+    options: &JsValue,
+) -> Result<CallRequest, String> {
+    let deadline_ms = match js_sys::Reflect::get(options, &"deadlineMs".into()) {
+        Ok(v) if v.is_undefined() || v.is_null() => None,
+        Ok(v) => match v.as_f64() {
+            Some(ms) if ms.is_finite() && ms >= 1.0 => Some(ms as u64),
+            _ => return Err("deadlineMs must be a positive number of milliseconds".to_owned()),
+        },
+        Err(_) => None,
+    };
+    Ok(CallRequest {
+        service: text_arg(service, "service")?,
+        message_type: text_arg(message_type, "type")?,
+        data: json_value(data)?,
+        deadline_ms,
+        origin: None,
+    })
+}
+
+/// The descriptor that `offer(name, {types, version?, description?}, handler)` declares.
+fn descriptor_arg(name: &JsValue, spec: &JsValue) -> Result<Descriptor, String> {
+    let name = text_arg(name, "name")?;
+    let spec = json_value(spec)?;
+    let field = |key: &str| spec.get(key).and_then(serde_json::Value::as_str);
+    let types: Vec<(String, MessageType)> = match spec.get("types") {
+        Some(serde_json::Value::Array(names)) => names
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .map(|n| (n.to_owned(), MessageType::default()))
+                    .ok_or_else(|| "types must list names (strings)".to_owned())
+            })
+            .collect::<Result<_, _>>()?,
+        Some(serde_json::Value::Object(map)) => map
+            .iter()
+            .map(|(n, shapes)| {
+                serde_json::from_value::<MessageType>(shapes.clone())
+                    .map(|t| (n.clone(), t))
+                    .map_err(|e| format!("types.{n}: {e}"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(
+                "the second argument must be {types: [names…]} or {types: {name: {request, reply}}}"
+                    .to_owned(),
+            );
+        }
+    };
+    Descriptor::new(
+        name,
+        field("version").unwrap_or("1.0"),
+        field("description").unwrap_or(""),
+        types,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// A JavaScript value as JSON (`undefined` is `null`).
+fn json_value(value: &JsValue) -> Result<serde_json::Value, String> {
+    if value.is_undefined() {
+        return Ok(serde_json::Value::Null);
+    }
+    let text = js_sys::JSON::stringify(value)
+        .ok()
+        .and_then(|t| t.as_string())
+        .ok_or_else(|| "the data must be JSON (no functions or cycles)".to_owned())?;
+    serde_json::from_str(&text).map_err(|e| format!("the data must be JSON: {e}"))
+}
+
+/// `value` as a plain JS object.
+fn plain_object(value: &impl Serialize) -> Result<JsValue, JsValue> {
+    let json = serde_json::to_string(value).map_err(|e| js_error(e.to_string()))?;
+    js_sys::JSON::parse(&json)
+}
+
+/// An `Error` with `message` and a `code` property.
+fn coded_error(message: &str, code: &str) -> JsValue {
+    let error = js_sys::Error::new(message);
+    let _ = js_sys::Reflect::set(&error, &"code".into(), &code.into());
+    error.into()
 }
 
 /// The put that `put(key, value, ttlSeconds?)` asks for.

@@ -15,8 +15,11 @@ use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest};
 use tabmesh_core::protocol::AGENT_WEB;
+use tabmesh_core::services::{CallError, CallRequest, Catalog, Descriptor};
 use tabmesh_node::perf::PerfReport;
+use tabmesh_node::services::{CallAnswer, HOST_QUEUE, HostCall, ServiceCommand};
 use tabmesh_node::{BootstrapSource, Command, Node, NodeConfig, NodeEvent, NodeView, platform};
+use wasm_bindgen::{JsCast, JsValue};
 use yew::Callback;
 
 /// What the node tells the page.
@@ -167,6 +170,126 @@ impl NodeClient {
             .unwrap_or_else(|oneshot::Canceled| Err("the node did not take the request".to_owned()))
     }
 }
+
+impl NodeClient {
+    /// Sends a services command built around a reply channel and waits for the answer.
+    async fn services<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> ServiceCommand,
+        not_taken: impl FnOnce() -> T,
+    ) -> T {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Command::Services(command(reply))) {
+            return not_taken();
+        }
+        answer.await.unwrap_or_else(|oneshot::Canceled| not_taken())
+    }
+
+    /// Calls a service (the node finds a provider, checks the data and fails over).
+    pub(crate) async fn call(&self, request: CallRequest) -> Result<CallAnswer, CallError> {
+        self.services(
+            |reply| ServiceCommand::Call(request, reply),
+            || Err(CallError::Busy(0)),
+        )
+        .await
+    }
+
+    /// Every service the network offers.
+    pub(crate) async fn catalog(&self) -> Result<Catalog, String> {
+        self.services(ServiceCommand::Catalog, || Err(NOT_TAKEN.to_owned()))
+            .await
+    }
+
+    /// Switches built-in service `name` on or off.
+    pub(crate) async fn builtin(&self, name: String, on: bool) -> Result<(), String> {
+        self.services(
+            |reply| ServiceCommand::Builtin { name, on, reply },
+            || Err(NOT_TAKEN.to_owned()),
+        )
+        .await
+    }
+
+    /// Offers a service whose calls `handler` answers: `handler(type, data)` returns the reply
+    /// data or a `Promise` of it; a thrown error (or a rejected promise) is the call's error.
+    pub(crate) async fn offer(
+        &self,
+        descriptor: Descriptor,
+        handler: js_sys::Function,
+    ) -> Result<(), String> {
+        let (tx, mut calls) = mpsc::channel::<HostCall>(HOST_QUEUE);
+        let answered = self
+            .services(
+                |reply| ServiceCommand::Offer {
+                    descriptor,
+                    handler: tx,
+                    reply,
+                },
+                || Err(NOT_TAKEN.to_owned()),
+            )
+            .await;
+        if answered.is_ok() {
+            // Runs until the service is withdrawn (the node drops its sender).
+            wasm_bindgen_futures::spawn_local(async move {
+                while let Some(call) = calls.next().await {
+                    wasm_bindgen_futures::spawn_local(serve(handler.clone(), call));
+                }
+            });
+        }
+        answered
+    }
+
+    /// Stops offering `name`.
+    pub(crate) async fn withdraw(&self, name: String) -> Result<(), String> {
+        self.services(
+            |reply| ServiceCommand::Withdraw { name, reply },
+            || Err(NOT_TAKEN.to_owned()),
+        )
+        .await
+    }
+}
+
+/// Answers `call` with the JavaScript `handler`.
+async fn serve(handler: js_sys::Function, call: HostCall) {
+    let data = serde_json::to_string(&call.data)
+        .ok()
+        .and_then(|json| js_sys::JSON::parse(&json).ok())
+        .unwrap_or(JsValue::NULL);
+    let returned = handler.call2(&JsValue::NULL, &call.message_type.clone().into(), &data);
+    let settled = match returned {
+        Ok(value) => match value.dyn_into::<js_sys::Promise>() {
+            Ok(promise) => wasm_bindgen_futures::JsFuture::from(promise).await,
+            Err(value) => Ok(value),
+        },
+        Err(thrown) => Err(thrown),
+    };
+    let reply = match settled {
+        Ok(value) if value.is_undefined() => Ok(serde_json::Value::Null),
+        Ok(value) => js_sys::JSON::stringify(&value)
+            .ok()
+            .and_then(|text| text.as_string())
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .ok_or_else(|| "the handler returned something that is not JSON".to_owned()),
+        Err(thrown) => Err(error_text(&thrown)),
+    };
+    let _ = call.reply.send(reply);
+}
+
+/// What a thrown JavaScript value says.
+pub(crate) fn error_text(thrown: &JsValue) -> String {
+    if let Some(error) = thrown.dyn_ref::<js_sys::Error>() {
+        return String::from(error.message());
+    }
+    thrown
+        .as_string()
+        .or_else(|| {
+            js_sys::JSON::stringify(thrown)
+                .ok()
+                .and_then(|s| s.as_string())
+        })
+        .unwrap_or_else(|| "the handler failed".to_owned())
+}
+
+const NOT_TAKEN: &str = "the node did not take the request (it has stopped or is busy); try again";
 
 fn not_taken() -> DhtError {
     DhtError::Failed(

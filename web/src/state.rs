@@ -6,7 +6,9 @@
 use std::rc::Rc;
 
 use tabmesh_core::dht::DhtReply;
+use tabmesh_core::services::Catalog;
 use tabmesh_node::NodeView;
+use tabmesh_node::services::CallAnswer;
 use yew::Reducible;
 
 /// The latest DHT request made with the panel's form and, once known, its answer.
@@ -20,6 +22,28 @@ pub(crate) struct DhtRequestLine {
     pub(crate) answer: Option<Result<DhtReply, String>>,
 }
 
+/// The latest call made with the Services panel's form and, once known, its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CallLine {
+    /// The call's id: only the latest call's answer is shown.
+    pub(crate) id: u64,
+    /// What was called, e.g. `echo/echo`.
+    pub(crate) asked: String,
+    /// `None` while the call is under way; the error is `(code, message)`.
+    pub(crate) answer: Option<Result<CallAnswer, (String, String)>>,
+}
+
+/// The network's catalog of services as last read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct CatalogLine {
+    /// A read is under way.
+    pub(crate) loading: bool,
+    /// The last catalog read, if any.
+    pub(crate) catalog: Option<Catalog>,
+    /// Why the last read failed, if it did.
+    pub(crate) error: Option<String>,
+}
+
 /// What the UI knows.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct AppState {
@@ -29,6 +53,12 @@ pub(crate) struct AppState {
     pub(crate) fatal: Option<String>,
     /// The DHT form's latest request.
     pub(crate) dht_request: Option<DhtRequestLine>,
+    /// The Services form's latest call.
+    pub(crate) call: Option<CallLine>,
+    /// The network's services.
+    pub(crate) catalog: CatalogLine,
+    /// The outcome of the last change to what this tab offers (an error, or what was done).
+    pub(crate) offer_note: Option<Result<String, String>>,
 }
 
 /// Changes to the UI state.
@@ -53,6 +83,14 @@ pub(crate) enum Action {
         /// The reply, or the reason there is none.
         answer: Result<DhtReply, String>,
     },
+    /// The Services form called (`answer: None`) or was answered.
+    Called(CallLine),
+    /// A catalog read started.
+    CatalogAsked,
+    /// A catalog read ended.
+    CatalogRead(Result<Catalog, String>),
+    /// What offering or withdrawing a service did.
+    OfferNote(Result<String, String>),
 }
 
 impl Reducible for AppState {
@@ -63,6 +101,9 @@ impl Reducible for AppState {
             view: self.view.clone(),
             fatal: self.fatal.clone(),
             dht_request: self.dht_request.clone(),
+            call: self.call.clone(),
+            catalog: self.catalog.clone(),
+            offer_note: self.offer_note.clone(),
         };
         match action {
             Action::View(view) => next.view = Some(view),
@@ -86,6 +127,24 @@ impl Reducible for AppState {
                     answer: Some(answer),
                 });
             }
+            Action::Called(line) => {
+                if self.call.as_ref().is_some_and(|c| c.id > line.id) {
+                    return self;
+                }
+                next.call = Some(line);
+            }
+            Action::CatalogAsked => next.catalog.loading = true,
+            Action::CatalogRead(read) => {
+                next.catalog.loading = false;
+                match read {
+                    Ok(catalog) => {
+                        next.catalog.catalog = Some(catalog);
+                        next.catalog.error = None;
+                    }
+                    Err(error) => next.catalog.error = Some(error),
+                }
+            }
+            Action::OfferNote(note) => next.offer_note = Some(note),
         }
         Rc::new(next)
     }

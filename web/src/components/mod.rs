@@ -5,12 +5,14 @@ mod event_log;
 mod gimps;
 mod header;
 mod peers;
+mod services;
 
 pub(crate) use dht::DhtPanel;
 pub(crate) use event_log::EventLog;
 pub(crate) use gimps::{GimpsLog, GimpsPanel};
 pub(crate) use header::{Header, RelayBanner};
 pub(crate) use peers::PeersPanel;
+pub(crate) use services::ServicesPanel;
 
 use gloo_timers::callback::Timeout;
 use yew::prelude::*;
