@@ -235,6 +235,18 @@ impl Drop for Relay {
     }
 }
 
+/// The keys of the JSON lines `tabmesh-node --json` prints in answer to stdin commands.
+const ANSWERS: [&str; 8] = [
+    "dht",
+    "dht_error",
+    "call",
+    "call_error",
+    "services",
+    "services_error",
+    "done",
+    "error",
+];
+
 /// A running `tabmesh-node --json`, with its latest state parsed from its output.
 #[derive(Debug)]
 pub struct NativeNode {
@@ -282,7 +294,7 @@ impl NativeNode {
                 {
                     *slot = Some(view);
                 } else if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
-                    && (value.get("dht").is_some() || value.get("dht_error").is_some())
+                    && ANSWERS.iter().any(|key| value.get(key).is_some())
                     && let Ok(mut list) = replies.lock()
                 {
                     list.push(value);
@@ -312,9 +324,21 @@ impl NativeNode {
 
     /// The DHT answers printed so far (`{"dht": reply}` or `{"dht_error": text}`), oldest first.
     pub fn dht_replies(&self) -> Vec<serde_json::Value> {
+        self.answers(&["dht", "dht_error"])
+    }
+
+    /// The answers to stdin commands printed so far whose one key is among `keys` (`dht`,
+    /// `dht_error`, `call`, `call_error`, `services`, `services_error`, `done`, `error`), oldest
+    /// first.
+    pub fn answers(&self, keys: &[&str]) -> Vec<serde_json::Value> {
         self.dht_replies
             .lock()
-            .map(|l| l.clone())
+            .map(|l| {
+                l.iter()
+                    .filter(|v| keys.iter().any(|k| v.get(k).is_some()))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

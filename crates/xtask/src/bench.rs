@@ -16,6 +16,10 @@
 //! - WebRTC: time from a relayed connection to the direct one among 8 tabs (median, worst), and
 //!   libp2p ping RTT and perf-protocol throughput between two tabs, direct against relayed.
 //!
+//! - Services: call latency across 8 tabs, direct against through the relay; one provider's
+//!   calls per second with 1 and 7 calling tabs; the HTTP gateway's calls per second; failover
+//!   when the provider being called closes.
+//!
 //! `--only` picks sections (the whole run takes over half an hour, the 1000-peer simulation
 //! most of it). The browser and network parts run inside a loopback-only network namespace,
 //! like the tests.
@@ -27,6 +31,8 @@ use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, bin_path, run_di
 
 use crate::shell;
 use crate::web::{self, mb};
+
+mod services;
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -58,6 +64,8 @@ pub(crate) enum Section {
     Sim,
     /// WebRTC: upgrade time among 8 tabs; RTT and throughput, direct against relayed.
     Webrtc,
+    /// Services: call latency and throughput across 8 tabs, the HTTP gateway, failover.
+    Services,
 }
 
 impl BenchArgs {
@@ -132,6 +140,9 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         if args.wants(Section::Webrtc) {
             upgrade_times().await?;
             direct_against_relayed().await?;
+        }
+        if args.wants(Section::Services) {
+            services::run().await?;
         }
         if args.wants(Section::Relay) {
             relay_memory(args.clients).await?;
