@@ -1,0 +1,426 @@
+//! A whole trace from the spans each peer sent back.
+//!
+//! 1. **Everything on one clock.** Each peer records on its own clock. Where a span on one peer
+//!    is the client side of a request whose server side is a child span on another peer, the
+//!    server's clock offset is estimated as trace viewers and NTP do: the midpoint of the
+//!    server span against the midpoint of the client span (the network delay is assumed the
+//!    same both ways). Offsets spread from the reference peer (the one assembling) along the
+//!    tree; a peer reached only by one-way messages is shifted just enough that none of its
+//!    spans starts before its parent (causality), and not at all if none does.
+//! 2. **Gaps, not errors.** A peer that did not answer (left, unreachable, refused) is listed in
+//!    `missing` with the reason; spans whose parent is not among the spans gathered are kept
+//!    and marked `orphan`, so a viewer draws them under a gap.
+//! 3. **Bounded and checked.** Only spans of the trace asked for count; at most
+//!    [`MAX_SPANS`] are kept (the earliest); a peer's spans that name another peer as their
+//!    recorder are dropped and counted (`refused`): a peer speaks for itself only.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Span, SpanId, TraceId};
+
+/// Spans of one assembled trace, at most.
+pub const MAX_SPANS: usize = 2048;
+/// The attribute that marks a span as the client side of a request (value `client`) or the
+/// server side (value `server`), as OpenTelemetry's span kinds do.
+pub const KIND: &str = "span.kind";
+
+/// The attribute that names the peer a message was sent to.
+pub const REMOTE: &str = "peer.remote";
+
+/// A peer whose spans are missing from the trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Missing {
+    /// The peer.
+    pub peer: String,
+    /// Why: it left, could not be reached, refused.
+    pub reason: String,
+}
+
+/// A span as drawn: on the reference clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedSpan {
+    /// The span, its times moved onto the reference clock.
+    #[serde(flatten)]
+    pub span: Span,
+    /// Its parent is not among the spans gathered (drawn under a gap).
+    #[serde(default)]
+    pub orphan: bool,
+}
+
+/// A trace put together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// Its spans, on the reference clock, by start time.
+    pub spans: Vec<PlacedSpan>,
+    /// The peers whose spans are in it.
+    pub peers: Vec<String>,
+    /// The peers that should have spans in it but did not send them.
+    pub missing: Vec<Missing>,
+    /// Each peer's clock minus the reference clock, ms, as estimated (rule 1).
+    pub offsets_ms: BTreeMap<String, i64>,
+    /// Spans dropped: not of this trace, recorded by someone else, or over the bound.
+    pub refused: usize,
+}
+
+/// What one peer answered when asked for its spans of the trace.
+pub type Answer = (String, Result<Vec<Span>, String>);
+
+/// Assembles trace `trace_id` from the answers, on `reference`'s clock.
+pub fn assemble(trace_id: TraceId, reference: &str, answers: Vec<Answer>) -> Trace {
+    let mut refused = 0;
+    let mut missing = Vec::new();
+    let mut heard: BTreeSet<String> = BTreeSet::new();
+    let mut spans: Vec<Span> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (peer, answer) in answers {
+        match answer {
+            Ok(list) => {
+                heard.insert(peer.clone());
+                for span in list {
+                    if span.trace_id != trace_id || span.peer != peer || !seen.insert(span.span_id)
+                    {
+                        refused += 1;
+                    } else {
+                        spans.push(span);
+                    }
+                }
+            }
+            Err(reason) => missing.push(Missing { peer, reason }),
+        }
+    }
+    spans.sort_by_key(|s| (s.start_ms, s.span_id));
+    if spans.len() > MAX_SPANS {
+        refused += spans.len() - MAX_SPANS;
+        spans.truncate(MAX_SPANS);
+    }
+    let offsets = offsets(&spans, reference);
+    let ids: HashMap<SpanId, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id, i))
+        .collect();
+    let mut placed: Vec<PlacedSpan> = spans
+        .iter()
+        .map(|span| {
+            let offset = offsets.get(&span.peer).copied().unwrap_or(0);
+            let mut span = span.clone();
+            span.start_ms = shift(span.start_ms, offset);
+            span.end_ms = span.end_ms.map(|e| shift(e, offset));
+            for event in &mut span.events {
+                event.at_ms = shift(event.at_ms, offset);
+            }
+            let orphan = span.parent_span_id.is_some_and(|p| !ids.contains_key(&p));
+            PlacedSpan { span, orphan }
+        })
+        .collect();
+    placed.sort_by_key(|p| (p.span.start_ms, p.span.span_id));
+    let peers: BTreeSet<String> = placed.iter().map(|p| p.span.peer.clone()).collect();
+    // A peer that answered with nothing of this trace is not missing; one a span names as the
+    // target of a message (attribute `peer.remote`) and that was not heard from at all is.
+    let failed: BTreeSet<String> = missing.iter().map(|m| m.peer.clone()).collect();
+    let named: BTreeSet<String> = placed
+        .iter()
+        .filter_map(|p| p.span.attributes.get(REMOTE).cloned())
+        .filter(|p| !heard.contains(p) && !failed.contains(p))
+        .collect();
+    missing.extend(named.into_iter().map(|peer| Missing {
+        peer,
+        reason: "not heard from".to_owned(),
+    }));
+    Trace {
+        trace_id,
+        spans: placed,
+        peers: peers.into_iter().collect(),
+        missing,
+        offsets_ms: offsets,
+        refused,
+    }
+}
+
+fn shift(ms: u64, offset: i64) -> u64 {
+    // The offset is the peer's clock minus the reference clock: subtract it.
+    if offset >= 0 {
+        ms.saturating_sub(offset.unsigned_abs())
+    } else {
+        ms.saturating_add(offset.unsigned_abs())
+    }
+}
+
+fn mid(span: &Span) -> Option<i128> {
+    let end = span.end_ms?;
+    Some((i128::from(span.start_ms) + i128::from(end)) / 2)
+}
+
+/// Rule 1: each peer's clock minus `reference`'s.
+fn offsets(spans: &[Span], reference: &str) -> BTreeMap<String, i64> {
+    let by_id: HashMap<SpanId, &Span> = spans.iter().map(|s| (s.span_id, s)).collect();
+    // Estimates between pairs of peers from client/server pairs: (parent peer, child peer) →
+    // child clock minus parent clock.
+    let mut pairs: BTreeMap<(String, String), Vec<i128>> = BTreeMap::new();
+    for child in spans {
+        let Some(parent) = child.parent_span_id.and_then(|p| by_id.get(&p)) else {
+            continue;
+        };
+        if parent.peer == child.peer
+            || parent.attributes.get(KIND).map(String::as_str) != Some("client")
+            || child.attributes.get(KIND).map(String::as_str) != Some("server")
+        {
+            continue;
+        }
+        if let (Some(c), Some(p)) = (mid(child), mid(parent)) {
+            pairs
+                .entry((parent.peer.clone(), child.peer.clone()))
+                .or_default()
+                .push(c - p);
+        }
+    }
+    let mut known: BTreeMap<String, i128> = BTreeMap::new();
+    known.insert(reference.to_owned(), 0);
+    // Spread along the pairs (both directions) until nothing changes.
+    loop {
+        let mut changed = false;
+        for ((a, b), estimates) in &pairs {
+            let median = median(estimates);
+            match (known.get(a).copied(), known.get(b).copied()) {
+                (Some(oa), None) => {
+                    known.insert(b.clone(), oa + median);
+                    changed = true;
+                }
+                (None, Some(ob)) => {
+                    known.insert(a.clone(), ob - median);
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // Peers reached by one-way messages only: shifted so that none of their spans starts
+    // before its parent, in tree order (parents first, as spans are sorted by start).
+    let peers: BTreeSet<&str> = spans.iter().map(|s| s.peer.as_str()).collect();
+    for _ in 0..peers.len() {
+        let mut changed = false;
+        for peer in &peers {
+            if known.contains_key(*peer) {
+                continue;
+            }
+            let mut need: Option<i128> = None;
+            let mut placeable = true;
+            for child in spans.iter().filter(|s| s.peer == *peer) {
+                let Some(parent) = child.parent_span_id.and_then(|p| by_id.get(&p)) else {
+                    continue;
+                };
+                if parent.peer == child.peer {
+                    continue;
+                }
+                let Some(parent_offset) = known.get(&parent.peer) else {
+                    placeable = false;
+                    continue;
+                };
+                // Child start on the reference clock must not precede the parent's start.
+                let parent_start = i128::from(parent.start_ms) - parent_offset;
+                let largest_offset = i128::from(child.start_ms) - parent_start;
+                need = Some(need.map_or(largest_offset, |n: i128| n.min(largest_offset)));
+            }
+            if placeable || need.is_some() {
+                known.insert((*peer).to_owned(), need.map_or(0, |n| n.min(0)));
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    known
+        .into_iter()
+        .map(|(peer, offset)| (peer, i64::try_from(offset).unwrap_or(0)))
+        .collect()
+}
+
+fn median(values: &[i128]) -> i128 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{SpanStatus, TraceContext};
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    fn span(
+        rng: &mut SmallRng,
+        trace: TraceContext,
+        parent: Option<&Span>,
+        name: &str,
+        peer: &str,
+        (start, end): (u64, u64),
+        kind: Option<&str>,
+    ) -> Span {
+        let context = if parent.is_some() {
+            trace.child(rng)
+        } else {
+            trace
+        };
+        let mut s = Span::start(context, parent.map(|p| p.span_id), name, peer, start);
+        if let Some(kind) = kind {
+            s.attribute(KIND, kind);
+        }
+        s.end(end, SpanStatus::Ok);
+        s
+    }
+
+    #[test]
+    fn rule_1_a_request_reply_pair_puts_the_server_on_the_client_clock() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let trace = TraceContext::root(&mut rng);
+        // A calls B: sent at 1000, answered at 1010 (A's clock). B's clock is 5000 ms ahead:
+        // it handled the call from 6004 to 6006 on its clock, 1004 to 1006 on A's.
+        let call = span(
+            &mut rng,
+            trace,
+            None,
+            "call",
+            "A",
+            (1000, 1010),
+            Some("client"),
+        );
+        let serve = span(
+            &mut rng,
+            trace,
+            Some(&call),
+            "serve",
+            "B",
+            (6004, 6006),
+            Some("server"),
+        );
+        let t = assemble(
+            trace.trace_id,
+            "A",
+            vec![("A".into(), Ok(vec![call])), ("B".into(), Ok(vec![serve]))],
+        );
+        assert_eq!(t.offsets_ms["B"], 5000);
+        let served = t.spans.iter().find(|s| s.span.name == "serve").unwrap();
+        assert_eq!(
+            (served.span.start_ms, served.span.end_ms),
+            (1004, Some(1006))
+        );
+        assert_eq!(t.peers, vec!["A".to_owned(), "B".to_owned()]);
+        assert!(t.missing.is_empty() && t.refused == 0);
+    }
+
+    #[test]
+    fn rule_1_one_way_messages_only_shift_a_peer_to_keep_causality() {
+        let mut rng = SmallRng::seed_from_u64(6);
+        let trace = TraceContext::root(&mut rng);
+        // A gossips to C, whose clock is 300 ms behind: C's forward seems to start before A's
+        // send. Shifted just enough; D's clock is fine and is not moved.
+        let send = span(&mut rng, trace, None, "send", "A", (1000, 1001), None);
+        let forward = span(
+            &mut rng,
+            trace,
+            Some(&send),
+            "forward",
+            "C",
+            (702, 703),
+            None,
+        );
+        let other = span(
+            &mut rng,
+            trace,
+            Some(&send),
+            "forward",
+            "D",
+            (1003, 1004),
+            None,
+        );
+        let t = assemble(
+            trace.trace_id,
+            "A",
+            vec![
+                ("A".into(), Ok(vec![send])),
+                ("C".into(), Ok(vec![forward])),
+                ("D".into(), Ok(vec![other])),
+            ],
+        );
+        assert_eq!(t.offsets_ms["C"], -298);
+        assert_eq!(t.offsets_ms["D"], 0);
+        assert!(
+            t.spans.iter().all(|s| s.span.start_ms >= 1000),
+            "{:?}",
+            t.spans
+        );
+    }
+
+    #[test]
+    fn rule_2_missing_peers_are_gaps_and_their_children_orphans() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let trace = TraceContext::root(&mut rng);
+        let mut send = span(&mut rng, trace, None, "send", "A", (0, 1), None);
+        send.attribute(REMOTE, "E");
+        let lost = span(&mut rng, trace, Some(&send), "forward", "B", (2, 3), None);
+        let after = span(&mut rng, trace, Some(&lost), "forward", "C", (4, 5), None);
+        let t = assemble(
+            trace.trace_id,
+            "A",
+            vec![
+                ("A".into(), Ok(vec![send])),
+                ("B".into(), Err("left".into())),
+                ("C".into(), Ok(vec![after])),
+            ],
+        );
+        assert_eq!(
+            t.missing,
+            vec![
+                Missing {
+                    peer: "B".into(),
+                    reason: "left".into()
+                },
+                Missing {
+                    peer: "E".into(),
+                    reason: "not heard from".into()
+                },
+            ]
+        );
+        let c = t.spans.iter().find(|s| s.span.peer == "C").unwrap();
+        assert!(c.orphan);
+        assert!(!t.spans.iter().find(|s| s.span.peer == "A").unwrap().orphan);
+    }
+
+    #[test]
+    fn rule_3_a_peer_speaks_only_for_itself_and_for_this_trace() {
+        let mut rng = SmallRng::seed_from_u64(8);
+        let trace = TraceContext::root(&mut rng);
+        let other = TraceContext::root(&mut rng);
+        let mine = span(&mut rng, trace, None, "x", "A", (0, 1), None);
+        let forged = span(&mut rng, trace, Some(&mine), "y", "B", (1, 2), None);
+        let elsewhere = span(&mut rng, other, None, "z", "A", (0, 1), None);
+        let t = assemble(
+            trace.trace_id,
+            "A",
+            vec![("A".into(), Ok(vec![mine.clone(), forged, elsewhere, mine]))],
+        );
+        assert_eq!(t.spans.len(), 1);
+        assert_eq!(
+            t.refused, 3,
+            "B's span sent by A, another trace's, a duplicate"
+        );
+        let many: Vec<Span> = (0..MAX_SPANS as u64 + 10)
+            .map(|i| {
+                let mut s = Span::start(trace.child(&mut rng), Some(trace.span_id), "n", "A", i);
+                s.end(i, SpanStatus::Ok);
+                s
+            })
+            .collect();
+        let t = assemble(trace.trace_id, "A", vec![("A".into(), Ok(many))]);
+        assert_eq!((t.spans.len(), t.refused), (MAX_SPANS, 10));
+    }
+}
