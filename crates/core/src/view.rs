@@ -47,6 +47,9 @@ pub struct NodeView {
     /// The services section: offered, built-ins, the latest calls.
     #[serde(default)]
     pub services: Option<crate::services::ServicesSection>,
+    /// The tracing section: recent traces, spans held.
+    #[serde(default)]
+    pub trace: Option<crate::trace::TraceSection>,
 }
 
 /// The `gimps` section: the protocol state plus what the driver measures.

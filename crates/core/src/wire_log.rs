@@ -45,6 +45,8 @@ pub enum Topic {
     Perf,
     /// Service calls.
     Service,
+    /// Request tracing: traced pings, span gathering.
+    Trace,
     /// The misbehaviour ledger: strikes and bans.
     Ban,
     /// The node itself (start, shutdown).
@@ -66,6 +68,7 @@ impl Topic {
             Self::Webrtc => "webrtc",
             Self::Perf => "perf",
             Self::Service => "service",
+            Self::Trace => "trace",
             Self::Ban => "ban",
             Self::Node => "node",
         }

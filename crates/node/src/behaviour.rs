@@ -10,6 +10,7 @@
 //! | `gimps` | [`crate::gimps`] | GIMPS gossip and the Lucas-Lehmer search |
 //! | `perf` | [`crate::perf`] | libp2p's perf protocol |
 //! | `services` | [`crate::services`] | typed services: offered, announced, served, called |
+//! | `trace` | [`crate::trace`] | request tracing: traced ping, span store, gathering |
 //!
 //! Each reports [`Report`]s, which the node routes (`Node::on_report`), and writes its log lines
 //! into the node's one [`WireSink`]. The ledger comes first
@@ -25,6 +26,7 @@ use crate::direct::WebRtc;
 use crate::report::{Report, WireSink};
 use crate::{
     NodeConfig, NodeError, dht, direct, gimps, ledger, peers, perf, platform, relay_link, services,
+    trace,
 };
 
 /// The behaviours of a tabmesh peer.
@@ -47,6 +49,8 @@ pub struct NodeBehaviour {
     pub perf: perf::Behaviour,
     /// Typed services.
     pub services: services::Behaviour,
+    /// Request tracing.
+    pub trace: trace::Behaviour,
 }
 
 impl NodeBehaviour {
@@ -103,6 +107,7 @@ impl NodeBehaviour {
                 origin,
                 wire.clone(),
             ),
+            trace: trace::Behaviour::new(local, wire.clone()),
         })
     }
 }

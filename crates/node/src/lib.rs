@@ -35,6 +35,7 @@ pub mod relay_link;
 pub mod report;
 pub mod services;
 mod timer;
+pub mod trace;
 
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
@@ -178,6 +179,8 @@ pub enum Command {
     },
     /// Offer, withdraw or call services, or read the catalog.
     Services(services::ServiceCommand),
+    /// Request tracing: a traced ping, gathering a trace.
+    Trace(trace::TraceCommand),
 }
 
 /// The caller's side of a node: its events and a way to send it commands.

@@ -132,6 +132,7 @@ impl Node {
                 self.relay = Some(peer);
                 behaviours.ledger.exempt(peer);
                 behaviours.peers.set_relay(peer);
+                behaviours.trace.set_relay(peer);
                 behaviours.direct.set_relay(&addr, &ice_servers);
                 behaviours.dht.set_relay(peer, addr);
                 behaviours.gimps.set_relay(peer);
@@ -177,6 +178,7 @@ impl Node {
                 }
             },
             Command::Services(command) => behaviours.services.command(command),
+            Command::Trace(command) => behaviours.trace.command(command),
             Command::Shutdown => {}
         }
     }
@@ -250,6 +252,7 @@ impl Node {
             gimps: Some(b.gimps.view()),
             dht: Some(b.dht.view()),
             services: Some(b.services.view()),
+            trace: Some(b.trace.view()),
         }
     }
 

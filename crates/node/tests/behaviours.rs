@@ -8,7 +8,9 @@
 //!   and banned longer when it offends again;
 //! - misbehaviour ledger with the DHT and with services: a peer storing forged records, or
 //!   sending unreadable, oversized or wrongly shaped service requests, is banned at its third
-//!   strike and nothing it sent is kept or reaches a handler.
+//!   strike and nothing it sent is kept or reaches a handler;
+//! - request tracing: a traced ping is one trace with a span on each peer, gathered whole; a
+//!   peer sending malformed trace requests is banned at its third strike.
 //!
 //! The direct-upgrade behaviour tells relayed from direct connections by their addresses
 //! (`/p2p-circuit`, `/webrtc`), so the transport here is libp2p's memory transport with
@@ -758,4 +760,139 @@ async fn a_peer_sending_malformed_or_oversized_service_requests_is_refused_and_b
         "{:?}",
         log.iter().map(|n| &n.summary).collect::<Vec<_>>()
     );
+}
+
+/// A peer with request tracing and the misbehaviour ledger.
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "Report")]
+struct Tracer {
+    ledger: ledger::Behaviour,
+    trace: tabmesh_node::trace::Behaviour,
+}
+
+fn tracer() -> Swarm<Tracer> {
+    swarm(|key| Tracer {
+        ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
+        trace: tabmesh_node::trace::Behaviour::new(key.public().to_peer_id(), WireSink::discard()),
+    })
+}
+
+/// Drives both until `rx` has an answer (at most 20 s).
+async fn answer_of<T>(
+    a: &mut Swarm<Tracer>,
+    b: &mut Swarm<Tracer>,
+    mut rx: futures::channel::oneshot::Receiver<T>,
+) -> T {
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = a.select_next_some() => {}
+            _ = b.select_next_some() => {}
+            answer = &mut rx => return answer.unwrap(),
+            () = &mut deadline => panic!("no answer in 20 s"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_traced_ping_is_one_trace_with_a_span_on_each_peer() {
+    use tabmesh_node::trace::TraceCommand;
+
+    let mut a = tracer();
+    let mut b = tracer();
+    let addr = listen(&mut b, "").await;
+    let (a_id, b_id) = (*a.local_peer_id(), *b.local_peer_id());
+    a.dial(addr).unwrap();
+    let mut seen = (Connections::default(), Connections::default());
+    drive_until(&mut a, &mut b, &mut seen, |a, _| !a.open.is_empty()).await;
+
+    let (reply, rx) = futures::channel::oneshot::channel();
+    a.behaviour_mut()
+        .trace
+        .command(TraceCommand::Ping { peer: None, reply });
+    let ping = answer_of(&mut a, &mut b, rx).await.unwrap();
+    assert_eq!(ping.peer, b_id.to_base58(), "the only peer is picked");
+
+    let (reply, rx) = futures::channel::oneshot::channel();
+    a.behaviour_mut().trace.command(TraceCommand::Gather {
+        trace_id: ping.trace_id,
+        reply,
+    });
+    let trace = answer_of(&mut a, &mut b, rx).await.unwrap();
+    assert_eq!(trace.peers, {
+        let mut p = vec![a_id.to_base58(), b_id.to_base58()];
+        p.sort();
+        p
+    });
+    assert!(trace.missing.is_empty(), "{:?}", trace.missing);
+    let root = trace
+        .spans
+        .iter()
+        .find(|s| s.span.name == "trace.ping")
+        .unwrap();
+    let pong = trace
+        .spans
+        .iter()
+        .find(|s| s.span.name == "trace.pong")
+        .unwrap();
+    assert_eq!(root.span.peer, a_id.to_base58());
+    assert_eq!(pong.span.peer, b_id.to_base58());
+    assert_eq!(pong.span.parent_span_id, Some(root.span.span_id));
+    assert!(!pong.orphan);
+    // On A's clock, B's handling lies within A's ping (same machine: offset about 0).
+    assert!(pong.span.start_ms >= root.span.start_ms);
+    assert!(pong.span.end_ms <= root.span.end_ms);
+    assert_eq!(a.behaviour().trace.view().spans_held, 1);
+    assert_eq!(b.behaviour().trace.view().recent[0].trace_id, ping.trace_id);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn malformed_trace_requests_are_strikes() {
+    let mut honest = tracer();
+    let addr = listen(&mut honest, "").await;
+    let honest_id = *honest.local_peer_id();
+    let mut offender = swarm(|_| {
+        request_response::Behaviour::with_codec(
+            RawServiceCodec,
+            [(tabmesh_node::trace::PROTOCOL, ProtocolSupport::Outbound)],
+            request_response::Config::default(),
+        )
+    });
+    let offender_id = *offender.local_peer_id();
+    offender.dial(addr).unwrap();
+    let mut strikes = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            event = honest.select_next_some() => {
+                if let SwarmEvent::Behaviour(Report::Misbehaved { peer, topic, reason }) = &event {
+                    assert_eq!((*peer, *topic), (offender_id, tabmesh_core::wire_log::Topic::Trace));
+                    strikes.push(reason.clone());
+                    honest.behaviour_mut().ledger.strike(*peer, *topic, reason);
+                }
+                if let SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } = event
+                    && peer_id == offender_id
+                    && strikes.len() == 3
+                {
+                    break;
+                }
+            }
+            event = offender.select_next_some() => {
+                if let SwarmEvent::ConnectionEstablished { .. } = event {
+                    for bytes in [
+                        b"not json".to_vec(),
+                        br#"{"op":"ping","context":"00-zz"}"#.to_vec(),
+                        vec![b' '; 70_000],
+                    ] {
+                        offender.behaviour_mut().send_request(&honest_id, bytes);
+                    }
+                }
+            }
+            () = &mut deadline => panic!("not banned: {strikes:?}"),
+        }
+    }
+    assert_eq!(honest.behaviour().trace.view().malformed, 3);
+    assert_eq!(honest.behaviour().ledger.view().len(), 1);
 }

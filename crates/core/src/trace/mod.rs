@@ -9,12 +9,14 @@
 //! - [`store`]: the bounded store a peer records its spans into;
 //! - [`assemble`]: a trace from the spans every peer sent back, with clock offsets corrected and
 //!   the peers that did not answer named;
-//! - [`otlp`]: spans as OpenTelemetry's OTLP/JSON, for Jaeger and collectors.
+//! - [`otlp`]: spans as OpenTelemetry's OTLP/JSON, for Jaeger and collectors;
+//! - [`message`]: the request and reply of `/tabmesh/trace/1.0.0` (traced ping, span gathering).
 //!
 //! Like the rest of this crate it does no I/O and reads no clock: times are milliseconds on the
 //! recording peer's clock, ids come from a random source passed in.
 
 pub mod assemble;
+pub mod message;
 pub mod otlp;
 pub mod store;
 
@@ -245,6 +247,19 @@ pub struct Span {
     /// How it ended.
     #[serde(default)]
     pub status: SpanStatus,
+}
+
+/// The tracing section of a node's view.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TraceSection {
+    /// The traces with the most recent spans here, newest first.
+    pub recent: Vec<store::TraceSummary>,
+    /// Spans held here.
+    pub spans_held: usize,
+    /// The store's counts.
+    pub counters: store::StoreCounters,
+    /// Malformed or oversized messages received.
+    pub malformed: u64,
 }
 
 /// Longest span name and attribute key or value kept; longer ones are cut.
