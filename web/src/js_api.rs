@@ -32,6 +32,10 @@
 //!     `maximum`); data that does not fit never reaches the handler;
 //!   - `withdraw(name)`; `builtin(name, on)` switches `lucas-lehmer`, `echo` or `node-info` on or
 //!     off; `services()` resolves to the catalog of every service the network offers.
+//! - Tracing (each returns a `Promise`): `tracePing(peerId?)` (a random peer when omitted)
+//!   resolves to `{trace_id, peer, peer_name, rtt_ms}`; `trace(traceId)` to the trace gathered
+//!   from the peers it crossed (`{trace_id, spans, peers, missing, offsets_ms, refused}`);
+//!   `traceOtlp(traceId)` to the same spans as OTLP/JSON.
 
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -78,6 +82,7 @@ pub(crate) fn install(client: &NodeClient) {
     bench.forget();
     install_dht(&api, client);
     install_services(&api, client);
+    install_trace(&api, client);
     let node = client.clone();
     let perf = Closure::<dyn Fn(JsValue, JsValue, JsValue) -> js_sys::Promise>::new(
         move |peer: JsValue, upload: JsValue, download: JsValue| {
@@ -209,6 +214,48 @@ fn install_services(api: &js_sys::Object, client: &NodeClient) {
         })
     });
     set(api, "services", services);
+}
+
+/// Adds request tracing to `api`.
+fn install_trace(api: &js_sys::Object, client: &NodeClient) {
+    let node = client.clone();
+    let ping = Closure::<dyn Fn(JsValue) -> js_sys::Promise>::new(move |peer: JsValue| {
+        let node = node.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let peer = if peer.is_undefined() || peer.is_null() {
+                None
+            } else {
+                let text = text_arg(&peer, "peerId").map_err(js_error)?;
+                Some(
+                    text.parse::<tabmesh_node::libp2p::PeerId>()
+                        .map_err(|e| js_error(format!("peerId: {e}")))?,
+                )
+            };
+            let answer = node.trace_ping(peer).await.map_err(js_error)?;
+            plain_object(&answer)
+        })
+    });
+    set(api, "tracePing", ping);
+    for (name, otlp) in [("trace", false), ("traceOtlp", true)] {
+        let node = client.clone();
+        let gather = Closure::<dyn Fn(JsValue) -> js_sys::Promise>::new(move |id: JsValue| {
+            let node = node.clone();
+            wasm_bindgen_futures::future_to_promise(async move {
+                let text = text_arg(&id, "traceId").map_err(js_error)?;
+                let trace_id = tabmesh_core::trace::TraceId::parse(&text)
+                    .map_err(|e| js_error(format!("traceId: {e}")))?;
+                let trace = node.trace(trace_id).await.map_err(js_error)?;
+                if otlp {
+                    plain_object(&tabmesh_core::trace::otlp::export(
+                        trace.spans.iter().map(|p| &p.span),
+                    ))
+                } else {
+                    plain_object(&trace)
+                }
+            })
+        });
+        set(api, name, gather);
+    }
 }
 
 /// Puts `f` on `api` as `name`, for the page's lifetime.

@@ -194,6 +194,36 @@ impl NodeClient {
         .await
     }
 
+    /// A traced ping to `peer` (a random connected peer when `None`).
+    pub(crate) async fn trace_ping(
+        &self,
+        peer: Option<tabmesh_node::libp2p::PeerId>,
+    ) -> Result<tabmesh_node::trace::PingAnswer, String> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Command::Trace(tabmesh_node::trace::TraceCommand::Ping {
+            peer,
+            reply,
+        })) {
+            return Err(NOT_TAKEN.to_owned());
+        }
+        answer.await.unwrap_or_else(|_| Err(NOT_TAKEN.to_owned()))
+    }
+
+    /// Trace `trace_id`, gathered from the peers it crossed.
+    pub(crate) async fn trace(
+        &self,
+        trace_id: tabmesh_core::trace::TraceId,
+    ) -> Result<tabmesh_core::trace::assemble::Trace, String> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Command::Trace(tabmesh_node::trace::TraceCommand::Gather {
+            trace_id,
+            reply,
+        })) {
+            return Err(NOT_TAKEN.to_owned());
+        }
+        answer.await.unwrap_or_else(|_| Err(NOT_TAKEN.to_owned()))
+    }
+
     /// Every service the network offers.
     pub(crate) async fn catalog(&self) -> Result<Catalog, String> {
         self.services(ServiceCommand::Catalog, || Err(NOT_TAKEN.to_owned()))
