@@ -440,7 +440,11 @@ impl RelayNode {
             Report::Dht { request, reply } => self.swarm.behaviour_mut().dht.start(request, reply),
             Report::StopProviding(key) => self.swarm.behaviour_mut().dht.stop_providing(&key),
             // Only a node's own behaviours report these; the relay's do not.
-            Report::RelayKnown { .. } | Report::Identified { .. } | Report::Heard(_) => {}
+            // The relay keeps no traces (yet): spans of the calls it enters are dropped.
+            Report::RelayKnown { .. }
+            | Report::Identified { .. }
+            | Report::Heard(_)
+            | Report::Span(_) => {}
         }
     }
 

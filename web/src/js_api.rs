@@ -18,7 +18,7 @@
 //!   the connection we have to it; resolves to `{peer_id, connection, upload_bytes, upload_ms,
 //!   download_bytes, download_ms}` (at most 64 MiB each way).
 //! - Services (each returns a `Promise`):
-//!   - `call(service, type, data, {deadlineMs}?)` resolves to `{reply, provider, provider_name,
+//!   - `call(service, type, data, {deadlineMs}?)` resolves to `{reply, trace_id, provider, provider_name,
 //!     route, link, duration_ms, attempts, provider_ms}` and rejects with an `Error` whose
 //!     message starts with the reason (`no provider…`, `unknown message type…`, `bad data: …`,
 //!     `timed out after N ms`, `provider refused: …`) and whose `code` is a stable word

@@ -75,6 +75,9 @@ pub struct Reply {
     pub attempts: u32,
     /// Time the provider took, ms.
     pub provider_ms: u64,
+    /// The call's trace id, when the entry node traces calls (W3C trace id, hex).
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 /// A service in the network's catalog.

@@ -131,6 +131,29 @@ async fn services_are_offered_found_called_through_any_node_and_fail_over() -> a
     let route = answer["route"].as_array().cloned().unwrap_or_default();
     assert!(route.len() >= 2, "{answer}");
     assert_eq!(handled(&browser, &a).await?, 1);
+    // The call is a trace: D's call and request spans, A's serving span under the request.
+    let trace_id = answer["trace_id"].as_str().unwrap_or_default().to_owned();
+    let trace = browser
+        .call(&d, &format!("window.tabmesh.trace('{trace_id}')"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let spans = trace["spans"].as_array().cloned().unwrap_or_default();
+    let named = |prefix: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (call_span, request, serve) = (
+        named("service.call sum/add"),
+        named("service.request sum/add"),
+        named("service.serve sum/add"),
+    );
+    assert_eq!(serve["peer"], json!(a_id), "{trace}");
+    assert_eq!(serve["parent_span_id"], request["span_id"], "{trace}");
+    assert_eq!(request["parent_span_id"], call_span["span_id"], "{trace}");
+    assert_eq!(trace["missing"], json!([]), "{trace}");
 
     // Tab C calls lucas-lehmer on the native node.
     let answer = answered(

@@ -34,6 +34,7 @@ fn stand_in_node(release: Arc<Notify>, catalogs: Arc<AtomicUsize>) -> mpsc::Send
                                 }
                                 Ok(CallAnswer {
                                     reply: request.data.clone(),
+                                    trace_id: None,
                                     provider: "12D3KooWprovider".into(),
                                     provider_name: "amber-heron".into(),
                                     route: vec![request.origin.clone().unwrap_or_default()],

@@ -151,6 +151,7 @@ impl Node {
                 }
             }
             Report::Heard(peer) => behaviours.peers.on_heard(&peer),
+            Report::Span(span) => behaviours.trace.record(span),
             Report::Dht { request, reply } => behaviours.dht.start(request, reply),
             Report::StopProviding(key) => behaviours.dht.stop_providing(&key),
         }

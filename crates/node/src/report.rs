@@ -136,6 +136,9 @@ pub enum Report {
     },
     /// An application message arrived from `peer` (liveness for the Peers panel).
     Heard(PeerId),
+    /// A protocol finished a span of a trace: the node hands it to the tracing behaviour's
+    /// store.
+    Span(tabmesh_core::trace::Span),
     /// A protocol needs the DHT (the services look up providers and descriptors and announce
     /// their own): the node starts `request` on the DHT behaviour, which answers on `reply`.
     Dht {

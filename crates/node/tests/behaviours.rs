@@ -687,6 +687,7 @@ async fn a_peer_sending_malformed_or_oversized_service_requests_is_refused_and_b
         data: serde_json::json!({"n": 7}),
         deadline_ms: 5_000,
         origin: None,
+        trace: None,
     };
     // Then three offences: garbage, a frame over the limit, and JSON of the wrong shape.
     let offences = [

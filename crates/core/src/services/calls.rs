@@ -117,7 +117,8 @@ impl Failure {
         }
     }
 
-    fn summary(&self) -> String {
+    /// What went wrong, in a few words.
+    pub fn summary(&self) -> String {
         match self {
             Self::Unreachable(why) => why.clone(),
             Self::Malformed(why) => format!("answered garbage ({why})"),
@@ -492,6 +493,7 @@ impl Calls {
                 data: call.request.data.clone(),
                 deadline_ms: millis(call.deadline.saturating_duration_since(now)).max(1),
                 origin: call.request.origin.clone(),
+                trace: None,
             },
         })
     }

@@ -34,6 +34,10 @@ pub struct ServiceRequest {
     /// Whom the caller acts for, when it is an entry node (an HTTP client, for instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The trace the call belongs to: the caller's span of this attempt (W3C `traceparent`).
+    /// A malformed one makes the whole request malformed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// Why a provider did not answer a call with data. The text is what the caller sees.
@@ -174,6 +178,7 @@ mod tests {
             data: json!({"hello": 1}),
             deadline_ms: 5_000,
             origin: None,
+            trace: None,
         }
     }
 
@@ -203,6 +208,24 @@ mod tests {
             ServiceRequest::decode(&big),
             Err(Malformed::Oversized(MAX_MESSAGE_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn a_request_carries_its_trace_context_and_a_malformed_one_is_refused() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(12);
+        let mut traced = request();
+        traced.trace = Some(crate::trace::TraceContext::root(&mut rng));
+        let bytes = traced.encode();
+        assert!(String::from_utf8_lossy(&bytes).contains("\"trace\":\"00-"));
+        assert_eq!(ServiceRequest::decode(&bytes), Ok(traced));
+        let forged = br#"{"service":"echo","type":"echo","data":{},"deadline_ms":5,"trace":"00-00000000000000000000000000000000-00f067aa0ba902b7-01"}"#;
+        assert!(matches!(
+            ServiceRequest::decode(forged),
+            Err(Malformed::Unreadable(why)) if why.contains("all zero")
+        ));
+        // Untraced requests are as before (no field on the wire).
+        assert!(!String::from_utf8_lossy(&request().encode()).contains("trace"));
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub struct Job<J> {
 #[derive(Debug)]
 pub enum Admission<J> {
     /// Run it now.
-    Run(Job<J>),
+    Run(Box<Job<J>>),
     /// It waits for a running call of the service to finish.
     Queued,
     /// Answer it with the refusal.
@@ -243,7 +243,7 @@ impl<J> Serving<J> {
         };
         if running < self.config.max_running {
             *self.running.entry(job.request.service.clone()).or_default() += 1;
-            Admission::Run(job)
+            Admission::Run(Box::new(job))
         } else {
             queue.push_back(job);
             Admission::Queued
@@ -360,6 +360,7 @@ mod tests {
             data,
             deadline_ms: 1_000,
             origin: None,
+            trace: None,
         }
     }
 

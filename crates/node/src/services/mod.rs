@@ -46,9 +46,14 @@ use tabmesh_core::wire_log::Topic;
 use web_time::{Duration, Instant};
 
 use crate::forward::forward_to;
+use crate::platform::unix_now_ms;
 use crate::report::{Report, WireSink, truncate};
 use crate::timer::Timer;
 use codec::ServiceCodec;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tabmesh_core::trace::assemble::{KIND, REMOTE};
+use tabmesh_core::trace::{Span, SpanStatus, TraceContext};
 
 type Transport = request_response::Behaviour<ServiceCodec>;
 
@@ -120,6 +125,9 @@ pub enum ServiceCommand {
 pub struct CallAnswer {
     /// The reply data.
     pub reply: Value,
+    /// The call's trace (`tabmesh.trace(id)` gathers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// The provider's peer id.
     pub provider: String,
     /// The provider's name.
@@ -137,7 +145,14 @@ pub struct CallAnswer {
 }
 
 /// Who is waiting for a served call's answer.
-enum Responder {
+struct Responder {
+    to: ReplyTo,
+    /// The provider's span of the call, when the caller traces it.
+    span: Option<Span>,
+}
+
+/// Where an answer goes.
+enum ReplyTo {
     /// A peer, on its stream.
     Remote(ResponseChannel<Vec<u8>>),
     /// One of our own calls.
@@ -169,6 +184,9 @@ struct Outgoing {
     request: CallRequest,
     reply: CallReplySender,
     started: Instant,
+    /// The call's root span (its trace is the call's).
+    span: Span,
+    context: TraceContext,
 }
 
 /// Services of a node: offered, served and called.
@@ -192,6 +210,10 @@ pub struct Behaviour {
     records: VecDeque<CallRecord>,
     counters: ServiceCounters,
     events: VecDeque<Report>,
+    /// The open attempt span of each call (the caller's side of one request).
+    attempts: HashMap<CallId, Span>,
+    /// Trace and span ids.
+    rng: SmallRng,
     /// Something was handed to the transport since it was last polled.
     transport_work: bool,
     wire: WireSink,
@@ -231,6 +253,8 @@ impl Behaviour {
             records: VecDeque::new(),
             counters: ServiceCounters::default(),
             events: VecDeque::new(),
+            attempts: HashMap::new(),
+            rng: SmallRng::seed_from_u64(unix_now_ms() ^ u64::from(me.to_bytes()[3])),
             transport_work: false,
             wire,
             timer: Timer::default(),
@@ -298,12 +322,25 @@ impl Behaviour {
                         None,
                         format!("call {}/{}", request.service, request.message_type),
                     );
+                    let context = TraceContext::root(&mut self.rng);
+                    let mut span = Span::start(
+                        context,
+                        None,
+                        &format!("service.call {}/{}", request.service, request.message_type),
+                        &self.me.to_base58(),
+                        unix_now_ms(),
+                    );
+                    if let Some(origin) = &request.origin {
+                        span.attribute("call.origin", origin);
+                    }
                     self.outgoing.insert(
                         id,
                         Outgoing {
                             request,
                             reply,
                             started: now,
+                            span,
+                            context,
                         },
                     );
                     self.advance(now);
@@ -488,10 +525,28 @@ impl Behaviour {
                 id,
                 provider,
                 link,
-                request,
+                mut request,
             } => {
+                if let Some(outgoing) = self.outgoing.get(&id) {
+                    let context = outgoing.context.child(&mut self.rng);
+                    let mut span = Span::start(
+                        context,
+                        Some(outgoing.context.span_id),
+                        &format!(
+                            "service.request {}/{}",
+                            request.service, request.message_type
+                        ),
+                        &self.me.to_base58(),
+                        unix_now_ms(),
+                    );
+                    span.attribute(KIND, "client");
+                    span.attribute(REMOTE, provider.to_base58());
+                    span.attribute("link", format!("{link:?}").to_lowercase());
+                    request.trace = Some(context);
+                    self.attempts.insert(id, span);
+                }
                 if link == Link::Local {
-                    self.admit(self.me, request, Responder::Local(id), now);
+                    self.admit(self.me, request, ReplyTo::Local(id), now);
                 } else {
                     self.wire.sent(
                         Topic::Service,
@@ -507,11 +562,33 @@ impl Behaviour {
         }
     }
 
+    /// Ends the open attempt span of call `id` (`Err`: why the attempt failed).
+    fn end_attempt(&mut self, id: CallId, outcome: Result<(), String>) {
+        if let Some(mut span) = self.attempts.remove(&id) {
+            let status = match outcome {
+                Ok(()) => SpanStatus::Ok,
+                Err(why) => SpanStatus::Error(why),
+            };
+            span.end(unix_now_ms(), status);
+            self.events.push_back(Report::Span(span));
+        }
+    }
+
     fn finish_call(&mut self, id: CallId, result: Result<Answered, CallError>, now: Instant) {
-        let Some(outgoing) = self.outgoing.remove(&id) else {
+        let Some(mut outgoing) = self.outgoing.remove(&id) else {
             return;
         };
+        // An attempt still open (the deadline passed while it waited) ends with the call.
+        self.end_attempt(id, Err("abandoned: the call ended".to_owned()));
+        let status = match &result {
+            Ok(_) => SpanStatus::Ok,
+            Err(e) => SpanStatus::Error(e.to_string()),
+        };
+        outgoing.span.end(unix_now_ms(), status);
+        let trace_id = outgoing.span.trace_id.to_string();
+        self.events.push_back(Report::Span(outgoing.span.clone()));
         let answer = result.map(|a| CallAnswer {
+            trace_id: Some(trace_id.clone()),
             route: self.route(outgoing.request.origin.as_deref(), a.provider, a.link),
             provider: a.provider.to_base58(),
             provider_name: self.name_of(&a.provider),
@@ -629,16 +706,24 @@ impl Behaviour {
     }
 
     /// A call arrived (from a peer, or from ourselves): admit it and run it, queue it or refuse it.
-    fn admit(
-        &mut self,
-        caller: PeerId,
-        request: ServiceRequest,
-        responder: Responder,
-        now: Instant,
-    ) {
+    fn admit(&mut self, caller: PeerId, request: ServiceRequest, to: ReplyTo, now: Instant) {
         let (service, message_type) = (request.service.clone(), request.message_type.clone());
+        // The provider's span: a child of the caller's attempt, when it traces the call.
+        let span = request.trace.map(|context| {
+            let mut span = Span::start(
+                context.child(&mut self.rng),
+                Some(context.span_id),
+                &format!("service.serve {service}/{message_type}"),
+                &self.me.to_base58(),
+                unix_now_ms(),
+            );
+            span.attribute(KIND, "server");
+            span.attribute("peer.caller", caller.to_base58());
+            span
+        });
+        let responder = Responder { to, span };
         match self.serving.admit(caller, request, responder, now) {
-            Admission::Run(job) => self.run(job, now),
+            Admission::Run(job) => self.run(*job, now),
             Admission::Queued => {}
             Admission::Refused(responder, refusal) => {
                 self.wire.local(
@@ -794,8 +879,17 @@ impl Behaviour {
         result: Result<Value, Refusal>,
         ms: u64,
     ) {
-        match responder {
-            Responder::Remote(channel) => {
+        let Responder { to, span } = responder;
+        if let Some(mut span) = span {
+            let status = match &result {
+                Ok(_) => SpanStatus::Ok,
+                Err(refusal) => SpanStatus::Error(refusal.to_string()),
+            };
+            span.end(unix_now_ms(), status);
+            self.events.push_back(Report::Span(span));
+        }
+        match to {
+            ReplyTo::Remote(channel) => {
                 let reply = match result {
                     Ok(data) => ServiceReply::Ok { data, ms },
                     Err(refusal) => ServiceReply::Refused { refusal },
@@ -809,8 +903,9 @@ impl Behaviour {
                 }
                 self.transport_work = true;
             }
-            Responder::Local(id) => {
+            ReplyTo::Local(id) => {
                 let outcome = result.map(|data| (data, ms)).map_err(Failure::Refused);
+                self.end_attempt(id, outcome.as_ref().map(|_| ()).map_err(Failure::summary));
                 if let Some(step) = self.calls.on_reply(id, self.me, outcome, Instant::now()) {
                     self.carry_out(step, Instant::now());
                 }
@@ -923,7 +1018,7 @@ impl Behaviour {
                             Some(peer),
                             format!("call {}/{}", request.service, request.message_type),
                         );
-                        self.admit(peer, request, Responder::Remote(channel), now);
+                        self.admit(peer, request, ReplyTo::Remote(channel), now);
                     }
                     Err(malformed) => {
                         let reason = format!("service request: {malformed}");
@@ -968,6 +1063,7 @@ impl Behaviour {
                         Err(Failure::Malformed(malformed.to_string()))
                     }
                 };
+                self.end_attempt(id, outcome.as_ref().map(|_| ()).map_err(Failure::summary));
                 if let Some(mut step) = self.calls.on_reply(id, provider, outcome, now) {
                     // The link the reply came over: request-response spreads requests over a
                     // peer's connections (a relayed one and a direct one, while both are up).
@@ -1001,6 +1097,7 @@ impl Behaviour {
                 self.wire
                     .local(Topic::Service, Some(peer), format!("call failed: {error}"));
                 let failure = Failure::Unreachable(outbound_failure(&error));
+                self.end_attempt(id, Err(failure.summary()));
                 if let Some(step) = self.calls.on_reply(id, provider, Err(failure), now) {
                     self.carry_out(step, now);
                 }
