@@ -236,7 +236,9 @@ impl Drop for Relay {
 }
 
 /// The keys of the JSON lines `tabmesh-node --json` prints in answer to stdin commands.
-const ANSWERS: [&str; 8] = [
+const ANSWERS: [&str; 10] = [
+    "trace_ping",
+    "trace",
     "dht",
     "dht_error",
     "call",
@@ -328,7 +330,8 @@ impl NativeNode {
     }
 
     /// The answers to stdin commands printed so far whose one key is among `keys` (`dht`,
-    /// `dht_error`, `call`, `call_error`, `services`, `services_error`, `done`, `error`), oldest
+    /// `dht_error`, `call`, `call_error`, `services`, `services_error`, `trace_ping`, `trace`, `done`,
+    /// `error`), oldest
     /// first.
     pub fn answers(&self, keys: &[&str]) -> Vec<serde_json::Value> {
         self.dht_replies

@@ -1,10 +1,11 @@
-//! Request tracing in real browsers: a traced ping from one tab to another is one trace with a
-//! span on each tab, gathered whole, and its OTLP/JSON export holds the same spans.
+//! Request tracing in real browsers and a real native node: a traced ping from one tab to
+//! another is one trace with a span on each tab, gathered whole, and its OTLP/JSON export holds
+//! the same spans; the native node pings a tab from its stdin and prints the gathered trace.
 
 use std::time::Duration;
 
 use serde_json::Value;
-use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, run_dir, wait_until};
+use tabmesh_e2e::{Browser, BrowserOptions, NativeNode, Relay, RelayOptions, run_dir, wait_until};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 
@@ -76,6 +77,50 @@ async fn a_traced_ping_is_gathered_from_both_tabs_and_exported_as_otlp() -> anyh
     // A malformed id is refused with the reason.
     let bad = browser.call(&a, "window.tabmesh.trace('nope')").await?;
     assert!(bad.expect_err("refused").starts_with("traceId: "));
+
+    // The native node pings a tab from its stdin, then gathers the trace.
+    let node = NativeNode::start(&relay.url(), dir.join("node.log"))?;
+    wait_until("the node is connected to a tab", PATIENCE, || async {
+        Ok(match node.state() {
+            Some(v) if !v.peers.is_empty() => Ok(()),
+            _ => Err("no peers yet".to_owned()),
+        })
+    })
+    .await?;
+    let node_ping = wait_until("the node's traced ping is answered", PATIENCE, || async {
+        node.send("traceping")?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(node
+            .answers(&["trace_ping"])
+            .last()
+            .cloned()
+            .ok_or_else(|| format!("{:?}", node.answers(&["error"]))))
+    })
+    .await?;
+    let node_trace_id = node_ping["trace_ping"]["trace_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    node.send(&format!("trace {node_trace_id}"))?;
+    let gathered = wait_until("the node prints the trace", PATIENCE, || async {
+        Ok(node
+            .answers(&["trace"])
+            .last()
+            .cloned()
+            .ok_or_else(|| "not yet".to_owned()))
+    })
+    .await?;
+    let spans = gathered["trace"]["spans"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(spans.len(), 2, "{gathered}");
+    assert_eq!(
+        gathered["trace"]["peers"].as_array().map(Vec::len),
+        Some(2),
+        "{gathered}"
+    );
+    node.stop()?;
 
     browser.quit().await?;
     relay.stop()?;

@@ -20,6 +20,7 @@ use tabmesh_core::view::NodeView;
 use tabmesh_core::wire_log::{Direction, WireEvent};
 use tabmesh_node::libp2p::identity::Keypair;
 use tabmesh_node::services::ServiceCommand;
+use tabmesh_node::trace::TraceCommand;
 use tabmesh_node::{BootstrapSource, Command, Node, NodeConfig, NodeEvent};
 use tokio::io::AsyncBufReadExt;
 use tracing_subscriber::EnvFilter;
@@ -237,7 +238,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
                         let mut commands = handle.commands.clone();
                         tokio::task::spawn_local(async move {
                             let (command, outcome) = make();
-                            if commands.try_send(Command::Services(command)).is_err() {
+                            if commands.try_send(command).is_err() {
                                 eprintln!("the node is busy; try again");
                                 return;
                             }
@@ -275,10 +276,11 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
 
 const COMMANDS_HELP: &str = "sleep | wake | reset | coop on | coop off (GIMPS); \
 put [--ttl SECS] KEY VALUE | get KEY | remove KEY | provide KEY | providers KEY (DHT); \
-call SERVICE TYPE [JSON] | services | offer SERVICE | withdraw SERVICE (services)";
+call SERVICE TYPE [JSON] | services | offer SERVICE | withdraw SERVICE (services); \
+traceping [PEER] | trace TRACE_ID (tracing)";
 
-/// A services command and the answer to print, built when it is sent.
-type ServiceInput = Box<dyn FnOnce() -> (ServiceCommand, Outcome)>;
+/// A command and the answer to print, built when it is sent.
+type ServiceInput = Box<dyn FnOnce() -> (Command, Outcome)>;
 
 /// A line typed on stdin.
 enum Input {
@@ -309,6 +311,10 @@ enum Outcome {
     Done(
         String,
         futures::channel::oneshot::Receiver<Result<(), String>>,
+    ),
+    TracePing(futures::channel::oneshot::Receiver<Result<tabmesh_node::trace::PingAnswer, String>>),
+    Trace(
+        futures::channel::oneshot::Receiver<Result<tabmesh_core::trace::assemble::Trace, String>>,
     ),
 }
 
@@ -369,6 +375,45 @@ impl Outcome {
                 }
                 Ok(Err(error)) => println!("services: {error}"),
                 Err(_) => println!("services: {}", stopped()),
+            },
+            Self::TracePing(rx) => match rx.await {
+                Ok(Ok(answer)) if json => {
+                    println!("{}", serde_json::json!({ "trace_ping": answer }))
+                }
+                Ok(Ok(answer)) => println!(
+                    "traced ping to {} answered in {} ms; trace {} (type: trace {})",
+                    answer.peer_name, answer.rtt_ms, answer.trace_id, answer.trace_id
+                ),
+                Ok(Err(error)) if json => {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "error": error, "command": "traceping" })
+                    )
+                }
+                Ok(Err(error)) => println!("traceping: {error}"),
+                Err(_) => println!("traceping: {}", stopped()),
+            },
+            Self::Trace(rx) => match rx.await {
+                Ok(Ok(trace)) if json => println!("{}", serde_json::json!({ "trace": trace })),
+                Ok(Ok(trace)) => {
+                    let name_of = |peer: &str| {
+                        peer.parse::<tabmesh_node::libp2p::PeerId>().map_or_else(
+                            |_| peer.to_owned(),
+                            |p| tabmesh_core::names::peer_name(&p),
+                        )
+                    };
+                    for line in tabmesh_core::trace::assemble::tree(&trace, &name_of) {
+                        println!("{line}");
+                    }
+                }
+                Ok(Err(error)) if json => {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "error": error, "command": "trace" })
+                    )
+                }
+                Ok(Err(error)) => println!("trace: {error}"),
+                Err(_) => println!("trace: {}", stopped()),
             },
             Self::Done(what, rx) => match rx.await {
                 Ok(Ok(())) if json => println!("{}", serde_json::json!({ "done": what })),
@@ -495,12 +540,18 @@ fn parse_input(line: &str) -> Result<Option<Input>, String> {
             Input::Services(Box::new(move || {
                 let (tx, rx) = futures::channel::oneshot::channel();
                 let what = format!("call {}/{}", request.service, request.message_type);
-                (ServiceCommand::Call(request, tx), Outcome::Call(what, rx))
+                (
+                    Command::Services(ServiceCommand::Call(request, tx)),
+                    Outcome::Call(what, rx),
+                )
             }))
         }
         ("services", "") => Input::Services(Box::new(|| {
             let (tx, rx) = futures::channel::oneshot::channel();
-            (ServiceCommand::Catalog(tx), Outcome::Catalog(rx))
+            (
+                Command::Services(ServiceCommand::Catalog(tx)),
+                Outcome::Catalog(rx),
+            )
         })),
         (verb @ ("offer" | "withdraw"), rest) => {
             let name = key(rest)?;
@@ -517,7 +568,34 @@ fn parse_input(line: &str) -> Result<Option<Input>, String> {
                 } else {
                     ServiceCommand::Withdraw { name, reply }
                 };
-                (command, Outcome::Done(what, rx))
+                (Command::Services(command), Outcome::Done(what, rx))
+            }))
+        }
+        ("traceping", rest) => {
+            let peer = match rest {
+                "" => None,
+                text => Some(
+                    text.parse::<tabmesh_node::libp2p::PeerId>()
+                        .map_err(|e| format!("traceping: {text:?} is not a peer id ({e})"))?,
+                ),
+            };
+            Input::Services(Box::new(move || {
+                let (reply, rx) = futures::channel::oneshot::channel();
+                (
+                    Command::Trace(TraceCommand::Ping { peer, reply }),
+                    Outcome::TracePing(rx),
+                )
+            }))
+        }
+        ("trace", rest) => {
+            let trace_id = tabmesh_core::trace::TraceId::parse(&key(rest)?)
+                .map_err(|e| format!("trace: {e}"))?;
+            Input::Services(Box::new(move || {
+                let (reply, rx) = futures::channel::oneshot::channel();
+                (
+                    Command::Trace(TraceCommand::Gather { trace_id, reply }),
+                    Outcome::Trace(rx),
+                )
             }))
         }
         _ => {
@@ -749,9 +827,38 @@ mod tests {
 
     fn service(line: &str) -> ServiceCommand {
         match parse_input(line) {
-            Ok(Some(Input::Services(make))) => make().0,
+            Ok(Some(Input::Services(make))) => match make().0 {
+                Command::Services(command) => command,
+                other => panic!("{line:?} gave {other:?}"),
+            },
             other => panic!("{line:?} gave {other:?}"),
         }
+    }
+
+    #[test]
+    fn parses_trace_commands_and_refuses_bad_ids() {
+        let command = |line: &str| match parse_input(line) {
+            Ok(Some(Input::Services(make))) => make().0,
+            other => panic!("{line:?} gave {other:?}"),
+        };
+        assert!(matches!(
+            command("traceping"),
+            Command::Trace(TraceCommand::Ping { peer: None, .. })
+        ));
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        match command(&format!("trace {id}")) {
+            Command::Trace(TraceCommand::Gather { trace_id, .. }) => {
+                assert_eq!(trace_id.to_string(), id)
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = parse_input("trace 1234").unwrap_err();
+        assert!(bad.starts_with("trace: malformed trace context"), "{bad}");
+        let bad = parse_input("traceping nobody").unwrap_err();
+        assert!(
+            bad.starts_with("traceping: \"nobody\" is not a peer id"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -141,6 +141,68 @@ pub fn assemble(trace_id: TraceId, reference: &str, answers: Vec<Answer>) -> Tra
     }
 }
 
+/// The trace as an indented tree, one line per span (children under their parent, by start),
+/// then the missing peers: what the native node prints. `name_of` names a peer id.
+pub fn tree(trace: &Trace, name_of: &dyn Fn(&str) -> String) -> Vec<String> {
+    let t0 = trace
+        .spans
+        .iter()
+        .map(|s| s.span.start_ms)
+        .min()
+        .unwrap_or(0);
+    let mut children: HashMap<Option<SpanId>, Vec<&PlacedSpan>> = HashMap::new();
+    for placed in &trace.spans {
+        let parent = if placed.orphan {
+            None
+        } else {
+            placed.span.parent_span_id
+        };
+        children.entry(parent).or_default().push(placed);
+    }
+    let mut lines = vec![format!(
+        "trace {}: {} span(s) from {} peer(s)",
+        trace.trace_id,
+        trace.spans.len(),
+        trace.peers.len()
+    )];
+    let mut stack: Vec<(&PlacedSpan, usize)> = children
+        .get(&None)
+        .into_iter()
+        .flatten()
+        .rev()
+        .map(|s| (*s, 0))
+        .collect();
+    while let Some((placed, depth)) = stack.pop() {
+        let span = &placed.span;
+        let took = span
+            .duration_ms()
+            .map_or_else(|| "running".to_owned(), |d| format!("{d} ms"));
+        let status = match &span.status {
+            super::SpanStatus::Error(why) => format!("  ✗ {why}"),
+            _ => String::new(),
+        };
+        let gap = if placed.orphan { "… " } else { "" };
+        lines.push(format!(
+            "{}{gap}{}  [{}]  +{} ms, {took}{status}",
+            "  ".repeat(depth + 1),
+            span.name,
+            name_of(&span.peer),
+            span.start_ms.saturating_sub(t0),
+        ));
+        if let Some(kids) = children.get(&Some(span.span_id)) {
+            stack.extend(kids.iter().rev().map(|k| (*k, depth + 1)));
+        }
+    }
+    for missing in &trace.missing {
+        lines.push(format!(
+            "  (missing: {} — {})",
+            name_of(&missing.peer),
+            missing.reason
+        ));
+    }
+    lines
+}
+
 fn shift(ms: u64, offset: i64) -> u64 {
     // The offset is the peer's clock minus the reference clock: subtract it.
     if offset >= 0 {
@@ -308,6 +370,16 @@ mod tests {
             vec![("A".into(), Ok(vec![call])), ("B".into(), Ok(vec![serve]))],
         );
         assert_eq!(t.offsets_ms["B"], 5000);
+        let lines = tree(&t, &|p| format!("peer-{p}"));
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[1].starts_with("  call  [peer-A]  +0 ms, 10 ms"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("    serve  [peer-B]  +4 ms, 2 ms"),
+            "{lines:?}"
+        );
         let served = t.spans.iter().find(|s| s.span.name == "serve").unwrap();
         assert_eq!(
             (served.span.start_ms, served.span.end_ms),
@@ -392,6 +464,15 @@ mod tests {
         );
         let c = t.spans.iter().find(|s| s.span.peer == "C").unwrap();
         assert!(c.orphan);
+        let lines = tree(&t, &|p| p.to_owned());
+        assert!(
+            lines.iter().any(|l| l.contains("… forward  [C]")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("(missing: B — left)")),
+            "{lines:?}"
+        );
         assert!(!t.spans.iter().find(|s| s.span.peer == "A").unwrap().orphan);
     }
 
