@@ -233,7 +233,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => match parse_input(&line) {
                     Ok(Some(Input::Node(command))) => { let _ = handle.commands.try_send(command); }
-                    Ok(Some(Input::Services(make))) => {
+                    Ok(Some(Input::Request(make))) => {
                         let json = args.json;
                         let mut commands = handle.commands.clone();
                         tokio::task::spawn_local(async move {
@@ -280,13 +280,13 @@ call SERVICE TYPE [JSON] | services | offer SERVICE | withdraw SERVICE (services
 traceping [PEER] | trace TRACE_ID (tracing)";
 
 /// A command and the answer to print, built when it is sent.
-type ServiceInput = Box<dyn FnOnce() -> (Command, Outcome)>;
+type RequestInput = Box<dyn FnOnce() -> (Command, Outcome)>;
 
 /// A line typed on stdin.
 enum Input {
     Node(Command),
     Dht(DhtRequest),
-    Services(ServiceInput),
+    Request(RequestInput),
 }
 
 impl std::fmt::Debug for Input {
@@ -294,7 +294,7 @@ impl std::fmt::Debug for Input {
         match self {
             Self::Node(command) => write!(f, "Node({command:?})"),
             Self::Dht(request) => write!(f, "Dht({request:?})"),
-            Self::Services(_) => f.write_str("Services(..)"),
+            Self::Request(_) => f.write_str("Request(..)"),
         }
     }
 }
@@ -355,17 +355,10 @@ impl Outcome {
                             .iter()
                             .map(|p| format!("{} ({})", p.peer_name, p.version))
                             .collect();
-                        let mut types: Vec<String> = service
-                            .providers
-                            .iter()
-                            .flat_map(|p| p.types.keys().cloned())
-                            .collect();
-                        types.sort();
-                        types.dedup();
                         println!(
                             "{}: types {} — offered by {}",
                             service.name,
-                            types.join(", "),
+                            service.types().join(", "),
                             providers.join(", ")
                         );
                     }
@@ -537,7 +530,7 @@ fn parse_input(line: &str) -> Result<Option<Input>, String> {
                 deadline_ms: None,
                 origin: None,
             };
-            Input::Services(Box::new(move || {
+            Input::Request(Box::new(move || {
                 let (tx, rx) = futures::channel::oneshot::channel();
                 let what = format!("call {}/{}", request.service, request.message_type);
                 (
@@ -546,7 +539,7 @@ fn parse_input(line: &str) -> Result<Option<Input>, String> {
                 )
             }))
         }
-        ("services", "") => Input::Services(Box::new(|| {
+        ("services", "") => Input::Request(Box::new(|| {
             let (tx, rx) = futures::channel::oneshot::channel();
             (
                 Command::Services(ServiceCommand::Catalog(tx)),
@@ -560,7 +553,7 @@ fn parse_input(line: &str) -> Result<Option<Input>, String> {
             if on {
                 builtin_service(&name).map_err(|e| format!("offer: {e}"))?;
             }
-            Input::Services(Box::new(move || {
+            Input::Request(Box::new(move || {
                 let (reply, rx) = futures::channel::oneshot::channel();
                 let what = format!("{verb} {name}");
                 let command = if on {
@@ -579,7 +572,7 @@ fn parse_input(line: &str) -> Result<Option<Input>, String> {
                         .map_err(|e| format!("traceping: {text:?} is not a peer id ({e})"))?,
                 ),
             };
-            Input::Services(Box::new(move || {
+            Input::Request(Box::new(move || {
                 let (reply, rx) = futures::channel::oneshot::channel();
                 (
                     Command::Trace(TraceCommand::Ping { peer, reply }),
@@ -590,7 +583,7 @@ fn parse_input(line: &str) -> Result<Option<Input>, String> {
         ("trace", rest) => {
             let trace_id = tabmesh_core::trace::TraceId::parse(&key(rest)?)
                 .map_err(|e| format!("trace: {e}"))?;
-            Input::Services(Box::new(move || {
+            Input::Request(Box::new(move || {
                 let (reply, rx) = futures::channel::oneshot::channel();
                 (
                     Command::Trace(TraceCommand::Gather { trace_id, reply }),
@@ -827,7 +820,7 @@ mod tests {
 
     fn service(line: &str) -> ServiceCommand {
         match parse_input(line) {
-            Ok(Some(Input::Services(make))) => match make().0 {
+            Ok(Some(Input::Request(make))) => match make().0 {
                 Command::Services(command) => command,
                 other => panic!("{line:?} gave {other:?}"),
             },
@@ -838,7 +831,7 @@ mod tests {
     #[test]
     fn parses_trace_commands_and_refuses_bad_ids() {
         let command = |line: &str| match parse_input(line) {
-            Ok(Some(Input::Services(make))) => make().0,
+            Ok(Some(Input::Request(make))) => make().0,
             other => panic!("{line:?} gave {other:?}"),
         };
         assert!(matches!(

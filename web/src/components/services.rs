@@ -314,7 +314,7 @@ fn catalog_table(line: &CatalogLine, me: &str, peers: &[PeerView]) -> Html {
                 { for catalog.services.iter().map(|s| html! {
                     <tr data-testid={format!("svc-listing-{}", s.name)}>
                         <td><code class="svc-name">{ &s.name }</code></td>
-                        <td>{ types_of(s).join(", ") }</td>
+                        <td>{ s.types().join(", ") }</td>
                         <td class="dht-chips">
                             { for s.providers.iter().map(|p| {
                                 let link = peers.iter().find(|peer| peer.peer_id == p.peer_id).map(|peer| peer.connection);
@@ -338,17 +338,6 @@ fn catalog_table(line: &CatalogLine, me: &str, peers: &[PeerView]) -> Html {
             </tbody>
         </table>
     }
-}
-
-fn types_of(listing: &Listing) -> Vec<String> {
-    let mut types: Vec<String> = listing
-        .providers
-        .iter()
-        .flat_map(|p| p.types.keys().cloned())
-        .collect();
-    types.sort();
-    types.dedup();
-    types
 }
 
 /// The declared request shape of `service`/`message_type` in the catalog.
@@ -384,7 +373,7 @@ fn call_form(props: &CallFormProps) -> Html {
         .iter()
         .find(|s| s.name == *service)
         .or_else(|| catalog.services.first());
-    let types = chosen.map(types_of).unwrap_or_default();
+    let types = chosen.map(Listing::types).unwrap_or_default();
     let chosen_type = types
         .iter()
         .find(|t| **t == *message_type)

@@ -43,6 +43,20 @@ pub struct Listing {
     pub providers: Vec<ProviderListing>,
 }
 
+impl Listing {
+    /// The message types its providers declare, sorted, each once.
+    pub fn types(&self) -> Vec<String> {
+        let mut types: Vec<String> = self
+            .providers
+            .iter()
+            .flat_map(|p| p.types.keys().cloned())
+            .collect();
+        types.sort();
+        types.dedup();
+        types
+    }
+}
+
 /// One provider of a service, with its declaration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderListing {

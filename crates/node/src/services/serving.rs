@@ -73,18 +73,12 @@ impl Behaviour {
             origin,
             ..
         } = request;
+        let caller_name = self.name_of(&caller);
         let handler: LocalBoxFuture<'static, Result<Value, String>> =
             match self.serving.offer_of(&service).map(|o| o.answerer) {
                 Some(Answerer::Builtin) => builtin::run(&service, &data, &self.status),
                 _ => match self.hosts.get_mut(&service) {
                     Some(host) => {
-                        let caller_name = if Some(caller) == self.relay {
-                            "relay".to_owned()
-                        } else if caller == self.me {
-                            self.label.clone()
-                        } else {
-                            peer_name(&caller)
-                        };
                         let (tx, rx) = oneshot::channel();
                         let call = HostCall {
                             service: service.clone(),

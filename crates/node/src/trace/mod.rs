@@ -12,7 +12,7 @@
 //!
 //! The rules (ids, bounds, assembly, clock offsets) are in [`tabmesh_core::trace`].
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::task::{Context, Poll};
 
 use futures::channel::oneshot;
@@ -111,7 +111,7 @@ pub struct Behaviour {
     relay: Option<PeerId>,
     store: SpanStore,
     rng: SmallRng,
-    connected: HashMap<PeerId, usize>,
+    connected: HashSet<PeerId>,
     pending: HashMap<OutboundRequestId, Pending>,
     gatherings: HashMap<u64, Gathering>,
     next_gathering: u64,
@@ -134,7 +134,7 @@ impl Behaviour {
             relay: None,
             store: SpanStore::default(),
             rng: SmallRng::seed_from_u64(unix_now_ms() ^ u64::from(me.to_bytes()[2])),
-            connected: HashMap::new(),
+            connected: HashSet::new(),
             pending: HashMap::new(),
             gatherings: HashMap::new(),
             next_gathering: 0,
@@ -178,7 +178,7 @@ impl Behaviour {
             Some(peer) => peer,
             None => match self
                 .connected
-                .keys()
+                .iter()
                 .filter(|p| Some(**p) != relay)
                 .copied()
                 .choose(&mut self.rng)
@@ -242,7 +242,7 @@ impl Behaviour {
             if gathering.asked.len() >= MAX_ASKED || !gathering.asked.insert(peer) {
                 continue;
             }
-            if !self.connected.contains_key(&peer) {
+            if !self.connected.contains(&peer) {
                 gathering
                     .answers
                     .push((peer.to_base58(), Err("not connected".to_owned())));
@@ -469,7 +469,7 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
-                *self.connected.entry(e.peer_id).or_default() += 1;
+                self.connected.insert(e.peer_id);
             }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
                 self.connected.remove(&e.peer_id);
