@@ -83,15 +83,21 @@ impl NodeBehaviour {
                 origin,
                 wire.clone(),
             ),
-            dht: dht::Behaviour::new(
-                key.clone(),
-                config.dht.clone(),
-                platform::dht_backend(),
-                dht::Role::Peer {
-                    discovery: Some(config.discovery.clone()),
-                },
-                wire.clone(),
-            ),
+            dht: {
+                let mut dht = dht::Behaviour::new(
+                    key.clone(),
+                    config.dht.clone(),
+                    platform::dht_backend(),
+                    dht::Role::Peer {
+                        discovery: Some(config.discovery.clone()),
+                    },
+                    wire.clone(),
+                );
+                if config.tracing {
+                    dht.trace_operations(config.seed ^ platform::unix_now_ms());
+                }
+                dht
+            },
             direct: direct::Behaviour::new(
                 local,
                 config.upgrade.clone(),
@@ -99,12 +105,19 @@ impl NodeBehaviour {
                 config.direct_upgrade,
                 wire.clone(),
             ),
-            gimps: gimps::Behaviour::new(key.clone(), config.gossip.clone(), origin, wire.clone()),
+            gimps: gimps::Behaviour::new(
+                key.clone(),
+                config.gossip.clone(),
+                origin,
+                config.tracing,
+                wire.clone(),
+            ),
             perf: perf::Behaviour::new()?,
-            services: services::Behaviour::new(
+            services: services::Behaviour::with_tracing(
                 local,
                 tabmesh_core::names::peer_name(&local),
                 origin,
+                config.tracing,
                 wire.clone(),
             ),
             trace: trace::Behaviour::new(local, wire.clone()),

@@ -113,6 +113,9 @@ pub struct NodeConfig {
     pub upgrade: UpgradeConfig,
     /// The misbehaviour policy: strikes before a ban, ban lengths.
     pub ledger: LedgerConfig,
+    /// Record spans and put trace context on the wire (gossip spreads, service calls); off, the
+    /// node still answers traced pings and gatherings and passes contexts on.
+    pub tracing: bool,
 }
 
 impl NodeConfig {
@@ -137,6 +140,7 @@ impl NodeConfig {
             direct_upgrade: true,
             upgrade: UpgradeConfig::default(),
             ledger: LedgerConfig::default(),
+            tracing: true,
         }
     }
 }
@@ -181,6 +185,8 @@ pub enum Command {
     Services(services::ServiceCommand),
     /// Request tracing: a traced ping, gathering a trace.
     Trace(trace::TraceCommand),
+    /// Hold every traced gossip copy this long before sending it (`None` or zero: off).
+    SlowMotion(Option<Duration>),
 }
 
 /// The caller's side of a node: its events and a way to send it commands.

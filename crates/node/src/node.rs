@@ -17,6 +17,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, Swarm};
 use tabmesh_core::names::{peer_name, short_id};
 use tabmesh_core::peers::millis;
+use tabmesh_core::trace::TraceSection;
 use tabmesh_core::view::{Counters, NodeView};
 use tabmesh_core::wire_log::{Topic, WireLog};
 use web_time::Instant;
@@ -151,7 +152,8 @@ impl Node {
                 }
             }
             Report::Heard(peer) => behaviours.peers.on_heard(&peer),
-            Report::Span(span) => behaviours.trace.record(span),
+            Report::Span(span) if self.config.tracing => behaviours.trace.record(span),
+            Report::Span(_) => {}
             Report::Dht { request, reply } => behaviours.dht.start(request, reply),
             Report::StopProviding(key) => behaviours.dht.stop_providing(&key),
         }
@@ -180,6 +182,7 @@ impl Node {
             },
             Command::Services(command) => behaviours.services.command(command),
             Command::Trace(command) => behaviours.trace.command(command),
+            Command::SlowMotion(delay) => behaviours.gimps.set_slow_motion(delay),
             Command::Shutdown => {}
         }
     }
@@ -253,7 +256,11 @@ impl Node {
             gimps: Some(b.gimps.view()),
             dht: Some(b.dht.view()),
             services: Some(b.services.view()),
-            trace: Some(b.trace.view()),
+            trace: Some(TraceSection {
+                slow_motion_ms: b.gimps.slow_motion().map(millis),
+                tracing: self.config.tracing,
+                ..b.trace.view()
+            }),
         }
     }
 

@@ -346,6 +346,7 @@ fn gossiper(ban: Duration) -> (Swarm<Gossiper>, WireSink) {
                 ..GossipConfig::default()
             },
             web_time::Instant::now(),
+            false,
             log,
         ),
     });

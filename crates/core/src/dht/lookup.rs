@@ -15,6 +15,13 @@ use web_time::Instant;
 
 use crate::names::peer_name;
 use crate::peers::millis;
+use crate::trace::assemble::KIND;
+use crate::trace::{Span, SpanId, SpanStatus, TraceContext};
+
+/// The attribute naming the peer a DHT request went to. Not `peer.remote`: Kademlia's wire
+/// format is libp2p's and carries no trace context, so the peers asked record no spans and a
+/// gathering does not ask them for any.
+pub const ASKED: &str = "peer.asked";
 
 /// Most requests recorded per lookup (a lookup in a 1000-peer network makes a few dozen).
 const MAX_HOPS: usize = 256;
@@ -94,6 +101,11 @@ impl LookupTrace {
             by_peer: HashMap::new(),
             named_in_round: HashMap::new(),
         }
+    }
+
+    /// What it looked for: `kind` after all (a put's first phase reads the current version).
+    pub fn relabel(&mut self, kind: LookupKind) {
+        self.kind = kind;
     }
 
     /// A request went to `peer`.
@@ -186,6 +198,73 @@ impl LookupTrace {
         end.saturating_duration_since(self.started)
     }
 
+    /// The lookup as the spans of a trace, all recorded here (Kademlia's messages carry no
+    /// context): a span `dht.<kind> <target>` of context `root` (child of `parent`) from start to
+    /// finish, ending with `status`, and under it a client span `dht.request` per request, with
+    /// its round, the peer asked ([`ASKED`]) and how it went. `wall` turns an instant into Unix
+    /// ms; `me` is the recording peer.
+    pub fn spans(
+        &self,
+        root: TraceContext,
+        parent: Option<SpanId>,
+        me: &str,
+        status: SpanStatus,
+        rng: &mut impl rand::RngCore,
+        wall: impl Fn(Instant) -> u64,
+    ) -> Vec<Span> {
+        let end = self.finished.as_ref().map(|(t, _)| *t);
+        let kind = serde_json::to_value(self.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let mut top = Span::start(
+            root,
+            parent,
+            &format!("dht.{kind} {}", self.target),
+            me,
+            wall(self.started),
+        );
+        top.attribute(KIND, "internal");
+        top.attribute("dht.key", &self.target);
+        top.attribute("dht.rounds", self.rounds());
+        top.attribute("dht.contacted", self.contacted());
+        if let Some((_, result)) = &self.finished {
+            top.attribute("dht.result", result);
+        }
+        top.end(wall(end.unwrap_or(self.started)), status);
+        let mut spans = vec![top];
+        for hop in &self.hops {
+            let mut span = Span::start(
+                root.child(rng),
+                Some(root.span_id),
+                &format!("dht.request round {}", hop.round),
+                me,
+                wall(hop.asked_at),
+            );
+            span.attribute(KIND, "client");
+            span.attribute(ASKED, hop.peer.to_base58());
+            span.attribute("dht.round", hop.round);
+            let (at, status) = match &hop.outcome {
+                HopOutcome::Replied { closer, new, found } => {
+                    span.attribute("dht.closer", closer);
+                    span.attribute("dht.new", new);
+                    span.attribute("dht.found", found);
+                    (hop.answered_at, SpanStatus::Ok)
+                }
+                HopOutcome::Failed { reason } => {
+                    (hop.answered_at, SpanStatus::Error(reason.clone()))
+                }
+                HopOutcome::Pending | HopOutcome::Unanswered => {
+                    span.attribute("dht.unanswered", true);
+                    (end, SpanStatus::Unset)
+                }
+            };
+            span.end(wall(at.or(end).unwrap_or(hop.asked_at)), status);
+            spans.push(span);
+        }
+        spans
+    }
+
     /// The serialisable view, with times relative to the lookup's start.
     pub fn view(&self, now: Instant) -> LookupView {
         let hops = self
@@ -262,6 +341,72 @@ mod tests {
 
     fn peer() -> PeerId {
         Keypair::generate_ed25519().public().to_peer_id()
+    }
+
+    #[test]
+    fn a_lookup_is_a_root_span_and_a_span_per_request_round_by_round() {
+        use rand::SeedableRng;
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let (a, b, c) = (peer(), peer(), peer());
+        let mut trace = LookupTrace::new(LookupKind::GetRecord, "k".into(), t0);
+        trace.on_request(ms(0), a);
+        trace.on_request(ms(0), b);
+        trace.on_reply(ms(10), a, &[c], false);
+        trace.on_failure(ms(12), b, "timeout".into());
+        trace.on_request(ms(11), c);
+        trace.finish(ms(30), "not found".into());
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let root = TraceContext::root(&mut rng);
+        let wall = |t: Instant| 1_000 + millis(t.saturating_duration_since(t0));
+        let spans = trace.spans(root, None, "me", SpanStatus::Ok, &mut rng, wall);
+        assert_eq!(spans.len(), 4);
+        let top = &spans[0];
+        assert_eq!(
+            (top.name.as_str(), top.start_ms, top.end_ms, top.span_id),
+            ("dht.get_record k", 1_000, Some(1_030), root.span_id)
+        );
+        let hops: Vec<_> = spans[1..]
+            .iter()
+            .map(|s| {
+                assert_eq!(s.parent_span_id, Some(root.span_id));
+                assert_eq!(s.trace_id, root.trace_id);
+                (
+                    s.attributes[ASKED].clone(),
+                    s.attributes["dht.round"].clone(),
+                    s.start_ms,
+                    s.end_ms,
+                    s.status.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hops,
+            vec![
+                (
+                    a.to_base58(),
+                    "1".into(),
+                    1_000,
+                    Some(1_010),
+                    SpanStatus::Ok
+                ),
+                (
+                    b.to_base58(),
+                    "1".into(),
+                    1_000,
+                    Some(1_012),
+                    SpanStatus::Error("timeout".into())
+                ),
+                // Named by a's reply: round 2, still unanswered when the lookup ended.
+                (
+                    c.to_base58(),
+                    "2".into(),
+                    1_011,
+                    Some(1_030),
+                    SpanStatus::Unset
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -150,6 +150,9 @@ pub enum DhtReply {
         removed: bool,
         /// Time taken, ms.
         duration_ms: u64,
+        /// The operation's trace (`tabmesh.trace(id)` draws it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<crate::trace::TraceId>,
         /// How the lookup of the closest peers went.
         lookup: LookupStats,
     },
@@ -165,6 +168,9 @@ pub enum DhtReply {
         refused: usize,
         /// Time taken, ms.
         duration_ms: u64,
+        /// The operation's trace (`tabmesh.trace(id)` draws it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<crate::trace::TraceId>,
         /// How the lookup went.
         lookup: LookupStats,
     },
@@ -176,6 +182,9 @@ pub enum DhtReply {
         stored_at: usize,
         /// Time taken, ms.
         duration_ms: u64,
+        /// The operation's trace (`tabmesh.trace(id)` draws it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<crate::trace::TraceId>,
     },
     /// A providers lookup finished.
     Providers {
@@ -185,12 +194,26 @@ pub enum DhtReply {
         providers: Vec<ProviderView>,
         /// Time taken, ms.
         duration_ms: u64,
+        /// The operation's trace (`tabmesh.trace(id)` draws it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<crate::trace::TraceId>,
         /// How the lookup went.
         lookup: LookupStats,
     },
 }
 
 impl DhtReply {
+    /// The reply with the id of the operation's trace.
+    pub fn traced(mut self, id: crate::trace::TraceId) -> Self {
+        match &mut self {
+            Self::Put { trace_id, .. }
+            | Self::Get { trace_id, .. }
+            | Self::Provide { trace_id, .. }
+            | Self::Providers { trace_id, .. } => *trace_id = Some(id),
+        }
+        self
+    }
+
     /// One line describing the reply, as the CLI prints it and the Event log shows it.
     pub fn summary(&self) -> String {
         match self {

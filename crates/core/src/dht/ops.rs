@@ -35,6 +35,8 @@ use super::store::Refusal;
 use super::{DhtConfig, DhtError, DhtReply, DhtRequest, LookupStats, ProviderView, RecordView};
 use crate::names::peer_name;
 use crate::peers::millis;
+use crate::trace::assemble::KIND;
+use crate::trace::{Span, SpanStatus, TraceContext};
 
 /// Records handed to one joining peer at most (rule 7).
 pub const MAX_HANDOVER: usize = 64;
@@ -100,6 +102,8 @@ pub struct Operation {
     phase: Phase,
     started: Instant,
     trace: LookupTrace,
+    /// The paths of the phases before this one (a put's lookup of the closest peers).
+    earlier: Vec<LookupTrace>,
     copies: Vec<SignedRecord>,
     refused: usize,
     acks: usize,
@@ -164,6 +168,7 @@ impl Operation {
         };
         let op = Self {
             name: request.name(),
+            earlier: Vec::new(),
             trace: LookupTrace::new(kind, request.key().to_owned(), now),
             key,
             phase,
@@ -277,8 +282,47 @@ impl Operation {
     /// The record of [`Next::Store`] is stored locally and its store query started: the store
     /// phase gets a lookup path of its own, the one the user sees.
     pub fn on_store_started(&mut self, record: SignedRecord, now: Instant) {
-        self.trace = LookupTrace::new(LookupKind::PutRecord, key_text(&self.key), now);
+        let store = LookupTrace::new(LookupKind::PutRecord, key_text(&self.key), now);
+        let mut lookup = std::mem::replace(&mut self.trace, store);
+        lookup.finish(now, "closest peers found".to_owned());
+        lookup.relabel(LookupKind::GetRecord);
+        self.earlier.push(lookup);
         self.phase = Phase::Store(record);
+    }
+
+    /// The operation as the spans of trace `root`, recorded by `me` and ending at `now` with
+    /// `status`: a root span `dht.<op> <key>`, under it a span per phase (a put's lookup, then
+    /// its store), and under each a span per request ([`LookupTrace::spans`]). `wall` turns an
+    /// instant into Unix ms. Call it before [`finish`](Self::finish)ing the current phase or after.
+    pub fn spans(
+        &self,
+        root: TraceContext,
+        me: &str,
+        now: Instant,
+        status: SpanStatus,
+        rng: &mut impl rand::RngCore,
+        wall: impl Fn(Instant) -> u64,
+    ) -> Vec<Span> {
+        let key = key_text(&self.key);
+        let mut top = Span::start(
+            root,
+            None,
+            &format!("dht.{} {key}", self.name),
+            me,
+            wall(self.started),
+        );
+        top.attribute(KIND, "internal");
+        top.attribute("dht.key", &key);
+        top.end(wall(now), status);
+        let mut spans = vec![top];
+        let mut current = self.trace.clone();
+        current.finish(now, String::new());
+        for phase in self.earlier.iter().chain([&current]) {
+            // A request that fails is normal in a lookup: its own span says so.
+            let (context, parent) = (root.child(rng), Some(root.span_id));
+            spans.extend(phase.spans(context, parent, me, SpanStatus::Ok, rng, &wall));
+        }
+        spans
     }
 
     /// Ends the operation with `outcome`; returns the outcome and the finished lookup path.
@@ -316,6 +360,7 @@ impl Operation {
                     copies: self.copies.len(),
                     refused: self.refused,
                     duration_ms,
+                    trace_id: None,
                     lookup,
                 }
             }
@@ -326,12 +371,14 @@ impl Operation {
                 stored_at: self.acks,
                 removed: record.tombstone,
                 duration_ms,
+                trace_id: None,
                 lookup,
             },
             Phase::Provide => DhtReply::Provide {
                 key,
                 stored_at: self.acks,
                 duration_ms,
+                trace_id: None,
             },
             Phase::Providers(found) => DhtReply::Providers {
                 providers: found
@@ -346,6 +393,7 @@ impl Operation {
                     .collect(),
                 key,
                 duration_ms,
+                trace_id: None,
                 lookup,
             },
         }
@@ -477,6 +525,53 @@ mod tests {
             Err(DhtError::Refused(why)) => why,
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_put_is_traced_as_its_lookup_then_its_store_each_request_a_span() {
+        use crate::dht::lookup::ASKED;
+        use rand::SeedableRng;
+        let t0 = Instant::now();
+        let at = |ms| t0 + web_time::Duration::from_millis(ms);
+        let me = keypair();
+        let (a, b) = (
+            keypair().public().to_peer_id(),
+            keypair().public().to_peer_id(),
+        );
+        let (mut op, _) = Operation::start(&config(), &put("k", "v", None), 8, t0).expect("valid");
+        op.trace_mut().on_request(at(1), a);
+        op.trace_mut().on_reply(at(5), a, &[b], false);
+        let Next::Store(record) = op.on_lookup_done(at(6), NOW_MS, &me, None) else {
+            panic!("stores");
+        };
+        op.on_store_started(record, at(6));
+        op.trace_mut().on_request(at(7), b);
+        op.trace_mut().on_reply(at(9), b, &[], false);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+        let root = TraceContext::root(&mut rng);
+        let wall = |t: Instant| 5_000 + millis(t.saturating_duration_since(t0));
+        let spans = op.spans(root, "me", at(10), SpanStatus::Ok, &mut rng, wall);
+        let names: Vec<_> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "dht.put k",
+                "dht.get_record k",
+                "dht.request round 1",
+                "dht.put_record k",
+                "dht.request round 1"
+            ]
+        );
+        let (top, lookup, store) = (&spans[0], &spans[1], &spans[3]);
+        assert_eq!((top.start_ms, top.end_ms), (5_000, Some(5_010)));
+        assert_eq!(lookup.parent_span_id, Some(root.span_id));
+        assert_eq!(store.parent_span_id, Some(root.span_id));
+        assert_eq!(spans[2].parent_span_id, Some(lookup.span_id));
+        assert_eq!(spans[4].parent_span_id, Some(store.span_id));
+        assert_eq!(spans[2].attributes[ASKED], a.to_base58());
+        assert_eq!(spans[4].attributes[ASKED], b.to_base58());
+        assert_eq!((lookup.end_ms, store.start_ms), (Some(5_006), 5_006));
+        assert!(spans.iter().all(|s| s.trace_id == root.trace_id));
     }
 
     #[test]

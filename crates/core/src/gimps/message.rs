@@ -13,10 +13,15 @@
 //! Cooperative mode adds `TESTED`: a signed coverage report whose `data` is
 //! `"<below>:<p1>,<p2>,…"`: every prime exponent below `below` is known tested by its
 //! originator's view, and `p1, p2, …` were tested since its last report.
+//!
+//! A traced message also carries `"traceparent":"00-<trace id>-<span id>-01"` (W3C Trace
+//! Context): the span on the sender that sent it. It is not signed, as every hop replaces it with
+//! its own span; a malformed one makes the message malformed.
 
 use libp2p_identity::{Keypair, PeerId};
 
 use crate::names::inline_public_key;
+use crate::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 
 /// Largest encoded message accepted: a PRIME with two peer ids and a signature is ~400 bytes.
@@ -36,6 +41,18 @@ pub enum MsgType {
     Prime,
     /// Cooperative mode: which exponents have been tested (`data` = `below:p1,p2,…`).
     Tested,
+}
+
+impl MsgType {
+    /// The name on the wire: `PING`, `PONG`, `PRIME`, `TESTED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ping => "PING",
+            Self::Pong => "PONG",
+            Self::Prime => "PRIME",
+            Self::Tested => "TESTED",
+        }
+    }
 }
 
 /// Most exponents in one `TESTED` report (keeps a report well under the size limit).
@@ -69,6 +86,8 @@ pub struct GossipMessage {
     pub coverage: Option<Coverage>,
     /// The originator's signature, for `PRIME`.
     pub signature: Vec<u8>,
+    /// The sending span, when the message is traced.
+    pub trace: Option<TraceContext>,
 }
 
 /// Why bytes from a peer are not a message.
@@ -96,6 +115,8 @@ struct Wire {
     data: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
 }
 
 impl GossipMessage {
@@ -110,6 +131,7 @@ impl GossipMessage {
             exponent: None,
             coverage: None,
             signature: Vec::new(),
+            trace: None,
         }
     }
 
@@ -125,6 +147,7 @@ impl GossipMessage {
             exponent: Some(exponent),
             coverage: None,
             signature: Vec::new(),
+            trace: None,
         };
         msg.sign(key);
         msg
@@ -142,6 +165,7 @@ impl GossipMessage {
             exponent: None,
             coverage: Some(coverage),
             signature: Vec::new(),
+            trace: None,
         };
         msg.sign(key);
         msg
@@ -208,6 +232,7 @@ impl GossipMessage {
             ttl: self.ttl,
             data: self.data(),
             signature: crate::hex::encode(&self.signature),
+            traceparent: self.trace.map(|t| t.traceparent()),
         };
         serde_json::to_vec(&wire).unwrap_or_default()
     }
@@ -247,6 +272,12 @@ impl GossipMessage {
             let kind = format!("{:?}", wire.msg_type).to_uppercase();
             return Err(malformed(format!("{kind} without a signature")));
         }
+        let trace = wire
+            .traceparent
+            .as_deref()
+            .map(TraceContext::parse)
+            .transpose()
+            .map_err(|e| malformed(e.to_string()))?;
         Ok(Self {
             msg_type: wire.msg_type,
             msg_id: wire.msg_id,
@@ -256,6 +287,7 @@ impl GossipMessage {
             exponent,
             coverage,
             signature,
+            trace,
         })
     }
 }
@@ -308,6 +340,28 @@ mod tests {
             text.contains(r#""msg_type":"PRIME""#) && text.contains(r#""data":"4423""#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_trace_context_travels_unsigned_and_a_malformed_one_is_refused() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        let mut msg = GossipMessage::prime(&key(1), 7, 4423, 2);
+        msg.trace = Some(TraceContext::root(&mut rng));
+        let bytes = msg.encode();
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""traceparent":"00-"#));
+        let back = GossipMessage::decode(&bytes).unwrap();
+        assert_eq!(back, msg);
+        // A hop replaces the context: the signature does not cover it.
+        let mut hop = back.forwarded_by(key(2).public().to_peer_id());
+        hop.trace = Some(TraceContext::root(&mut rng));
+        hop.verify().unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let bad = text.replace(r#""traceparent":"00-"#, r#""traceparent":"01-"#);
+        let err = GossipMessage::decode(bad.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("traceparent"), "{err}");
+        let short = text.replacen(r#"-01""#, r#"-1""#, 1);
+        assert!(GossipMessage::decode(short.as_bytes()).is_err());
     }
 
     #[test]

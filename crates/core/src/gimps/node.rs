@@ -23,6 +23,16 @@
 //! done only when somebody reports it, so when a peer leaves, its untested exponents pass to
 //! the remaining owners once it is evicted: nothing is skipped, at worst something is tested twice.
 //!
+//! Tracing (when switched on with [`GossipNode::trace_with`]): a `PRIME`'s spread is one
+//! trace. The finder records the root span (`gimps.prime`), every copy sent is a client span
+//! (`gimps.send`, open until the driver sees the copy acknowledged) whose context the copy
+//! carries, and every copy received is a server span (`gimps.receive`) child of the sending
+//! span, marked `gimps.duplicate` when the message was seen before; a forward is a child of the
+//! receive that caused it, so the trace is the tree of hops. Spans are outputs
+//! ([`GossipAction::Traced`]). `PING`, `PONG` and `TESTED` are periodic and not traced (they
+//! would evict the spreads a learner looks for from the bounded span store), though a context
+//! another implementation puts on them is passed on unchanged.
+//!
 //! Time enters as `now`; sending is an output ([`GossipAction::Send`]); the Lucas-Lehmer work is
 //! pulled by the driver with [`GossipNode::next_candidate`] and reported with
 //! [`GossipNode::on_tested`], so the driver decides where it runs (a worker, slices, a thread).
@@ -37,6 +47,10 @@ use super::lucas_lehmer::{KNOWN_MERSENNE_EXPONENTS, VERIFIED_BELOW, is_prime, ne
 use super::message::{Coverage, GossipMessage, MAX_REPORTED, MessageError, MsgType};
 use crate::names::{peer_name, short_id};
 use crate::peers::millis;
+use crate::trace::assemble::{KIND, REMOTE};
+use crate::trace::{Span, SpanStatus, TraceContext};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 
 /// Originators of fake primes listed at most.
 pub const MAX_MISBEHAVING: usize = 32;
@@ -112,6 +126,8 @@ pub enum GossipAction {
         /// Why.
         reason: String,
     },
+    /// A span recorded here: ended, or (a `gimps.send`) open until its copy is acknowledged.
+    Traced(Span),
 }
 
 /// Counters of the node's traffic and rejections.
@@ -319,7 +335,18 @@ pub struct GossipNode {
     unreported: Vec<u32>,
     counters: GossipCounters,
     log: VecDeque<LoggedMessage>,
+    tracer: Option<Tracer>,
 }
+
+/// What tracing needs: the wall clock of `origin` and a source of ids.
+#[derive(Debug, Clone)]
+struct Tracer {
+    origin_unix_ms: u64,
+    rng: SmallRng,
+}
+
+/// The attribute that marks a copy received before (`true`) or new (`false`).
+pub const DUPLICATE: &str = "gimps.duplicate";
 
 impl GossipNode {
     /// A node with identity `key`, started at `now`; `origin` is the clock origin of its views.
@@ -352,7 +379,125 @@ impl GossipNode {
             unreported: Vec::new(),
             counters: GossipCounters::default(),
             log: VecDeque::new(),
+            tracer: None,
         }
+    }
+
+    /// Traces `PRIME` spreads from now on: `origin_unix_ms` is the Unix time (ms) of the
+    /// `origin` instant, `seed` seeds the span ids.
+    pub fn trace_with(&mut self, origin_unix_ms: u64, seed: u64) {
+        self.tracer = Some(Tracer {
+            origin_unix_ms,
+            rng: SmallRng::seed_from_u64(seed),
+        });
+    }
+
+    /// Stops tracing (contexts on incoming messages are still passed on).
+    pub fn stop_tracing(&mut self) {
+        self.tracer = None;
+    }
+
+    /// Whether spreads are traced.
+    pub fn is_tracing(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// A new span of `context`, child of `parent`, started at `now` on the wall clock.
+    fn span(
+        &mut self,
+        now: Instant,
+        parent: Option<TraceContext>,
+        name: &str,
+        kind: &str,
+    ) -> Option<Span> {
+        let me = self.me.to_base58();
+        let origin = self.origin;
+        let tracer = self.tracer.as_mut()?;
+        let at = tracer.origin_unix_ms + millis(now.saturating_duration_since(origin));
+        let context = match parent {
+            Some(parent) => parent.child(&mut tracer.rng),
+            None => TraceContext::root(&mut tracer.rng),
+        };
+        let mut span = Span::start(context, parent.map(|p| p.span_id), name, &me, at);
+        span.attribute(KIND, kind);
+        Some(span)
+    }
+
+    /// The root span of our announcement `msg`, recorded; its context.
+    fn trace_announcement(
+        &mut self,
+        now: Instant,
+        msg: &GossipMessage,
+        out: &mut Vec<GossipAction>,
+    ) -> Option<TraceContext> {
+        let exponent = msg.exponent.unwrap_or(0);
+        let mut span = self.span(
+            now,
+            None,
+            &format!("gimps.prime 2^{exponent}-1"),
+            "internal",
+        )?;
+        span.attribute("gimps.exponent", exponent);
+        span.attribute("gimps.msg_id", msg.msg_id);
+        let end = span.start_ms;
+        span.end(end, SpanStatus::Ok);
+        let context = span_context(&span);
+        out.push(GossipAction::Traced(span));
+        Some(context)
+    }
+
+    /// The context a copy of `msg` to `to` carries: a new open `gimps.send` span under the
+    /// context `msg` has here, or that context unchanged when we do not trace (or it is not
+    /// sampled).
+    fn trace_send(
+        &mut self,
+        now: Instant,
+        to: PeerId,
+        msg: &GossipMessage,
+        out: &mut Vec<GossipAction>,
+    ) -> Option<TraceContext> {
+        let parent = msg.trace?;
+        if !parent.sampled {
+            return Some(parent);
+        }
+        let name = format!("gimps.send {}", msg.msg_type.as_str());
+        let Some(mut span) = self.span(now, Some(parent), &name, "client") else {
+            return Some(parent);
+        };
+        span.attribute(REMOTE, to.to_base58());
+        span.attribute("gimps.ttl", msg.ttl);
+        let context = span_context(&span);
+        out.push(GossipAction::Traced(span));
+        Some(context)
+    }
+
+    /// Records the receipt of traced `msg` from `from` (a duplicate or not); the context its
+    /// forwards descend from.
+    fn trace_receive(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        msg: &GossipMessage,
+        duplicate: bool,
+        out: &mut Vec<GossipAction>,
+    ) -> Option<TraceContext> {
+        let parent = msg.trace?;
+        if !parent.sampled {
+            return Some(parent);
+        }
+        let name = format!("gimps.receive {}", msg.msg_type.as_str());
+        let Some(mut span) = self.span(now, Some(parent), &name, "server") else {
+            return Some(parent);
+        };
+        span.attribute("peer.caller", from.to_base58());
+        span.attribute("gimps.ttl", msg.ttl);
+        span.attribute("gimps.originator", msg.msg_originator.to_base58());
+        span.attribute(DUPLICATE, duplicate);
+        let end = span.start_ms;
+        span.end(end, SpanStatus::Ok);
+        let context = span_context(&span);
+        out.push(GossipAction::Traced(span));
+        Some(context)
     }
 
     /// Our peer id.
@@ -403,9 +548,11 @@ impl GossipNode {
         if new && self.awake && self.peers.contains_key(&peer) {
             let known: Vec<GossipMessage> = self.announcements.values().cloned().collect();
             for m in known {
+                // Catching up is not part of the spread the announcement was traced in.
                 let copy = GossipMessage {
                     msg_forwarder: self.me,
                     ttl: 0,
+                    trace: None,
                     ..m
                 };
                 self.send(now, peer, copy, &mut out);
@@ -516,13 +663,18 @@ impl GossipNode {
             return self.reject(from, reason);
         }
         self.heard(now, msg.msg_forwarder);
-        if !self.seen.insert((msg.msg_originator, msg.msg_id)) {
+        let mut out = Vec::new();
+        let mut msg = msg;
+        let duplicate = !self.seen.insert((msg.msg_originator, msg.msg_id));
+        if msg.msg_type == MsgType::Prime {
+            msg.trace = self.trace_receive(now, from, &msg, duplicate, &mut out);
+        }
+        if duplicate {
             self.counters.duplicates += 1;
-            return Vec::new();
+            return out;
         }
         self.counters.received += 1;
         self.record(LogDirection::Received, now, from, &msg);
-        let mut out = Vec::new();
         match msg.msg_type {
             MsgType::Ping => {
                 let id = self.next_msg_id();
@@ -594,7 +746,11 @@ impl GossipNode {
                 .collect();
             for to in targets {
                 self.counters.forwarded += 1;
-                self.send(now, to, copy.clone(), out);
+                let mut copy = copy.clone();
+                if copy.msg_type == MsgType::Prime {
+                    copy.trace = self.trace_send(now, to, msg, out);
+                }
+                self.send(now, to, copy, out);
             }
         }
     }
@@ -801,12 +957,16 @@ impl GossipNode {
             return out;
         }
         let id = self.next_msg_id();
-        let announcement = GossipMessage::prime(&self.key, id, exponent, self.config.initial_ttl);
+        let mut announcement =
+            GossipMessage::prime(&self.key, id, exponent, self.config.initial_ttl);
         self.seen.insert((self.me, id));
         self.keep_announcement(&announcement);
+        announcement.trace = self.trace_announcement(now, &announcement, &mut out);
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         for to in peers {
-            self.send(now, to, announcement.clone(), &mut out);
+            let mut copy = announcement.clone();
+            copy.trace = self.trace_send(now, to, &announcement, &mut out);
+            self.send(now, to, copy, &mut out);
         }
         out
     }
@@ -872,5 +1032,14 @@ impl GossipNode {
             known_primes: self.known_primes.iter().copied().collect(),
             covered_below: self.covered_below,
         }
+    }
+}
+
+/// The context a span's messages carry.
+fn span_context(span: &Span) -> TraceContext {
+    TraceContext {
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        sampled: true,
     }
 }

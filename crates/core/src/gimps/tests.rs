@@ -637,3 +637,166 @@ fn the_misbehaving_list_is_bounded_against_fakes_from_fresh_keys() {
     assert_eq!(listed.len(), MAX_MISBEHAVING);
     assert_eq!(listed.last(), last.map(|p| p.to_base58()).as_ref());
 }
+
+/// Delivers every message in `queue` (and what it causes) among `nodes`, one ms per hop,
+/// ending each open send span when its copy arrives; returns every span recorded, with the
+/// recording node's index.
+fn spread(
+    nodes: &mut [GossipNode],
+    t0: Instant,
+    first: usize,
+    actions: Vec<GossipAction>,
+) -> Vec<crate::trace::Span> {
+    use std::collections::{HashMap, VecDeque};
+    let index: HashMap<PeerId, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.peer_id(), i))
+        .collect();
+    let mut spans = Vec::new();
+    let mut open = HashMap::new();
+    let mut queue: VecDeque<(usize, GossipAction, u64)> =
+        actions.into_iter().map(|a| (first, a, 0)).collect();
+    while let Some((from, action, hop)) = queue.pop_front() {
+        match action {
+            GossipAction::Traced(span) if span.end_ms.is_none() => {
+                open.insert(span.span_id, span);
+            }
+            GossipAction::Traced(span) => spans.push(span),
+            GossipAction::Send { to, message } => {
+                let at = t0 + Duration::from_millis(hop + 1);
+                if let Some(mut span) = message.trace.and_then(|c| open.remove(&c.span_id)) {
+                    let end = span.start_ms + 2;
+                    span.end(end, crate::trace::SpanStatus::Ok);
+                    spans.push(span);
+                }
+                let i = index[&to];
+                let sender = nodes[from].peer_id();
+                for next in nodes[i].on_message(at, sender, &message.encode()) {
+                    queue.push_back((i, next, hop + 1));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(open.is_empty(), "every copy sent was delivered");
+    spans
+}
+
+fn mesh(n: u8, t0: Instant, traced: bool) -> Vec<GossipNode> {
+    let mut nodes: Vec<GossipNode> = (1..=n)
+        .map(|s| GossipNode::new(key(s), GossipConfig::default(), t0, t0))
+        .collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if traced {
+            node.trace_with(1_000_000, i as u64);
+        }
+        for s in 1..=n {
+            node.on_peer_connected(t0, id(s));
+        }
+    }
+    nodes
+}
+
+#[test]
+fn a_traced_prime_spread_is_one_tree_of_hops_with_the_duplicates_marked() {
+    use super::node::DUPLICATE;
+    use crate::trace::assemble::{self, KIND, REMOTE};
+    let t0 = Instant::now();
+    let mut nodes = mesh(4, t0, true);
+    let found = nodes[0].on_tested(t0, 13, true);
+    let spans = spread(&mut nodes, t0, 0, found);
+    // The finder's root, 3 copies out of it, and each receiver forwards to the 2 others (TTL 2
+    // becomes 1): 3 first receipts, 6 duplicates, 9 sends, 9 receives.
+    let named = |prefix: &str| spans.iter().filter(|s| s.name.starts_with(prefix)).count();
+    assert_eq!(named("gimps.prime 2^13-1"), 1);
+    assert_eq!(named("gimps.send PRIME"), 9);
+    assert_eq!(named("gimps.receive PRIME"), 9);
+    let duplicates: Vec<_> = spans
+        .iter()
+        .filter(|s| s.attributes.get(DUPLICATE).map(String::as_str) == Some("true"))
+        .collect();
+    assert_eq!(duplicates.len(), 6);
+    let trace_id = spans[0].trace_id;
+    assert!(spans.iter().all(|s| s.trace_id == trace_id), "one trace");
+    let by_id: std::collections::HashMap<_, _> = spans.iter().map(|s| (s.span_id, s)).collect();
+    for span in &spans {
+        match span.attributes.get(KIND).map(String::as_str) {
+            // A receive is a child of the send on the peer that sent the copy to it...
+            Some("server") => {
+                let send = by_id[&span.parent_span_id.expect("parent")];
+                assert_eq!(send.attributes[KIND], "client");
+                assert_eq!(send.attributes[REMOTE], span.peer);
+                assert_eq!(span.attributes["peer.caller"], send.peer);
+            }
+            // ...and a send a child of the root or of the receive that made this peer forward.
+            Some("client") => {
+                let parent = by_id[&span.parent_span_id.expect("parent")];
+                assert_eq!(parent.peer, span.peer);
+                assert!(
+                    parent.parent_span_id.is_none()
+                        || parent.attributes.get(DUPLICATE).map(String::as_str) == Some("false"),
+                    "a duplicate is never forwarded"
+                );
+            }
+            _ => assert!(span.parent_span_id.is_none(), "only the root has no parent"),
+        }
+    }
+    // Put together from the four peers, the trace has every peer and no orphan.
+    let answers = nodes
+        .iter()
+        .map(|n| {
+            let me = n.peer_id().to_base58();
+            let mine = spans.iter().filter(|s| s.peer == me).cloned().collect();
+            (me, Ok(mine))
+        })
+        .collect();
+    let trace = assemble::assemble(trace_id, &nodes[0].peer_id().to_base58(), answers);
+    assert_eq!((trace.spans.len(), trace.peers.len()), (19, 4));
+    assert!(trace.spans.iter().all(|s| !s.orphan));
+}
+
+#[test]
+fn untraced_nodes_record_nothing_and_pass_a_context_on_unchanged() {
+    let t0 = Instant::now();
+    let mut nodes = mesh(3, t0, false);
+    let found = nodes[0].on_tested(t0, 13, true);
+    assert!(sends(&found).iter().all(|(_, m)| m.trace.is_none()));
+    assert!(spread(&mut nodes, t0, 0, found).is_empty());
+    // A traced PRIME reaching an untraced node is forwarded with the same context.
+    let mut traced = nodes.remove(0);
+    traced.trace_with(0, 9);
+    let mut quiet = GossipNode::new(key(7), GossipConfig::default(), t0, t0);
+    quiet.on_peer_connected(t0, id(8));
+    traced.on_peer_connected(t0, id(7));
+    let out = traced.on_tested(t0, 17, true);
+    let (_, copy) = sends(&out)
+        .into_iter()
+        .find(|(to, _)| *to == id(7))
+        .expect("sent to 7");
+    let forwarded = quiet.on_message(t0, traced.peer_id(), &copy.encode());
+    let (_, onward) = sends(&forwarded)[0];
+    assert_eq!(onward.trace, copy.trace);
+    assert!(
+        !forwarded
+            .iter()
+            .any(|a| matches!(a, GossipAction::Traced(_)))
+    );
+}
+
+#[test]
+fn a_malformed_trace_context_makes_the_message_rejected_and_counted() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    let mut prime = GossipMessage::prime(&key(2), 1, 13, 2);
+    prime.trace = None;
+    let text = String::from_utf8(prime.encode()).unwrap();
+    let bad = text.replacen('}', r#","traceparent":"00-zz-11-01"}"#, 1);
+    let out = n.on_message(t0, id(2), bad.as_bytes());
+    assert!(
+        matches!(&out[..], [GossipAction::Rejected { .. }]),
+        "{out:?}"
+    );
+    assert_eq!(n.counters().rejected_malformed, 1);
+    assert_eq!(n.biggest(), None, "nothing learnt from it");
+}

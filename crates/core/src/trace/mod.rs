@@ -260,6 +260,12 @@ pub struct TraceSection {
     pub counters: store::StoreCounters,
     /// Malformed or oversized messages received.
     pub malformed: u64,
+    /// Whether this peer records spans.
+    #[serde(default)]
+    pub tracing: bool,
+    /// Slow motion: traced gossip copies are held this long before they are sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_motion_ms: Option<u64>,
 }
 
 /// Longest span name and attribute key or value kept; longer ones are cut.

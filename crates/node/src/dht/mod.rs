@@ -31,6 +31,8 @@ use libp2p::kad;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 use tabmesh_core::bootstrap::is_dialable;
 use tabmesh_core::dht::lookup::LookupTrace;
 use tabmesh_core::dht::ops::Operation;
@@ -102,6 +104,8 @@ pub struct Behaviour {
     circuit_only: HashSet<PeerId>,
     joining: Vec<(kad::QueryId, oneshot::Sender<()>)>,
     observer: Option<KadObserver>,
+    /// Ids for the spans of operations, when they are traced.
+    tracer: Option<SmallRng>,
     events: VecDeque<ToSwarm<Report, THandlerInEvent<ObservedKad>>>,
     wire: WireSink,
     timer: Timer,
@@ -145,6 +149,7 @@ impl Behaviour {
             circuit_only: HashSet::new(),
             joining: Vec::new(),
             observer: None,
+            tracer: None,
             events: VecDeque::new(),
             wire,
             timer: Timer::default(),
@@ -174,6 +179,12 @@ impl Behaviour {
     /// Traffic and refusal counters.
     pub fn counters(&self) -> &DhtCounters {
         &self.counters
+    }
+
+    /// Records every operation this peer starts as a trace (a span per phase and per request);
+    /// replies then carry their `trace_id`. `seed` seeds the ids.
+    pub fn trace_operations(&mut self, seed: u64) {
+        self.tracer = Some(SmallRng::seed_from_u64(seed));
     }
 
     /// The relay is `peer`, at `addr`: the first peer our lookups ask.

@@ -8,11 +8,15 @@ use libp2p::kad::{self, KBucketKey, Quorum, RecordKey};
 use tabmesh_core::dht::ops::{self, CopyVerdict, Next, Operation, Query};
 use tabmesh_core::dht::record::key_text;
 use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest};
+use tabmesh_core::peers::millis;
+use tabmesh_core::trace::{SpanStatus, TraceContext, TraceId};
 use tabmesh_core::wire_log::Topic;
 use web_time::Instant;
 
 use super::{Behaviour, DhtReplySender, MAX_RUNNING_OPS, RpcObservation, Running, kad_record};
 use crate::platform::unix_now_ms;
+use crate::report::Report;
+use libp2p::swarm::ToSwarm;
 
 impl Behaviour {
     /// Starts a user request; the answer goes to `reply` when it is known.
@@ -212,11 +216,38 @@ impl Behaviour {
             Err(e) => e.to_string(),
         };
         self.log(None, format!("{key}: {summary}"));
+        let outcome = match self.trace_operation(now, &running, &outcome) {
+            Some(trace_id) => outcome.map(|reply| reply.traced(trace_id)),
+            None => outcome,
+        };
         let (outcome, trace) = running.op.finish(now, outcome);
         self.last_lookup = Some(trace);
         if let Some(reply) = running.reply {
             let _ = reply.send(outcome);
         }
+    }
+
+    /// Records the spans of a finished operation (when tracing), the id of its trace.
+    fn trace_operation(
+        &mut self,
+        now: Instant,
+        running: &Running,
+        outcome: &Result<DhtReply, DhtError>,
+    ) -> Option<TraceId> {
+        let rng = self.tracer.as_mut()?;
+        let root = TraceContext::root(rng);
+        let status = match outcome {
+            Ok(_) => SpanStatus::Ok,
+            Err(e) => SpanStatus::Error(e.to_string()),
+        };
+        let (then, then_ms) = (Instant::now(), unix_now_ms());
+        let wall = |t: Instant| then_ms.saturating_sub(millis(then.saturating_duration_since(t)));
+        let me = self.local.to_base58();
+        for span in running.op.spans(root, &me, now, status, rng, wall) {
+            self.events
+                .push_back(ToSwarm::GenerateEvent(Report::Span(span)));
+        }
+        Some(root.trace_id)
     }
 
     /// Hands `peer`, new in the routing table, the records it is now among the k closest for.

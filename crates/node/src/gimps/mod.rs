@@ -6,21 +6,29 @@
 //! Lucas-Lehmer search that the core asks for (on a thread natively, in slices in a tab), with
 //! the test rate the dashboard shows. Rejected input is reported as a violation for the
 //! misbehaviour ledger; a message that arrives counts as hearing from its sender.
+//!
+//! Tracing: the core records the spans of a `PRIME`'s spread; a `gimps.send` span stays open
+//! here until its copy is acknowledged (the receiver closes the stream), so its length is the
+//! round trip, and the clocks of sender and receiver can be lined up from it. Slow motion holds
+//! every traced copy for a while before sending it, so that a learner can watch a spread hop by
+//! hop.
 
 pub mod codec;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use futures::future::{Fuse, FusedFuture, LocalBoxFuture};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm};
-use tabmesh_core::gimps::message::MsgType;
+use tabmesh_core::gimps::message::{GossipMessage, MsgType};
 use tabmesh_core::gimps::node::{GossipAction, GossipConfig, GossipNode};
 use tabmesh_core::names::peer_name;
+use tabmesh_core::peers::millis;
+use tabmesh_core::trace::{Span, SpanId, SpanStatus};
 use tabmesh_core::view::GimpsSection;
 use tabmesh_core::wire_log::Topic;
 use web_time::{Duration, Instant};
@@ -37,9 +45,26 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 type Transport = request_response::Behaviour<GossipCodec>;
 type Search = Fuse<LocalBoxFuture<'static, (u32, bool)>>;
 
+/// Traced copies held by slow motion at most (beyond, they are sent at once).
+const MAX_HELD: usize = 1024;
+
+/// A traced copy waiting for its slow-motion delay.
+struct Held {
+    due: Instant,
+    to: PeerId,
+    message: GossipMessage,
+    span: Span,
+}
+
 /// The GIMPS gossip protocol of a node.
 pub struct Behaviour {
     transport: Transport,
+    /// `gimps.send` spans the core opened, until their copy is sent.
+    opened: HashMap<SpanId, Span>,
+    /// `gimps.send` spans of copies sent, until acknowledged.
+    unacked: HashMap<OutboundRequestId, Span>,
+    slow_motion: Option<Duration>,
+    held: VecDeque<Held>,
     node: GossipNode,
     relay: Option<PeerId>,
     connected: HashSet<PeerId>,
@@ -54,8 +79,14 @@ pub struct Behaviour {
 
 impl Behaviour {
     /// The gossip node of `key`, with `config`; view timestamps count from `origin`, log lines
-    /// go to `wire`.
-    pub fn new(key: Keypair, config: GossipConfig, origin: Instant, wire: WireSink) -> Self {
+    /// go to `wire`; `PRIME` spreads are traced when `traced`.
+    pub fn new(
+        key: Keypair,
+        config: GossipConfig,
+        origin: Instant,
+        traced: bool,
+        wire: WireSink,
+    ) -> Self {
         let transport = request_response::Behaviour::with_codec(
             GossipCodec,
             [(codec::PROTOCOL, ProtocolSupport::Full)],
@@ -63,9 +94,22 @@ impl Behaviour {
                 .with_request_timeout(Duration::from_secs(10))
                 .with_max_concurrent_streams(64),
         );
+        let now = Instant::now();
+        let mut node = GossipNode::new(key, config, origin, now);
+        if traced {
+            let since_origin = millis(now.saturating_duration_since(origin));
+            let origin_unix_ms = platform::unix_now_ms().saturating_sub(since_origin);
+            let me = node.peer_id().to_bytes();
+            let salt = u64::from_le_bytes(me[me.len() - 8..].try_into().unwrap_or_default());
+            node.trace_with(origin_unix_ms, platform::unix_now_ms() ^ salt);
+        }
         Self {
             transport,
-            node: GossipNode::new(key, config, origin, Instant::now()),
+            opened: HashMap::new(),
+            unacked: HashMap::new(),
+            slow_motion: None,
+            held: VecDeque::new(),
+            node,
             relay: None,
             connected: HashSet::new(),
             search: Fuse::terminated(),
@@ -120,6 +164,27 @@ impl Behaviour {
             .local(Topic::Gimps, None, format!("search mode: {mode}"));
     }
 
+    /// Holds every traced copy for `delay` before sending it (`None`: send at once).
+    pub fn set_slow_motion(&mut self, delay: Option<Duration>) {
+        self.slow_motion = delay.filter(|d| !d.is_zero());
+        let what = match self.slow_motion {
+            Some(d) => format!("slow motion: traced copies held {} ms", d.as_millis()),
+            None => "slow motion off".to_owned(),
+        };
+        self.wire.local(Topic::Trace, None, what);
+        if self.slow_motion.is_none() {
+            let now = Instant::now();
+            for held in &mut self.held {
+                held.due = now;
+            }
+        }
+    }
+
+    /// The slow-motion delay, if on.
+    pub fn slow_motion(&self) -> Option<Duration> {
+        self.slow_motion
+    }
+
     /// The `gimps` section of the view.
     pub fn view(&self) -> GimpsSection {
         GimpsSection {
@@ -162,17 +227,23 @@ impl Behaviour {
         for action in actions {
             match action {
                 GossipAction::Send { to, message } => {
-                    if message.msg_type == MsgType::Prime {
-                        let summary = format!(
-                            "PRIME 2^{}-1 by {} (ttl {})",
-                            message.exponent.unwrap_or(0),
-                            peer_name(&message.msg_originator),
-                            message.ttl
-                        );
-                        self.wire.sent(Topic::Gimps, Some(to), summary);
+                    let span = message.trace.and_then(|c| self.opened.remove(&c.span_id));
+                    match (span, self.slow_motion) {
+                        (Some(span), Some(delay)) if self.held.len() < MAX_HELD => {
+                            self.held.push_back(Held {
+                                due: Instant::now() + delay,
+                                to,
+                                message,
+                                span,
+                            });
+                        }
+                        (span, _) => self.send(to, &message, span),
                     }
-                    self.transport.send_request(&to, message.encode());
                 }
+                GossipAction::Traced(span) if span.end_ms.is_none() => {
+                    self.opened.insert(span.span_id, span);
+                }
+                GossipAction::Traced(span) => self.report(Report::Span(span)),
                 GossipAction::Evicted(peer) => {
                     self.wire
                         .local(Topic::Gimps, Some(peer), "evicted: silent too long")
@@ -209,6 +280,55 @@ impl Behaviour {
         }
     }
 
+    /// Sends `message` to `to`; its open `gimps.send` span starts now and ends when the copy is
+    /// acknowledged.
+    fn send(&mut self, to: PeerId, message: &GossipMessage, span: Option<Span>) {
+        if message.msg_type == MsgType::Prime {
+            let trace = message
+                .trace
+                .map(|t| format!(", trace {}", &t.trace_id.to_string()[..8]))
+                .unwrap_or_default();
+            let summary = format!(
+                "PRIME 2^{}-1 by {} (ttl {}{trace})",
+                message.exponent.unwrap_or(0),
+                peer_name(&message.msg_originator),
+                message.ttl
+            );
+            self.wire.sent(Topic::Gimps, Some(to), summary);
+        }
+        let id = self.transport.send_request(&to, message.encode());
+        if let Some(mut span) = span {
+            let now = platform::unix_now_ms();
+            if now > span.start_ms {
+                span.attribute("held_ms", now - span.start_ms);
+                span.start_ms = now;
+            }
+            self.unacked.insert(id, span);
+        }
+    }
+
+    /// The copy's span ends: acknowledged, or failed with `error`.
+    fn end_send_span(&mut self, id: OutboundRequestId, error: Option<String>) {
+        if let Some(mut span) = self.unacked.remove(&id) {
+            let status = error.map_or(SpanStatus::Ok, SpanStatus::Error);
+            span.end(platform::unix_now_ms(), status);
+            self.report(Report::Span(span));
+        }
+    }
+
+    /// Sends the held copies that are due; the instant the next one is.
+    fn release_held(&mut self, now: Instant) -> Option<Instant> {
+        while self.held.front().is_some_and(|h| h.due <= now) {
+            if let Some(Held {
+                to, message, span, ..
+            }) = self.held.pop_front()
+            {
+                self.send(to, &message, Some(span));
+            }
+        }
+        self.held.front().map(|h| h.due)
+    }
+
     fn on_transport_event(&mut self, now: Instant, event: request_response::Event<Vec<u8>, ()>) {
         match event {
             request_response::Event::Message {
@@ -224,14 +344,23 @@ impl Behaviour {
                 let actions = self.node.on_message(now, peer, &request);
                 self.apply(actions);
             }
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
                 tracing::debug!(%peer, %error, "gossip send failed");
+                self.end_send_span(request_id, Some(error.to_string()));
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "gossip receive failed");
             }
-            request_response::Event::Message { .. }
-            | request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::Message {
+                message: request_response::Message::Response { request_id, .. },
+                ..
+            } => self.end_send_span(request_id, None),
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 }
@@ -292,14 +421,15 @@ impl NetworkBehaviour for Behaviour {
                 self.on_tested(Instant::now(), p, prime);
                 continue;
             }
+            let next_held = self.release_held(now);
             if !self.events.is_empty() {
                 continue;
             }
-            if self
-                .timer
-                .poll_at(self.node.poll_timeout(), cx)
-                .is_pending()
-            {
+            let wake = match (self.node.poll_timeout(), next_held) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if self.timer.poll_at(wake, cx).is_pending() {
                 return Poll::Pending;
             }
         }

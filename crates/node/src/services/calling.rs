@@ -65,7 +65,7 @@ impl Behaviour {
                     span.attribute(KIND, "client");
                     span.attribute(REMOTE, provider.to_base58());
                     span.attribute("link", format!("{link:?}").to_lowercase());
-                    request.trace = Some(context);
+                    request.trace = self.traced.then_some(context);
                     self.attempts.insert(id, span);
                 }
                 if link == Link::Local {

@@ -197,6 +197,8 @@ pub struct Behaviour {
     transport: Transport,
     me: PeerId,
     label: String,
+    /// Calls carry their trace context.
+    traced: bool,
     origin: Instant,
     relay: Option<PeerId>,
     links: HashMap<PeerId, HashMap<ConnectionId, bool>>,
@@ -227,6 +229,17 @@ impl Behaviour {
     /// The services of peer `me`, named `label` in routes (a peer's name, or "relay"); view
     /// timestamps count from `origin`, log lines go to `wire`.
     pub fn new(me: PeerId, label: String, origin: Instant, wire: WireSink) -> Self {
+        Self::with_tracing(me, label, origin, true, wire)
+    }
+
+    /// As [`new`](Self::new); calls carry their trace context only when `traced`.
+    pub fn with_tracing(
+        me: PeerId,
+        label: String,
+        origin: Instant,
+        traced: bool,
+        wire: WireSink,
+    ) -> Self {
         let transport = request_response::Behaviour::with_codec(
             ServiceCodec,
             [(codec::PROTOCOL, ProtocolSupport::Full)],
@@ -241,6 +254,7 @@ impl Behaviour {
             me,
             label,
             origin,
+            traced,
             relay: None,
             links: HashMap::new(),
             calls: Calls::new(CallConfig::default()),

@@ -161,6 +161,7 @@ impl Behaviour {
             spans_held: self.store.len(),
             counters: self.store.counters(),
             malformed: self.malformed,
+            ..TraceSection::default()
         }
     }
 
