@@ -1,10 +1,11 @@
-//! The page: header, relay banner, the GIMPS panels, the DHT panel (full width), and the Peers
-//! and Event log panels, with loading and error states.
+//! The page: header, relay banner, the GIMPS panels, the Services, Tracing and DHT panels (full
+//! width), and the Peers and Event log panels, with loading and error states.
 
 use yew::prelude::*;
 
 use crate::components::{
     DhtPanel, EventLog, GimpsLog, GimpsPanel, Header, PeersPanel, RelayBanner, ServicesPanel,
+    TracingPanel,
 };
 use crate::node_client::{NodeClient, Update};
 use crate::state::{Action, AppState};
@@ -72,6 +73,10 @@ pub(crate) fn app(props: &AppProps) -> Html {
                         <ServicesPanel services={view.services.clone()} me={view.peer_id.clone()} peers={view.peers.clone()}
                             catalog={state.catalog.clone()} call={state.call.clone()}
                             note={state.offer_note.clone()} />
+                    </div>
+                    <div class="panels full">
+                        <TracingPanel section={view.trace.clone()} me={view.peer_id.clone()}
+                            trace={state.trace.clone()} ping_note={state.ping_note.clone()} />
                     </div>
                     <div class="panels full">
                         <DhtPanel dht={view.dht.clone()} relay={view.relay.peer_id.clone()}

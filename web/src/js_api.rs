@@ -35,7 +35,8 @@
 //! - Tracing (each returns a `Promise`): `tracePing(peerId?)` (a random peer when omitted)
 //!   resolves to `{trace_id, peer, peer_name, rtt_ms}`; `trace(traceId)` to the trace gathered
 //!   from the peers it crossed (`{trace_id, spans, peers, missing, offsets_ms, refused}`);
-//!   `traceOtlp(traceId)` to the same spans as OTLP/JSON.
+//!   `traceOtlp(traceId)` to the same spans as OTLP/JSON; `slowMotion(ms)` holds every traced
+//!   gossip copy `ms` before sending it (0: off), as the Tracing panel's switch does.
 
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -236,6 +237,17 @@ fn install_trace(api: &js_sys::Object, client: &NodeClient) {
         })
     });
     set(api, "tracePing", ping);
+    let node = client.clone();
+    let slow = Closure::<dyn Fn(JsValue)>::new(move |ms: JsValue| {
+        let ms = ms
+            .as_f64()
+            .filter(|ms| *ms > 0.0)
+            .map(|ms| ms.min(60_000.0) as u64);
+        node.send(Command::SlowMotion(
+            ms.map(std::time::Duration::from_millis),
+        ));
+    });
+    set(api, "slowMotion", slow);
     for (name, otlp) in [("trace", false), ("traceOtlp", true)] {
         let node = client.clone();
         let gather = Closure::<dyn Fn(JsValue) -> js_sys::Promise>::new(move |id: JsValue| {

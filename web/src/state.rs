@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use tabmesh_core::dht::DhtReply;
 use tabmesh_core::services::Catalog;
+use tabmesh_core::trace::assemble::Trace;
 use tabmesh_node::NodeView;
 use tabmesh_node::services::CallAnswer;
 use yew::Reducible;
@@ -31,6 +32,17 @@ pub(crate) struct CallLine {
     pub(crate) asked: String,
     /// `None` while the call is under way; the error is `(code, message)`.
     pub(crate) answer: Option<Result<CallAnswer, (String, String)>>,
+}
+
+/// The trace the Tracing panel shows: being gathered, gathered, or why not.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TraceLine {
+    /// The request's id: only the latest request's answer is shown.
+    pub(crate) id: u64,
+    /// The trace asked for.
+    pub(crate) trace_id: String,
+    /// `None` while the peers it crossed are asked.
+    pub(crate) answer: Option<Result<Trace, String>>,
 }
 
 /// The network's catalog of services as last read.
@@ -59,6 +71,10 @@ pub(crate) struct AppState {
     pub(crate) catalog: CatalogLine,
     /// The outcome of the last change to what this tab offers (an error, or what was done).
     pub(crate) offer_note: Option<Result<String, String>>,
+    /// The trace shown in the Tracing panel.
+    pub(crate) trace: Option<TraceLine>,
+    /// What the last traced ping did (its trace opens in the panel), or why it failed.
+    pub(crate) ping_note: Option<Result<String, String>>,
 }
 
 /// Changes to the UI state.
@@ -91,6 +107,10 @@ pub(crate) enum Action {
     CatalogRead(Result<Catalog, String>),
     /// What offering or withdrawing a service did.
     OfferNote(Result<String, String>),
+    /// The Tracing panel asked for (`answer: None`) or received a trace.
+    Traced(TraceLine),
+    /// What a traced ping from the panel did.
+    PingNote(Result<String, String>),
 }
 
 impl Reducible for AppState {
@@ -104,6 +124,8 @@ impl Reducible for AppState {
             call: self.call.clone(),
             catalog: self.catalog.clone(),
             offer_note: self.offer_note.clone(),
+            trace: self.trace.clone(),
+            ping_note: self.ping_note.clone(),
         };
         match action {
             Action::View(view) => next.view = Some(view),
@@ -145,6 +167,13 @@ impl Reducible for AppState {
                 }
             }
             Action::OfferNote(note) => next.offer_note = Some(note),
+            Action::Traced(line) => {
+                if self.trace.as_ref().is_some_and(|t| t.id > line.id) {
+                    return self;
+                }
+                next.trace = Some(line);
+            }
+            Action::PingNote(note) => next.ping_note = Some(note),
         }
         Rc::new(next)
     }

@@ -1,11 +1,18 @@
 //! Request tracing in real browsers and a real native node: a traced ping from one tab to
 //! another is one trace with a span on each tab, gathered whole, and its OTLP/JSON export holds
-//! the same spans; the native node pings a tab from its stdin and prints the gathered trace.
+//! the same spans; the native node pings a tab from its stdin and prints the gathered trace. A
+//! PRIME found by one of four tabs is one trace with spans from every peer it reached (the
+//! duplicates marked), drawn in the Tracing panel as lanes and as a waterfall; a DHT put
+//! carries its trace id; slow motion holds each traced copy.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use tabmesh_e2e::{Browser, BrowserOptions, NativeNode, Relay, RelayOptions, run_dir, wait_until};
+use tabmesh_e2e::{
+    Browser, BrowserOptions, NativeNode, Relay, RelayOptions, bin_path, gossip_peers, run_dir,
+    wait_until,
+};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 
@@ -122,6 +129,324 @@ async fn a_traced_ping_is_gathered_from_both_tabs_and_exported_as_otlp() -> anyh
     );
     node.stop()?;
 
+    browser.quit().await?;
+    relay.stop()?;
+    Ok(())
+}
+
+/// The spans of trace `trace_id` gathered by `tab`.
+async fn gathered(
+    browser: &Browser,
+    tab: &tabmesh_e2e::Tab,
+    trace_id: &str,
+) -> anyhow::Result<Value> {
+    browser
+        .call(tab, &format!("window.tabmesh.trace('{trace_id}')"))
+        .await?
+        .map_err(anyhow::Error::msg)
+}
+
+fn spans_named<'a>(trace: &'a Value, prefix: &str) -> Vec<&'a Value> {
+    trace["spans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prime_spread_is_one_trace_across_four_tabs_and_a_node_drawn_in_the_panel()
+-> anyhow::Result<()> {
+    let dir = run_dir("trace-gossip")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let url = format!("{}/?search_interval=2&ping_interval=1", relay.url());
+    for _ in 0..4 {
+        browser.open_tab(&url).await?;
+    }
+    let node = NativeNode::start_with(
+        &bin_path("tabmesh-node"),
+        &relay.url(),
+        &["--search-interval", "2", "--ping-interval", "1"],
+        dir.join("node.log"),
+    )?;
+    // Everyone gossips with everyone.
+    let ids = wait_until(
+        "a full gossip mesh of four tabs and a node",
+        PATIENCE,
+        || async {
+            let mut views = Vec::new();
+            for tab in browser.tabs() {
+                match browser.state(tab).await? {
+                    Some(v) => views.push(v),
+                    None => return Ok(Err("a tab has not started".to_owned())),
+                }
+            }
+            views.extend(node.state());
+            let ids: BTreeSet<String> = views.iter().map(|v| v.peer_id.clone()).collect();
+            let full = views.len() == 5
+                && views.iter().all(|v| {
+                    let mut want = ids.clone();
+                    want.remove(&v.peer_id);
+                    want.is_subset(&gossip_peers(v))
+                });
+            Ok(if full {
+                Ok(ids)
+            } else {
+                Err(format!("{} views, mesh not full", views.len()))
+            })
+        },
+    )
+    .await?;
+
+    // Tab A forgets what it knew: its search starts again from 2^2-1 and announces it.
+    let a = browser.tabs()[0].clone();
+    let a_id = browser.state(&a).await?.expect("A runs").peer_id;
+    let since = browser
+        .call(&a, "Date.now()")
+        .await?
+        .map_err(anyhow::Error::msg)?
+        .as_f64()
+        .unwrap_or_default() as u64;
+    browser
+        .call(&a, "window.tabmesh.reset()")
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let trace_id = wait_until(
+        "A holds the trace of a PRIME it found since its reset",
+        PATIENCE,
+        || async {
+            let view = browser.state(&a).await?.expect("A runs");
+            Ok(view
+                .trace
+                .and_then(|t| {
+                    t.recent.into_iter().find(|r| {
+                        r.root_here && r.name.starts_with("gimps.prime") && r.start_ms >= since
+                    })
+                })
+                .map(|r| r.trace_id.to_string())
+                .ok_or_else(|| "no PRIME trace yet".to_owned()))
+        },
+    )
+    .await?;
+    // The copies are acknowledged (their send spans end) within moments; gather until every
+    // peer's receive is in.
+    let trace = wait_until(
+        "the PRIME's trace holds a receive on every peer",
+        PATIENCE,
+        || async {
+            let trace = gathered(&browser, &a, &trace_id).await?;
+            let received: BTreeSet<String> = spans_named(&trace, "gimps.receive PRIME")
+                .iter()
+                .filter_map(|s| s["peer"].as_str().map(str::to_owned))
+                .collect();
+            let mut others = ids.clone();
+            others.remove(&a_id);
+            Ok(if received == others {
+                Ok(trace)
+            } else {
+                Err(format!("receives on {received:?}"))
+            })
+        },
+    )
+    .await?;
+    let root = spans_named(&trace, "gimps.prime");
+    assert_eq!(root.len(), 1, "{trace}");
+    assert_eq!(root[0]["peer"], Value::String(a_id.clone()));
+    let spans = trace["spans"].as_array().cloned().unwrap_or_default();
+    assert!(
+        spans
+            .iter()
+            .all(|s| s["trace_id"] == Value::String(trace_id.clone()))
+    );
+    let by_id: std::collections::HashMap<&str, &Value> = spans
+        .iter()
+        .filter_map(|s| Some((s["span_id"].as_str()?, s)))
+        .collect();
+    // Every receive hangs under the send of the peer that sent the copy; duplicates are marked.
+    let mut duplicates = 0;
+    for receive in spans_named(&trace, "gimps.receive") {
+        let send = by_id[receive["parent_span_id"].as_str().expect("a parent")];
+        assert_eq!(
+            send["attributes"]["peer.remote"], receive["peer"],
+            "{trace}"
+        );
+        // On the assembled clock, a copy arrives after it was sent and before its
+        // acknowledgement came back.
+        assert!(
+            receive["start_ms"].as_u64() >= send["start_ms"].as_u64()
+                && receive["end_ms"].as_u64() <= send["end_ms"].as_u64(),
+            "{receive} outside {send}; offsets {}",
+            trace["offsets_ms"]
+        );
+        if receive["attributes"]["gimps.duplicate"] == "true" {
+            duplicates += 1;
+        }
+    }
+    // In a full mesh of five, each of the four first receivers forwards to the three others.
+    assert!(duplicates >= 1, "duplicates are marked: {trace}");
+    assert_eq!(trace["peers"].as_array().map(Vec::len), Some(5), "{trace}");
+
+    // The panel: the trace is listed, drawn as lanes (an arrow per copy) and as a waterfall.
+    browser.switch(&a).await?;
+    let copies = spans_named(&trace, "gimps.receive").len();
+    // (Clicked from the page: the list moves as A keeps finding primes, so a click at the
+    // button's place a moment later could land on its neighbour.)
+    browser
+        .call(
+            &a,
+            &format!(
+                "document.querySelector(\"[data-testid=trace-recent] button[data-trace='{trace_id}']\").click()"
+            ),
+        )
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    wait_until("the lanes are drawn", PATIENCE, || async {
+        let arrows = browser
+            .call(
+                &a,
+                "document.querySelectorAll('[data-testid=lane-arrow]').length",
+            )
+            .await?
+            .map_err(anyhow::Error::msg)?
+            .as_u64()
+            .unwrap_or(0);
+        Ok(if arrows as usize >= copies {
+            Ok(())
+        } else {
+            Err(format!("{arrows} arrows"))
+        })
+    })
+    .await?;
+    let lanes = browser
+        .call(
+            &a,
+            "document.querySelectorAll('[data-testid=lanes] g.lane').length",
+        )
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(lanes, 5, "a lane per peer");
+    browser
+        .call(
+            &a,
+            "document.querySelector('[data-testid=tracing-panel]').scrollIntoView()",
+        )
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    browser.screenshot(&a, &dir.join("tab-a-lanes.png")).await?;
+    browser
+        .click(&a, "[data-testid=trace-tab-waterfall]")
+        .await?;
+    let rows = wait_until("the waterfall is drawn", PATIENCE, || async {
+        let rows = browser
+            .call(
+                &a,
+                "document.querySelectorAll('[data-testid=wf-row]').length",
+            )
+            .await?
+            .map_err(anyhow::Error::msg)?
+            .as_u64()
+            .unwrap_or(0);
+        Ok(if rows > 0 {
+            Ok(rows)
+        } else {
+            Err("no rows".to_owned())
+        })
+    })
+    .await?;
+    assert!(
+        rows as usize >= spans.len(),
+        "a row per span: {rows} < {}",
+        spans.len()
+    );
+    browser
+        .screenshot(&a, &dir.join("tab-a-waterfall.png"))
+        .await?;
+
+    // A DHT put is traced on the tab that makes it: a span per phase and per request.
+    let put = wait_until("A's put is stored", PATIENCE, || async {
+        browser
+            .call(&a, "window.tabmesh.put('traced-key', 'v')")
+            .await
+    })
+    .await?;
+    let put_trace_id = put["trace_id"]
+        .as_str()
+        .expect("a put carries its trace_id")
+        .to_owned();
+    let put_trace = gathered(&browser, &a, &put_trace_id).await?;
+    assert_eq!(
+        spans_named(&put_trace, "dht.put traced-key").len(),
+        1,
+        "{put_trace}"
+    );
+    assert!(
+        !spans_named(&put_trace, "dht.request").is_empty(),
+        "{put_trace}"
+    );
+
+    // Slow motion holds each traced copy a second: a spread from tab B takes at least that.
+    for tab in browser.tabs() {
+        browser
+            .call(tab, "window.tabmesh.slowMotion(1000)")
+            .await?
+            .map_err(anyhow::Error::msg)?;
+    }
+    let b = browser.tabs()[1].clone();
+    let since = browser
+        .call(&b, "Date.now()")
+        .await?
+        .map_err(anyhow::Error::msg)?
+        .as_f64()
+        .unwrap_or_default() as u64;
+    browser
+        .call(&b, "window.tabmesh.reset()")
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let slow_id = wait_until(
+        "B holds the trace of a PRIME it found since its reset",
+        PATIENCE,
+        || async {
+            let view = browser.state(&b).await?.expect("B runs");
+            Ok(view
+                .trace
+                .and_then(|t| {
+                    t.recent.into_iter().find(|r| {
+                        r.root_here && r.name.starts_with("gimps.prime") && r.start_ms >= since
+                    })
+                })
+                .map(|r| r.trace_id.to_string())
+                .ok_or_else(|| "no PRIME trace yet".to_owned()))
+        },
+    )
+    .await?;
+    let slow = wait_until(
+        "B's slowed spread has reached the others",
+        PATIENCE,
+        || async {
+            let trace = gathered(&browser, &b, &slow_id).await?;
+            let n = spans_named(&trace, "gimps.receive PRIME").len();
+            Ok(if n >= 4 {
+                Ok(trace)
+            } else {
+                Err(format!("{n} receives"))
+            })
+        },
+    )
+    .await?;
+    let b_id = browser.state(&b).await?.expect("B runs").peer_id;
+    let held: Vec<u64> = spans_named(&slow, "gimps.send")
+        .iter()
+        .filter(|s| s["peer"] == Value::String(b_id.clone()))
+        .filter_map(|s| s["attributes"]["held_ms"].as_str()?.parse().ok())
+        .collect();
+    assert!(
+        !held.is_empty() && held.iter().all(|ms| *ms >= 900),
+        "B's copies were held about a second: {held:?}"
+    );
+
+    node.stop()?;
     browser.quit().await?;
     relay.stop()?;
     Ok(())

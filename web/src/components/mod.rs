@@ -6,6 +6,7 @@ mod gimps;
 mod header;
 mod peers;
 mod services;
+mod tracing;
 
 pub(crate) use dht::DhtPanel;
 pub(crate) use event_log::EventLog;
@@ -13,6 +14,7 @@ pub(crate) use gimps::{GimpsLog, GimpsPanel};
 pub(crate) use header::{Header, RelayBanner};
 pub(crate) use peers::PeersPanel;
 pub(crate) use services::ServicesPanel;
+pub(crate) use tracing::TracingPanel;
 
 use gloo_timers::callback::Timeout;
 use yew::prelude::*;

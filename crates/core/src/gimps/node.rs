@@ -460,7 +460,7 @@ impl GossipNode {
         if !parent.sampled {
             return Some(parent);
         }
-        let name = format!("gimps.send {}", msg.msg_type.as_str());
+        let name = format!("gimps.send {}", what(msg));
         let Some(mut span) = self.span(now, Some(parent), &name, "client") else {
             return Some(parent);
         };
@@ -485,7 +485,7 @@ impl GossipNode {
         if !parent.sampled {
             return Some(parent);
         }
-        let name = format!("gimps.receive {}", msg.msg_type.as_str());
+        let name = format!("gimps.receive {}", what(msg));
         let Some(mut span) = self.span(now, Some(parent), &name, "server") else {
             return Some(parent);
         };
@@ -998,8 +998,11 @@ impl GossipNode {
     /// message counter (ids must never repeat, or peers would drop our messages as duplicates).
     pub fn reset(&mut self, now: Instant) {
         let msg_counter = self.msg_counter;
+        let tracer = self.tracer.take();
         *self = Self::new(self.key.clone(), self.config.clone(), self.origin, now);
         self.msg_counter = msg_counter;
+        // Tracing is a setting of the peer, not something it learnt.
+        self.tracer = tracer;
     }
 
     /// The dashboard's view; timestamps relative to the clock origin.
@@ -1032,6 +1035,14 @@ impl GossipNode {
             known_primes: self.known_primes.iter().copied().collect(),
             covered_below: self.covered_below,
         }
+    }
+}
+
+/// What a traced message is, in a span's name: `PRIME 2^13-1`.
+fn what(msg: &GossipMessage) -> String {
+    match msg.exponent {
+        Some(p) => format!("{} 2^{p}-1", msg.msg_type.as_str()),
+        None => msg.msg_type.as_str().to_owned(),
     }
 }
 

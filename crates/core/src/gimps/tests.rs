@@ -766,6 +766,8 @@ fn untraced_nodes_record_nothing_and_pass_a_context_on_unchanged() {
     // A traced PRIME reaching an untraced node is forwarded with the same context.
     let mut traced = nodes.remove(0);
     traced.trace_with(0, 9);
+    traced.reset(t0);
+    assert!(traced.is_tracing(), "a reset keeps tracing on");
     let mut quiet = GossipNode::new(key(7), GossipConfig::default(), t0, t0);
     quiet.on_peer_connected(t0, id(8));
     traced.on_peer_connected(t0, id(7));

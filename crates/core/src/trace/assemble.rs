@@ -1,12 +1,14 @@
 //! A whole trace from the spans each peer sent back.
 //!
 //! 1. **Everything on one clock.** Each peer records on its own clock. Where a span on one peer
-//!    is the client side of a request whose server side is a child span on another peer, the
-//!    server's clock offset is estimated as trace viewers and NTP do: the midpoint of the
-//!    server span against the midpoint of the client span (the network delay is assumed the
-//!    same both ways). Offsets spread from the reference peer (the one assembling) along the
-//!    tree; a peer reached only by one-way messages is shifted just enough that none of its
-//!    spans starts before its parent (causality), and not at all if none does.
+//!    is the client side of a request whose server side is a child span on another peer, that
+//!    pair bounds the server's clock offset (its span lies within the client's). Where the
+//!    bounds of all pairs between two peers agree, the smallest shift they allow is taken, as
+//!    trace viewers' clock-skew adjusters do; where they do not, the median of the midpoint
+//!    differences, as NTP does (the delay assumed the same both ways). Offsets spread from the
+//!    reference peer (the one assembling) along the tree; a peer reached only by one-way
+//!    messages is shifted just enough that none of its spans starts before its parent
+//!    (causality), and not at all if none does.
 //! 2. **Gaps, not errors.** A peer that did not answer (left, unreachable, refused) is listed in
 //!    `missing` with the reason; spans whose parent is not among the spans gathered are kept
 //!    and marked `orphan`, so a viewer draws them under a gap.
@@ -217,12 +219,35 @@ fn mid(span: &Span) -> Option<i128> {
     Some((i128::from(span.start_ms) + i128::from(end)) / 2)
 }
 
+/// One request/reply between two peers, as evidence of the child's clock minus the parent's.
+struct Pair {
+    midpoints: i128,
+    at_least: i128,
+    at_most: i128,
+}
+
+/// The offset the pairs between two peers give. Every pair bounds it (the server's span lies
+/// within the client's); when the bounds of all pairs agree, the smallest shift they allow is
+/// taken, as trace viewers' clock-skew adjusters do: clocks that already agree (tabs on one
+/// machine) are left alone, and a skewed clock is moved just enough. When they disagree (a clock
+/// that drifted during the trace), the median of the midpoint differences is taken, which
+/// assumes the delay is the same both ways. (Midpoints alone mislead on a loaded peer: a tab busy
+/// with its search reads its acknowledgements late, which looks like a clock ahead.)
+fn estimate(pairs: &[Pair]) -> i128 {
+    let low = pairs.iter().map(|p| p.at_least).max();
+    let high = pairs.iter().map(|p| p.at_most).min();
+    match (low, high) {
+        (Some(low), Some(high)) if low <= high => 0.clamp(low, high),
+        _ => median(&pairs.iter().map(|p| p.midpoints).collect::<Vec<_>>()),
+    }
+}
+
 /// Rule 1: each peer's clock minus `reference`'s.
 fn offsets(spans: &[Span], reference: &str) -> BTreeMap<String, i64> {
     let by_id: HashMap<SpanId, &Span> = spans.iter().map(|s| (s.span_id, s)).collect();
     // Estimates between pairs of peers from client/server pairs: (parent peer, child peer) →
     // child clock minus parent clock.
-    let mut pairs: BTreeMap<(String, String), Vec<i128>> = BTreeMap::new();
+    let mut pairs: BTreeMap<(String, String), Vec<Pair>> = BTreeMap::new();
     for child in spans {
         let Some(parent) = child.parent_span_id.and_then(|p| by_id.get(&p)) else {
             continue;
@@ -233,11 +258,19 @@ fn offsets(spans: &[Span], reference: &str) -> BTreeMap<String, i64> {
         {
             continue;
         }
-        if let (Some(c), Some(p)) = (mid(child), mid(parent)) {
+        if let (Some(c), Some(p), Some(child_end), Some(parent_end)) =
+            (mid(child), mid(parent), child.end_ms, parent.end_ms)
+        {
             pairs
                 .entry((parent.peer.clone(), child.peer.clone()))
                 .or_default()
-                .push(c - p);
+                .push(Pair {
+                    midpoints: c - p,
+                    // The server's work lies within the client's wait: its end no later than
+                    // the client's end, its start no earlier than the client's start.
+                    at_least: i128::from(child_end) - i128::from(parent_end),
+                    at_most: i128::from(child.start_ms) - i128::from(parent.start_ms),
+                });
         }
     }
     let mut known: BTreeMap<String, i128> = BTreeMap::new();
@@ -246,7 +279,7 @@ fn offsets(spans: &[Span], reference: &str) -> BTreeMap<String, i64> {
     loop {
         let mut changed = false;
         for ((a, b), estimates) in &pairs {
-            let median = median(estimates);
+            let median = estimate(estimates);
             match (known.get(a).copied(), known.get(b).copied()) {
                 (Some(oa), None) => {
                     known.insert(b.clone(), oa + median);
@@ -341,6 +374,45 @@ mod tests {
     }
 
     #[test]
+    fn rule_1_clocks_that_agree_are_left_alone_when_acknowledgements_are_read_late() {
+        let mut rng = SmallRng::seed_from_u64(6);
+        let trace = TraceContext::root(&mut rng);
+        // A and B share a clock. B receives each copy 2 ms after A sends it, but A, busy, reads
+        // B's acknowledgement 80 to 120 ms later: the midpoints say B is ~40-60 ms behind.
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for (i, late) in [80u64, 100, 120].into_iter().enumerate() {
+            let at = 1000 + 10 * i as u64;
+            let send = span(
+                &mut rng,
+                trace,
+                None,
+                "send",
+                "A",
+                (at, at + late),
+                Some("client"),
+            );
+            let receive = span(
+                &mut rng,
+                trace,
+                Some(&send),
+                "receive",
+                "B",
+                (at + 2, at + 2),
+                Some("server"),
+            );
+            a.push(send);
+            b.push(receive);
+        }
+        let t = assemble(
+            trace.trace_id,
+            "A",
+            vec![("A".into(), Ok(a)), ("B".into(), Ok(b))],
+        );
+        assert_eq!(t.offsets_ms["B"], 0);
+    }
+
+    #[test]
     fn rule_1_a_request_reply_pair_puts_the_server_on_the_client_clock() {
         let mut rng = SmallRng::seed_from_u64(5);
         let trace = TraceContext::root(&mut rng);
@@ -369,7 +441,9 @@ mod tests {
             "A",
             vec![("A".into(), Ok(vec![call])), ("B".into(), Ok(vec![serve]))],
         );
-        assert_eq!(t.offsets_ms["B"], 5000);
+        // The pair allows 4996..=5004 (B's 2 ms within A's 10): the smallest shift is taken,
+        // within half the round trip of the truth.
+        assert_eq!(t.offsets_ms["B"], 4996);
         let lines = tree(&t, &|p| format!("peer-{p}"));
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert!(
@@ -377,13 +451,13 @@ mod tests {
             "{lines:?}"
         );
         assert!(
-            lines[2].starts_with("    serve  [peer-B]  +4 ms, 2 ms"),
+            lines[2].starts_with("    serve  [peer-B]  +8 ms, 2 ms"),
             "{lines:?}"
         );
         let served = t.spans.iter().find(|s| s.span.name == "serve").unwrap();
         assert_eq!(
             (served.span.start_ms, served.span.end_ms),
-            (1004, Some(1006))
+            (1008, Some(1010))
         );
         assert_eq!(t.peers, vec!["A".to_owned(), "B".to_owned()]);
         assert!(t.missing.is_empty() && t.refused == 0);
