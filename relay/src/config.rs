@@ -143,6 +143,12 @@ pub struct RelayArgs {
     #[command(flatten)]
     pub gateway: tabmesh_gateway::GatewayArgs,
 
+    /// Also send the relay's spans (of the service calls it enters into the mesh) to an
+    /// OpenTelemetry collector over OTLP/HTTP (JSON), e.g. http://127.0.0.1:4318 (Jaeger's OTLP
+    /// port; `/v1/traces` is added).
+    #[arg(long, value_name = "URL", value_parser = otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -196,6 +202,10 @@ impl RelayArgs {
             })
             .collect()
     }
+}
+
+fn otlp_endpoint(s: &str) -> Result<String, String> {
+    tabmesh_node::trace::export::traces_url(s).map(|_| s.to_owned())
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //! - `GET /metrics`: Prometheus text (OpenMetrics) with libp2p's metrics and ours;
 //! - `GET /healthz`: `ok`;
 //! - `/api/services`: the services gateway ([`tabmesh_gateway`]);
+//! - `GET /api/traces/{trace_id}`: the trace gathered from the peers it crossed, starting from
+//!   the relay's own spans (the calls that came in over HTTP): `{trace_id, spans, peers, missing,
+//!   offsets_ms, refused}`, or with `?format=otlp` as OTLP/JSON; 400 for a malformed id;
 //! - everything else: files of the built web app, with `index.html` for unknown paths, or a page
 //!   that says how to build the app when it is missing.
 
@@ -12,21 +15,34 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use futures::channel::{mpsc, oneshot};
+use tabmesh_core::trace::TraceId;
+use tabmesh_node::trace::TraceCommand;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::network::SharedState;
 
 /// The HTTP routes.
-pub fn router(shared: Arc<SharedState>, web_dir: PathBuf, gateway: Router) -> Router {
+pub fn router(
+    shared: Arc<SharedState>,
+    web_dir: PathBuf,
+    gateway: Router,
+    traces: mpsc::Sender<TraceCommand>,
+) -> Router {
     let api = Router::new()
         .route("/api/bootstrap", get(bootstrap))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared)
+        .merge(
+            Router::new()
+                .route("/api/traces/{trace_id}", get(trace))
+                .with_state(traces),
+        )
         .merge(gateway);
     let index = web_dir.join("index.html");
     if index.is_file() {
@@ -38,6 +54,55 @@ pub fn router(shared: Arc<SharedState>, web_dir: PathBuf, gateway: Router) -> Ro
             let notice = notice.clone();
             async move { (StatusCode::SERVICE_UNAVAILABLE, Html(notice)) }
         })
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TraceQuery {
+    format: Option<String>,
+}
+
+async fn trace(
+    State(traces): State<mpsc::Sender<TraceCommand>>,
+    Path(trace_id): Path<String>,
+    Query(query): Query<TraceQuery>,
+) -> Response {
+    let bad = |message: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": "invalid", "message": message})),
+        )
+            .into_response()
+    };
+    let otlp = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("otlp") => true,
+        Some(other) => return bad(format!("format {other:?}: use json or otlp")),
+    };
+    let trace_id = match TraceId::parse(&trace_id) {
+        Ok(id) => id,
+        Err(e) => return bad(format!("trace id: {e}")),
+    };
+    let (reply, answer) = oneshot::channel();
+    if traces
+        .clone()
+        .try_send(TraceCommand::Gather { trace_id, reply })
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many trace requests; try again",
+        )
+            .into_response();
+    }
+    match answer.await {
+        Ok(Ok(trace)) if otlp => axum::Json(tabmesh_core::trace::otlp::export(
+            trace.spans.iter().map(|p| &p.span),
+        ))
+        .into_response(),
+        Ok(Ok(trace)) => axum::Json(trace).into_response(),
+        Ok(Err(why)) => (StatusCode::BAD_GATEWAY, why).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the relay is stopping").into_response(),
     }
 }
 

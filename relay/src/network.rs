@@ -32,7 +32,8 @@ use tabmesh_core::protocol;
 use tabmesh_core::wire_log::Topic;
 use tabmesh_node::report::{Report, WireNote, WireSink};
 use tabmesh_node::services::ServiceCommand;
-use tabmesh_node::{dht, ledger, services};
+use tabmesh_node::trace::TraceCommand;
+use tabmesh_node::{dht, ledger, services, trace};
 use tokio::sync::watch;
 
 use crate::config::RelayArgs;
@@ -48,6 +49,7 @@ pub struct RelayBehaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     services: services::Behaviour,
+    trace: trace::Behaviour,
 }
 
 /// Counters of rejected input, exported at `/metrics` next to libp2p's own.
@@ -93,6 +95,11 @@ pub struct RelayNode {
         futures::channel::mpsc::Sender<ServiceCommand>,
         futures::channel::mpsc::Receiver<ServiceCommand>,
     ),
+    /// Trace gatherings asked for over HTTP.
+    trace_commands: (
+        futures::channel::mpsc::Sender<TraceCommand>,
+        futures::channel::mpsc::Receiver<TraceCommand>,
+    ),
 }
 
 fn per_minute(n: u32) -> (NonZeroU32, Duration) {
@@ -127,6 +134,15 @@ fn relay_config(args: &RelayArgs) -> relay::Config {
 impl RelayNode {
     /// Builds the swarm and starts its listeners.
     pub async fn new(key: Keypair, args: &RelayArgs) -> anyhow::Result<Self> {
+        let span_export = match &args.otlp_endpoint {
+            Some(endpoint) => {
+                let sink = trace::export::start(endpoint, key.public().to_peer_id())
+                    .map_err(anyhow::Error::msg)?;
+                tracing::info!(%endpoint, "exporting spans to an OpenTelemetry collector");
+                Some(trace::SpanExport::new(move |span| sink.send(span.clone())))
+            }
+            None => None,
+        };
         let mut registry = Registry::with_prefix("tabmesh");
         let counters = RejectionCounters::default();
         registry.register(
@@ -210,8 +226,15 @@ impl RelayNode {
                         local_peer_id,
                         "relay".to_owned(),
                         web_time::Instant::now(),
-                        behaviour_wire,
+                        behaviour_wire.clone(),
                     ),
+                    trace: {
+                        let mut trace = trace::Behaviour::new(local_peer_id, behaviour_wire);
+                        if let Some(export) = &span_export {
+                            trace.export_to(export.clone());
+                        }
+                        trace
+                    },
                 }
             })?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
@@ -264,6 +287,7 @@ impl RelayNode {
             announce: args.announce.clone(),
             wire,
             service_commands: futures::channel::mpsc::channel(256),
+            trace_commands: futures::channel::mpsc::channel(64),
         };
         node.publish_addrs();
         Ok(node)
@@ -277,6 +301,11 @@ impl RelayNode {
     /// Where the HTTP gateway sends service calls.
     pub fn service_commands(&self) -> futures::channel::mpsc::Sender<ServiceCommand> {
         self.service_commands.0.clone()
+    }
+
+    /// Where the HTTP side sends trace gatherings.
+    pub fn trace_commands(&self) -> futures::channel::mpsc::Sender<TraceCommand> {
+        self.trace_commands.0.clone()
     }
 
     /// The relay's peer id.
@@ -304,6 +333,9 @@ impl RelayNode {
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some(command) = self.service_commands.1.next() => {
                     self.swarm.behaviour_mut().services.command(command);
+                }
+                Some(command) = self.trace_commands.1.next() => {
+                    self.swarm.behaviour_mut().trace.command(command);
                 }
                 _ = tick.tick() => self.export_counters(),
                 _ = shutdown.changed() => break,
@@ -405,7 +437,8 @@ impl RelayNode {
             }
             RelayBehaviourEvent::Dht(report)
             | RelayBehaviourEvent::Ledger(report)
-            | RelayBehaviourEvent::Services(report) => {
+            | RelayBehaviourEvent::Services(report)
+            | RelayBehaviourEvent::Trace(report) => {
                 self.on_report(report);
             }
             RelayBehaviourEvent::Ping(event) => {
@@ -439,12 +472,10 @@ impl RelayNode {
             } => self.violation(peer, topic, &reason),
             Report::Dht { request, reply } => self.swarm.behaviour_mut().dht.start(request, reply),
             Report::StopProviding(key) => self.swarm.behaviour_mut().dht.stop_providing(&key),
+            // The spans of the calls the relay enters into the mesh, kept for gathering.
+            Report::Span(span) => self.swarm.behaviour_mut().trace.record(span),
             // Only a node's own behaviours report these; the relay's do not.
-            // The relay keeps no traces (yet): spans of the calls it enters are dropped.
-            Report::RelayKnown { .. }
-            | Report::Identified { .. }
-            | Report::Heard(_)
-            | Report::Span(_) => {}
+            Report::RelayKnown { .. } | Report::Identified { .. } | Report::Heard(_) => {}
         }
     }
 

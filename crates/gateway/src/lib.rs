@@ -5,7 +5,8 @@
 //! - `POST /api/services/{service}/{type}` with the message data as a JSON body (and an
 //!   optional `?deadline_ms=`): the node routes the call into the mesh like one of its own
 //!   (providers from the DHT, the descriptor check, failover) and answers with
-//!   `{reply, provider, provider_name, route, link, duration_ms, attempts, provider_ms}`;
+//!   `{reply, trace_id, provider, provider_name, route, link, duration_ms, attempts,
+//!   provider_ms}` (the relay gathers the call's trace at `GET /api/traces/{trace_id}`);
 //! - `GET /api/services`: every service the DHT knows, with its providers and message types.
 //!
 //! A failed call answers `{error, message}`: `error` is a stable code, the HTTP status says

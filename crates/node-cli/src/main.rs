@@ -97,6 +97,20 @@ struct NodeArgs {
     /// Limits of the HTTP gateway (with `--http`).
     #[command(flatten)]
     gateway: tabmesh_gateway::GatewayArgs,
+
+    /// Also send every span this node records to an OpenTelemetry collector over OTLP/HTTP
+    /// (JSON), e.g. http://127.0.0.1:4318 (Jaeger's OTLP port; `/v1/traces` is added).
+    #[arg(long, value_name = "URL", value_parser = otlp_endpoint)]
+    otlp_endpoint: Option<String>,
+
+    /// Record no spans and put no trace context on the wire (traced pings and trace gathering
+    /// are still answered).
+    #[arg(long)]
+    no_tracing: bool,
+}
+
+fn otlp_endpoint(s: &str) -> Result<String, String> {
+    tabmesh_node::trace::export::traces_url(s).map(|_| s.to_owned())
 }
 
 fn builtin_service(s: &str) -> Result<String, String> {
@@ -187,6 +201,14 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     config.ledger.max_strikes = args.ban_after_strikes;
     config.ledger.first_ban = Duration::from_secs_f64(args.ban_secs);
     config.ledger.max_ban = config.ledger.max_ban.max(config.ledger.first_ban);
+    config.tracing = !args.no_tracing;
+    if let Some(endpoint) = &args.otlp_endpoint {
+        let me = config.keypair.public().to_peer_id();
+        let sink = tabmesh_node::trace::export::start(endpoint, me).map_err(anyhow::Error::msg)?;
+        config.span_export = Some(tabmesh_node::trace::SpanExport::new(move |span| {
+            sink.send(span.clone());
+        }));
+    }
     let (node, mut handle) = Node::new(config).context("starting the node")?;
     println!("tabmesh-node {} joining {}", node.peer_id(), args.bootstrap);
     if !args.json {

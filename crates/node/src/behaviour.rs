@@ -120,7 +120,13 @@ impl NodeBehaviour {
                 config.tracing,
                 wire.clone(),
             ),
-            trace: trace::Behaviour::new(local, wire.clone()),
+            trace: {
+                let mut trace = trace::Behaviour::new(local, wire.clone());
+                if let Some(export) = &config.span_export {
+                    trace.export_to(export.clone());
+                }
+                trace
+            },
         })
     }
 }

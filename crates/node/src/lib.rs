@@ -116,6 +116,9 @@ pub struct NodeConfig {
     /// Record spans and put trace context on the wire (gossip spreads, service calls); off, the
     /// node still answers traced pings and gatherings and passes contexts on.
     pub tracing: bool,
+    /// Where finished spans also go (natively, an OpenTelemetry collector:
+    /// [`trace::export::start`]).
+    pub span_export: Option<trace::SpanExport>,
 }
 
 impl NodeConfig {
@@ -141,6 +144,7 @@ impl NodeConfig {
             upgrade: UpgradeConfig::default(),
             ledger: LedgerConfig::default(),
             tracing: true,
+            span_export: None,
         }
     }
 }

@@ -31,6 +31,9 @@ use tabmesh_core::trace::{Span, SpanId, SpanStatus, TraceContext, TraceId, Trace
 use tabmesh_core::wire_log::Topic;
 use web_time::Duration;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod export;
+
 use crate::forward::forward_to;
 use crate::platform::unix_now_ms;
 use crate::report::{Report, WireSink};
@@ -57,6 +60,24 @@ pub struct PingAnswer {
     pub peer_name: String,
     /// Round trip, ms.
     pub rtt_ms: u64,
+}
+
+/// Where a peer's finished spans go besides its store (natively: [`export::SpanSink`], an
+/// OpenTelemetry collector).
+#[derive(Clone)]
+pub struct SpanExport(std::sync::Arc<dyn Fn(&Span) + Send + Sync>);
+
+impl SpanExport {
+    /// Finished spans go to `f`, which must not wait.
+    pub fn new(f: impl Fn(&Span) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for SpanExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpanExport")
+    }
 }
 
 /// Where a traced ping's answer goes.
@@ -116,6 +137,7 @@ pub struct Behaviour {
     gatherings: HashMap<u64, Gathering>,
     next_gathering: u64,
     malformed: u64,
+    export: Option<SpanExport>,
     events: VecDeque<Report>,
     wire: WireSink,
 }
@@ -139,6 +161,7 @@ impl Behaviour {
             gatherings: HashMap::new(),
             next_gathering: 0,
             malformed: 0,
+            export: None,
             events: VecDeque::new(),
             wire,
         }
@@ -149,8 +172,18 @@ impl Behaviour {
         self.relay = Some(peer);
     }
 
+    /// Finished spans also go to `export`.
+    pub fn export_to(&mut self, export: SpanExport) {
+        self.export = Some(export);
+    }
+
     /// Records a span this peer made (the other protocols' spans come in here).
     pub fn record(&mut self, span: Span) {
+        if let Some(export) = &self.export
+            && span.end_ms.is_some()
+        {
+            (export.0)(&span);
+        }
         self.store.record(span);
     }
 
@@ -334,7 +367,7 @@ impl Behaviour {
                         span.attribute(KIND, "server");
                         span.attribute("peer.caller", peer.to_base58());
                         span.end(now, SpanStatus::Ok);
-                        self.store.record(span);
+                        self.record(span);
                         self.wire.received(
                             Topic::Trace,
                             Some(peer),
@@ -433,6 +466,9 @@ impl Behaviour {
         };
         let trace_id = self.store.get(span).map(|s| s.trace_id);
         self.store.end(span, now, status);
+        if let (Some(export), Some(ended)) = (&self.export, self.store.get(span)) {
+            (export.0)(ended);
+        }
         let result = match (answer, trace_id) {
             (Ok(()), Some(trace_id)) => Ok(PingAnswer {
                 trace_id,
