@@ -358,6 +358,9 @@ fn url_settings(config: &mut NodeConfig) {
         config.ledger.first_ban = d;
         config.ledger.max_ban = config.ledger.max_ban.max(d);
     }
+    if let Some(tracing) = params.get("tracing") {
+        config.tracing = !matches!(tracing.as_str(), "0" | "false" | "off" | "no");
+    }
     if let Some(direct) = params.get("direct") {
         config.direct_upgrade = !matches!(direct.as_str(), "0" | "false" | "off" | "no");
     }

@@ -20,6 +20,9 @@
 //!   calls per second with 1 and 7 calling tabs; the HTTP gateway's calls per second; failover
 //!   when the provider being called closes.
 //!
+//! - Tracing: gossip messages per second with tracing on and off (in-process), echo calls per
+//!   second across 8 tabs on and off, and the time to gather and draw a `PRIME`'s trace.
+//!
 //! `--only` picks sections (the whole run takes over half an hour, the 1000-peer simulation
 //! most of it). The browser and network parts run inside a loopback-only network namespace,
 //! like the tests.
@@ -33,6 +36,7 @@ use crate::shell;
 use crate::web::{self, mb};
 
 mod services;
+mod trace;
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -66,6 +70,8 @@ pub(crate) enum Section {
     Webrtc,
     /// Services: call latency and throughput across 8 tabs, the HTTP gateway, failover.
     Services,
+    /// Tracing: its cost to gossip and service calls, gathering and drawing a PRIME's trace.
+    Trace,
 }
 
 impl BenchArgs {
@@ -143,6 +149,9 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         }
         if args.wants(Section::Services) {
             services::run().await?;
+        }
+        if args.wants(Section::Trace) {
+            trace::run().await?;
         }
         if args.wants(Section::Relay) {
             relay_memory(args.clients).await?;

@@ -13,6 +13,7 @@ mod net;
 mod shell;
 mod sim;
 mod test;
+mod testbed;
 mod web;
 
 use clap::{Parser, Subcommand};
@@ -65,6 +66,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The libp2p testbed's scenario: a relay and N native peers in a full mesh, a traced ping
+    /// from peer 0 to a random peer, the gathered trace printed as a tree.
+    Testbed(testbed::TestbedArgs),
     /// (internal) The part of `bench` that runs inside the loopback-only namespace.
     #[command(hide = true)]
     BenchInner(bench::BenchArgs),
@@ -81,6 +85,7 @@ fn main() -> std::process::ExitCode {
         Task::Net { action } => net::run(action),
         Task::Bench(args) => bench::run(args),
         Task::Sim { args } => sim::run(&args),
+        Task::Testbed(args) => testbed::run(args),
         Task::BenchInner(args) => bench::run_inner(args),
     };
     match result {

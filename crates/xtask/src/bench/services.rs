@@ -26,7 +26,7 @@ fn now_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-async fn js(browser: &Browser, tab: &Tab, expression: &str) -> anyhow::Result<Value> {
+pub(super) async fn js(browser: &Browser, tab: &Tab, expression: &str) -> anyhow::Result<Value> {
     browser
         .call(tab, expression)
         .await?
@@ -34,7 +34,7 @@ async fn js(browser: &Browser, tab: &Tab, expression: &str) -> anyhow::Result<Va
 }
 
 /// Waits until `tab`'s node has started (`window.tabmesh` is there from then on).
-async fn started(browser: &Browser, tab: &Tab) -> anyhow::Result<String> {
+pub(super) async fn started(browser: &Browser, tab: &Tab) -> anyhow::Result<String> {
     wait_until("the tab's node has started", PATIENCE, || async move {
         Ok(browser
             .state(tab)
@@ -46,7 +46,7 @@ async fn started(browser: &Browser, tab: &Tab) -> anyhow::Result<String> {
 }
 
 /// Waits until every tab is connected to the 7 others the way `direct` asks.
-async fn mesh(browser: &Browser, direct: bool) -> anyhow::Result<()> {
+pub(super) async fn mesh(browser: &Browser, direct: bool) -> anyhow::Result<()> {
     wait_until("8 tabs connected to each other", PATIENCE, || async move {
         for tab in browser.tabs() {
             let peers = browser.state(tab).await?.map_or(Vec::new(), |v| v.peers);
@@ -72,7 +72,7 @@ const LOOP: &str = "(() => { const until = performance.now() + MS; \
         window.bench.errors[k] = (window.bench.errors[k] || 0) + 1; } } }; \
     window.bench.running = Promise.all(Array.from({length: LOOPS}, one)); return null; })()";
 
-async fn throughput(
+pub(super) async fn throughput(
     browser: &Browser,
     callers: &[Tab],
     loops: usize,
