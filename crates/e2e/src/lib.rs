@@ -92,3 +92,36 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Resets `tab`'s GIMPS node (it forgets the primes it knew, so its search finds 2^2-1 again
+/// and announces it) and waits for the trace of a `PRIME` it found since: its id.
+pub async fn reset_and_await_prime_trace(
+    browser: &Browser,
+    tab: &Tab,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let js = |expression: &'static str| async move {
+        browser
+            .call(tab, expression)
+            .await?
+            .map_err(anyhow::Error::msg)
+    };
+    let since = js("Date.now()").await?.as_f64().unwrap_or_default() as u64;
+    js("window.tabmesh.reset()").await?;
+    wait_until("a PRIME found since the reset, traced", timeout, || async {
+        let view = browser
+            .state(tab)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the tab's node has stopped"))?;
+        Ok(view
+            .trace
+            .and_then(|t| {
+                t.recent.into_iter().find(|r| {
+                    r.root_here && r.name.starts_with("gimps.prime") && r.start_ms >= since
+                })
+            })
+            .map(|r| r.trace_id.to_string())
+            .ok_or_else(|| "no PRIME trace yet".to_owned()))
+    })
+    .await
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tabmesh_e2e::{
-    Browser, BrowserOptions, NativeNode, Relay, RelayOptions, bin_path, gossip_peers, run_dir,
-    wait_until,
+    Browser, BrowserOptions, NativeNode, Relay, RelayOptions, bin_path, gossip_peers,
+    reset_and_await_prime_trace, run_dir, wait_until,
 };
 
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -203,33 +203,7 @@ async fn a_prime_spread_is_one_trace_across_four_tabs_and_a_node_drawn_in_the_pa
     // Tab A forgets what it knew: its search starts again from 2^2-1 and announces it.
     let a = browser.tabs()[0].clone();
     let a_id = browser.state(&a).await?.expect("A runs").peer_id;
-    let since = browser
-        .call(&a, "Date.now()")
-        .await?
-        .map_err(anyhow::Error::msg)?
-        .as_f64()
-        .unwrap_or_default() as u64;
-    browser
-        .call(&a, "window.tabmesh.reset()")
-        .await?
-        .map_err(anyhow::Error::msg)?;
-    let trace_id = wait_until(
-        "A holds the trace of a PRIME it found since its reset",
-        PATIENCE,
-        || async {
-            let view = browser.state(&a).await?.expect("A runs");
-            Ok(view
-                .trace
-                .and_then(|t| {
-                    t.recent.into_iter().find(|r| {
-                        r.root_here && r.name.starts_with("gimps.prime") && r.start_ms >= since
-                    })
-                })
-                .map(|r| r.trace_id.to_string())
-                .ok_or_else(|| "no PRIME trace yet".to_owned()))
-        },
-    )
-    .await?;
+    let trace_id = reset_and_await_prime_trace(&browser, &a, PATIENCE).await?;
     // The copies are acknowledged (their send spans end) within moments; gather until every
     // peer's receive is in.
     let trace = wait_until(
@@ -394,33 +368,7 @@ async fn a_prime_spread_is_one_trace_across_four_tabs_and_a_node_drawn_in_the_pa
             .map_err(anyhow::Error::msg)?;
     }
     let b = browser.tabs()[1].clone();
-    let since = browser
-        .call(&b, "Date.now()")
-        .await?
-        .map_err(anyhow::Error::msg)?
-        .as_f64()
-        .unwrap_or_default() as u64;
-    browser
-        .call(&b, "window.tabmesh.reset()")
-        .await?
-        .map_err(anyhow::Error::msg)?;
-    let slow_id = wait_until(
-        "B holds the trace of a PRIME it found since its reset",
-        PATIENCE,
-        || async {
-            let view = browser.state(&b).await?.expect("B runs");
-            Ok(view
-                .trace
-                .and_then(|t| {
-                    t.recent.into_iter().find(|r| {
-                        r.root_here && r.name.starts_with("gimps.prime") && r.start_ms >= since
-                    })
-                })
-                .map(|r| r.trace_id.to_string())
-                .ok_or_else(|| "no PRIME trace yet".to_owned()))
-        },
-    )
-    .await?;
+    let slow_id = reset_and_await_prime_trace(&browser, &b, PATIENCE).await?;
     let slow = wait_until(
         "B's slowed spread has reached the others",
         PATIENCE,

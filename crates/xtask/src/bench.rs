@@ -113,6 +113,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.wants(Section::Gimps) {
         gimps_figures();
     }
+    if args.wants(Section::Trace) {
+        trace::gossip_cpu()?;
+    }
     web::build_release_binaries()?;
     let exe = std::env::current_exe()?;
     let mut inner = std::process::Command::new(exe);

@@ -37,7 +37,7 @@
 //! pulled by the driver with [`GossipNode::next_candidate`] and reported with
 //! [`GossipNode::on_tested`], so the driver decides where it runs (a worker, slices, a thread).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use libp2p_identity::{Keypair, PeerId};
 use serde::{Deserialize, Serialize};
@@ -338,11 +338,30 @@ pub struct GossipNode {
     tracer: Option<Tracer>,
 }
 
-/// What tracing needs: the wall clock of `origin` and a source of ids.
+/// What tracing needs: the wall clock of `origin`, a source of ids, and our id as spans name
+/// it (encoded once: base58 costs more than the rest of a span).
 #[derive(Debug, Clone)]
 struct Tracer {
     origin_unix_ms: u64,
     rng: SmallRng,
+    me: String,
+    /// Peers' ids as spans name them, encoded once each (bounded: cleared when full).
+    ids: HashMap<PeerId, String>,
+}
+
+/// Encoded peer ids a tracer keeps at most.
+const MAX_ENCODED_IDS: usize = 1024;
+
+impl Tracer {
+    fn id(&mut self, peer: PeerId) -> String {
+        if self.ids.len() >= MAX_ENCODED_IDS && !self.ids.contains_key(&peer) {
+            self.ids.clear();
+        }
+        self.ids
+            .entry(peer)
+            .or_insert_with(|| peer.to_base58())
+            .clone()
+    }
 }
 
 /// The attribute that marks a copy received before (`true`) or new (`false`).
@@ -389,6 +408,8 @@ impl GossipNode {
         self.tracer = Some(Tracer {
             origin_unix_ms,
             rng: SmallRng::seed_from_u64(seed),
+            me: self.me.to_base58(),
+            ids: HashMap::new(),
         });
     }
 
@@ -410,7 +431,6 @@ impl GossipNode {
         name: &str,
         kind: &str,
     ) -> Option<Span> {
-        let me = self.me.to_base58();
         let origin = self.origin;
         let tracer = self.tracer.as_mut()?;
         let at = tracer.origin_unix_ms + millis(now.saturating_duration_since(origin));
@@ -418,7 +438,7 @@ impl GossipNode {
             Some(parent) => parent.child(&mut tracer.rng),
             None => TraceContext::root(&mut tracer.rng),
         };
-        let mut span = Span::start(context, parent.map(|p| p.span_id), name, &me, at);
+        let mut span = Span::start(context, parent.map(|p| p.span_id), name, &tracer.me, at);
         span.attribute(KIND, kind);
         Some(span)
     }
@@ -446,6 +466,26 @@ impl GossipNode {
         Some(context)
     }
 
+    /// A hop's span of traced `msg` (`gimps.<verb> PRIME 2^p-1`, child of the context `msg`
+    /// carries), or `None` when we do not trace, the message is not traced or not sampled.
+    fn hop_span(
+        &mut self,
+        now: Instant,
+        msg: &GossipMessage,
+        verb: &str,
+        kind: &str,
+    ) -> Option<Span> {
+        let parent = msg.trace.filter(|p| p.sampled)?;
+        let mut span = self.span(
+            now,
+            Some(parent),
+            &format!("gimps.{verb} {}", what(msg)),
+            kind,
+        )?;
+        span.attribute("gimps.ttl", msg.ttl);
+        Some(span)
+    }
+
     /// The context a copy of `msg` to `to` carries: a new open `gimps.send` span under the
     /// context `msg` has here, or that context unchanged when we do not trace (or it is not
     /// sampled).
@@ -456,16 +496,11 @@ impl GossipNode {
         msg: &GossipMessage,
         out: &mut Vec<GossipAction>,
     ) -> Option<TraceContext> {
-        let parent = msg.trace?;
-        if !parent.sampled {
-            return Some(parent);
-        }
-        let name = format!("gimps.send {}", what(msg));
-        let Some(mut span) = self.span(now, Some(parent), &name, "client") else {
-            return Some(parent);
+        let Some(mut span) = self.hop_span(now, msg, "send", "client") else {
+            return msg.trace;
         };
-        span.attribute(REMOTE, to.to_base58());
-        span.attribute("gimps.ttl", msg.ttl);
+        let to = self.tracer.as_mut().map(|t| t.id(to)).unwrap_or_default();
+        span.attribute(REMOTE, to);
         let context = span_context(&span);
         out.push(GossipAction::Traced(span));
         Some(context)
@@ -481,17 +516,11 @@ impl GossipNode {
         duplicate: bool,
         out: &mut Vec<GossipAction>,
     ) -> Option<TraceContext> {
-        let parent = msg.trace?;
-        if !parent.sampled {
-            return Some(parent);
-        }
-        let name = format!("gimps.receive {}", what(msg));
-        let Some(mut span) = self.span(now, Some(parent), &name, "server") else {
-            return Some(parent);
+        let Some(mut span) = self.hop_span(now, msg, "receive", "server") else {
+            return msg.trace;
         };
-        span.attribute("peer.caller", from.to_base58());
-        span.attribute("gimps.ttl", msg.ttl);
-        span.attribute("gimps.originator", msg.msg_originator.to_base58());
+        let from = self.tracer.as_mut().map(|t| t.id(from)).unwrap_or_default();
+        span.attribute("peer.caller", from);
         span.attribute(DUPLICATE, duplicate);
         let end = span.start_ms;
         span.end(end, SpanStatus::Ok);

@@ -299,7 +299,8 @@ impl Span {
     /// Adds an attribute (within the bounds).
     pub fn attribute(&mut self, key: &str, value: impl fmt::Display) {
         if self.attributes.len() < MAX_ITEMS || self.attributes.contains_key(key) {
-            self.attributes.insert(cut(key), cut(&value.to_string()));
+            self.attributes
+                .insert(cut(key), cut_owned(value.to_string()));
         }
     }
 
@@ -326,14 +327,19 @@ impl Span {
 }
 
 fn cut(text: &str) -> String {
-    if text.len() <= MAX_TEXT {
-        return text.to_owned();
+    cut_owned(text.to_owned())
+}
+
+/// `text` within [`MAX_TEXT`] bytes (cut at a character boundary), without copying it.
+fn cut_owned(mut text: String) -> String {
+    if text.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
-    let mut end = MAX_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    text
 }
 
 #[cfg(test)]

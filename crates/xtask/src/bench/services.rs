@@ -34,7 +34,7 @@ pub(super) async fn js(browser: &Browser, tab: &Tab, expression: &str) -> anyhow
 }
 
 /// Waits until `tab`'s node has started (`window.tabmesh` is there from then on).
-pub(super) async fn started(browser: &Browser, tab: &Tab) -> anyhow::Result<String> {
+async fn started(browser: &Browser, tab: &Tab) -> anyhow::Result<String> {
     wait_until("the tab's node has started", PATIENCE, || async move {
         Ok(browser
             .state(tab)
@@ -46,7 +46,7 @@ pub(super) async fn started(browser: &Browser, tab: &Tab) -> anyhow::Result<Stri
 }
 
 /// Waits until every tab is connected to the 7 others the way `direct` asks.
-pub(super) async fn mesh(browser: &Browser, direct: bool) -> anyhow::Result<()> {
+async fn mesh(browser: &Browser, direct: bool) -> anyhow::Result<()> {
     wait_until("8 tabs connected to each other", PATIENCE, || async move {
         for tab in browser.tabs() {
             let peers = browser.state(tab).await?.map_or(Vec::new(), |v| v.peers);
@@ -72,7 +72,7 @@ const LOOP: &str = "(() => { const until = performance.now() + MS; \
         window.bench.errors[k] = (window.bench.errors[k] || 0) + 1; } } }; \
     window.bench.running = Promise.all(Array.from({length: LOOPS}, one)); return null; })()";
 
-pub(super) async fn throughput(
+async fn throughput(
     browser: &Browser,
     callers: &[Tab],
     loops: usize,
