@@ -35,6 +35,7 @@ pub mod peers;
 pub mod perf;
 pub mod relay_link;
 pub mod services;
+pub mod snapshot;
 pub mod trace;
 pub mod view;
 pub mod wire_log;

@@ -5,8 +5,9 @@
 //!   Mersenne prime, with tracing on and off (signature checks included, network excluded).
 //! - Service calls between two native nodes over TCP (one offers `echo`, the other takes the
 //!   calls of 16 HTTP clients on its gateway): calls per second with tracing on and off
-//!   (`--no-tracing`), five rounds of one run each, compared round by round. Native, because 8 tabs sharing
-//!   two cores vary by a third from one run to the next, far more than what is measured.
+//!   (`--no-tracing`), five rounds of one run each, compared round by round. Native, because 8
+//!   tabs sharing two cores vary by a third from one run to the next, far more than what is
+//!   measured.
 //! - A `PRIME` spread across 8 tabs: the time `tabmesh.trace(id)` takes to gather it, and from
 //!   the click in the Tracing panel to the space-time diagram drawn.
 
