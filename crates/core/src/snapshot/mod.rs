@@ -26,6 +26,7 @@
 //! consistent cut whatever the messages mean; the token demo's conservation of tokens is the
 //! second check, computed by the caller from the assembled states.
 
+pub mod channel;
 mod message;
 #[cfg(test)]
 mod tests;
