@@ -47,6 +47,8 @@ pub enum Topic {
     Service,
     /// Request tracing: traced pings, span gathering.
     Trace,
+    /// Chandy-Lamport snapshots and their ordered channels.
+    Snapshot,
     /// The misbehaviour ledger: strikes and bans.
     Ban,
     /// The node itself (start, shutdown).
@@ -69,6 +71,7 @@ impl Topic {
             Self::Perf => "perf",
             Self::Service => "service",
             Self::Trace => "trace",
+            Self::Snapshot => "snapshot",
             Self::Ban => "ban",
             Self::Node => "node",
         }

@@ -22,6 +22,7 @@
 //! and `window.tabmesh.state()` returns) and, if asked for, each wire event as it happens.
 
 pub mod behaviour;
+pub mod channels;
 pub mod dht;
 pub mod direct;
 mod forward;

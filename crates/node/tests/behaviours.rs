@@ -898,3 +898,125 @@ async fn malformed_trace_requests_are_strikes() {
     assert_eq!(honest.behaviour().trace.view().malformed, 3);
     assert_eq!(honest.behaviour().ledger.view().len(), 1);
 }
+
+/// Drives both channel peers until `done` holds for what `b` received (at most 20 s); `b`'s
+/// events are collected into `got`.
+async fn drive_channels(
+    a: &mut Swarm<tabmesh_node::channels::Behaviour>,
+    b: &mut Swarm<tabmesh_node::channels::Behaviour>,
+    got: &mut Vec<tabmesh_node::channels::Output>,
+    mut done: impl FnMut(&[tabmesh_node::channels::Output]) -> bool,
+) {
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    while !done(got) {
+        tokio::select! {
+            _ = a.select_next_some() => {}
+            event = b.select_next_some() => if let SwarmEvent::Behaviour(out) = event {
+                got.push(out);
+            },
+            () = &mut deadline => panic!("not reached in 20 s: {} events", got.len()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_channel_delivers_every_frame_in_order_and_closes_with_the_connection() {
+    use tabmesh_node::channels::{self, ChannelEvent, Output};
+
+    let mut a = swarm(|_| channels::Behaviour::new().unwrap());
+    let mut b = swarm(|_| channels::Behaviour::new().unwrap());
+    let addr = listen(&mut b, "").await;
+    let (a_id, b_id) = (*a.local_peer_id(), *b.local_peer_id());
+    a.dial(addr).unwrap();
+    let mut seen = (Connections::default(), Connections::default());
+    drive_until(&mut a, &mut b, &mut seen, |a, b| {
+        !a.open.is_empty() && !b.open.is_empty()
+    })
+    .await;
+
+    for n in 0..500u32 {
+        a.behaviour_mut()
+            .send(b_id, n.to_be_bytes().to_vec())
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    drive_channels(&mut a, &mut b, &mut got, |got| got.len() >= 500).await;
+    let frames: Vec<u32> = got
+        .iter()
+        .map(|out| match out {
+            Output::Channel(ChannelEvent::Frame { from, frame }) => {
+                assert_eq!(*from, a_id);
+                u32::from_be_bytes(frame[..].try_into().unwrap())
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(frames, (0..500).collect::<Vec<_>>(), "in the order sent");
+    assert_eq!(b.behaviour().counters().received, 500);
+    // Too large a frame is refused at the sender.
+    let big = vec![0; channels::MAX_FRAME + 1];
+    assert!(
+        a.behaviour_mut()
+            .send(b_id, big)
+            .unwrap_err()
+            .contains("at most")
+    );
+
+    // The connection closes: B's channel from A is gone, and says so.
+    a.disconnect_peer_id(b_id).unwrap();
+    got.clear();
+    drive_channels(&mut a, &mut b, &mut got, |got| !got.is_empty()).await;
+    assert!(
+        matches!(&got[0], Output::Channel(ChannelEvent::Closed(p)) if *p == a_id),
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_oversized_channel_frame_is_a_violation() {
+    use futures::AsyncWriteExt;
+    use tabmesh_node::channels::{self, Output};
+
+    let mut honest = swarm(|_| channels::Behaviour::new().unwrap());
+    let addr = listen(&mut honest, "").await;
+    let honest_id = *honest.local_peer_id();
+    let mut rogue = swarm(|_| libp2p_stream::Behaviour::new());
+    let mut control = rogue.behaviour().new_control();
+    rogue.dial(addr).unwrap();
+    loop {
+        tokio::select! {
+            event = rogue.select_next_some() => if matches!(event, SwarmEvent::ConnectionEstablished { .. }) {
+                break;
+            },
+            _ = honest.select_next_some() => {}
+        }
+    }
+    let writer = async move {
+        let mut stream = control
+            .open_stream(honest_id, channels::PROTOCOL)
+            .await
+            .unwrap();
+        let mut head = 1u64.to_be_bytes().to_vec();
+        head.extend_from_slice(&(channels::MAX_FRAME as u32 + 1).to_be_bytes());
+        stream.write_all(&head).await.unwrap();
+        stream.flush().await.unwrap();
+        futures::future::pending::<()>().await;
+    };
+    tokio::pin!(writer);
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut writer => {}
+            _ = rogue.select_next_some() => {}
+            event = honest.select_next_some() => {
+                if let SwarmEvent::Behaviour(Output::Report(Report::Misbehaved { reason, .. })) = event {
+                    assert!(reason.contains("at most"), "{reason}");
+                    return;
+                }
+            }
+            () = &mut deadline => panic!("no violation reported in 20 s"),
+        }
+    }
+}

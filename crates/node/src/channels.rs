@@ -1,0 +1,317 @@
+//! Ordered channels between peers (`/tabmesh/channel/1.0.0`): the FIFO channels Chandy-Lamport
+//! snapshots need, one per direction per pair of connected peers.
+//!
+//! A channel to a peer is one long-lived stream (`libp2p-stream`), opened when the first frame
+//! goes to that peer, carrying numbered, length-prefixed frames: the sequence number (8 bytes),
+//! the length (4 bytes, at most [`MAX_FRAME`]), the bytes. When the stream fails (its connection
+//! was replaced, relayed by direct) the writer opens a new one and goes on numbering; the
+//! receiving side puts frames back in order across streams
+//! ([`tabmesh_core::snapshot::channel::Inbox`]) and reports a break when order was lost (a frame
+//! never came) so that a snapshot recording the channel ends incomplete instead of wrong. When
+//! the last connection to a peer closes, both directions close ([`ChannelEvent::Closed`]).
+//!
+//! An oversized frame is a violation (reported for the misbehaviour ledger) and ends the stream.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::task::{Context, Poll};
+
+use futures::channel::mpsc;
+use futures::future::LocalBoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, SinkExt, StreamExt};
+use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm};
+use libp2p::{PeerId, StreamProtocol};
+use tabmesh_core::snapshot::channel::{Break, Inbox, Outbox};
+use tabmesh_core::wire_log::Topic;
+
+use crate::forward::forward_to;
+use crate::report::Report;
+
+/// The protocol name.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/tabmesh/channel/1.0.0");
+/// Largest frame.
+pub const MAX_FRAME: usize = 16 * 1024;
+/// Frames queued per peer before sending waits; beyond, frames are dropped (and counted).
+pub const QUEUE: usize = 1024;
+/// Frames a receiver holds ahead of a missing one before it declares the order lost.
+pub const MAX_EARLY: usize = 256;
+
+/// What the channels report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelEvent {
+    /// A frame from `from`, in the order it was sent.
+    Frame {
+        /// The sender.
+        from: PeerId,
+        /// Its bytes.
+        frame: Vec<u8>,
+    },
+    /// The channel from `from` lost its order (frames before this point never came).
+    Broke {
+        /// The sender.
+        from: PeerId,
+        /// What happened.
+        why: Break,
+    },
+    /// Every connection to `peer` closed: both channels with it are gone.
+    Closed(PeerId),
+}
+
+/// Counters of the channels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelCounters {
+    /// Frames queued for sending.
+    pub sent: u64,
+    /// Frames handed on in order.
+    pub received: u64,
+    /// Frames dropped: the peer's queue was full or the frame too large.
+    pub dropped: u64,
+    /// Breaks of order.
+    pub breaks: u64,
+}
+
+struct Outgoing {
+    numbering: Outbox,
+    queue: mpsc::Sender<(u64, Vec<u8>)>,
+}
+
+/// What a reader task hands back: a numbered frame, or a violation.
+enum Arrived {
+    Frame(PeerId, u64, Vec<u8>),
+    Violation(PeerId, String),
+}
+
+/// The ordered channels of a node.
+pub struct Behaviour {
+    streams: libp2p_stream::Behaviour,
+    control: libp2p_stream::Control,
+    incoming: libp2p_stream::IncomingStreams,
+    outgoing: HashMap<PeerId, Outgoing>,
+    inboxes: HashMap<PeerId, Inbox<Vec<u8>>>,
+    arrived_tx: mpsc::UnboundedSender<Arrived>,
+    arrived: mpsc::UnboundedReceiver<Arrived>,
+    tasks: FuturesUnordered<LocalBoxFuture<'static, ()>>,
+    events: VecDeque<ChannelEvent>,
+    reports: VecDeque<Report>,
+    counters: ChannelCounters,
+}
+
+impl Behaviour {
+    /// Channels that accept `/tabmesh/channel/1.0.0` streams.
+    pub fn new() -> Result<Self, crate::NodeError> {
+        let streams = libp2p_stream::Behaviour::new();
+        let mut control = streams.new_control();
+        let incoming = control
+            .accept(PROTOCOL)
+            .map_err(|e| crate::NodeError::Transport(e.to_string()))?;
+        let (arrived_tx, arrived) = mpsc::unbounded();
+        Ok(Self {
+            streams,
+            control,
+            incoming,
+            outgoing: HashMap::new(),
+            inboxes: HashMap::new(),
+            arrived_tx,
+            arrived,
+            tasks: FuturesUnordered::new(),
+            events: VecDeque::new(),
+            reports: VecDeque::new(),
+            counters: ChannelCounters::default(),
+        })
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> ChannelCounters {
+        self.counters
+    }
+
+    /// Queues `frame` on the channel to `to` (never waits: a full queue or an oversized frame
+    /// drops it and says so).
+    pub fn send(&mut self, to: PeerId, frame: Vec<u8>) -> Result<(), String> {
+        if frame.len() > MAX_FRAME {
+            self.counters.dropped += 1;
+            return Err(format!(
+                "a frame of {} bytes; at most {MAX_FRAME}",
+                frame.len()
+            ));
+        }
+        let outgoing = match self.outgoing.get_mut(&to) {
+            Some(outgoing) => outgoing,
+            None => {
+                let (queue, frames) = mpsc::channel(QUEUE);
+                self.tasks
+                    .push(write(self.control.clone(), to, frames).boxed_local());
+                self.outgoing.entry(to).or_insert(Outgoing {
+                    numbering: Outbox::default(),
+                    queue,
+                })
+            }
+        };
+        let seq = outgoing.numbering.stamp();
+        match outgoing.queue.try_send((seq, frame)) {
+            Ok(()) => {
+                self.counters.sent += 1;
+                Ok(())
+            }
+            Err(_) => {
+                self.counters.dropped += 1;
+                Err(format!(
+                    "the channel to {to} is full ({QUEUE} frames waiting)"
+                ))
+            }
+        }
+    }
+
+    fn on_arrived(&mut self, arrived: Arrived) {
+        match arrived {
+            Arrived::Frame(from, seq, frame) => {
+                let inbox = self
+                    .inboxes
+                    .entry(from)
+                    .or_insert_with(|| Inbox::new(MAX_EARLY));
+                let (frames, broke) = inbox.accept(seq, frame);
+                if let Some(why) = broke {
+                    self.counters.breaks += 1;
+                    self.events.push_back(ChannelEvent::Broke { from, why });
+                }
+                for frame in frames {
+                    self.counters.received += 1;
+                    self.events.push_back(ChannelEvent::Frame { from, frame });
+                }
+            }
+            Arrived::Violation(peer, reason) => self.reports.push_back(Report::Misbehaved {
+                peer,
+                topic: Topic::Snapshot,
+                reason,
+            }),
+        }
+    }
+}
+
+/// Writes the frames queued for `to`, opening a stream (again, after a failure) as needed.
+async fn write(
+    mut control: libp2p_stream::Control,
+    to: PeerId,
+    mut frames: mpsc::Receiver<(u64, Vec<u8>)>,
+) {
+    let mut stream = None;
+    while let Some((seq, frame)) = frames.next().await {
+        // One new stream per frame at most: a frame that cannot be written is given up (the
+        // receiver sees the gap).
+        if stream.is_none() {
+            stream = control.open_stream(to, PROTOCOL).await.ok();
+        }
+        let Some(s) = stream.as_mut() else {
+            continue;
+        };
+        if write_frame(s, seq, &frame).await.is_err() {
+            stream = None;
+        }
+    }
+}
+
+async fn write_frame(stream: &mut libp2p::Stream, seq: u64, frame: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(frame.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let mut head = [0u8; 12];
+    head[..8].copy_from_slice(&seq.to_be_bytes());
+    head[8..].copy_from_slice(&len.to_be_bytes());
+    stream.write_all(&head).await?;
+    stream.write_all(frame).await?;
+    stream.flush().await
+}
+
+/// Reads the frames of one incoming stream until it ends or breaks the framing.
+async fn read(
+    from: PeerId,
+    mut stream: libp2p::Stream,
+    mut arrived: mpsc::UnboundedSender<Arrived>,
+) {
+    loop {
+        let mut head = [0u8; 12];
+        if stream.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let seq = u64::from_be_bytes(head[..8].try_into().unwrap_or_default());
+        let len = u32::from_be_bytes(head[8..].try_into().unwrap_or_default()) as usize;
+        if len > MAX_FRAME || seq == 0 {
+            let reason = if seq == 0 {
+                "channel frame numbered 0".to_owned()
+            } else {
+                format!("channel frame of {len} bytes; at most {MAX_FRAME}")
+            };
+            let _ = arrived.send(Arrived::Violation(from, reason)).await;
+            return;
+        }
+        let mut frame = vec![0u8; len];
+        if stream.read_exact(&mut frame).await.is_err() {
+            return;
+        }
+        if arrived
+            .send(Arrived::Frame(from, seq, frame))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = THandler<libp2p_stream::Behaviour>;
+    type ToSwarm = Output;
+
+    forward_to!(streams: pending_inbound, established_inbound, pending_outbound, established_outbound, handler_event);
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        if let FromSwarm::ConnectionClosed(e) = &event
+            && e.remaining_established == 0
+        {
+            // Dropping the queue ends the writer task.
+            let had = self.outgoing.remove(&e.peer_id).is_some()
+                | self.inboxes.remove(&e.peer_id).is_some();
+            if had {
+                self.events.push_back(ChannelEvent::Closed(e.peer_id));
+            }
+        }
+        self.streams.on_swarm_event(event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Output, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(report) = self.reports.pop_front() {
+                return Poll::Ready(ToSwarm::GenerateEvent(Output::Report(report)));
+            }
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(ToSwarm::GenerateEvent(Output::Channel(event)));
+            }
+            if let Poll::Ready(Some((peer, stream))) = self.incoming.poll_next_unpin(cx) {
+                self.tasks
+                    .push(read(peer, stream, self.arrived_tx.clone()).boxed_local());
+                continue;
+            }
+            if let Poll::Ready(Some(arrived)) = self.arrived.poll_next_unpin(cx) {
+                self.on_arrived(arrived);
+                continue;
+            }
+            // Finished tasks need no handling; polling drives the running ones.
+            while let Poll::Ready(Some(())) = self.tasks.poll_next_unpin(cx) {}
+            match self.streams.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(())) => {}
+                Poll::Ready(other) => {
+                    return Poll::Ready(other.map_out(|()| unreachable!("handled above")));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// What the channels hand the node: their events, and violations for the ledger.
+#[derive(Debug)]
+pub enum Output {
+    /// A channel event.
+    Channel(ChannelEvent),
+    /// A report for the node's routing (violations).
+    Report(Report),
+}
