@@ -148,7 +148,8 @@ pub(crate) fn tracing_panel(props: &TracingPanelProps) -> Html {
             <div class="trace-columns">
                 <div>
                     <h3>{ "Recent traces " }<span class="count">{ section.recent.len() }</span></h3>
-                    { recent_list(&section.recent, props.trace.as_ref(), ui.as_ref()) }
+                    <RecentTraces recent={section.recent.clone()}
+                        shown={props.trace.as_ref().map(|t| AttrValue::from(t.trace_id.clone()))} />
                 </div>
                 <div>{ trace_view(props.trace.as_ref(), &props.me) }</div>
             </div>
@@ -156,39 +157,105 @@ pub(crate) fn tracing_panel(props: &TracingPanelProps) -> Html {
     }
 }
 
-fn recent_list(recent: &[TraceSummary], shown: Option<&TraceLine>, ui: Option<&Ui>) -> Html {
-    if recent.is_empty() {
-        return html! {
-            <p class="empty">
-                { "No trace yet: a traced ping, a service call, a DHT request or a PRIME found makes one." }
-            </p>
-        };
+/// Which traces the list shows.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    All,
+    Gossip,
+    Services,
+    Dht,
+    Pings,
+}
+
+impl Kind {
+    const ALL: [(Kind, &'static str); 5] = [
+        (Kind::All, "all"),
+        (Kind::Gossip, "gossip"),
+        (Kind::Services, "services"),
+        (Kind::Dht, "DHT"),
+        (Kind::Pings, "pings"),
+    ];
+
+    fn matches(self, name: &str) -> bool {
+        match self {
+            Kind::All => true,
+            Kind::Gossip => name.starts_with("gimps."),
+            Kind::Services => name.starts_with("service."),
+            Kind::Dht => name.starts_with("dht."),
+            Kind::Pings => name.starts_with("trace."),
+        }
     }
+}
+
+#[derive(Properties, PartialEq)]
+struct RecentProps {
+    recent: Vec<TraceSummary>,
+    shown: Option<AttrValue>,
+}
+
+/// The recent traces, filtered by kind; the list holds still while the pointer is over it (new
+/// traces arrive many a second while GIMPS starts, and would move the entry being aimed at).
+#[function_component(RecentTraces)]
+fn recent_traces(props: &RecentProps) -> Html {
+    let ui = use_context::<Ui>();
+    let kind = use_state(|| Kind::All);
+    let held = use_state(|| None::<Vec<TraceSummary>>);
+    let list = held.as_ref().unwrap_or(&props.recent);
+    let shown: Vec<&TraceSummary> = list.iter().filter(|t| kind.matches(&t.name)).collect();
     let now = js_sys::Date::now() as u64;
+    let hold = {
+        let (held, recent) = (held.clone(), props.recent.clone());
+        Callback::from(move |_: PointerEvent| held.set(Some(recent.clone())))
+    };
+    let release = {
+        let held = held.clone();
+        Callback::from(move |_: PointerEvent| held.set(None))
+    };
+    let chips = Kind::ALL.map(|(k, label)| {
+        let kind = kind.clone();
+        let on = *kind == k;
+        html! {
+            <button type="button" class={classes!("tab", on.then_some("on"))} aria-pressed={on.to_string()}
+                onclick={Callback::from(move |_: MouseEvent| kind.set(k))}>{ label }</button>
+        }
+    });
     html! {
-        <ol class="trace-list" data-testid="trace-recent">
-            { for recent.iter().map(|t| {
-                let id = t.trace_id.to_string();
-                let selected = shown.is_some_and(|s| s.trace_id == id);
-                let onclick = ui.cloned().map(|ui| {
-                    let id = id.clone();
-                    Callback::from(move |_: MouseEvent| open_trace(&ui, id.clone()))
-                });
-                html! {
-                    <li class={classes!(selected.then_some("selected"))}>
-                        <button type="button" data-trace={id.clone()} {onclick}>
-                            <span class="trace-name">{ &t.name }</span>
-                            <span class="muted">
-                                { format!(" · {} span(s) here · {} · {}",
-                                    t.spans,
-                                    if t.root_here { "started here" } else { "passed through" },
-                                    super::ago(now.saturating_sub(t.start_ms))) }
-                            </span>
-                        </button>
-                    </li>
-                }
-            }) }
-        </ol>
+        <>
+            <div class="trace-kinds">{ for chips }</div>
+            if props.recent.is_empty() {
+                <p class="empty">
+                    { "No trace yet: a traced ping, a service call, a DHT request or a PRIME found makes one." }
+                </p>
+            } else if shown.is_empty() {
+                <p class="empty">{ "No recent trace of this kind." }</p>
+            } else {
+                <ol class={classes!("trace-list", held.is_some().then_some("held"))} data-testid="trace-recent"
+                    title={held.is_some().then_some("held still while the pointer is over it")}
+                    onpointerenter={hold} onpointerleave={release}>
+                    { for shown.into_iter().map(|t| {
+                        let id = t.trace_id.to_string();
+                        let selected = props.shown.as_deref() == Some(id.as_str());
+                        let onclick = ui.clone().map(|ui| {
+                            let id = id.clone();
+                            Callback::from(move |_: MouseEvent| open_trace(&ui, id.clone()))
+                        });
+                        html! {
+                            <li class={classes!(selected.then_some("selected"))}>
+                                <button type="button" data-trace={id.clone()} {onclick}>
+                                    <span class="trace-name">{ &t.name }</span>
+                                    <span class="muted">
+                                        { format!(" · {} span(s) here · {} · {}",
+                                            t.spans,
+                                            if t.root_here { "started here" } else { "passed through" },
+                                            super::ago(now.saturating_sub(t.start_ms))) }
+                                    </span>
+                                </button>
+                            </li>
+                        }
+                    }) }
+                </ol>
+            }
+        </>
     }
 }
 
