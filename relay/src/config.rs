@@ -146,7 +146,7 @@ pub struct RelayArgs {
     /// Also send the relay's spans (of the service calls it enters into the mesh) to an
     /// OpenTelemetry collector over OTLP/HTTP (JSON), e.g. http://127.0.0.1:4318 (Jaeger's OTLP
     /// port; `/v1/traces` is added).
-    #[arg(long, value_name = "URL", value_parser = otlp_endpoint)]
+    #[arg(long, value_name = "URL", value_parser = tabmesh_node::trace::export::endpoint_arg)]
     pub otlp_endpoint: Option<String>,
 
     /// Log format.
@@ -202,10 +202,6 @@ impl RelayArgs {
             })
             .collect()
     }
-}
-
-fn otlp_endpoint(s: &str) -> Result<String, String> {
-    tabmesh_node::trace::export::traces_url(s).map(|_| s.to_owned())
 }
 
 #[cfg(test)]

@@ -100,17 +100,13 @@ struct NodeArgs {
 
     /// Also send every span this node records to an OpenTelemetry collector over OTLP/HTTP
     /// (JSON), e.g. http://127.0.0.1:4318 (Jaeger's OTLP port; `/v1/traces` is added).
-    #[arg(long, value_name = "URL", value_parser = otlp_endpoint)]
+    #[arg(long, value_name = "URL", value_parser = tabmesh_node::trace::export::endpoint_arg)]
     otlp_endpoint: Option<String>,
 
     /// Record no spans and put no trace context on the wire (traced pings and trace gathering
     /// are still answered).
     #[arg(long)]
     no_tracing: bool,
-}
-
-fn otlp_endpoint(s: &str) -> Result<String, String> {
-    tabmesh_node::trace::export::traces_url(s).map(|_| s.to_owned())
 }
 
 fn builtin_service(s: &str) -> Result<String, String> {

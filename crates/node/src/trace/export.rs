@@ -92,6 +92,11 @@ pub fn traces_url(endpoint: &str) -> Result<String, String> {
     })
 }
 
+/// An `--otlp-endpoint` argument, checked (for clap's `value_parser`).
+pub fn endpoint_arg(endpoint: &str) -> Result<String, String> {
+    traces_url(endpoint).map(|_| endpoint.to_owned())
+}
+
 /// Starts exporting the spans of `peer` to the collector at `endpoint` (see [`traces_url`]), on
 /// the current Tokio runtime.
 pub fn start(endpoint: &str, peer: PeerId) -> Result<SpanSink, String> {
