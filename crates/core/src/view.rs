@@ -50,6 +50,9 @@ pub struct NodeView {
     /// The tracing section: recent traces, spans held.
     #[serde(default)]
     pub trace: Option<crate::trace::TraceSection>,
+    /// Chandy-Lamport snapshots and the token demo.
+    #[serde(default)]
+    pub snapshot: Option<crate::snapshot::state::SnapshotSection>,
 }
 
 /// The `gimps` section: the protocol state plus what the driver measures.

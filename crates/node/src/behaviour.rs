@@ -11,6 +11,7 @@
 //! | `perf` | [`crate::perf`] | libp2p's perf protocol |
 //! | `services` | [`crate::services`] | typed services: offered, announced, served, called |
 //! | `trace` | [`crate::trace`] | request tracing: traced ping, span store, gathering |
+//! | `snapshot` | [`crate::snapshot`] | ordered channels, Chandy-Lamport snapshots, token demo |
 //!
 //! Each reports [`Report`]s, which the node routes (`Node::on_report`), and writes its log lines
 //! into the node's one [`WireSink`]. The ledger comes first
@@ -26,7 +27,7 @@ use crate::direct::WebRtc;
 use crate::report::{Report, WireSink};
 use crate::{
     NodeConfig, NodeError, dht, direct, gimps, ledger, peers, perf, platform, relay_link, services,
-    trace,
+    snapshot, trace,
 };
 
 /// The behaviours of a tabmesh peer.
@@ -51,6 +52,8 @@ pub struct NodeBehaviour {
     pub services: services::Behaviour,
     /// Request tracing.
     pub trace: trace::Behaviour,
+    /// Snapshots on ordered channels.
+    pub snapshot: snapshot::Behaviour,
 }
 
 impl NodeBehaviour {
@@ -127,6 +130,7 @@ impl NodeBehaviour {
                 }
                 trace
             },
+            snapshot: snapshot::Behaviour::new(local, config.seed, wire.clone())?,
         })
     }
 }

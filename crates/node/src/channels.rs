@@ -3,7 +3,11 @@
 //!
 //! A channel to a peer is one long-lived stream (`libp2p-stream`), opened when the first frame
 //! goes to that peer, carrying numbered, length-prefixed frames: the sequence number (8 bytes),
-//! the length (4 bytes, at most [`MAX_FRAME`]), the bytes. When the stream fails (its connection
+//! the length (4 bytes, at most [`MAX_FRAME`]), the bytes. The receiver first writes one byte,
+//! [`READY`], back: `libp2p-stream` hands inbound streams over through a one-slot queue and
+//! drops a stream that arrives while the slot is taken (two peers opening their channels to
+//! us at once), so the sender writes nothing before it knows the stream was taken, and opens
+//! another one otherwise (a few times, backing off). When the stream fails (its connection
 //! was replaced, relayed by direct) the writer opens a new one and goes on numbering; the
 //! receiving side puts frames back in order across streams
 //! ([`tabmesh_core::snapshot::channel::Inbox`]) and reports a break when order was lost (a frame
@@ -36,6 +40,10 @@ pub const MAX_FRAME: usize = 16 * 1024;
 pub const QUEUE: usize = 1024;
 /// Frames a receiver holds ahead of a missing one before it declares the order lost.
 pub const MAX_EARLY: usize = 256;
+/// The byte a receiver writes when it took a stream.
+pub const READY: u8 = 0x52;
+/// Attempts at opening a stream that the receiver takes, before a frame is given up.
+const OPEN_ATTEMPTS: u32 = 6;
 
 /// What the channels report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +208,7 @@ async fn write(
         // One new stream per frame at most: a frame that cannot be written is given up (the
         // receiver sees the gap).
         if stream.is_none() {
-            stream = control.open_stream(to, PROTOCOL).await.ok();
+            stream = open(&mut control, to).await;
         }
         let Some(s) = stream.as_mut() else {
             continue;
@@ -209,6 +217,24 @@ async fn write(
             stream = None;
         }
     }
+}
+
+/// Opens a stream to `to` that its receiver took (it said [`READY`]).
+async fn open(control: &mut libp2p_stream::Control, to: PeerId) -> Option<libp2p::Stream> {
+    for attempt in 0..OPEN_ATTEMPTS {
+        match control.open_stream(to, PROTOCOL).await {
+            Ok(mut stream) => {
+                let mut ready = [0u8; 1];
+                if stream.read_exact(&mut ready).await.is_ok() && ready[0] == READY {
+                    return Some(stream);
+                }
+            }
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => return None,
+            Err(e) => tracing::debug!(%to, %e, "channel stream not opened"),
+        }
+        futures_timer::Delay::new(web_time::Duration::from_millis(20 << attempt)).await;
+    }
+    None
 }
 
 async fn write_frame(stream: &mut libp2p::Stream, seq: u64, frame: &[u8]) -> io::Result<()> {
@@ -227,6 +253,9 @@ async fn read(
     mut stream: libp2p::Stream,
     mut arrived: mpsc::UnboundedSender<Arrived>,
 ) {
+    if stream.write_all(&[READY]).await.is_err() || stream.flush().await.is_err() {
+        return;
+    }
     loop {
         let mut head = [0u8; 12];
         if stream.read_exact(&mut head).await.is_err() {

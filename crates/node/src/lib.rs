@@ -11,7 +11,10 @@
 //! - [`direct`]: WebRTC signaling and the move from relayed to direct connections;
 //! - [`gimps`]: GIMPS gossip and its search;
 //! - [`perf`]: libp2p's perf protocol;
-//! - [`services`]: typed services offered, announced in the DHT, served and called.
+//! - [`services`]: typed services offered, announced in the DHT, served and called;
+//! - [`trace`]: request tracing;
+//! - [`snapshot`]: Chandy-Lamport snapshots on the ordered channels ([`channels`]), with the
+//!   token demo.
 //!
 //! [`behaviour::NodeBehaviour`] composes them. [`Node`] is the fan-in: it runs the swarm,
 //! routes the few facts that cross protocols ([`report::Report`]), passes user commands to the
@@ -35,6 +38,7 @@ pub mod platform;
 pub mod relay_link;
 pub mod report;
 pub mod services;
+pub mod snapshot;
 mod timer;
 pub mod trace;
 
@@ -192,6 +196,8 @@ pub enum Command {
     Trace(trace::TraceCommand),
     /// Hold every traced gossip copy this long before sending it (`None` or zero: off).
     SlowMotion(Option<Duration>),
+    /// Take a snapshot, or switch the token demo.
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 /// The caller's side of a node: its events and a way to send it commands.

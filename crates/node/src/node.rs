@@ -24,7 +24,7 @@ use web_time::Instant;
 
 use crate::behaviour::NodeBehaviour;
 use crate::report::{Report, WireNote, WireSink};
-use crate::{Command, NodeConfig, NodeError, NodeEvent, NodeHandle, platform};
+use crate::{Command, NodeConfig, NodeError, NodeEvent, NodeHandle, platform, snapshot};
 
 /// Capacity of the event channel to the UI or terminal: a few seconds of views and wire events.
 const EVENT_CHANNEL_CAPACITY: usize = 256;
@@ -138,6 +138,7 @@ impl Node {
                 behaviours.dht.set_relay(peer, addr);
                 behaviours.gimps.set_relay(peer);
                 behaviours.services.set_relay(peer);
+                behaviours.snapshot.set_relay(peer);
             }
             Report::Identified {
                 peer,
@@ -147,6 +148,7 @@ impl Node {
                 behaviours
                     .dht
                     .on_identified(peer, &listen_addrs, &protocols);
+                behaviours.snapshot.on_identified(peer, &protocols);
                 if Some(peer) != self.relay {
                     behaviours.direct.on_identified(peer, &listen_addrs);
                 }
@@ -183,6 +185,11 @@ impl Node {
             Command::Services(command) => behaviours.services.command(command),
             Command::Trace(command) => behaviours.trace.command(command),
             Command::SlowMotion(delay) => behaviours.gimps.set_slow_motion(delay),
+            Command::Snapshot(command) => {
+                // A snapshot records the other protocols' figures as they are now.
+                self.refresh_snapshot_facts();
+                self.swarm.behaviour_mut().snapshot.command(command);
+            }
             Command::Shutdown => {}
         }
     }
@@ -210,9 +217,21 @@ impl Node {
         }
     }
 
+    /// Gives the snapshots the GIMPS and DHT figures a peer records.
+    fn refresh_snapshot_facts(&mut self) {
+        let b = self.swarm.behaviour_mut();
+        let gimps = b.gimps.view();
+        let facts = snapshot_facts(&gimps, b.dht.view().records.len());
+        b.snapshot.set_facts(facts);
+    }
+
     fn publish_view(&mut self) {
         self.flush_log();
         let view = self.view();
+        if let (Some(gimps), Some(dht)) = (&view.gimps, &view.dht) {
+            let facts = snapshot_facts(gimps, dht.records.len());
+            self.swarm.behaviour_mut().snapshot.set_facts(facts);
+        }
         let services = &mut self.swarm.behaviour_mut().services;
         if services.wants_status() {
             services.set_status(tabmesh_core::services::builtin::node_info(&view));
@@ -261,6 +280,7 @@ impl Node {
                 tracing: self.config.tracing,
                 ..b.trace.view()
             }),
+            snapshot: Some(b.snapshot.view()),
         }
     }
 
@@ -271,5 +291,20 @@ impl Node {
         }
         self.sink.local(Topic::Node, None, "shut down");
         self.flush_log();
+    }
+}
+
+/// What a snapshot records of GIMPS and the DHT.
+fn snapshot_facts(gimps: &tabmesh_core::view::GimpsSection, dht_records: usize) -> snapshot::Facts {
+    let state = &gimps.state;
+    snapshot::Facts {
+        gimps: tabmesh_core::snapshot::state::GimpsRecord {
+            largest_exponent: state.biggest.as_ref().map(|b| b.exponent),
+            finder: state.biggest.as_ref().map(|b| b.originator.clone()),
+            peers: state.peers.len(),
+            sent: state.counters.sent,
+            received: state.counters.received,
+        },
+        dht_records,
     }
 }

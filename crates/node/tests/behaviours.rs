@@ -11,6 +11,9 @@
 //!   strike and nothing it sent is kept or reaches a handler;
 //! - request tracing: a traced ping is one trace with a span on each peer, gathered whole; a
 //!   peer sending malformed trace requests is banned at its third strike.
+//! - snapshots: three peers sending each other tokens take a Chandy-Lamport snapshot that
+//!   is complete, conserves every token and has every channel consistent; a peer that leaves
+//!   during one makes it incomplete, saying who.
 //!
 //! The direct-upgrade behaviour tells relayed from direct connections by their addresses
 //! (`/p2p-circuit`, `/webrtc`), so the transport here is libp2p's memory transport with
@@ -1019,4 +1022,140 @@ async fn an_oversized_channel_frame_is_a_violation() {
             () = &mut deadline => panic!("no violation reported in 20 s"),
         }
     }
+}
+
+type SnapshotSwarm = Swarm<tabmesh_node::snapshot::Behaviour>;
+
+/// Polls every swarm until `until` resolves (at most 20 s).
+async fn drive_all<T>(
+    swarms: &mut [SnapshotSwarm],
+    until: impl std::future::Future<Output = T>,
+) -> T {
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    tokio::pin!(until);
+    let poll_all = |cx: &mut Context<'_>, swarms: &mut [SnapshotSwarm]| {
+        for swarm in swarms.iter_mut() {
+            while let Poll::Ready(Some(_)) = swarm.poll_next_unpin(cx) {}
+        }
+    };
+    loop {
+        tokio::select! {
+            out = &mut until => return out,
+            () = std::future::poll_fn(|cx| { poll_all(cx, swarms); Poll::<()>::Pending }) => {}
+            () = &mut deadline => panic!("not done in 20 s"),
+        }
+    }
+}
+
+/// `n` snapshot peers in a full mesh, each knowing the others speak the channel protocol.
+async fn snapshot_mesh(n: usize) -> Vec<SnapshotSwarm> {
+    use tabmesh_node::snapshot;
+    let mut swarms: Vec<SnapshotSwarm> = (0..n)
+        .map(|_| {
+            swarm(|key| {
+                snapshot::Behaviour::new(key.public().to_peer_id(), 7, WireSink::discard()).unwrap()
+            })
+        })
+        .collect();
+    let mut addrs = Vec::new();
+    for s in &mut swarms {
+        addrs.push(listen(s, "").await);
+    }
+    let ids: Vec<PeerId> = swarms.iter().map(|s| *s.local_peer_id()).collect();
+    for (i, swarm) in swarms.iter_mut().enumerate() {
+        for addr in &addrs[i + 1..] {
+            swarm.dial(addr.clone()).unwrap();
+        }
+        let me = *swarm.local_peer_id();
+        for id in ids.iter().filter(|id| **id != me) {
+            swarm
+                .behaviour_mut()
+                .on_identified(*id, &[tabmesh_node::channels::PROTOCOL]);
+        }
+    }
+    // Until everyone is connected to everyone.
+    let wait = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), drive_all(&mut swarms, wait)).await;
+    for s in &swarms {
+        assert_eq!(s.connected_peers().count(), n - 1, "a full mesh");
+    }
+    swarms
+}
+
+async fn take(
+    swarms: &mut [SnapshotSwarm],
+    from: usize,
+    naive: bool,
+) -> tabmesh_core::snapshot::state::SnapshotResult {
+    let (reply, answer) = futures::channel::oneshot::channel();
+    swarms[from]
+        .behaviour_mut()
+        .command(tabmesh_node::snapshot::SnapshotCommand::Take { naive, reply });
+    drive_all(swarms, answer).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn snapshots_of_peers_sending_tokens_are_complete_and_account_for_every_token() {
+    use tabmesh_node::snapshot::SnapshotCommand;
+    let mut swarms = snapshot_mesh(3).await;
+    for s in &mut swarms {
+        s.behaviour_mut().command(SnapshotCommand::TokenDemo(true));
+    }
+    let mut in_flight_seen = 0;
+    for round in 0..5 {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(150),
+            drive_all(&mut swarms, std::future::pending::<()>()),
+        )
+        .await;
+        let result = take(&mut swarms, round % 3, false).await;
+        assert!(result.complete, "{result:?}");
+        assert_eq!(result.peers.len(), 3);
+        assert_eq!(result.channels.len(), 6, "one per direction per pair");
+        assert!(result.checks.channels_consistent, "{:?}", result.channels);
+        assert!(result.checks.tokens_conserved, "{:?}", result.tokens);
+        assert_eq!(result.tokens.total, 3_000);
+        assert_eq!(result.markers_sent, 6);
+        in_flight_seen += result.tokens.in_flight;
+        // Every channel's numbers add up.
+        for c in &result.channels {
+            assert_eq!(c.sent, Some(c.received + c.in_flight.len() as u64));
+        }
+    }
+    println!("tokens recorded in flight over 5 snapshots: {in_flight_seen}");
+    // A naive snapshot reads balances with no cut: it may or may not add up, but it reports
+    // what it found with the same checks.
+    let naive = take(&mut swarms, 0, true).await;
+    assert!(naive.naive && naive.peers.len() == 3, "{naive:?}");
+    assert_eq!(
+        naive.tokens.in_flight, 0,
+        "a naive snapshot sees nothing in flight"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_leaving_during_a_snapshot_makes_it_incomplete_saying_who() {
+    use tabmesh_node::snapshot::SnapshotCommand;
+    let mut swarms = snapshot_mesh(3).await;
+    let gone = *swarms[2].local_peer_id();
+    let (reply, answer) = futures::channel::oneshot::channel();
+    swarms[0].behaviour_mut().command(SnapshotCommand::Take {
+        naive: false,
+        reply,
+    });
+    // The third peer leaves before it can take part.
+    drop(swarms.pop());
+    let result = drive_all(&mut swarms, answer).await.unwrap().unwrap();
+    assert!(!result.complete, "{result:?}");
+    let missing = result.missing.join("; ");
+    println!("{missing}");
+    assert!(
+        missing.contains(&tabmesh_core::names::peer_name(&gone)),
+        "{missing}"
+    );
 }

@@ -27,11 +27,15 @@
 //! second check, computed by the caller from the assembled states.
 
 pub mod channel;
+pub mod frame;
 mod message;
+pub mod state;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
+pub mod wire;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use libp2p_identity::PeerId;
@@ -156,6 +160,8 @@ pub struct Recorder<S, M> {
     running: BTreeMap<SnapshotId, Running<S, M>>,
     /// Snapshots this peer finished (recently): a late marker of one is not a first marker.
     finished: BTreeSet<SnapshotId>,
+    /// The same, oldest first (the one forgotten first).
+    finished_order: VecDeque<SnapshotId>,
     next_seq: u64,
 }
 
@@ -172,8 +178,22 @@ impl<S: Clone, M: Clone> Recorder<S, M> {
             received: BTreeMap::new(),
             running: BTreeMap::new(),
             finished: BTreeSet::new(),
+            finished_order: VecDeque::new(),
             next_seq: 0,
         }
+    }
+
+    /// Numbers this peer's next snapshot after `seq`: a driver that restarts (a reloaded tab
+    /// keeps its identity) seeds it from the clock, so that its new snapshots are not taken by
+    /// its peers for late markers of old ones.
+    pub fn number_after(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq);
+    }
+
+    /// Application messages sent on each outgoing channel and received on each incoming one
+    /// so far (what a naive snapshot reads, with no cut).
+    pub fn counts(&self) -> (&BTreeMap<PeerId, u64>, &BTreeMap<PeerId, u64>) {
+        (&self.sent, &self.received)
     }
 
     /// Snapshots in progress here.
@@ -247,12 +267,16 @@ impl<S: Clone, M: Clone> Recorder<S, M> {
         incoming: &[PeerId],
     ) -> Result<Vec<SnapshotAction<S, M>>, Refused> {
         let mut out = Vec::new();
-        if self.running.contains_key(&id) {
-            if !self.running[&id].recording.contains_key(&from) {
-                return Err(Refused::UnknownChannel(id));
+        if let Some(run) = self.running.get(&id) {
+            if run.recording.contains_key(&from) {
+                self.end_channel(id, from, true, None, &mut out);
+                return Ok(out);
             }
-            self.end_channel(id, from, true, None, &mut out);
-            return Ok(out);
+            if run.done.iter().any(|c| c.from == from) {
+                // Its recording was already cut short (the channel broke): nothing to do.
+                return Ok(out);
+            }
+            return Err(Refused::UnknownChannel(id));
         }
         if self.finished.contains(&id) {
             // A marker on a channel whose recording was already cut short: nothing to do.
@@ -266,8 +290,17 @@ impl<S: Clone, M: Clone> Recorder<S, M> {
     }
 
     /// The channel to and from `peer` closed (it left): every snapshot still recording it ends
-    /// that recording, incomplete.
+    /// that recording, incomplete, and its counts start again (a new channel numbers from 1 on
+    /// both sides).
     pub fn on_channel_closed(&mut self, peer: PeerId) -> Vec<SnapshotAction<S, M>> {
+        self.sent.remove(&peer);
+        self.received.remove(&peer);
+        self.on_channel_broken(peer, "left before its marker arrived")
+    }
+
+    /// The channel from `peer` lost its order (`why`): every snapshot recording it ends that
+    /// recording, incomplete.
+    pub fn on_channel_broken(&mut self, peer: PeerId, why: &str) -> Vec<SnapshotAction<S, M>> {
         let ids: Vec<SnapshotId> = self
             .running
             .iter()
@@ -276,7 +309,7 @@ impl<S: Clone, M: Clone> Recorder<S, M> {
             .collect();
         let mut out = Vec::new();
         for id in ids {
-            let why = format!("{} left before its marker arrived", peer_name(&peer));
+            let why = format!("{} {why}", peer_name(&peer));
             self.end_channel(id, peer, false, Some(why), &mut out);
         }
         out
@@ -409,12 +442,14 @@ impl<S: Clone, M: Clone> Recorder<S, M> {
         let Some(run) = self.running.remove(&id) else {
             return;
         };
-        if self.finished.len() >= FINISHED_KEPT
-            && let Some(oldest) = self.finished.iter().next().copied()
+        if self.finished_order.len() >= FINISHED_KEPT
+            && let Some(oldest) = self.finished_order.pop_front()
         {
             self.finished.remove(&oldest);
         }
-        self.finished.insert(id);
+        if self.finished.insert(id) {
+            self.finished_order.push_back(id);
+        }
         let complete = run.missing.is_empty() && run.done.iter().all(|c| c.closed_by_marker);
         out.push(SnapshotAction::Recorded(LocalSnapshot {
             id,

@@ -134,6 +134,56 @@ fn a_peer_leaving_or_the_deadline_ends_a_part_incomplete_saying_why() {
 }
 
 #[test]
+fn a_broken_channel_ends_its_recording_its_late_marker_is_taken_and_a_new_channel_counts_from_0() {
+    let t0 = Instant::now();
+    let (a, b, c) = (id(1), id(2), id(3));
+    let mut r = Tokens::new(a, SnapshotConfig::default());
+    r.on_sent(b);
+    r.on_received(b, &1);
+    let (snapshot, _) = r.initiate(t0, 1, &[b, c], &[b, c]).unwrap();
+    assert!(r.on_channel_broken(b, "lost its order").is_empty());
+    // b's marker still comes, after the break: not a stranger's marker.
+    assert_eq!(
+        r.on_marker(t0, b, snapshot, || unreachable!(), &[b, c], &[b, c]),
+        Ok(Vec::new())
+    );
+    let out = r
+        .on_marker(t0, c, snapshot, || unreachable!(), &[b, c], &[b, c])
+        .unwrap();
+    let part = recorded(&out)[0];
+    assert!(!part.complete);
+    assert!(part.missing.join("; ").contains("lost its order"));
+    // b leaves and comes back: its new channel starts from nothing on both sides.
+    r.on_channel_closed(b);
+    let (_, out) = r.initiate(t0, 1, &[b], &[b]).unwrap();
+    assert!(
+        out.iter()
+            .all(|a| matches!(a, SnapshotAction::SendMarker { .. }))
+    );
+    let out = r.on_marker(
+        t0,
+        b,
+        SnapshotId {
+            initiator: a,
+            seq: 2,
+        },
+        || 0,
+        &[b],
+        &[b],
+    );
+    let part = recorded(&out.unwrap())[0].clone();
+    assert_eq!((part.sent[&b], part.incoming[0].received), (0, 0));
+}
+
+#[test]
+fn a_restarted_peer_numbers_its_snapshots_after_the_seed_it_is_given() {
+    let mut r = Tokens::new(id(1), SnapshotConfig::default());
+    r.number_after(1_000);
+    let (snapshot, _) = r.initiate(Instant::now(), 1, &[], &[]).unwrap();
+    assert_eq!(snapshot.seq, 1_001);
+}
+
+#[test]
 fn snapshots_run_at_once_up_to_a_bound_and_markers_from_strangers_are_refused() {
     let t0 = Instant::now();
     let (a, b) = (id(1), id(2));
