@@ -7,7 +7,9 @@
 //! [`READY`], back: `libp2p-stream` hands inbound streams over through a one-slot queue and
 //! drops a stream that arrives while the slot is taken (two peers opening their channels to
 //! us at once), so the sender writes nothing before it knows the stream was taken, and opens
-//! another one otherwise (a few times, backing off). When the stream fails (its connection
+//! another one otherwise (a few times, backing off). The receiver then acknowledges each frame
+//! (its sequence number, 8 bytes) and the sender keeps what is not acknowledged, to write it
+//! again on the next stream if this one fails. When the stream fails (its connection
 //! was replaced, relayed by direct) the writer opens a new one and goes on numbering; the
 //! receiving side puts frames back in order across streams
 //! ([`tabmesh_core::snapshot::channel::Inbox`]) and reports a break when order was lost (a frame
@@ -42,8 +44,11 @@ pub const QUEUE: usize = 1024;
 pub const MAX_EARLY: usize = 256;
 /// The byte a receiver writes when it took a stream.
 pub const READY: u8 = 0x52;
-/// Attempts at opening a stream that the receiver takes, before a frame is given up.
+/// Attempts at opening a stream that the receiver takes (backing off from 20 ms to 640 ms)
+/// before pausing.
 const OPEN_ATTEMPTS: u32 = 6;
+/// The pause after that, unless a new frame comes first.
+const RETRY_PAUSE: web_time::Duration = web_time::Duration::from_secs(2);
 
 /// What the channels report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,23 +203,77 @@ impl Behaviour {
 }
 
 /// Writes the frames queued for `to`, opening a stream (again, after a failure) as needed.
+///
+/// Every frame is kept until the receiver acknowledges it; when a stream fails (its connection
+/// went away: a relayed connection replaced by a direct one) the frames not acknowledged are
+/// written again, first, on the next stream, and the receiver drops those it already had. So a
+/// channel loses nothing while its peer stays connected; only when more than [`QUEUE`] frames
+/// wait unacknowledged are the oldest given up (the receiver then sees a gap).
 async fn write(
     mut control: libp2p_stream::Control,
     to: PeerId,
-    mut frames: mpsc::Receiver<(u64, Vec<u8>)>,
+    frames: mpsc::Receiver<(u64, Vec<u8>)>,
 ) {
-    let mut stream = None;
-    while let Some((seq, frame)) = frames.next().await {
-        // One new stream per frame at most: a frame that cannot be written is given up (the
-        // receiver sees the gap).
-        if stream.is_none() {
-            stream = open(&mut control, to).await;
+    let mut frames = frames.fuse();
+    let mut unacked: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+    let keep = |unacked: &mut VecDeque<(u64, Vec<u8>)>, frame| {
+        if unacked.len() >= QUEUE {
+            unacked.pop_front();
         }
-        let Some(s) = stream.as_mut() else {
+        unacked.push_back(frame);
+    };
+    loop {
+        if unacked.is_empty() {
+            match frames.next().await {
+                Some(frame) => keep(&mut unacked, frame),
+                None => return,
+            }
+        }
+        let Some(stream) = open(&mut control, to).await else {
+            // Unreachable for now: try again with the next frame, or in a while.
+            let mut pause = futures_timer::Delay::new(RETRY_PAUSE).fuse();
+            futures::select! {
+                frame = frames.next() => match frame {
+                    Some(frame) => keep(&mut unacked, frame),
+                    None => return,
+                },
+                () = pause => {}
+            }
             continue;
         };
-        if write_frame(s, seq, &frame).await.is_err() {
-            stream = None;
+        let (reader, mut writer) = stream.split();
+        let mut acks = futures::stream::unfold(reader, |mut reader| async move {
+            let mut ack = [0u8; 8];
+            reader.read_exact(&mut ack).await.ok()?;
+            Some((u64::from_be_bytes(ack), reader))
+        })
+        .boxed_local()
+        .fuse();
+        let mut failed = false;
+        for (seq, frame) in &unacked {
+            if write_frame(&mut writer, *seq, frame).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        while !failed {
+            futures::select! {
+                frame = frames.next() => match frame {
+                    Some((seq, frame)) => {
+                        failed = write_frame(&mut writer, seq, &frame).await.is_err();
+                        keep(&mut unacked, (seq, frame));
+                    }
+                    None => return,
+                },
+                ack = acks.next() => match ack {
+                    Some(acked) => {
+                        while unacked.front().is_some_and(|(seq, _)| *seq <= acked) {
+                            unacked.pop_front();
+                        }
+                    }
+                    None => failed = true,
+                },
+            }
         }
     }
 }
@@ -237,7 +296,11 @@ async fn open(control: &mut libp2p_stream::Control, to: PeerId) -> Option<libp2p
     None
 }
 
-async fn write_frame(stream: &mut libp2p::Stream, seq: u64, frame: &[u8]) -> io::Result<()> {
+async fn write_frame(
+    stream: &mut (impl futures::AsyncWrite + Unpin),
+    seq: u64,
+    frame: &[u8],
+) -> io::Result<()> {
     let len = u32::try_from(frame.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
     let mut head = [0u8; 12];
     head[..8].copy_from_slice(&seq.to_be_bytes());
@@ -281,6 +344,11 @@ async fn read(
             .await
             .is_err()
         {
+            return;
+        }
+        // The frame reached us: the sender may forget it (and every one before it on this
+        // stream).
+        if stream.write_all(&seq.to_be_bytes()).await.is_err() || stream.flush().await.is_err() {
             return;
         }
     }

@@ -918,7 +918,11 @@ async fn drive_channels(
             event = b.select_next_some() => if let SwarmEvent::Behaviour(out) = event {
                 got.push(out);
             },
-            () = &mut deadline => panic!("not reached in 20 s: {} events", got.len()),
+            () = &mut deadline => panic!(
+                "not reached in 20 s: {} events, the last {:?}",
+                got.len(),
+                got.iter().rev().take(3).collect::<Vec<_>>()
+            ),
         }
     }
 }
@@ -974,6 +978,78 @@ async fn a_channel_delivers_every_frame_in_order_and_closes_with_the_connection(
         matches!(&got[0], Output::Channel(ChannelEvent::Closed(p)) if *p == a_id),
         "{got:?}"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_channel_loses_nothing_when_the_connection_under_it_is_replaced() {
+    use tabmesh_node::channels::{self, ChannelEvent, Output};
+
+    let mut a = swarm(|_| channels::Behaviour::new().unwrap());
+    let mut b = swarm(|_| channels::Behaviour::new().unwrap());
+    let addr = listen(&mut b, "").await;
+    let (a_id, b_id) = (*a.local_peer_id(), *b.local_peer_id());
+    // Two connections, as while a relayed connection is being replaced by a direct one.
+    a.dial(dial_twice_allowed(b_id, addr.clone())).unwrap();
+    a.dial(dial_twice_allowed(b_id, addr.clone())).unwrap();
+    let mut seen = (Connections::default(), Connections::default());
+    drive_until(&mut a, &mut b, &mut seen, |a, b| {
+        a.open.len() == 2 && b.open.len() == 2
+    })
+    .await;
+    let mut got = Vec::new();
+    for n in 0..300u32 {
+        a.behaviour_mut()
+            .send(b_id, n.to_be_bytes().to_vec())
+            .unwrap();
+    }
+    drive_channels(&mut a, &mut b, &mut got, |got| got.len() >= 100).await;
+    // Both connections go in turn while frames are on their way; a third one replaces them.
+    let first: Vec<ConnectionId> = seen.0.open.keys().copied().collect();
+    a.close_connection(first[0]);
+    for n in 0..100u32 {
+        a.behaviour_mut()
+            .send(b_id, (1000 + n).to_be_bytes().to_vec())
+            .unwrap();
+    }
+    a.dial(dial_twice_allowed(b_id, addr)).unwrap();
+    // Until the third connection is up (B's frames are kept meanwhile).
+    loop {
+        tokio::select! {
+            event = a.select_next_some() => if matches!(event, SwarmEvent::ConnectionEstablished { .. }) {
+                break;
+            },
+            event = b.select_next_some() => if let SwarmEvent::Behaviour(out) = event {
+                got.push(out);
+            },
+        }
+    }
+    a.close_connection(first[1]);
+    for n in 0..100u32 {
+        a.behaviour_mut()
+            .send(b_id, (2000 + n).to_be_bytes().to_vec())
+            .unwrap();
+    }
+    drive_channels(&mut a, &mut b, &mut got, |got| {
+        got.iter()
+            .filter(|o| matches!(o, Output::Channel(ChannelEvent::Frame { .. })))
+            .count()
+            >= 500
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let frames: Vec<u32> = got
+        .iter()
+        .filter_map(|out| match out {
+            Output::Channel(ChannelEvent::Frame { from, frame }) => {
+                assert_eq!(*from, a_id);
+                Some(u32::from_be_bytes(frame[..].try_into().unwrap()))
+            }
+            Output::Channel(ChannelEvent::Broke { why, .. }) => panic!("broke: {why}"),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<u32> = (0..300).chain(1000..1100).chain(2000..2100).collect();
+    assert_eq!(frames, want, "every frame, once, in the order sent");
 }
 
 #[tokio::test(flavor = "current_thread")]
