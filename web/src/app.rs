@@ -1,11 +1,11 @@
-//! The page: header, relay banner, the GIMPS panels, the Services, Tracing and DHT panels (full
+//! The page: header, relay banner, the GIMPS panels, the Services, Tracing, Snapshot and DHT panels (full
 //! width), and the Peers and Event log panels, with loading and error states.
 
 use yew::prelude::*;
 
 use crate::components::{
     DhtPanel, EventLog, GimpsLog, GimpsPanel, Header, PeersPanel, RelayBanner, ServicesPanel,
-    TracingPanel,
+    SnapshotPanel, TracingPanel,
 };
 use crate::node_client::{NodeClient, Update};
 use crate::state::{Action, AppState};
@@ -77,6 +77,9 @@ pub(crate) fn app(props: &AppProps) -> Html {
                     <div class="panels full">
                         <TracingPanel section={view.trace.clone()} me={view.peer_id.clone()}
                             trace={state.trace.clone()} ping_note={state.ping_note.clone()} />
+                    </div>
+                    <div class="panels full">
+                        <SnapshotPanel section={view.snapshot.clone()} me={view.peer_id.clone()} />
                     </div>
                     <div class="panels full">
                         <DhtPanel dht={view.dht.clone()} relay={view.relay.peer_id.clone()}

@@ -37,6 +37,11 @@
 //!   from the peers it crossed (`{trace_id, spans, peers, missing, offsets_ms, refused}`);
 //!   `traceOtlp(traceId)` to the same spans as OTLP/JSON; `slowMotion(ms)` holds every traced
 //!   gossip copy `ms` before sending it (0: off), as the Tracing panel's switch does.
+//! - Snapshots: `snapshot()` takes a Chandy-Lamport snapshot from this tab and resolves to
+//!   `{id, naive, complete, peers, channels, tokens: {total, balances, in_flight, counted},
+//!   checks: {tokens_conserved, channels_consistent}, missing, duration_ms, markers_sent,
+//!   bytes_sent}`; `naiveSnapshot()` asks every connected peer for its state, with no markers,
+//!   and resolves to the same shape; `tokenDemo(on)` switches the token demo in this tab.
 
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -84,6 +89,7 @@ pub(crate) fn install(client: &NodeClient) {
     install_dht(&api, client);
     install_services(&api, client);
     install_trace(&api, client);
+    install_snapshot(&api, client);
     let node = client.clone();
     let perf = Closure::<dyn Fn(JsValue, JsValue, JsValue) -> js_sys::Promise>::new(
         move |peer: JsValue, upload: JsValue, download: JsValue| {
@@ -268,6 +274,28 @@ fn install_trace(api: &js_sys::Object, client: &NodeClient) {
         });
         set(api, name, gather);
     }
+}
+
+/// Adds snapshots and the token demo to `api`.
+fn install_snapshot(api: &js_sys::Object, client: &NodeClient) {
+    for (name, naive) in [("snapshot", false), ("naiveSnapshot", true)] {
+        let node = client.clone();
+        let take = Closure::<dyn Fn() -> js_sys::Promise>::new(move || {
+            let node = node.clone();
+            wasm_bindgen_futures::future_to_promise(async move {
+                let snapshot = node.snapshot(naive).await.map_err(js_error)?;
+                plain_object(&snapshot)
+            })
+        });
+        set(api, name, take);
+    }
+    let node = client.clone();
+    let tokens = Closure::<dyn Fn(JsValue)>::new(move |on: JsValue| {
+        node.send(Command::Snapshot(
+            tabmesh_node::snapshot::SnapshotCommand::TokenDemo(on.is_truthy()),
+        ));
+    });
+    set(api, "tokenDemo", tokens);
 }
 
 /// Puts `f` on `api` as `name`, for the page's lifetime.

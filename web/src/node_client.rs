@@ -224,6 +224,20 @@ impl NodeClient {
         answer.await.unwrap_or_else(|_| Err(NOT_TAKEN.to_owned()))
     }
 
+    /// A snapshot (with markers), or a naive one.
+    pub(crate) async fn snapshot(
+        &self,
+        naive: bool,
+    ) -> Result<tabmesh_core::snapshot::state::SnapshotResult, String> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Command::Snapshot(
+            tabmesh_node::snapshot::SnapshotCommand::Take { naive, reply },
+        )) {
+            return Err(NOT_TAKEN.to_owned());
+        }
+        answer.await.unwrap_or_else(|_| Err(NOT_TAKEN.to_owned()))
+    }
+
     /// Every service the network offers.
     pub(crate) async fn catalog(&self) -> Result<Catalog, String> {
         self.services(ServiceCommand::Catalog, || Err(NOT_TAKEN.to_owned()))

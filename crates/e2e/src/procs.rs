@@ -236,9 +236,10 @@ impl Drop for Relay {
 }
 
 /// The keys of the JSON lines `tabmesh-node --json` prints in answer to stdin commands.
-const ANSWERS: [&str; 10] = [
+const ANSWERS: [&str; 11] = [
     "trace_ping",
     "trace",
+    "snapshot",
     "dht",
     "dht_error",
     "call",

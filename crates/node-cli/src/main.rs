@@ -20,6 +20,7 @@ use tabmesh_core::view::NodeView;
 use tabmesh_core::wire_log::{Direction, WireEvent};
 use tabmesh_node::libp2p::identity::Keypair;
 use tabmesh_node::services::ServiceCommand;
+use tabmesh_node::snapshot::SnapshotCommand;
 use tabmesh_node::trace::TraceCommand;
 use tabmesh_node::{BootstrapSource, Command, Node, NodeConfig, NodeEvent};
 use tokio::io::AsyncBufReadExt;
@@ -295,7 +296,8 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
 const COMMANDS_HELP: &str = "sleep | wake | reset | coop on | coop off (GIMPS); \
 put [--ttl SECS] KEY VALUE | get KEY | remove KEY | provide KEY | providers KEY (DHT); \
 call SERVICE TYPE [JSON] | services | offer SERVICE | withdraw SERVICE (services); \
-traceping [PEER] | trace TRACE_ID (tracing)";
+traceping [PEER] | trace TRACE_ID (tracing); \
+snapshot | snapshot naive | tokens on | tokens off (snapshots)";
 
 /// A command and the answer to print, built when it is sent.
 type RequestInput = Box<dyn FnOnce() -> (Command, Outcome)>;
@@ -333,6 +335,11 @@ enum Outcome {
     TracePing(futures::channel::oneshot::Receiver<Result<tabmesh_node::trace::PingAnswer, String>>),
     Trace(
         futures::channel::oneshot::Receiver<Result<tabmesh_core::trace::assemble::Trace, String>>,
+    ),
+    Snapshot(
+        futures::channel::oneshot::Receiver<
+            Result<tabmesh_core::snapshot::state::SnapshotResult, String>,
+        >,
     ),
 }
 
@@ -425,6 +432,24 @@ impl Outcome {
                 }
                 Ok(Err(error)) => println!("trace: {error}"),
                 Err(_) => println!("trace: {}", stopped()),
+            },
+            Self::Snapshot(rx) => match rx.await {
+                Ok(Ok(snapshot)) if json => {
+                    println!("{}", serde_json::json!({ "snapshot": snapshot }))
+                }
+                Ok(Ok(snapshot)) => {
+                    for line in snapshot.describe() {
+                        println!("{line}");
+                    }
+                }
+                Ok(Err(error)) if json => {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "error": error, "command": "snapshot" })
+                    )
+                }
+                Ok(Err(error)) => println!("snapshot: {error}"),
+                Err(_) => println!("snapshot: {}", stopped()),
             },
             Self::Done(what, rx) => match rx.await {
                 Ok(Ok(())) if json => println!("{}", serde_json::json!({ "done": what })),
@@ -608,6 +633,26 @@ fn parse_input(line: &str) -> Result<Option<Input>, String> {
                     Outcome::Trace(rx),
                 )
             }))
+        }
+        ("snapshot", rest @ ("" | "naive")) => {
+            let naive = rest == "naive";
+            Input::Request(Box::new(move || {
+                let (reply, rx) = futures::channel::oneshot::channel();
+                (
+                    Command::Snapshot(SnapshotCommand::Take { naive, reply }),
+                    Outcome::Snapshot(rx),
+                )
+            }))
+        }
+        ("snapshot", rest) => {
+            return Err(format!(
+                "snapshot: {rest:?}? `snapshot` takes one with markers, `snapshot naive` asks every peer without"
+            ));
+        }
+        ("tokens", "on") => Input::Node(Command::Snapshot(SnapshotCommand::TokenDemo(true))),
+        ("tokens", "off") => Input::Node(Command::Snapshot(SnapshotCommand::TokenDemo(false))),
+        ("tokens", rest) => {
+            return Err(format!("tokens: {rest:?}? use `tokens on` or `tokens off`"));
         }
         _ => {
             return Err(format!(
@@ -844,6 +889,28 @@ mod tests {
             },
             other => panic!("{line:?} gave {other:?}"),
         }
+    }
+
+    #[test]
+    fn parses_snapshot_commands_and_explains_bad_ones() {
+        for (line, naive) in [("snapshot", false), ("snapshot naive", true)] {
+            let Ok(Some(Input::Request(make))) = parse_input(line) else {
+                panic!("{line}: a request");
+            };
+            assert!(matches!(
+                make().0,
+                Command::Snapshot(SnapshotCommand::Take { naive: n, .. }) if n == naive
+            ));
+        }
+        assert!(matches!(
+            parse_input("tokens on"),
+            Ok(Some(Input::Node(Command::Snapshot(
+                SnapshotCommand::TokenDemo(true)
+            ))))
+        ));
+        let error = |line: &str| parse_input(line).err().unwrap_or_default();
+        assert!(error("snapshot now").contains("snapshot naive"));
+        assert!(error("tokens maybe").contains("tokens on"));
     }
 
     #[test]

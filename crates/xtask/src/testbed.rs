@@ -4,8 +4,10 @@
 //! every other (a full mesh), peer 0 sends a traced ping to a random peer, gathers the trace
 //! from the peers it crossed and prints it as a tree: the root span on peer 0, the child span
 //! of the remote handling on the peer pinged, each with its start and duration on peer 0's clock.
-//! With `--otlp-endpoint` every process also sends its spans to an OpenTelemetry collector (a
-//! Jaeger started next to it shows the same trace). The processes' logs stay in
+//! Then, as the testbed does, it ends with a global snapshot: every peer runs the token demo,
+//! peer 0 takes a Chandy-Lamport snapshot and a naive one, and both are printed with their
+//! checks. With `--otlp-endpoint` every process also sends its spans to an OpenTelemetry
+//! collector (a Jaeger started next to it shows the same trace). The processes' logs stay in
 //! `target/e2e/testbed/`.
 
 use std::collections::BTreeSet;
@@ -135,6 +137,58 @@ async fn scenario(args: TestbedArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = &args.otlp_endpoint {
         println!("\nspans also sent to {url}: look the trace up by its id there");
+    }
+
+    // The snapshot at the end: everyone trades tokens, peer 0 takes a snapshot and a naive one.
+    wait_until(
+        "an ordered channel between every two peers",
+        PATIENCE,
+        || async {
+            let full = nodes.iter().filter_map(NativeNode::state).all(|v| {
+                v.snapshot
+                    .as_ref()
+                    .is_some_and(|s| s.channel_peers.len() + 1 >= ids.len())
+            });
+            Ok(if full {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            })
+        },
+    )
+    .await?;
+    for node in &nodes {
+        node.send("tokens on")?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!(
+        "\nevery peer trades tokens (the token demo); peer 0 takes a snapshot, then a naive one"
+    );
+    for command in ["snapshot", "snapshot naive"] {
+        let before = peer0.answers(&["snapshot"]).len();
+        peer0.send(command)?;
+        let taken = wait_until(&format!("peer 0's {command}"), PATIENCE, || async {
+            let answers = peer0.answers(&["snapshot", "error"]);
+            Ok(match answers.last() {
+                Some(a) if a["command"] == "snapshot" => Ok(Err(anyhow::anyhow!(
+                    "snapshot: {}",
+                    a["error"].as_str().unwrap_or("failed")
+                ))),
+                _ if peer0.answers(&["snapshot"]).len() > before => Ok(Ok(peer0
+                    .answers(&["snapshot"])
+                    .last()
+                    .cloned()
+                    .unwrap_or_default())),
+                _ => Err("not yet".to_owned()),
+            })
+        })
+        .await??;
+        let snapshot: tabmesh_core::snapshot::state::SnapshotResult =
+            serde_json::from_value(taken["snapshot"].clone()).context("reading the snapshot")?;
+        println!();
+        for line in snapshot.describe() {
+            println!("{line}");
+        }
     }
 
     for node in nodes {

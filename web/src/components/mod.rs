@@ -6,6 +6,7 @@ mod gimps;
 mod header;
 mod peers;
 mod services;
+mod snapshot;
 mod tracing;
 
 pub(crate) use dht::DhtPanel;
@@ -14,6 +15,7 @@ pub(crate) use gimps::{GimpsLog, GimpsPanel};
 pub(crate) use header::{Header, RelayBanner};
 pub(crate) use peers::PeersPanel;
 pub(crate) use services::ServicesPanel;
+pub(crate) use snapshot::SnapshotPanel;
 pub(crate) use tracing::TracingPanel;
 
 use gloo_timers::callback::Timeout;

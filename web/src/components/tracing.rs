@@ -637,14 +637,14 @@ fn span_title(p: &PlacedSpan) -> String {
 }
 
 /// A peer's name from its base58 id (the id itself when it does not parse).
-fn name_of(peer: &str) -> String {
+pub(crate) fn name_of(peer: &str) -> String {
     peer.parse()
         .map(|id| peer_name(&id))
         .unwrap_or_else(|_| short(peer))
 }
 
 /// A stable colour per peer.
-fn peer_colour(peer: &str) -> String {
+pub(crate) fn peer_colour(peer: &str) -> String {
     let hash = peer.bytes().fold(2166136261u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(16777619)
     });

@@ -210,6 +210,110 @@ impl SnapshotResult {
     }
 }
 
+impl SnapshotResult {
+    /// The snapshot in a few lines for a terminal: the outcome, both checks with their figures,
+    /// a line per peer and the messages in flight.
+    pub fn describe(&self) -> Vec<String> {
+        let name = |id: &str| {
+            self.peers
+                .iter()
+                .find(|p| p.peer_id == id)
+                .map(|p| p.state.name.clone())
+                .or_else(|| {
+                    id.parse::<PeerId>()
+                        .ok()
+                        .map(|p| crate::names::peer_name(&p))
+                })
+                .unwrap_or_else(|| crate::names::short_text(id))
+        };
+        let what = if self.naive {
+            "naive snapshot"
+        } else {
+            "snapshot"
+        };
+        let outcome = if self.complete {
+            "complete"
+        } else {
+            "INCOMPLETE"
+        };
+        let mut lines = vec![format!(
+            "{what} {}: {outcome} in {} ms ({} peers, {} channels, {} markers)",
+            self.id,
+            self.duration_ms,
+            self.peers.len(),
+            self.channels.len(),
+            self.markers_sent
+        )];
+        let t = &self.tokens;
+        lines.push(format!(
+            "  tokens: {} in balances + {} in flight = {} of {} total: {}",
+            t.counted - t.in_flight as i64,
+            t.in_flight,
+            t.counted,
+            t.total,
+            if self.checks.tokens_conserved {
+                "conserved"
+            } else {
+                "NOT conserved"
+            }
+        ));
+        let bad = self.channels.iter().filter(|c| !c.consistent).count();
+        lines.push(if self.checks.channels_consistent {
+            "  channels: every one consistent (sent = received + in flight)".to_owned()
+        } else {
+            format!("  channels: {bad} inconsistent (sent != received + in flight)")
+        });
+        lines.push(format!(
+            "  {:<18} {:>8} {:>12} {:>8} {:>6}",
+            "peer", "balance", "largest", "records", "links"
+        ));
+        for peer in &self.peers {
+            let s = &peer.state;
+            lines.push(format!(
+                "  {:<18} {:>8} {:>12} {:>8} {:>6}",
+                s.name,
+                s.tokens
+                    .as_ref()
+                    .map_or("-".to_owned(), |t| t.balance.to_string()),
+                s.gimps
+                    .largest_exponent
+                    .map_or("-".to_owned(), |e| format!("2^{e}-1")),
+                s.dht_records,
+                s.connections.len()
+            ));
+        }
+        for c in self
+            .channels
+            .iter()
+            .filter(|c| !c.in_flight.is_empty() || !c.consistent)
+        {
+            let messages: Vec<String> = c
+                .in_flight
+                .iter()
+                .map(|m| match m {
+                    InFlight::Tokens { amount } => format!("{amount} tokens"),
+                    InFlight::Gimps { summary } => summary.clone(),
+                })
+                .collect();
+            let mark = if c.consistent { "" } else { "  (inconsistent)" };
+            lines.push(format!(
+                "  in flight {} -> {}: {}{mark}",
+                name(&c.from),
+                name(&c.to),
+                if messages.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    messages.join(", ")
+                }
+            ));
+        }
+        for missing in &self.missing {
+            lines.push(format!("  missing: {missing}"));
+        }
+        lines
+    }
+}
+
 /// Counts the tokens of recorded `states` and of the `channels`' in-flight messages.
 pub fn token_totals(
     states: &BTreeMap<String, PeerState>,
@@ -308,5 +412,31 @@ mod tests {
         assert_eq!(totals.counted, totals.total);
         // Without the in-flight transfer the count falls short: what a naive snapshot sees.
         assert_eq!(token_totals(&states, &[]).counted, totals.total - 10);
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn a_result_reads_back_from_its_json_as_scripts_and_the_testbed_read_it() {
+        let result = SnapshotResult {
+            id: "a#1".into(),
+            peers: vec![PeerEntry {
+                peer_id: "p".into(),
+                state: PeerState {
+                    name: "amber-heron".into(),
+                    ..PeerState::default()
+                },
+            }],
+            ..SnapshotResult::default()
+        };
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["peers"][0]["name"], "amber-heron", "flattened: {json}");
+        assert_eq!(
+            serde_json::from_value::<SnapshotResult>(json).unwrap(),
+            result
+        );
     }
 }
