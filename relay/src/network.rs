@@ -475,7 +475,11 @@ impl RelayNode {
             // The spans of the calls the relay enters into the mesh, kept for gathering.
             Report::Span(span) => self.swarm.behaviour_mut().trace.record(span),
             // Only a node's own behaviours report these; the relay's do not.
-            Report::RelayKnown { .. } | Report::Identified { .. } | Report::Heard(_) => {}
+            Report::RelayKnown { .. }
+            | Report::Identified { .. }
+            | Report::Heard(_)
+            | Report::Gossip { .. }
+            | Report::GossipArrived { .. } => {}
         }
     }
 

@@ -56,9 +56,17 @@ async fn snapshots_of_four_tabs_and_a_node_trading_tokens_account_for_every_toke
     let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
     for _ in 0..4 {
-        browser.open_tab(&relay.url()).await?;
+        // Liveness pings every second: gossip on the channels around every cut.
+        browser
+            .open_tab(&format!("{}/?ping_interval=1", relay.url()))
+            .await?;
     }
-    let node = NativeNode::start(&relay.url(), dir.join("node.log"))?;
+    let node = NativeNode::start_with(
+        &tabmesh_e2e::bin_path("tabmesh-node"),
+        &relay.url(),
+        &["--ping-interval", "1"],
+        dir.join("node.log"),
+    )?;
     // Everyone has a channel with everyone.
     let ids = wait_until(
         "every peer has a channel with every other",
@@ -106,6 +114,7 @@ async fn snapshots_of_four_tabs_and_a_node_trading_tokens_account_for_every_toke
 
     // Snapshots from every tab and from the node, while tokens fly.
     let mut in_flight_seen = 0;
+    let mut gossip_seen = 0;
     let mut durations = Vec::new();
     for round in 0..8 {
         let tab = &browser.tabs()[round % 4];
@@ -115,6 +124,13 @@ async fn snapshots_of_four_tabs_and_a_node_trading_tokens_account_for_every_toke
             .map_err(anyhow::Error::msg)?;
         assert_consistent(&snapshot);
         in_flight_seen += snapshot["tokens"]["in_flight"].as_u64().unwrap_or(0);
+        gossip_seen += snapshot["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["timeline"].as_array().into_iter().flatten())
+            .filter(|e| e["kind"] == "gimps")
+            .count();
         durations.push(snapshot["duration_ms"].as_u64().unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -129,8 +145,9 @@ async fn snapshots_of_four_tabs_and_a_node_trading_tokens_account_for_every_toke
     .await?;
     assert_consistent(&from_node["snapshot"]);
     println!(
-        "8 snapshots from tabs: durations {durations:?} ms, {in_flight_seen} tokens recorded in flight in all"
+        "8 snapshots from tabs: durations {durations:?} ms, {in_flight_seen} tokens recorded in flight in all, {gossip_seen} gossip frames around the cuts"
     );
+    assert!(gossip_seen > 0, "GIMPS gossip travels on the channels");
 
     // Naive snapshots in the same run: without markers, tokens in flight are missed.
     let a = browser.tabs()[0].clone();

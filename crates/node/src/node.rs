@@ -17,6 +17,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, Swarm};
 use tabmesh_core::names::{peer_name, short_id};
 use tabmesh_core::peers::millis;
+use tabmesh_core::snapshot::frame::ChannelFrame;
 use tabmesh_core::trace::TraceSection;
 use tabmesh_core::view::{Counters, NodeView};
 use tabmesh_core::wire_log::{Topic, WireLog};
@@ -158,6 +159,14 @@ impl Node {
             Report::Span(_) => {}
             Report::Dht { request, reply } => behaviours.dht.start(request, reply),
             Report::StopProviding(key) => behaviours.dht.stop_providing(&key),
+            Report::Gossip { to, frame } => {
+                if let Err(ChannelFrame::Gimps { ack, bytes }) =
+                    behaviours.snapshot.send_gossip(to, frame)
+                {
+                    behaviours.gimps.send_direct(to, bytes, ack);
+                }
+            }
+            Report::GossipArrived { from, frame } => behaviours.gimps.on_channel_frame(from, frame),
         }
     }
 

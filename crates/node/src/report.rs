@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tabmesh_core::bootstrap::IceServer;
 use tabmesh_core::dht::DhtRequest;
+use tabmesh_core::snapshot::frame::ChannelFrame;
 use tabmesh_core::wire_log::{Direction, Topic};
 use web_time::Instant;
 
@@ -149,6 +150,23 @@ pub enum Report {
     },
     /// Stop announcing that we provide `key` (the DHT forgets our provider record locally).
     StopProviding(String),
+    /// GIMPS gossip for `to` (a message, or the acknowledgement of one): the node puts it on
+    /// the ordered channel to `to`, so that snapshots cut it, or, when `to` has no channel,
+    /// hands a message back to the gossip protocol's own transport.
+    Gossip {
+        /// The peer.
+        to: PeerId,
+        /// [`ChannelFrame::Gimps`] or [`ChannelFrame::GimpsAck`].
+        frame: ChannelFrame,
+    },
+    /// Gossip (or an acknowledgement) arrived on the ordered channel from `from`: for the
+    /// gossip protocol.
+    GossipArrived {
+        /// The peer.
+        from: PeerId,
+        /// [`ChannelFrame::Gimps`] or [`ChannelFrame::GimpsAck`].
+        frame: ChannelFrame,
+    },
 }
 
 /// `text`, cut to `max` characters with an ellipsis.

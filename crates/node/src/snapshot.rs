@@ -2,8 +2,9 @@
 //! with the token demo and the collection of parts (`/tabmesh/snapshot/1.0.0`).
 //!
 //! - **Channels**: every frame of the algorithm goes on the FIFO channel to its peer: markers,
-//!   and the application messages they cut (the token demo's transfers). The peers with a
-//!   channel are the connected ones (the relay excluded) that speak the channel protocol.
+//!   and the application messages they cut (GIMPS gossip, which the node routes here
+//!   ([`Behaviour::send_gossip`]), and the token demo's transfers). The peers with a channel are
+//!   the connected ones (the relay excluded) that speak the channel protocol.
 //! - **Recording**: [`tabmesh_core::snapshot::Recorder`] decides; this module tells it of every
 //!   application frame sent and received, in channel order, of markers, closes and breaks, and
 //!   sends the markers it asks for. A peer's recorded state is its token balance (exact: the
@@ -528,6 +529,33 @@ impl Behaviour {
         });
     }
 
+    /// Puts gossip for `to` on its channel (a message is an application message, counted);
+    /// gives it back when `to` has no channel.
+    pub fn send_gossip(&mut self, to: PeerId, frame: ChannelFrame) -> Result<(), ChannelFrame> {
+        if !self.speaks.contains(&to) || !self.connected.contains(&to) || Some(to) == self.relay {
+            return Err(frame);
+        }
+        let application = frame.is_application();
+        match self.transport.channels.send(to, frame.encode()) {
+            Ok(()) if application => {
+                self.recorder.on_sent(to);
+                let n = self.number(to, true);
+                self.note(to, true, n, "gimps", 0);
+            }
+            Ok(()) => {}
+            Err(e) => tracing::debug!(%to, %e, "gossip not queued"),
+        }
+        Ok(())
+    }
+
+    /// The number of the next application frame sent to (or received from) `peer`.
+    fn number(&mut self, peer: PeerId, sent: bool) -> u64 {
+        let entry = self.numbered.entry(peer).or_default();
+        let n = if sent { &mut entry.0 } else { &mut entry.1 };
+        *n += 1;
+        *n
+    }
+
     fn send_tokens(&mut self, now: Instant) {
         let peers = self.channel_peers();
         while let Some((to, amount)) = self.tokens.on_tick(now, &peers) {
@@ -538,11 +566,7 @@ impl Behaviour {
             {
                 Ok(()) => {
                     self.recorder.on_sent(to);
-                    let n = {
-                        let entry = self.numbered.entry(to).or_default();
-                        entry.0 += 1;
-                        entry.0
-                    };
+                    let n = self.number(to, true);
                     self.note(to, true, n, "tokens", amount);
                 }
                 Err(e) => {
@@ -607,27 +631,32 @@ impl Behaviour {
                     }
                     Ok(ChannelFrame::Tokens(amount)) => {
                         self.tokens.on_received(from, amount);
-                        let n = {
-                            let entry = self.numbered.entry(from).or_default();
-                            entry.1 += 1;
-                            entry.1
-                        };
+                        let n = self.number(from, false);
                         self.note(from, false, n, "tokens", amount);
                         let actions = self
                             .recorder
                             .on_received(from, &InFlight::Tokens { amount });
                         self.apply(actions);
                     }
-                    Ok(ChannelFrame::Gimps(_)) => {
-                        // Gossip is not on the channels yet; a frame of it is counted as an
-                        // application message so that the channel's counts stay right.
-                        let actions = self.recorder.on_received(
-                            from,
-                            &InFlight::Gimps {
-                                summary: "gossip".to_owned(),
-                            },
-                        );
+                    Ok(frame @ ChannelFrame::Gimps { .. }) => {
+                        let n = self.number(from, false);
+                        self.note(from, false, n, "gimps", 0);
+                        // Described only when a snapshot records it (decoding costs).
+                        let message = if self.recorder.is_recording(&from) {
+                            InFlight::Gimps {
+                                summary: gossip_summary(&frame),
+                            }
+                        } else {
+                            InFlight::Gimps {
+                                summary: String::new(),
+                            }
+                        };
+                        let actions = self.recorder.on_received(from, &message);
                         self.apply(actions);
+                        self.events.push_back(Report::GossipArrived { from, frame });
+                    }
+                    Ok(frame @ ChannelFrame::GimpsAck(_)) => {
+                        self.events.push_back(Report::GossipArrived { from, frame });
                     }
                     Err(e) => self.refuse(from, format!("channel frame: {e}")),
                 }
@@ -814,6 +843,20 @@ impl Behaviour {
         .into_iter()
         .flatten()
         .min()
+    }
+}
+
+/// A gossip frame in a few words: `PRIME 2^127-1 (ttl 2)`, `PING`.
+fn gossip_summary(frame: &ChannelFrame) -> String {
+    let ChannelFrame::Gimps { bytes, .. } = frame else {
+        return String::new();
+    };
+    match tabmesh_core::gimps::message::GossipMessage::decode(bytes) {
+        Ok(m) => match m.exponent {
+            Some(p) => format!("{} 2^{p}-1 (ttl {})", m.msg_type.as_str(), m.ttl),
+            None => m.msg_type.as_str().to_owned(),
+        },
+        Err(_) => "gossip (malformed)".to_owned(),
     }
 }
 

@@ -340,6 +340,13 @@ fn arrows(s: &SnapshotResult) -> Vec<Arrow> {
                 crossing: !marker && sent_before && received_after,
                 title: if marker {
                     format!("marker {} → {}", name_of(&p.peer_id), name_of(&e.peer))
+                } else if e.kind == "gimps" {
+                    format!(
+                        "gossip {} → {} (#{} on the channel)",
+                        name_of(&p.peer_id),
+                        name_of(&e.peer),
+                        e.n
+                    )
                 } else {
                     format!(
                         "{} tokens {} → {} (#{} on the channel)",
@@ -464,7 +471,7 @@ fn cut_diagram(s: &SnapshotResult, me: &str) -> Html {
                        those moments were recorded by nobody, so a naive snapshot cannot say which \
                        tokens were in flight. " }
                 }
-                <span class="key msg"></span>{ " token transfer " }
+                <span class="key msg"></span>{ " transfer or gossip " }
                 <span class="key in-flight"></span>{ format!(" in flight at the cut ({crossing}) ") }
                 <span class="key marker"></span>{ " marker " }
                 <span class="key cut"></span>{ " the cut (each peer's record)" }

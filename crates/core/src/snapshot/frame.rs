@@ -4,10 +4,13 @@
 //! | --- | --- | --- |
 //! | `M` | a marker | its JSON ([`Marker`]) |
 //! | `T` | a token transfer | the amount, 8 bytes big-endian, from 1 to [`MAX_TRANSFER`] |
-//! | `G` | a GIMPS gossip message | its bytes, checked by the gossip rules |
+//! | `G` | a GIMPS gossip message | an acknowledgement token (8 bytes; 0: none wanted), then the message's bytes, checked by the gossip rules |
+//! | `A` | the acknowledgement of a gossip message | its token (8 bytes, not 0) |
 //!
 //! Markers are the algorithm's own; transfers and gossip are the application messages a
-//! snapshot cuts, counted and recorded in flight.
+//! snapshot cuts, counted and recorded in flight. Acknowledgements close a traced copy's send
+//! span (its round trip), as the gossip protocol's replies did; like markers they are not
+//! application messages.
 
 use super::Marker;
 
@@ -22,7 +25,14 @@ pub enum ChannelFrame {
     /// Tokens of the token demo.
     Tokens(u64),
     /// A GIMPS gossip message.
-    Gimps(Vec<u8>),
+    Gimps {
+        /// The token to acknowledge it with (0: no acknowledgement wanted).
+        ack: u64,
+        /// The message.
+        bytes: Vec<u8>,
+    },
+    /// The acknowledgement of gossip message `token`.
+    GimpsAck(u64),
 }
 
 /// Why bytes are not a channel frame.
@@ -40,12 +50,15 @@ pub enum FrameError {
     /// A transfer that is not 8 bytes, or whose amount is 0 or over the limit.
     #[error("malformed token transfer: {0}")]
     Tokens(String),
+    /// A gossip frame without its token, or a malformed acknowledgement.
+    #[error("malformed gossip frame: {0}")]
+    Gimps(String),
 }
 
 impl ChannelFrame {
     /// Whether the frame is an application message (counted and recorded by snapshots).
     pub fn is_application(&self) -> bool {
-        !matches!(self, Self::Marker(_))
+        matches!(self, Self::Tokens(_) | Self::Gimps { .. })
     }
 
     /// The bytes.
@@ -53,7 +66,8 @@ impl ChannelFrame {
         match self {
             Self::Marker(marker) => [b"M".as_slice(), &marker.encode()].concat(),
             Self::Tokens(amount) => [b"T".as_slice(), &amount.to_be_bytes()].concat(),
-            Self::Gimps(bytes) => [b"G".as_slice(), bytes].concat(),
+            Self::Gimps { ack, bytes } => [b"G".as_slice(), &ack.to_be_bytes(), bytes].concat(),
+            Self::GimpsAck(token) => [b"A".as_slice(), &token.to_be_bytes()].concat(),
         }
     }
 
@@ -73,7 +87,19 @@ impl ChannelFrame {
                 }
                 Ok(Self::Tokens(amount))
             }
-            b'G' => Ok(Self::Gimps(body.to_vec())),
+            b'G' => {
+                let (ack, bytes) = body
+                    .split_first_chunk::<8>()
+                    .ok_or_else(|| FrameError::Gimps("no acknowledgement token".into()))?;
+                Ok(Self::Gimps {
+                    ack: u64::from_be_bytes(*ack),
+                    bytes: bytes.to_vec(),
+                })
+            }
+            b'A' => match <[u8; 8]>::try_from(body).map(u64::from_be_bytes) {
+                Ok(token) if token != 0 => Ok(Self::GimpsAck(token)),
+                _ => Err(FrameError::Gimps("malformed acknowledgement".into())),
+            },
             other => Err(FrameError::UnknownTag(other)),
         }
     }
@@ -93,7 +119,15 @@ mod tests {
                 id: SnapshotId { initiator, seq: 4 },
             }),
             ChannelFrame::Tokens(17),
-            ChannelFrame::Gimps(b"{}".to_vec()),
+            ChannelFrame::Gimps {
+                ack: 0,
+                bytes: b"{}".to_vec(),
+            },
+            ChannelFrame::Gimps {
+                ack: 9,
+                bytes: Vec::new(),
+            },
+            ChannelFrame::GimpsAck(9),
         ] {
             assert_eq!(ChannelFrame::decode(&frame.encode()), Ok(frame));
         }
@@ -107,6 +141,11 @@ mod tests {
                 "from 1 to",
             ),
             (b"M{}".to_vec(), "malformed marker"),
+            (b"G1234".to_vec(), "no acknowledgement token"),
+            (
+                [b"A".as_slice(), &0u64.to_be_bytes()].concat(),
+                "malformed acknowledgement",
+            ),
         ] {
             let err = ChannelFrame::decode(&bytes).unwrap_err();
             assert!(err.to_string().contains(says), "{bytes:?}: {err}");

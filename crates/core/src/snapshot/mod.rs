@@ -29,6 +29,7 @@
 pub mod channel;
 pub mod frame;
 mod message;
+
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -199,6 +200,14 @@ impl<S: Clone, M: Clone> Recorder<S, M> {
     /// Snapshots in progress here.
     pub fn running(&self) -> usize {
         self.running.len()
+    }
+
+    /// Whether some snapshot is recording the channel from `from` (what arrives on it now is
+    /// in flight at a cut): a driver builds the recorded form of a message only then.
+    pub fn is_recording(&self, from: &PeerId) -> bool {
+        self.running
+            .values()
+            .any(|r| r.recording.contains_key(from))
     }
 
     /// An application message went to `to` on the ordered channel.

@@ -1,14 +1,21 @@
-//! GIMPS gossip as a libp2p behaviour: `/tabmesh/gimps/1.0.0` between every pair of connected
-//! peers, around `tabmesh_core::gimps::node::GossipNode`.
+//! GIMPS gossip as a libp2p behaviour around `tabmesh_core::gimps::node::GossipNode`.
 //!
-//! This module owns the protocol end to end: the request-response transport ([`codec`]), the
+//! Gossip travels on the ordered channels ([`crate::channels`], through the node: a
+//! [`Report::Gossip`] out, [`Behaviour::on_channel_frame`] in), so that Chandy-Lamport
+//! snapshots cut it like any application message. To a peer without a channel (before identify
+//! says it has one, or a peer that does not speak it) it goes on the protocol's own
+//! request-response transport, `/tabmesh/gimps/1.0.0` ([`codec`]), which every peer still
+//! answers.
+//!
+//! This module owns the protocol end to end: the transports, the
 //! gossip peer list (every connected peer but the relay joins it), the timed routines, and the
 //! Lucas-Lehmer search that the core asks for (on a thread natively, in slices in a tab), with
 //! the test rate the dashboard shows. Rejected input is reported as a violation for the
 //! misbehaviour ledger; a message that arrives counts as hearing from its sender.
 //!
 //! Tracing: the core records the spans of a `PRIME`'s spread; a `gimps.send` span stays open
-//! here until its copy is acknowledged (the receiver closes the stream), so its length is the
+//! here until its copy is acknowledged (on a channel, the receiver sends an acknowledgement
+//! frame once it has handled the copy; on request-response, its reply), so its length is the
 //! round trip, and the clocks of sender and receiver can be lined up from it. Slow motion holds
 //! every traced copy for a while before sending it, so that a learner can watch a spread hop by
 //! hop.
@@ -28,6 +35,7 @@ use tabmesh_core::gimps::message::{GossipMessage, MsgType};
 use tabmesh_core::gimps::node::{GossipAction, GossipConfig, GossipNode};
 use tabmesh_core::names::peer_name;
 use tabmesh_core::peers::millis;
+use tabmesh_core::snapshot::frame::ChannelFrame;
 use tabmesh_core::trace::{Span, SpanId, SpanStatus};
 use tabmesh_core::view::GimpsSection;
 use tabmesh_core::wire_log::Topic;
@@ -47,6 +55,10 @@ type Search = Fuse<LocalBoxFuture<'static, (u32, bool)>>;
 
 /// Traced copies held by slow motion at most (beyond, they are sent at once).
 const MAX_HELD: usize = 1024;
+/// A copy sent on a channel and not acknowledged within this long ends its span as failed.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Copies awaiting an acknowledgement at most (beyond, the oldest span ends as failed).
+const MAX_AWAITING: usize = 4096;
 
 /// A traced copy waiting for its slow-motion delay.
 struct Held {
@@ -61,8 +73,11 @@ pub struct Behaviour {
     transport: Transport,
     /// `gimps.send` spans the core opened, until their copy is sent.
     opened: HashMap<SpanId, Span>,
-    /// `gimps.send` spans of copies sent, until acknowledged.
+    /// `gimps.send` spans of copies sent on request-response, until acknowledged.
     unacked: HashMap<OutboundRequestId, Span>,
+    /// `gimps.send` spans of copies sent on a channel, by peer and token, until acknowledged.
+    awaiting: HashMap<(PeerId, u64), (Instant, Span)>,
+    next_token: u64,
     slow_motion: Option<Duration>,
     held: VecDeque<Held>,
     node: GossipNode,
@@ -107,6 +122,8 @@ impl Behaviour {
             transport,
             opened: HashMap::new(),
             unacked: HashMap::new(),
+            awaiting: HashMap::new(),
+            next_token: 0,
             slow_motion: None,
             held: VecDeque::new(),
             node,
@@ -296,14 +313,91 @@ impl Behaviour {
             );
             self.wire.sent(Topic::Gimps, Some(to), summary);
         }
-        let id = self.transport.send_request(&to, message.encode());
-        if let Some(mut span) = span {
-            let now = platform::unix_now_ms();
-            if now > span.start_ms {
-                span.attribute("held_ms", now - span.start_ms);
-                span.start_ms = now;
+        let ack = match span {
+            Some(mut span) => {
+                let now = platform::unix_now_ms();
+                if now > span.start_ms {
+                    span.attribute("held_ms", now - span.start_ms);
+                    span.start_ms = now;
+                }
+                if self.awaiting.len() >= MAX_AWAITING {
+                    self.expire_awaiting(None);
+                }
+                self.next_token += 1;
+                self.awaiting
+                    .insert((to, self.next_token), (Instant::now(), span));
+                self.next_token
             }
+            None => 0,
+        };
+        self.report(Report::Gossip {
+            to,
+            frame: ChannelFrame::Gimps {
+                ack,
+                bytes: message.encode(),
+            },
+        });
+    }
+
+    /// `to` has no ordered channel: the message goes on the gossip protocol's own transport
+    /// (its reply acknowledges it).
+    pub fn send_direct(&mut self, to: PeerId, bytes: Vec<u8>, ack: u64) {
+        let id = self.transport.send_request(&to, bytes);
+        if let Some((_, span)) = self.awaiting.remove(&(to, ack)) {
             self.unacked.insert(id, span);
+        }
+    }
+
+    /// Gossip, or an acknowledgement, arrived on the ordered channel from `from`.
+    pub fn on_channel_frame(&mut self, from: PeerId, frame: ChannelFrame) {
+        match frame {
+            ChannelFrame::Gimps { ack, bytes } => {
+                self.report(Report::Heard(from));
+                let actions = self.node.on_message(Instant::now(), from, &bytes);
+                self.apply(actions);
+                if ack != 0 {
+                    // Handled: the sender's span of this copy ends.
+                    self.report(Report::Gossip {
+                        to: from,
+                        frame: ChannelFrame::GimpsAck(ack),
+                    });
+                }
+            }
+            ChannelFrame::GimpsAck(token) => {
+                // Only the peer a copy went to can acknowledge it.
+                if let Some((_, mut span)) = self.awaiting.remove(&(from, token)) {
+                    span.end(platform::unix_now_ms(), SpanStatus::Ok);
+                    self.report(Report::Span(span));
+                }
+            }
+            ChannelFrame::Marker(_) | ChannelFrame::Tokens(_) => {}
+        }
+    }
+
+    /// Ends as failed the spans of copies sent before `before` (all but the newest half when
+    /// `None`: too many waiting) that were never acknowledged.
+    fn expire_awaiting(&mut self, before: Option<Instant>) {
+        let cutoff = before.unwrap_or_else(|| {
+            let mut sent: Vec<Instant> = self.awaiting.values().map(|(at, _)| *at).collect();
+            sent.sort();
+            sent.get(sent.len() / 2)
+                .copied()
+                .unwrap_or_else(Instant::now)
+        });
+        let late: Vec<(PeerId, u64)> = self
+            .awaiting
+            .iter()
+            .filter(|(_, (at, _))| *at < cutoff)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in late {
+            if let Some((_, mut span)) = self.awaiting.remove(&key) {
+                span.end(
+                    platform::unix_now_ms(),
+                    SpanStatus::Error("no acknowledgement".to_owned()),
+                );
+                self.report(Report::Span(span));
+            }
         }
     }
 
@@ -407,6 +501,11 @@ impl NetworkBehaviour for Behaviour {
             }
             let actions = self.node.on_tick(now);
             self.apply(actions);
+            if let Some(cutoff) = now.checked_sub(ACK_TIMEOUT)
+                && self.awaiting.values().any(|(at, _)| *at < cutoff)
+            {
+                self.expire_awaiting(Some(cutoff));
+            }
             if self.search.is_terminated()
                 && let Some(p) = self.node.next_candidate()
             {
