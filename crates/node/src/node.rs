@@ -165,8 +165,12 @@ impl Node {
                 {
                     behaviours.gimps.send_direct(to, bytes, ack);
                 }
+                behaviours.snapshot.set_gimps(behaviours.gimps.record());
             }
-            Report::GossipArrived { from, frame } => behaviours.gimps.on_channel_frame(from, frame),
+            Report::GossipArrived { from, frame } => {
+                behaviours.gimps.on_channel_frame(from, frame);
+                behaviours.snapshot.set_gimps(behaviours.gimps.record());
+            }
         }
     }
 

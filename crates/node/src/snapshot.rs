@@ -8,8 +8,9 @@
 //! - **Recording**: [`tabmesh_core::snapshot::Recorder`] decides; this module tells it of every
 //!   application frame sent and received, in channel order, of markers, closes and breaks, and
 //!   sends the markers it asks for. A peer's recorded state is its token balance (exact: the
-//!   demo lives here) and the figures the node last gave it ([`Behaviour::set_facts`]: GIMPS,
-//!   DHT record count, refreshed with every view), with its connections.
+//!   demo lives here), its GIMPS figures as the node gives them after every gossip message
+//!   ([`Behaviour::set_gimps`]), its DHT record count as of the last view
+//!   ([`Behaviour::set_facts`]), and its connections.
 //! - **Collection**: a finished part goes to the initiator over `/tabmesh/snapshot/1.0.0` (the
 //!   connection says whose it is: a part cannot be sent in another peer's name). The
 //!   initiator expects a part from itself and from every peer a part names as a channel,
@@ -198,6 +199,12 @@ impl Behaviour {
     /// The other protocols' figures a record takes.
     pub fn set_facts(&mut self, facts: Facts) {
         self.facts = facts;
+    }
+
+    /// The GIMPS figures a record takes (the node gives them after every gossip message, so
+    /// that a record agrees with the gossip counted on the channels).
+    pub fn set_gimps(&mut self, gimps: GimpsRecord) {
+        self.facts.gimps = gimps;
     }
 
     /// Carries out a user's request.
@@ -486,10 +493,25 @@ impl Behaviour {
             Instant::now().saturating_duration_since(collecting.started),
         );
         result.started_unix_ms = collecting.started_unix_ms;
-        if !collecting.naive {
-            result.markers_sent = parts.iter().map(|p| p.sent.len() as u64).sum();
-        }
         result.bytes_sent = collecting.bytes;
+        if !collecting.naive {
+            // Every peer sent a marker on each of its channels, and its part to us.
+            result.markers_sent = parts.iter().map(|p| p.sent.len() as u64).sum();
+            let marker = 12 + ChannelFrame::Marker(Marker { id: key }).encode().len() as u64;
+            let parts_bytes: u64 = parts
+                .iter()
+                .filter(|p| p.peer != self.me)
+                .filter_map(|p| {
+                    SnapshotRequest::Part {
+                        part: Box::new(PartWire::from_part(p)),
+                    }
+                    .encode()
+                    .ok()
+                })
+                .map(|b| b.len() as u64)
+                .sum();
+            result.bytes_sent = result.markers_sent * marker + parts_bytes;
+        }
         self.wire.local(
             Topic::Snapshot,
             None,

@@ -23,6 +23,9 @@
 //! - Tracing: gossip messages per second with tracing on and off (in-process), echo calls per
 //!   second across 8 tabs on and off, and the time to gather and draw a `PRIME`'s trace.
 //!
+//! - Snapshots: snapshot time, markers and bytes across 8 tabs trading tokens, naive snapshots'
+//!   inconsistency rate, and in simulation for 10, 100 and 1000 peers.
+//!
 //! `--only` picks sections (the whole run takes over half an hour, the 1000-peer simulation
 //! most of it). The browser and network parts run inside a loopback-only network namespace,
 //! like the tests.
@@ -36,6 +39,7 @@ use crate::shell;
 use crate::web::{self, mb};
 
 mod services;
+mod snapshot;
 mod trace;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -72,6 +76,8 @@ pub(crate) enum Section {
     Services,
     /// Tracing: its cost to gossip and service calls, gathering and drawing a PRIME's trace.
     Trace,
+    /// Snapshots: across 8 tabs, and in simulation for 10, 100 and 1000 peers.
+    Snapshot,
 }
 
 impl BenchArgs {
@@ -116,6 +122,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.wants(Section::Trace) {
         trace::gossip_cpu()?;
     }
+    if args.wants(Section::Snapshot) {
+        snapshot::simulated();
+    }
     web::build_release_binaries()?;
     let exe = std::env::current_exe()?;
     let mut inner = std::process::Command::new(exe);
@@ -155,6 +164,9 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         }
         if args.wants(Section::Trace) {
             trace::run().await?;
+        }
+        if args.wants(Section::Snapshot) {
+            snapshot::in_tabs().await?;
         }
         if args.wants(Section::Relay) {
             relay_memory(args.clients).await?;

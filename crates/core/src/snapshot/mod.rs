@@ -29,7 +29,7 @@
 pub mod channel;
 pub mod frame;
 mod message;
-
+pub mod sim;
 pub mod state;
 #[cfg(test)]
 mod tests;

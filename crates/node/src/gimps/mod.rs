@@ -202,6 +202,19 @@ impl Behaviour {
         self.slow_motion
     }
 
+    /// What a snapshot records of GIMPS: the largest prime and its finder, the peer list's
+    /// size, the message counters (cheap: read on every gossip message).
+    pub fn record(&self) -> tabmesh_core::snapshot::state::GimpsRecord {
+        let counters = self.node.counters();
+        tabmesh_core::snapshot::state::GimpsRecord {
+            largest_exponent: self.node.biggest().map(|(p, _)| p),
+            finder: self.node.biggest().map(|(_, finder)| finder.to_base58()),
+            peers: self.node.peer_list().count(),
+            sent: counters.sent,
+            received: counters.received,
+        }
+    }
+
     /// The `gimps` section of the view.
     pub fn view(&self) -> GimpsSection {
         GimpsSection {
