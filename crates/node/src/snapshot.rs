@@ -375,7 +375,7 @@ impl Behaviour {
                     if let Some(c) = self.collecting.get_mut(&id) {
                         c.bytes += frame.len() as u64;
                     }
-                    self.note(to, true, 0, "marker", 0);
+                    self.note(to, true, id.seq, "marker", 0);
                     if let Err(e) = self.transport.channels.send(to, frame) {
                         self.wire
                             .local(Topic::Snapshot, Some(to), format!("marker not sent: {e}"));
@@ -617,7 +617,7 @@ impl Behaviour {
                 self.speaks.insert(from);
                 match ChannelFrame::decode(&frame) {
                     Ok(ChannelFrame::Marker(marker)) => {
-                        self.note(from, false, 0, "marker", 0);
+                        self.note(from, false, marker.id.seq, "marker", 0);
                         let peers = self.channel_peers();
                         let state = self.state();
                         match self.recorder.on_marker(

@@ -206,7 +206,7 @@ fn view_snapshot(s: &SnapshotResult, me: &str) -> Html {
 /// The peers on a circle, their connections as edges; channels with tokens in flight thick.
 fn topology(s: &SnapshotResult, me: &str) -> Html {
     let n = s.peers.len().max(1);
-    let (w, h, r) = (320.0, 300.0, 110.0);
+    let (w, h, r) = (380.0, 300.0, 110.0);
     let pos: HashMap<&str, (f64, f64)> = s
         .peers
         .iter()
@@ -258,7 +258,8 @@ fn topology(s: &SnapshotResult, me: &str) -> Html {
                         <g class={classes!("edge", (flowing > 0).then_some("flowing"))}>
                             <line x1={x1.to_string()} y1={y1.to_string()} x2={x2.to_string()} y2={y2.to_string()} />
                             if flowing > 0 {
-                                <text x={((x1 + x2) / 2.0).to_string()} y={((y1 + y2) / 2.0 - 3.0).to_string()}
+                                // A third of the way along, so that crossing edges' labels part.
+                                <text x={(x1 + (x2 - x1) / 3.0).to_string()} y={(y1 + (y2 - y1) / 3.0 - 3.0).to_string()}
                                     text-anchor="middle">{ format!("{flowing} in flight") }</text>
                             }
                         </g>
@@ -375,9 +376,16 @@ fn cut_diagram(s: &SnapshotResult, me: &str) -> Html {
         return html! {};
     };
     let arrows = arrows(s);
-    // The window: a little before the first record to a little after the last.
+    // The window: a little before the first record to just after the last thing recorded
+    // (a peer's part leaves as soon as its last marker is in, so little follows the cut).
+    let latest = arrows
+        .iter()
+        .map(|a| a.received_ms)
+        .filter(|ms| *ms <= last + 1_000)
+        .max()
+        .unwrap_or(*last);
     let t0 = first.saturating_sub(250);
-    let t1 = (last + 250).max(t0 + 1);
+    let t1 = (latest.max(*last) + 40).max(t0 + 1);
     let in_window = |ms: u64| ms >= t0 && ms <= t1;
     let lane_w = (560.0 / lanes.len().max(1) as f64).clamp(70.0, 140.0);
     let (left, top) = (48.0, 30.0);

@@ -70,7 +70,8 @@ pub struct TimelineEvent {
     pub sent: bool,
     /// The other peer (peer id).
     pub peer: String,
-    /// The frame's number on its channel (a send and its receipt share it).
+    /// The frame's number on its channel among application messages; a marker's, its
+    /// snapshot's number (a send and its receipt share it).
     pub n: u64,
     /// `marker`, `tokens` or `gimps`.
     pub kind: String,
