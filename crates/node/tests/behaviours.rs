@@ -13,7 +13,8 @@
 //!   peer sending malformed trace requests is banned at its third strike.
 //! - snapshots: three peers sending each other tokens take a Chandy-Lamport snapshot that
 //!   is complete, conserves every token and has every channel consistent; a peer that leaves
-//!   during one makes it incomplete, saying who.
+//!   during one makes it incomplete, saying who; malformed frames and markers are refused,
+//!   counted and reported for the ledger.
 //!
 //! The direct-upgrade behaviour tells relayed from direct connections by their addresses
 //! (`/p2p-circuit`, `/webrtc`), so the transport here is libp2p's memory transport with
@@ -1234,4 +1235,68 @@ async fn a_peer_leaving_during_a_snapshot_makes_it_incomplete_saying_who() {
         missing.contains(&tabmesh_core::names::peer_name(&gone)),
         "{missing}"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn malformed_frames_and_markers_on_a_channel_are_refused_counted_and_reported() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use tabmesh_node::channels;
+
+    let mut honest = swarm(|key| {
+        tabmesh_node::snapshot::Behaviour::new(key.public().to_peer_id(), 1, WireSink::discard())
+            .unwrap()
+    });
+    let addr = listen(&mut honest, "").await;
+    let honest_id = *honest.local_peer_id();
+    let mut rogue = swarm(|_| libp2p_stream::Behaviour::new());
+    let mut control = rogue.behaviour().new_control();
+    rogue.dial(addr).unwrap();
+    loop {
+        tokio::select! {
+            event = rogue.select_next_some() => if matches!(event, SwarmEvent::ConnectionEstablished { .. }) {
+                break;
+            },
+            _ = honest.select_next_some() => {}
+        }
+    }
+    let writer = async move {
+        let mut stream = control
+            .open_stream(honest_id, channels::PROTOCOL)
+            .await
+            .unwrap();
+        let mut ready = [0u8; 1];
+        stream.read_exact(&mut ready).await.unwrap();
+        // An unknown frame, a marker that is not one, a transfer of nothing.
+        let frames: [&[u8]; 3] = [b"X1", b"M{}", &[b'T', 0, 0, 0, 0, 0, 0, 0, 0]];
+        for (seq, frame) in frames.iter().enumerate() {
+            let mut head = (seq as u64 + 1).to_be_bytes().to_vec();
+            head.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            stream.write_all(&head).await.unwrap();
+            stream.write_all(frame).await.unwrap();
+        }
+        stream.flush().await.unwrap();
+        futures::future::pending::<()>().await;
+    };
+    tokio::pin!(writer);
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    let mut reasons = Vec::new();
+    while reasons.len() < 3 {
+        tokio::select! {
+            _ = &mut writer => {}
+            _ = rogue.select_next_some() => {}
+            event = honest.select_next_some() => {
+                if let SwarmEvent::Behaviour(Report::Misbehaved { reason, topic, .. }) = event {
+                    assert_eq!(topic, tabmesh_core::wire_log::Topic::Snapshot);
+                    reasons.push(reason);
+                }
+            }
+            () = &mut deadline => panic!("reported only {reasons:?} in 20 s"),
+        }
+    }
+    let text = reasons.join("; ");
+    for says in ["unknown channel frame tag", "malformed marker", "amount 0"] {
+        assert!(text.contains(says), "{text}");
+    }
+    assert_eq!(honest.behaviour().view().refused, 3);
 }
