@@ -1,8 +1,15 @@
 //! Lowercase hexadecimal, for keys and signatures stored or sent as text.
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// `bytes` as lowercase hex.
 pub fn encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The bytes of a hex string, or `None` if it is not hex of even length.
