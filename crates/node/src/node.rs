@@ -25,7 +25,7 @@ use web_time::Instant;
 
 use crate::behaviour::NodeBehaviour;
 use crate::report::{Report, WireNote, WireSink};
-use crate::{Command, NodeConfig, NodeError, NodeEvent, NodeHandle, platform, snapshot};
+use crate::{Command, NodeConfig, NodeError, NodeEvent, NodeHandle, platform};
 
 /// Capacity of the event channel to the UI or terminal: a few seconds of views and wire events.
 const EVENT_CHANNEL_CAPACITY: usize = 256;
@@ -233,17 +233,16 @@ impl Node {
     /// Gives the snapshots the GIMPS and DHT figures a peer records.
     fn refresh_snapshot_facts(&mut self) {
         let b = self.swarm.behaviour_mut();
-        let gimps = b.gimps.view();
-        let facts = snapshot_facts(&gimps, b.dht.view().records.len());
-        b.snapshot.set_facts(facts);
+        b.snapshot.set_gimps(b.gimps.record());
+        b.snapshot.set_dht_records(b.dht.view().records.len());
     }
 
     fn publish_view(&mut self) {
         self.flush_log();
         let view = self.view();
-        if let (Some(gimps), Some(dht)) = (&view.gimps, &view.dht) {
-            let facts = snapshot_facts(gimps, dht.records.len());
-            self.swarm.behaviour_mut().snapshot.set_facts(facts);
+        if let Some(dht) = &view.dht {
+            let b = self.swarm.behaviour_mut();
+            b.snapshot.set_dht_records(dht.records.len());
         }
         let services = &mut self.swarm.behaviour_mut().services;
         if services.wants_status() {
@@ -304,20 +303,5 @@ impl Node {
         }
         self.sink.local(Topic::Node, None, "shut down");
         self.flush_log();
-    }
-}
-
-/// What a snapshot records of GIMPS and the DHT.
-fn snapshot_facts(gimps: &tabmesh_core::view::GimpsSection, dht_records: usize) -> snapshot::Facts {
-    let state = &gimps.state;
-    snapshot::Facts {
-        gimps: tabmesh_core::snapshot::state::GimpsRecord {
-            largest_exponent: state.biggest.as_ref().map(|b| b.exponent),
-            finder: state.biggest.as_ref().map(|b| b.originator.clone()),
-            peers: state.peers.len(),
-            sent: state.counters.sent,
-            received: state.counters.received,
-        },
-        dht_records,
     }
 }

@@ -10,7 +10,7 @@
 //!   sends the markers it asks for. A peer's recorded state is its token balance (exact: the
 //!   demo lives here), its GIMPS figures as the node gives them after every gossip message
 //!   ([`Behaviour::set_gimps`]), its DHT record count as of the last view
-//!   ([`Behaviour::set_facts`]), and its connections.
+//!   ([`Behaviour::set_dht_records`]), and its connections.
 //! - **Collection**: a finished part goes to the initiator over `/tabmesh/snapshot/1.0.0` (the
 //!   connection says whose it is: a part cannot be sent in another peer's name). The
 //!   initiator expects a part from itself and from every peer a part names as a channel,
@@ -77,15 +77,6 @@ pub enum SnapshotCommand {
     TokenDemo(bool),
 }
 
-/// The figures of other protocols a peer records (the node refreshes them).
-#[derive(Debug, Clone, Default)]
-pub struct Facts {
-    /// GIMPS.
-    pub gimps: GimpsRecord,
-    /// DHT records held.
-    pub dht_records: usize,
-}
-
 mod transport {
     //! The channels and the collection protocol, composed (public only as the handler's type).
     #![allow(missing_docs)]
@@ -131,7 +122,9 @@ pub struct Behaviour {
     recorder: Recorder<PeerState, InFlight>,
     config: SnapshotConfig,
     tokens: TokenDemo,
-    facts: Facts,
+    /// The other protocols' figures a record takes (the node gives them).
+    gimps: GimpsRecord,
+    dht_records: usize,
     collecting: BTreeMap<SnapshotId, Collecting>,
     naive_asked: HashMap<OutboundRequestId, (SnapshotId, PeerId)>,
     next_naive: u64,
@@ -169,7 +162,8 @@ impl Behaviour {
             recorder,
             config,
             tokens: TokenDemo::new(TOKEN_INTERVAL, seed ^ unix_now_ms()),
-            facts: Facts::default(),
+            gimps: GimpsRecord::default(),
+            dht_records: 0,
             collecting: BTreeMap::new(),
             naive_asked: HashMap::new(),
             next_naive: 0,
@@ -196,15 +190,15 @@ impl Behaviour {
         }
     }
 
-    /// The other protocols' figures a record takes.
-    pub fn set_facts(&mut self, facts: Facts) {
-        self.facts = facts;
+    /// The DHT record count a record takes (the node gives it with every view).
+    pub fn set_dht_records(&mut self, records: usize) {
+        self.dht_records = records;
     }
 
     /// The GIMPS figures a record takes (the node gives them after every gossip message, so
     /// that a record agrees with the gossip counted on the channels).
     pub fn set_gimps(&mut self, gimps: GimpsRecord) {
-        self.facts.gimps = gimps;
+        self.gimps = gimps;
     }
 
     /// Carries out a user's request.
@@ -255,8 +249,8 @@ impl Behaviour {
     fn state(&self) -> PeerState {
         PeerState {
             name: peer_name(&self.me),
-            gimps: self.facts.gimps.clone(),
-            dht_records: self.facts.dht_records,
+            gimps: self.gimps.clone(),
+            dht_records: self.dht_records,
             connections: self.channel_peers().iter().map(|p| p.to_base58()).collect(),
             tokens: self.tokens.record(),
             recorded_unix_ms: unix_now_ms(),
@@ -372,9 +366,6 @@ impl Behaviour {
             match action {
                 SnapshotAction::SendMarker { to, id } => {
                     let frame = ChannelFrame::Marker(Marker { id }).encode();
-                    if let Some(c) = self.collecting.get_mut(&id) {
-                        c.bytes += frame.len() as u64;
-                    }
                     self.note(to, true, id.seq, "marker", 0);
                     if let Err(e) = self.transport.channels.send(to, frame) {
                         self.wire
@@ -448,23 +439,24 @@ impl Behaviour {
         let Some(collecting) = self.collecting.get(&key) else {
             return;
         };
-        let expected = Self::expected(collecting, self.me);
-        let naive_waiting = collecting.naive
-            && collecting
+        let waiting = if collecting.naive {
+            // Asked peers that have not answered, while requests are still out.
+            collecting
                 .asked
                 .iter()
                 .any(|p| !collecting.parts.contains_key(p))
-            && self
-                .naive_asked
-                .values()
-                .any(|(id, _)| naive_key(*id) == key);
-        let all_in = expected
-            .iter()
-            .all(|p| collecting.parts.contains_key(p) || collecting.gone.contains(p));
-        if (collecting.naive && naive_waiting) || (!collecting.naive && !all_in) {
-            return;
+                && self
+                    .naive_asked
+                    .values()
+                    .any(|(id, _)| naive_key(*id) == key)
+        } else {
+            !Self::expected(collecting, self.me)
+                .iter()
+                .all(|p| collecting.parts.contains_key(p) || collecting.gone.contains(p))
+        };
+        if !waiting {
+            self.finish(key);
         }
-        self.finish(key);
     }
 
     fn finish(&mut self, key: SnapshotId) {

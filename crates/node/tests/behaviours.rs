@@ -1037,7 +1037,6 @@ async fn a_channel_loses_nothing_when_the_connection_under_it_is_replaced() {
             >= 500
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
     let frames: Vec<u32> = got
         .iter()
         .filter_map(|out| match out {

@@ -291,15 +291,7 @@ pub fn simulate(n: usize, degree: usize, transfer_ms: u64, seed: u64) -> SimResu
     result.complete = global.complete && parts_arrived == n;
     result.channels_consistent = global.channels_consistent;
     result.in_flight = global.channels.iter().map(|c| c.in_flight.len()).sum();
-    let in_flight: u64 = global
-        .channels
-        .iter()
-        .flat_map(|c| &c.in_flight)
-        .map(|m| match m {
-            InFlight::Tokens { amount } => *amount,
-            InFlight::Gimps { .. } => 0,
-        })
-        .sum();
+    let in_flight = super::state::tokens_in_flight(&global.channels);
     let recorded: i64 = global.states.values().sum();
     result.tokens_conserved = recorded + in_flight as i64 == (minted * n as u64) as i64;
     result

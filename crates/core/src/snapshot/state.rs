@@ -339,30 +339,22 @@ pub fn token_totals(
             }
         }
     }
-    totals.in_flight = channels
+    totals.in_flight = tokens_in_flight(channels);
+    totals.counted =
+        totals.balances.values().map(|b| *b as i64).sum::<i64>() + totals.in_flight as i64;
+    totals
+}
+
+/// Tokens recorded in flight on `channels`.
+pub fn tokens_in_flight(channels: &[ChannelView<InFlight>]) -> u64 {
+    channels
         .iter()
         .flat_map(|c| &c.in_flight)
         .map(|m| match m {
             InFlight::Tokens { amount } => *amount,
             InFlight::Gimps { .. } => 0,
         })
-        .sum();
-    totals.counted =
-        totals.balances.values().map(|b| *b as i64).sum::<i64>() + totals.in_flight as i64;
-    totals
-}
-
-/// The peers a set of states names as connections that are not among them.
-pub fn unrecorded_neighbours(states: &BTreeMap<String, PeerState>) -> Vec<PeerId> {
-    let mut out: Vec<PeerId> = states
-        .values()
-        .flat_map(|s| &s.connections)
-        .filter(|p| !states.contains_key(*p))
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+        .sum()
 }
 
 #[cfg(test)]
