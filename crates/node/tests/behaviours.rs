@@ -1076,7 +1076,8 @@ async fn an_oversized_channel_frame_is_a_violation() {
             .open_stream(honest_id, channels::PROTOCOL)
             .await
             .unwrap();
-        let mut head = 1u64.to_be_bytes().to_vec();
+        // The epoch and first frame, then a frame numbered 1 that is too long.
+        let mut head = [1u64, 1, 1].map(u64::to_be_bytes).concat();
         head.extend_from_slice(&(channels::MAX_FRAME as u32 + 1).to_be_bytes());
         stream.write_all(&head).await.unwrap();
         stream.flush().await.unwrap();
@@ -1265,6 +1266,11 @@ async fn malformed_frames_and_markers_on_a_channel_are_refused_counted_and_repor
             .unwrap();
         let mut ready = [0u8; 1];
         stream.read_exact(&mut ready).await.unwrap();
+        // The epoch and first frame.
+        stream
+            .write_all(&[1u64, 1].map(u64::to_be_bytes).concat())
+            .await
+            .unwrap();
         // An unknown frame, a marker that is not one, a transfer of nothing.
         let frames: [&[u8]; 3] = [b"X1", b"M{}", &[b'T', 0, 0, 0, 0, 0, 0, 0, 0]];
         for (seq, frame) in frames.iter().enumerate() {
