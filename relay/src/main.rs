@@ -42,7 +42,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Kademlia warns when its automatic jobs find no peers ("Failed to trigger bootstrap: No
+    // known peers" at start-up): expected on the bootstrap node, so only its errors show unless
+    // RUST_LOG asks for more.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,libp2p_kad::behaviour=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

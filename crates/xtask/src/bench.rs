@@ -105,6 +105,7 @@ impl BenchArgs {
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    crate::setup::wasm_opt()?;
     let build = web::build(web::Profile::Release, true)?;
     if args.wants(Section::Size) {
         println!("== wasm size (web app, profile wasm-release: opt-level z, LTO) ==");

@@ -10,6 +10,7 @@
 
 mod bench;
 mod net;
+mod setup;
 mod shell;
 mod sim;
 mod test;

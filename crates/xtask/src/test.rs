@@ -3,11 +3,16 @@
 use std::process::Command;
 
 use crate::shell::{self, cargo};
-use crate::web;
+use crate::{setup, web};
 
 /// Runs the checks: static ones and unit/integration tests when `checks`, browser e2e when `e2e`.
 pub(crate) fn run(e2e: bool, checks: bool) -> anyhow::Result<()> {
     web::ensure_wasm_target()?;
+    if e2e {
+        // Before the checks, so that what is missing shows in the first minute.
+        setup::system_tools(setup::BROWSER_TESTS, "the browser tests")?;
+        setup::test_runner()?;
+    }
     if checks {
         shell::run(cargo().args(["fmt", "--all", "--check"]))?;
         shell::run(cargo().args([
@@ -101,21 +106,7 @@ fn build_js_interop_peer() -> anyhow::Result<()> {
 /// (Chromium's WebRTC-on-loopback flags) are in `crates/webrtc/webdriver.json`.
 fn run_wasm_browser_tests() -> anyhow::Result<()> {
     const RUNNER: &str = "wasm-bindgen-test-runner";
-    let version = shell::find_tool(RUNNER, &[])
-        .and_then(|runner| shell::output(Command::new(runner).arg("--version")))
-        .unwrap_or_default();
-    anyhow::ensure!(
-        version.contains(web::WASM_BINDGEN_VERSION),
-        "{RUNNER} {} is needed for the browser tests of crates/webrtc (found: {}); install it with \
-         `cargo install --locked wasm-bindgen-cli --version {}`",
-        web::WASM_BINDGEN_VERSION,
-        if version.is_empty() {
-            "none"
-        } else {
-            version.trim()
-        },
-        web::WASM_BINDGEN_VERSION
-    );
+    setup::test_runner()?;
     let wasm_test = |offline: bool| {
         let mut cmd = cargo();
         cmd.arg("test");

@@ -236,6 +236,7 @@ pub(crate) fn build_release_binaries() -> anyhow::Result<()> {
 
 /// `cargo xtask demo`.
 pub(crate) fn demo(relay_args: &[String]) -> anyhow::Result<()> {
+    crate::setup::wasm_opt()?;
     build(Profile::Release, true)?;
     build_release_binaries()?;
     let relay = tabmesh_e2e::target_dir().join("release/tabmesh-relay");
