@@ -165,6 +165,47 @@ impl Browser {
         Ok(tab)
     }
 
+    /// Opens `n` tabs that all start loading `url` at the same moment, as when a class opens
+    /// the page together: each tab waits on `about:blank` for a start time they share, so the
+    /// loads begin together however long WebDriver takes to set them up. Returns when every tab
+    /// has its start time (the loads are then under way or about to be).
+    pub async fn open_tabs_together(&mut self, n: usize, url: &str) -> anyhow::Result<Vec<Tab>> {
+        let mut tabs = Vec::with_capacity(n);
+        for _ in 0..n {
+            tabs.push(self.open_tab("about:blank").await?);
+        }
+        // Setting up one tab takes a few tens of milliseconds; leave room for all of them.
+        let margin = 200 + 50 * n as u64;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        let start_at = unix_ms + margin;
+        for tab in &tabs {
+            self.switch(tab).await?;
+            self.client
+                .execute(
+                    "const [url, at] = arguments;\
+                     setTimeout(() => location.assign(url), Math.max(0, at - Date.now()));\
+                     return null;",
+                    vec![Value::from(url), Value::from(start_at)],
+                )
+                .await?;
+        }
+        Ok(tabs)
+    }
+
+    /// When `tab`'s page began loading (`performance.timeOrigin`, Unix milliseconds).
+    pub async fn time_origin(&self, tab: &Tab) -> anyhow::Result<f64> {
+        self.switch(tab).await?;
+        let origin = self
+            .client
+            .execute("return performance.timeOrigin;", vec![])
+            .await?;
+        origin
+            .as_f64()
+            .ok_or_else(|| anyhow::anyhow!("performance.timeOrigin is {origin}"))
+    }
+
     /// Makes `tab` the one later commands act on.
     pub async fn switch(&self, tab: &Tab) -> anyhow::Result<()> {
         self.client.switch_to_window(tab.0.clone()).await?;

@@ -472,55 +472,96 @@ fn summary_digits(mut values: Vec<f64>, unit: &str, decimals: usize) -> String {
 }
 
 async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
+    // Opened one after the other (WebDriver waits for each page to load): per tab, from its
+    // own page load.
     let mut reservation = Vec::new();
     let mut all_peers = Vec::new();
+    // Opened together (all loads start at the same moment): per tab, and for the whole group
+    // from the start of the loads to the last tab listing every other one.
+    let mut together_tab = Vec::new();
+    let mut together_all = Vec::new();
     for run in 0..runs {
-        let dir = run_dir(&format!("bench-join-{tabs}-{run}"))?;
-        let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
-        let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-        for _ in 0..tabs {
-            browser.open_tab(&relay.url()).await?;
-        }
-        let handles = browser.tabs().to_vec();
-        let views = wait_until("all tabs see each other", Duration::from_secs(120), || {
-            let browser = &browser;
-            let handles = handles.clone();
-            async move {
-                let mut views = Vec::new();
-                for tab in &handles {
-                    match browser.state(tab).await? {
-                        Some(v)
-                            if v.peers.len() >= tabs - 1 && v.relay.reservation_at_ms.is_some() =>
-                        {
-                            views.push(v)
-                        }
-                        Some(v) => {
-                            return Ok(Err(format!("{} has {} peers", v.name, v.peers.len())));
-                        }
-                        None => return Ok(Err("a tab has no state yet".into())),
-                    }
+        for together in [false, true] {
+            let mode = if together { "together" } else { "sequential" };
+            let dir = run_dir(&format!("bench-join-{tabs}-{mode}-{run}"))?;
+            let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+            let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+            if together {
+                browser.open_tabs_together(tabs, &relay.url()).await?;
+            } else {
+                for _ in 0..tabs {
+                    browser.open_tab(&relay.url()).await?;
                 }
-                Ok(Ok(views))
             }
-        })
-        .await?;
-        for v in views {
-            reservation.extend(v.relay.reservation_at_ms.map(|ms| ms as f64));
-            all_peers.extend(
-                v.peers
-                    .iter()
-                    .map(|p| p.connected_at_ms)
-                    .max()
-                    .map(|ms| ms as f64),
-            );
+            let views = all_listed(&browser, tabs).await?;
+            if together {
+                let mut loads = Vec::new();
+                let mut listed = Vec::new();
+                for (tab, view) in browser.tabs().iter().zip(&views) {
+                    let origin = browser.time_origin(tab).await?;
+                    let last = view.peers.iter().map(|p| p.connected_at_ms).max();
+                    let last = last.unwrap_or_default() as f64;
+                    together_tab.push(last);
+                    loads.push(origin);
+                    listed.push(origin + last);
+                }
+                let first_load = loads.iter().copied().fold(f64::INFINITY, f64::min);
+                let last_listed = listed.iter().copied().fold(0.0, f64::max);
+                together_all.push(last_listed - first_load);
+            } else {
+                for v in views {
+                    reservation.extend(v.relay.reservation_at_ms.map(|ms| ms as f64));
+                    all_peers.extend(
+                        v.peers
+                            .iter()
+                            .map(|p| p.connected_at_ms)
+                            .max()
+                            .map(|ms| ms as f64),
+                    );
+                }
+            }
+            browser.quit().await?;
+            relay.stop()?;
         }
-        browser.quit().await?;
-        relay.stop()?;
     }
-    println!("== join time, {tabs} tabs, {runs} runs (per tab, from page load) ==");
-    println!("to relay reservation   {}", summary(reservation));
-    println!("to all peers connected {}", summary(all_peers));
+    println!("== join time, {tabs} tabs, {runs} runs ==");
+    println!("opened one by one, per tab from its page load:");
+    println!("  to relay reservation   {}", summary(reservation));
+    println!("  to all peers connected {}", summary(all_peers));
+    println!("opened together (all pages loading at once):");
+    println!("  per tab, to all peers  {}", summary(together_tab));
+    println!(
+        "  from the loads to every tab listing every other {}",
+        summary(together_all)
+    );
     Ok(())
+}
+
+/// Waits until every tab lists every other one (and holds a reservation); their views.
+async fn all_listed(
+    browser: &Browser,
+    tabs: usize,
+) -> anyhow::Result<Vec<tabmesh_core::view::NodeView>> {
+    let handles = browser.tabs().to_vec();
+    wait_until("all tabs see each other", Duration::from_secs(120), || {
+        let handles = handles.clone();
+        async move {
+            let mut views = Vec::new();
+            for tab in &handles {
+                match browser.state(tab).await? {
+                    Some(v) if v.peers.len() >= tabs - 1 && v.relay.reservation_at_ms.is_some() => {
+                        views.push(v)
+                    }
+                    Some(v) => {
+                        return Ok(Err(format!("{} has {} peers", v.name, v.peers.len())));
+                    }
+                    None => return Ok(Err("a tab has no state yet".into())),
+                }
+            }
+            Ok(Ok(views))
+        }
+    })
+    .await
 }
 
 /// Lucas-Lehmer in a tab against native, and how fast a `PRIME` reaches all of 8 tabs.
