@@ -434,6 +434,23 @@ impl RelayNode {
             RelayBehaviourEvent::Relay(event) => {
                 self.metrics.record(&event);
                 log_relay_event(&event);
+                if let relay::Event::ReservationReqAccepted {
+                    src_peer_id,
+                    renewed: false,
+                } = event
+                {
+                    // Listed in the DHT at once, at the addresses its reservation gives it.
+                    let me = *self.swarm.local_peer_id();
+                    let circuits = self
+                        .swarm
+                        .external_addresses()
+                        .map(|a| with_peer_id(a.clone(), me).with(Protocol::P2pCircuit))
+                        .collect();
+                    self.swarm
+                        .behaviour_mut()
+                        .dht
+                        .on_reserved(src_peer_id, circuits);
+                }
             }
             RelayBehaviourEvent::Dht(report)
             | RelayBehaviourEvent::Ledger(report)

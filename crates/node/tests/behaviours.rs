@@ -579,6 +579,101 @@ async fn a_peer_storing_forged_records_is_banned_and_nothing_it_sent_is_kept() {
     assert!(honest.behaviour_mut().dht.view().records.is_empty());
 }
 
+/// A plain Kademlia server on our protocol name.
+fn plain_kad(
+    key: &libp2p::identity::Keypair,
+) -> libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore> {
+    use libp2p::kad;
+    let id = key.public().to_peer_id();
+    let config = kad::Config::new(libp2p::StreamProtocol::new(
+        tabmesh_core::protocol::KADEMLIA,
+    ));
+    let mut kad = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), config);
+    kad.set_mode(Some(kad::Mode::Server));
+    kad
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_bootstrap_node_lists_a_peer_as_soon_as_its_reservation_is_accepted() {
+    use libp2p::StreamProtocol;
+    use libp2p::kad;
+    use tabmesh_core::dht::DhtConfig;
+
+    let kad_protocol = [StreamProtocol::new(tabmesh_core::protocol::KADEMLIA)];
+    let mut relay = swarm(|key| DhtPeer {
+        ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
+        dht: tabmesh_node::dht::Behaviour::new(
+            key.clone(),
+            DhtConfig::default(),
+            Box::new(tabmesh_node::dht::MemoryBackend),
+            tabmesh_node::dht::Role::Bootstrap,
+            WireSink::discard(),
+        ),
+    });
+    let relay_addr = listen(&mut relay, "").await;
+    let relay_id = *relay.local_peer_id();
+    // Two peers that hold reservations (their "circuit" addresses are plain ones here): A was
+    // identified before its reservation, B (connected) after it; C was never identified.
+    let mut a = swarm(plain_kad);
+    let mut b = swarm(plain_kad);
+    let mut c = swarm(plain_kad);
+    let a_addr = listen(&mut a, "").await;
+    let b_addr = listen(&mut b, "").await;
+    let c_addr = listen(&mut c, "").await;
+    let (a_id, b_id, c_id) = (*a.local_peer_id(), *b.local_peer_id(), *c.local_peer_id());
+    relay
+        .behaviour_mut()
+        .dht
+        .on_identified(a_id, &[], &kad_protocol);
+    relay.behaviour_mut().dht.on_reserved(a_id, vec![a_addr]);
+    b.dial(relay_addr.clone()).unwrap();
+    loop {
+        tokio::select! {
+            event = relay.select_next_some() => if matches!(event, SwarmEvent::ConnectionEstablished { .. }) {
+                break;
+            },
+            _ = b.select_next_some() => {}
+        }
+    }
+    relay.behaviour_mut().dht.on_reserved(b_id, vec![b_addr]);
+    relay.behaviour_mut().dht.on_reserved(c_id, vec![c_addr]);
+    relay
+        .behaviour_mut()
+        .dht
+        .on_identified(b_id, &[], &kad_protocol);
+
+    // A newcomer asks the relay: its one lookup finds A and B (and not C).
+    let mut asker = swarm(plain_kad);
+    asker.behaviour_mut().add_address(&relay_id, relay_addr);
+    asker.behaviour_mut().get_closest_peers(PeerId::random());
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    let found = loop {
+        tokio::select! {
+            event = asker.select_next_some() => {
+                if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                    result: kad::QueryResult::GetClosestPeers(result),
+                    step,
+                    ..
+                }) = event
+                    && step.last
+                {
+                    let ok = result.expect("the lookup succeeds");
+                    break ok.peers.into_iter().map(|p| p.peer_id).collect::<Vec<_>>();
+                }
+            }
+            _ = relay.select_next_some() => {}
+            _ = a.select_next_some() => {}
+            _ = b.select_next_some() => {}
+            _ = c.select_next_some() => {}
+            () = &mut deadline => panic!("the lookup did not end in 20 s"),
+        }
+    };
+    assert!(found.contains(&a_id), "{found:?}");
+    assert!(found.contains(&b_id), "{found:?}");
+    assert!(!found.contains(&c_id), "{found:?}");
+}
+
 /// A peer offering services, with the misbehaviour ledger.
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "Report")]

@@ -102,6 +102,11 @@ pub struct Behaviour {
     relay: Option<PeerId>,
     connected: HashSet<PeerId>,
     circuit_only: HashSet<PeerId>,
+    /// Peers whose identify said they speak our Kademlia.
+    speaks_kad: HashSet<PeerId>,
+    /// (Bootstrap role) Peers holding a reservation whose identify has not come yet: their
+    /// circuit addresses, listed once it says they speak our Kademlia.
+    reserved: HashMap<PeerId, Vec<Multiaddr>>,
     joining: Vec<(kad::QueryId, oneshot::Sender<()>)>,
     observer: Option<KadObserver>,
     /// Ids for the spans of operations, when they are traced.
@@ -147,6 +152,8 @@ impl Behaviour {
             relay: None,
             connected: HashSet::new(),
             circuit_only: HashSet::new(),
+            speaks_kad: HashSet::new(),
+            reserved: HashMap::new(),
             joining: Vec::new(),
             observer: None,
             tracer: None,
@@ -205,6 +212,10 @@ impl Behaviour {
         if !speaks_kad || Some(peer) == self.relay {
             return;
         }
+        self.speaks_kad.insert(peer);
+        if let Some(circuits) = self.reserved.remove(&peer) {
+            self.list_reserved(peer, circuits);
+        }
         let usable: Vec<Multiaddr> = listen_addrs
             .iter()
             .filter(|a| is_dialable(a))
@@ -224,6 +235,29 @@ impl Behaviour {
                     self.kad.add_address(&peer, addr);
                 }
             }
+        }
+    }
+
+    /// (Bootstrap role) `peer` holds a reservation on us and is reachable at `circuits`: it
+    /// goes to the routing table now (once its identify says it speaks our Kademlia), without
+    /// waiting for the identify push that names these addresses. Every lookup answered after
+    /// this names it, so two peers that reserve at almost the same moment find each other in
+    /// their first lookup: whichever is answered second learns of the other.
+    pub fn on_reserved(&mut self, peer: PeerId, circuits: Vec<Multiaddr>) {
+        if !matches!(self.role, Role::Bootstrap) || circuits.is_empty() {
+            return;
+        }
+        if self.speaks_kad.contains(&peer) {
+            self.list_reserved(peer, circuits);
+        } else if self.connected.contains(&peer) {
+            self.reserved.insert(peer, circuits);
+        }
+    }
+
+    fn list_reserved(&mut self, peer: PeerId, circuits: Vec<Multiaddr>) {
+        self.circuit_only.insert(peer);
+        for addr in circuits {
+            self.kad.add_address(&peer, addr);
         }
     }
 
@@ -409,6 +443,8 @@ impl NetworkBehaviour for Behaviour {
             }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
                 self.connected.remove(&e.peer_id);
+                self.speaks_kad.remove(&e.peer_id);
+                self.reserved.remove(&e.peer_id);
                 if self.circuit_only.remove(&e.peer_id) {
                     // Only reachable through its reservation here, which is gone now.
                     self.kad.remove_peer(&e.peer_id);
