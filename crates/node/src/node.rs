@@ -44,6 +44,9 @@ pub struct Node {
     commands: mpsc::Receiver<Command>,
 }
 
+/// How soon a view follows a connection that opened or closed.
+const PEERS_CHANGED_VIEW_DELAY: std::time::Duration = std::time::Duration::from_millis(40);
+
 impl Node {
     /// Builds the node (its swarm and listeners); nothing happens until [`run`](Self::run).
     pub fn new(config: NodeConfig) -> Result<(Self, NodeHandle), NodeError> {
@@ -87,15 +90,30 @@ impl Node {
     /// Runs the node until a [`Command::Shutdown`] arrives or the handle is dropped.
     pub async fn run(mut self) {
         let mut next_view = futures_timer::Delay::new(std::time::Duration::ZERO).fuse();
+        let mut next_view_at = Instant::now();
         loop {
             futures::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                event = self.swarm.select_next_some() => {
+                    let peers_changed = matches!(
+                        event,
+                        SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. }
+                    );
+                    self.on_swarm_event(event);
+                    // A peer that comes or goes shows at once (a burst of them in one view),
+                    // not at the next regular view.
+                    let soon = Instant::now() + PEERS_CHANGED_VIEW_DELAY;
+                    if peers_changed && next_view_at > soon {
+                        next_view_at = soon;
+                        next_view = futures_timer::Delay::new(PEERS_CHANGED_VIEW_DELAY).fuse();
+                    }
+                }
                 command = self.commands.next() => match command {
                     Some(Command::Shutdown) | None => break,
                     Some(command) => self.on_command(command),
                 },
                 () = next_view => {
                     self.publish_view();
+                    next_view_at = Instant::now() + self.config.view_interval;
                     next_view = futures_timer::Delay::new(self.config.view_interval).fuse();
                 }
             }

@@ -20,7 +20,9 @@ use crate::peers::millis;
 /// Pace and limits of direct-connection attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpgradeConfig {
-    /// How long the smaller peer id waits before dialing (lets both sides finish identify).
+    /// How long the smaller peer id waits before dialing, once the peer's identify named its
+    /// `/webrtc` address (the listener has been ready since its reservation, so no wait is
+    /// needed by default).
     pub first_delay: Duration,
     /// How long the larger peer id waits for the other side before dialing itself.
     pub takeover_delay: Duration,
@@ -40,11 +42,11 @@ pub struct UpgradeConfig {
 impl Default for UpgradeConfig {
     fn default() -> Self {
         Self {
-            first_delay: Duration::from_millis(500),
+            first_delay: Duration::ZERO,
             takeover_delay: Duration::from_secs(8),
             initial_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
-            max_concurrent: 4,
+            max_concurrent: 8,
             relayed_grace: Duration::from_secs(3),
             max_addrs_per_peer: 4,
         }
@@ -327,6 +329,7 @@ mod tests {
         at_small.on_relayed(t0, large);
         at_large.on_relayed(t0, small);
         let soon = t0 + config.first_delay;
+        assert_eq!(soon, t0, "by default the smaller id dials at once");
         assert_eq!(at_small.poll(soon), vec![ScheduleAction::Dial(large)]);
         assert_eq!(at_large.poll(soon), vec![]);
         assert_eq!(at_large.poll_timeout(), Some(t0 + config.takeover_delay));
