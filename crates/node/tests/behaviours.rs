@@ -674,6 +674,95 @@ async fn the_bootstrap_node_lists_a_peer_as_soon_as_its_reservation_is_accepted(
     assert!(!found.contains(&c_id), "{found:?}");
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_discovery_lookup_dials_every_peer_the_relay_names_at_once() {
+    use libp2p::StreamProtocol;
+    use libp2p::core::transport::ListenerId;
+    use libp2p::swarm::{FromSwarm, NewListenAddr};
+    use tabmesh_core::dht::DhtConfig;
+    use tabmesh_core::discovery::DiscoveryConfig;
+
+    let kad_protocol = [StreamProtocol::new(tabmesh_core::protocol::KADEMLIA)];
+    let dht_peer = |role| {
+        move |key: &libp2p::identity::Keypair| DhtPeer {
+            ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
+            dht: tabmesh_node::dht::Behaviour::new(
+                key.clone(),
+                DhtConfig::default(),
+                Box::new(tabmesh_node::dht::MemoryBackend),
+                role,
+                WireSink::discard(),
+            ),
+        }
+    };
+    let mut relay = swarm(dht_peer(tabmesh_node::dht::Role::Bootstrap));
+    let relay_addr = listen(&mut relay, "").await;
+    let relay_id = *relay.local_peer_id();
+    // Seven peers hold reservations; the relay lists them at addresses of its own making.
+    let others: Vec<PeerId> = (0..7).map(|_| PeerId::random()).collect();
+    let elsewhere: Multiaddr = format!("/memory/{}", next_port()).parse().unwrap();
+    let listed = elsewhere
+        .with(Protocol::P2p(relay_id))
+        .with(Protocol::P2pCircuit);
+    for peer in &others {
+        relay
+            .behaviour_mut()
+            .dht
+            .on_identified(*peer, &[], &kad_protocol);
+        relay
+            .behaviour_mut()
+            .dht
+            .on_reserved(*peer, vec![listed.clone()]);
+    }
+    // A tab: its relay is known, and its reservation was just accepted (discovery starts).
+    let mut tab = swarm(dht_peer(tabmesh_node::dht::Role::Peer {
+        discovery: Some(DiscoveryConfig::default()),
+    }));
+    tab.behaviour_mut()
+        .dht
+        .set_relay(relay_id, relay_addr.clone());
+    let circuit = relay_addr
+        .clone()
+        .with(Protocol::P2p(relay_id))
+        .with(Protocol::P2pCircuit);
+    tab.behaviour_mut()
+        .dht
+        .on_swarm_event(FromSwarm::NewListenAddr(NewListenAddr {
+            listener_id: ListenerId::next(),
+            addr: &circuit,
+        }));
+    // Each of the seven is dialed through the tab's own relay address (Kademlia's dials use
+    // the addresses in the reply, three at a time).
+    let mut dialed_through_relay = std::collections::HashSet::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    while dialed_through_relay.len() < others.len() {
+        tokio::select! {
+            event = tab.select_next_some() => {
+                // (Over the memory transport, a circuit address reaches the relay itself.)
+                use libp2p::swarm::DialError;
+                if let SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } = &event {
+                    let tried: Vec<&Multiaddr> = match error {
+                        DialError::Transport(tried) => tried.iter().map(|(a, _)| a).collect(),
+                        DialError::WrongPeerId { address, .. } => vec![address],
+                        _ => Vec::new(),
+                    };
+                    if tried.iter().any(|a| a.to_string().starts_with(&circuit.to_string())) {
+                        dialed_through_relay.insert(*peer);
+                    }
+                }
+            }
+            _ = relay.select_next_some() => {}
+            () = &mut deadline => panic!(
+                "dialed through the relay in 20 s: {} of {}",
+                dialed_through_relay.len(),
+                others.len()
+            ),
+        }
+    }
+    assert!(others.iter().all(|p| dialed_through_relay.contains(p)));
+}
+
 /// A peer offering services, with the misbehaviour ledger.
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "Report")]

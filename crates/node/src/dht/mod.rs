@@ -59,6 +59,8 @@ const EXPIRE_INTERVAL: Duration = Duration::from_secs(10);
 const MAX_RUNNING_OPS: usize = 32;
 /// Most addresses tried per discovered peer.
 const MAX_DIAL_ADDRS: usize = 8;
+/// Peers dialed at most from one reply of the relay to a discovery lookup.
+const MAX_DIALS_PER_REPLY: usize = 16;
 
 /// The reply channel of a user request.
 pub type DhtReplySender = oneshot::Sender<Result<DhtReply, DhtError>>;
@@ -100,6 +102,10 @@ pub struct Behaviour {
     next_expire: Instant,
     discovery: Option<DiscoverySchedule>,
     relay: Option<PeerId>,
+    /// The relay's address (for circuit addresses through it).
+    relay_addr: Option<Multiaddr>,
+    /// The discovery lookup running, whose replies are watched.
+    discovery_query: Option<kad::QueryId>,
     connected: HashSet<PeerId>,
     circuit_only: HashSet<PeerId>,
     /// Peers whose identify said they speak our Kademlia.
@@ -150,6 +156,8 @@ impl Behaviour {
             next_expire: Instant::now() + EXPIRE_INTERVAL,
             discovery,
             relay: None,
+            relay_addr: None,
+            discovery_query: None,
             connected: HashSet::new(),
             circuit_only: HashSet::new(),
             speaks_kad: HashSet::new(),
@@ -197,6 +205,7 @@ impl Behaviour {
     /// The relay is `peer`, at `addr`: the first peer our lookups ask.
     pub fn set_relay(&mut self, peer: PeerId, addr: Multiaddr) {
         self.relay = Some(peer);
+        self.relay_addr = Some(addr.clone());
         self.kad.add_address(&peer, addr);
     }
 
@@ -315,10 +324,15 @@ impl Behaviour {
                 }
             }
             kad::Event::OutboundQueryProgressed {
+                id,
                 result: kad::QueryResult::GetClosestPeers(result),
                 step,
                 ..
             } => {
+                if step.last && self.discovery_query == Some(id) {
+                    self.kad.unwatch(&id);
+                    self.discovery_query = None;
+                }
                 let peers = match result {
                     Ok(ok) => ok.peers,
                     Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
@@ -381,6 +395,21 @@ impl Behaviour {
 
     /// Dials a peer a lookup named, through the relay (whether and who goes direct is the
     /// upgrade's call).
+    /// The relay answered our discovery lookup naming `closer`: each is dialed now, through
+    /// the relay, rather than three at a time as Kademlia asks them (its α), so a tab opened
+    /// among many meets them all in one round. Kademlia's own requests then find the
+    /// connections made.
+    fn on_discovery_reply(&mut self, closer: &[PeerId]) {
+        let (Some(relay), Some(relay_addr)) = (self.relay, self.relay_addr.clone()) else {
+            return;
+        };
+        let through_relay = tabmesh_core::bootstrap::with_peer_id(relay_addr, relay)
+            .with(libp2p::multiaddr::Protocol::P2pCircuit);
+        for peer in closer.iter().take(MAX_DIALS_PER_REPLY) {
+            self.dial_discovered(*peer, vec![through_relay.clone()]);
+        }
+    }
+
     fn dial_discovered(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>) {
         if self.discovery.is_none()
             || peer == self.local
@@ -403,7 +432,13 @@ impl Behaviour {
 
     fn discover(&mut self) {
         let me = self.local;
-        self.kad.get_closest_peers(me);
+        let query = self.kad.get_closest_peers(me);
+        // The relay's reply is watched: every peer it names is dialed at once (see
+        // `on_discovery_reply`).
+        if let Some(previous) = self.discovery_query.replace(query) {
+            self.kad.unwatch(&previous);
+        }
+        self.kad.watch(query);
         self.wire
             .sent(Topic::Kad, None, "lookup: FIND_NODE for our own id");
     }
@@ -478,6 +513,9 @@ impl NetworkBehaviour for Behaviour {
             // The one place where the requests and replies seen since the last call reach the
             // operations' lookup paths: before Kademlia reports what they led to.
             self.absorb_observations();
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(event);
+            }
             let now = Instant::now();
             match self.kad.poll(cx) {
                 Poll::Ready(ToSwarm::GenerateEvent(event)) => {

@@ -94,6 +94,9 @@ impl Behaviour {
                     found,
                     kind,
                 } => {
+                    if Some(query) == self.discovery_query && Some(peer) == self.relay {
+                        self.on_discovery_reply(&closer);
+                    }
                     if let Some(running) = self.ops.get_mut(&query) {
                         running.op.trace_mut().on_reply(at, peer, &closer, found);
                         if kind == "PutRecordRes" {
