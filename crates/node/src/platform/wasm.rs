@@ -190,6 +190,7 @@ pub(crate) fn build_swarm(
         .with_wasm_bindgen()
         .with_other_transport(move |key| {
             let websocket = websocket_websys::Transport::default()
+                .map(|connection, _| Handed(connection))
                 .upgrade(Version::V1)
                 .authenticate(noise::Config::new(key).map_err(|e| -> BoxError { Box::new(e) })?)
                 .multiplex(yamux::Config::default())
@@ -334,4 +335,46 @@ pub fn time_lucas_lehmer(p: u32) -> f64 {
     let start = web_time::Instant::now();
     let _ = tabmesh_core::gimps::lucas_lehmer::is_mersenne_prime(p);
     start.elapsed().as_secs_f64() * 1e3
+}
+
+/// A browser WebSocket whose flush returns at once: what `send` took is with the browser, as
+/// with a data channel (`tabmesh_webrtc`'s streams do the same). `websocket-websys` waits for
+/// the socket's `bufferedAmount` to reach zero, which it checks on a 100 ms interval: every
+/// flush on the relay connection (each noise handshake message, each yamux frame of every
+/// circuit) waited up to 100 ms, and a tab's first connection took ~400 ms on loopback.
+/// Writing still waits when the browser holds too much (`poll_write`).
+struct Handed(websocket_websys::Connection);
+
+impl futures::AsyncRead for Handed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl futures::AsyncWrite for Handed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_close(cx)
+    }
 }
