@@ -507,32 +507,29 @@ struct DhtPeer {
     dht: tabmesh_node::dht::Behaviour,
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_peer_storing_forged_records_is_banned_and_nothing_it_sent_is_kept() {
-    use libp2p::StreamProtocol;
-    use libp2p::kad::{self, Quorum, Record, RecordKey, store::MemoryStore};
-    use tabmesh_core::dht::DhtConfig;
-
-    let mut honest = swarm(|key| DhtPeer {
+/// A [`DhtPeer`] in `role`, with default settings and a memory store.
+fn dht_peer(role: tabmesh_node::dht::Role) -> impl FnOnce(&libp2p::identity::Keypair) -> DhtPeer {
+    move |key| DhtPeer {
         ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
         dht: tabmesh_node::dht::Behaviour::new(
             key.clone(),
-            DhtConfig::default(),
+            tabmesh_core::dht::DhtConfig::default(),
             Box::new(tabmesh_node::dht::MemoryBackend),
-            tabmesh_node::dht::Role::Peer { discovery: None },
+            role,
             WireSink::discard(),
         ),
-    });
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_storing_forged_records_is_banned_and_nothing_it_sent_is_kept() {
+    use libp2p::kad::{Quorum, Record, RecordKey};
+
+    let mut honest = swarm(dht_peer(tabmesh_node::dht::Role::Peer { discovery: None }));
     let addr = listen(&mut honest, "").await;
     let honest_id = *honest.local_peer_id();
     // A plain Kademlia peer on our protocol name, storing what it likes.
-    let mut rogue = swarm(|key| {
-        let id = key.public().to_peer_id();
-        let config = kad::Config::new(StreamProtocol::new(tabmesh_core::protocol::KADEMLIA));
-        let mut kad = kad::Behaviour::with_config(id, MemoryStore::new(id), config);
-        kad.set_mode(Some(kad::Mode::Server));
-        kad
-    });
+    let mut rogue = swarm(plain_kad);
     let rogue_id = *rogue.local_peer_id();
     rogue.behaviour_mut().add_address(&honest_id, addr);
     for i in 0..3 {
@@ -597,19 +594,9 @@ fn plain_kad(
 async fn the_bootstrap_node_lists_a_peer_as_soon_as_its_reservation_is_accepted() {
     use libp2p::StreamProtocol;
     use libp2p::kad;
-    use tabmesh_core::dht::DhtConfig;
 
     let kad_protocol = [StreamProtocol::new(tabmesh_core::protocol::KADEMLIA)];
-    let mut relay = swarm(|key| DhtPeer {
-        ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
-        dht: tabmesh_node::dht::Behaviour::new(
-            key.clone(),
-            DhtConfig::default(),
-            Box::new(tabmesh_node::dht::MemoryBackend),
-            tabmesh_node::dht::Role::Bootstrap,
-            WireSink::discard(),
-        ),
-    });
+    let mut relay = swarm(dht_peer(tabmesh_node::dht::Role::Bootstrap));
     let relay_addr = listen(&mut relay, "").await;
     let relay_id = *relay.local_peer_id();
     // Two peers that hold reservations (their "circuit" addresses are plain ones here): A was
@@ -679,22 +666,9 @@ async fn a_discovery_lookup_dials_every_peer_the_relay_names_at_once() {
     use libp2p::StreamProtocol;
     use libp2p::core::transport::ListenerId;
     use libp2p::swarm::{FromSwarm, NewListenAddr};
-    use tabmesh_core::dht::DhtConfig;
     use tabmesh_core::discovery::DiscoveryConfig;
 
     let kad_protocol = [StreamProtocol::new(tabmesh_core::protocol::KADEMLIA)];
-    let dht_peer = |role| {
-        move |key: &libp2p::identity::Keypair| DhtPeer {
-            ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
-            dht: tabmesh_node::dht::Behaviour::new(
-                key.clone(),
-                DhtConfig::default(),
-                Box::new(tabmesh_node::dht::MemoryBackend),
-                role,
-                WireSink::discard(),
-            ),
-        }
-    };
     let mut relay = swarm(dht_peer(tabmesh_node::dht::Role::Bootstrap));
     let relay_addr = listen(&mut relay, "").await;
     let relay_id = *relay.local_peer_id();

@@ -240,6 +240,18 @@ mod tests {
         assert_eq!(inbox.accept(4, 1, 1), (vec![1], None));
     }
 
+    /// The frames of two streams as they might arrive: each stream in its order, the two
+    /// interleaved at random.
+    fn interleave(rng: &mut impl Rng, old: Vec<u64>, new: Vec<u64>) -> Vec<u64> {
+        let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
+        let mut order = Vec::new();
+        while old.peek().is_some() || new.peek().is_some() {
+            let from_old = old.peek().is_some() && (new.peek().is_none() || rng.gen_bool(0.5));
+            order.extend(if from_old { old.next() } else { new.next() });
+        }
+        order
+    }
+
     #[test]
     fn frames_split_over_two_streams_in_any_interleaving_come_out_in_order() {
         // Frames 1..=n sent, the first k on an old stream and the rest on a new one; each
@@ -248,15 +260,7 @@ mod tests {
         for _ in 0..500 {
             let n = rng.gen_range(1..40u64);
             let k = rng.gen_range(0..=n);
-            let mut old: Vec<u64> = (1..=k).collect();
-            let mut new: Vec<u64> = (k + 1..=n).collect();
-            old.reverse();
-            new.reverse();
-            let mut order = Vec::new();
-            while !old.is_empty() || !new.is_empty() {
-                let from_old = !old.is_empty() && (new.is_empty() || rng.gen_bool(0.5));
-                order.push(if from_old { old.pop() } else { new.pop() }.unwrap_or(0));
-            }
+            let order = interleave(&mut rng, (1..=k).collect(), (k + 1..=n).collect());
             let mut inbox = Inbox::new(64);
             let mut out = Vec::new();
             for seq in order {
@@ -286,13 +290,10 @@ mod tests {
             let n = rng.gen_range(1..40u64);
             let reached = rng.gen_range(0..=n);
             let acked = rng.gen_range(0..=reached);
-            let mut old: Vec<u64> = (1..=reached).rev().collect();
-            let mut new: Vec<u64> = (acked + 1..=n).rev().collect();
+            let order = interleave(&mut rng, (1..=reached).collect(), (acked + 1..=n).collect());
             let mut inbox = Inbox::new(64);
             let mut out = Vec::new();
-            while !old.is_empty() || !new.is_empty() {
-                let from_old = !old.is_empty() && (new.is_empty() || rng.gen_bool(0.5));
-                let seq = if from_old { old.pop() } else { new.pop() }.unwrap_or(0);
+            for seq in order {
                 let (frames, broke) = inbox.accept(5, seq, seq);
                 assert_eq!(broke, None);
                 out.extend(frames);
