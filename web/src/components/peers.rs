@@ -158,7 +158,8 @@ fn upgrade_note(peer: &PeerView) -> (String, String) {
         ),
         (_, _) => (
             format!("direct in {:.1} s", secs(upgrade.next_attempt_in_ms)),
-            "The peer with the smaller id dials first; the other takes over if nothing comes"
+            "The side that dialed through the relay dials first; the other takes over if \
+             nothing comes"
                 .to_owned(),
         ),
     }

@@ -5,10 +5,13 @@
 //! node, in the manner of `libp2p-dcutr`, which owns its relayed-to-direct state end to end;
 //! the libp2p behaviour around it only translates swarm events and carries out its actions:
 //!
-//! 1. **Who dials when** ([`schedule`]): the smaller peer id dials first, after
-//!    `first_delay`; the larger one only after `takeover_delay` if nothing direct appeared
-//!    (covers peers that never upgrade by themselves, such as js-libp2p nodes); an offer from the
-//!    peer postpones ours; failures back off exponentially; few attempts at once.
+//! 1. **Who dials when** ([`schedule`]): the side that dialed the relayed connection leads, as
+//!    in the libp2p WebRTC spec (the dialer of `<relay>/p2p-circuit/webrtc` offers over that
+//!    circuit, as js-libp2p does): it dials after `first_delay`; the side that was dialed waits
+//!    `takeover_delay` for the leader's offer and dials only if nothing direct appeared (covers
+//!    peers that never upgrade by themselves, such as js-libp2p nodes dialing a plain circuit).
+//!    If both dialed a relayed connection, the smaller peer id leads. An offer from the peer
+//!    postpones ours; failures back off exponentially; few attempts at once.
 //! 2. **What to dial**: the `/webrtc` addresses the peer announced (identify), at most
 //!    `max_addrs_per_peer`, forgotten when the peer is gone. A peer without one is never dialed.
 //! 3. **Duplicates**: if both sides still offered at once and two direct connections came up,
@@ -222,7 +225,7 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
 
     /// Rule 3: of several direct connections, keep the one the smaller peer id dialed.
     fn resolve_duplicates(&mut self, peer: PeerId) -> Vec<UpgradeAction<C>> {
-        let smaller = if self.schedule.offers_first(&peer) {
+        let smaller = if self.schedule.is_smaller(&peer) {
             self.local
         } else {
             peer
@@ -276,7 +279,8 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
         }
         if closed.kind == ConnectionKind::Direct && !self.is_direct(&peer) {
             // Rule 5: still reached through the relay, so try to go direct again.
-            self.schedule.on_direct_closed(now, peer);
+            let leads = self.leads(&peer);
+            self.schedule.on_direct_closed(now, peer, leads);
             return LinkChange::DirectLost;
         }
         LinkChange::None
@@ -307,8 +311,27 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
 
     fn maybe_plan(&mut self, now: Instant, peer: PeerId) {
         if self.enabled && !self.is_direct(&peer) && self.addrs.contains_key(&peer) {
-            self.schedule.on_relayed(now, peer);
+            let leads = self.leads(&peer);
+            self.schedule.on_relayed(now, peer, leads);
         }
+    }
+
+    /// Rule 1: we lead the move to `peer` if we dialed a relayed connection to it and it did
+    /// not dial one to us, or both did and our id is the smaller. A peer that dialed us through
+    /// the relay leads: its offer is likely already on the way, and one of ours would cross it
+    /// (two peer connections set up at once; js-libp2p, which does not apply rule 3, may keep
+    /// using the one we close).
+    fn leads(&self, peer: &PeerId) -> bool {
+        let relayed = || {
+            self.links
+                .get(peer)
+                .into_iter()
+                .flatten()
+                .filter(|l| l.kind == ConnectionKind::Relayed)
+        };
+        let ours = relayed().any(|l| l.dialer == self.local);
+        let theirs = relayed().any(|l| l.dialer == *peer);
+        ours && (!theirs || self.schedule.is_smaller(peer))
     }
 
     /// What is due at `now`: attempts to start (rule 1) and relayed connections to close
@@ -424,6 +447,40 @@ mod tests {
         // The peer leaves: its addresses go with it.
         u.on_connection_closed(t0, large, 1);
         assert_eq!(u.peers_with_addrs(), 0);
+    }
+
+    #[test]
+    fn rule_1_the_side_that_dialed_the_relayed_connection_leads() {
+        let (small, large) = ordered_pair();
+        let config = UpgradeConfig::default();
+        let t0 = Instant::now();
+        let dial = |peer| {
+            vec![UpgradeAction::Dial {
+                peer,
+                addrs: vec![webrtc_addr()],
+            }]
+        };
+        // The larger id dialed the circuit: it leads, the smaller one waits for its offer.
+        let mut dialer = DirectUpgrades::<u32>::new(large, config.clone(), true);
+        dialer.on_connection_established(t0, small, 1, ConnectionKind::Relayed, true);
+        dialer.on_addresses(t0, small, [webrtc_addr()]);
+        assert_eq!(dialer.poll(t0 + config.first_delay), dial(small));
+        let mut dialed = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        dialed.on_connection_established(t0, large, 1, ConnectionKind::Relayed, false);
+        dialed.on_addresses(t0, large, [webrtc_addr()]);
+        assert_eq!(dialed.poll(t0 + config.first_delay), vec![]);
+        assert_eq!(dialed.poll_timeout(), Some(t0 + config.takeover_delay));
+        // Its offer does not come (a js-libp2p node that dialed a plain circuit): we take over.
+        assert_eq!(dialed.poll(t0 + config.takeover_delay), dial(large));
+        // Both dialed a relayed connection: the smaller id leads.
+        for (local, peer, leads) in [(small, large, true), (large, small, false)] {
+            let mut both = DirectUpgrades::<u32>::new(local, config.clone(), true);
+            both.on_connection_established(t0, peer, 1, ConnectionKind::Relayed, false);
+            both.on_connection_established(t0, peer, 2, ConnectionKind::Relayed, true);
+            both.on_addresses(t0, peer, [webrtc_addr()]);
+            let expected = if leads { dial(peer) } else { vec![] };
+            assert_eq!(both.poll(t0 + config.first_delay), expected);
+        }
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //!
 //! Two tabs connected through a relay circuit should move to a direct WebRTC connection (the
 //! relay only introduces them). Both sides run these rules; to avoid both dialing at once
-//! (two peer connections for one pair), the side with the smaller peer id dials first, and the
-//! other dials only if nothing direct has appeared after a grace period (which also covers peers,
-//! such as js-libp2p nodes, that never start an upgrade themselves). A failed attempt is retried
-//! with exponential backoff; the relayed connection stays in use meanwhile. At most a few
-//! attempts run at once, because every attempt holds a browser peer connection.
+//! (two peer connections for one pair), one side *leads* and dials first, and the other dials
+//! only if nothing direct has appeared after a grace period (which also covers peers, such as
+//! js-libp2p nodes dialing a plain circuit address, that never start an upgrade themselves).
+//! Who leads is decided by the caller ([`DirectUpgrades`](super::DirectUpgrades): the side that
+//! dialed the relayed connection). A failed attempt is retried with exponential backoff; the
+//! relayed connection stays in use meanwhile. At most a few attempts run at once, because every
+//! attempt holds a browser peer connection.
 
 use std::collections::HashMap;
 
@@ -20,11 +22,11 @@ use crate::peers::millis;
 /// Pace and limits of direct-connection attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpgradeConfig {
-    /// How long the smaller peer id waits before dialing, once the peer's identify named its
+    /// How long the leading side waits before dialing, once the peer's identify named its
     /// `/webrtc` address (the listener has been ready since its reservation, so no wait is
     /// needed by default).
     pub first_delay: Duration,
-    /// How long the larger peer id waits for the other side before dialing itself.
+    /// How long the other side waits for the leading one before dialing itself.
     pub takeover_delay: Duration,
     /// First retry delay after a failure; doubles per failure.
     pub initial_backoff: Duration,
@@ -130,9 +132,10 @@ impl UpgradeSchedule {
         }
     }
 
-    /// `peer` is connected through the relay (and not directly).
-    pub fn on_relayed(&mut self, now: Instant, peer: PeerId) {
-        let delay = self.delay_for(&peer);
+    /// `peer` is connected through the relay (and not directly); `leads` tells whether we are
+    /// the side that dials first.
+    pub fn on_relayed(&mut self, now: Instant, peer: PeerId, leads: bool) {
+        let delay = self.delay(leads);
         self.peers.entry(peer).or_insert(Entry {
             state: State::Waiting { at: now + delay },
             failures: 0,
@@ -190,8 +193,8 @@ impl UpgradeSchedule {
 
     /// The direct connection to `peer` closed while the relayed one is still there: try again,
     /// with the same delays as for a new peer (so the two sides do not offer at once).
-    pub fn on_direct_closed(&mut self, now: Instant, peer: PeerId) {
-        let delay = self.delay_for(&peer);
+    pub fn on_direct_closed(&mut self, now: Instant, peer: PeerId, leads: bool) {
+        let delay = self.delay(leads);
         if let Some(entry) = self.peers.get_mut(&peer)
             && entry.state == State::Direct
         {
@@ -199,15 +202,15 @@ impl UpgradeSchedule {
         }
     }
 
-    /// Whether we are the side that offers first to `peer` (the smaller peer id), also the side
-    /// whose connection both keep when both offered at once.
-    pub fn offers_first(&self, peer: &PeerId) -> bool {
+    /// Whether our peer id is the smaller of the two: the tie-break when both sides could lead,
+    /// and the side whose connection both keep when both offered at once.
+    pub fn is_smaller(&self, peer: &PeerId) -> bool {
         self.local.to_bytes() < peer.to_bytes()
     }
 
-    /// The smaller peer id offers first; the other only takes over later.
-    fn delay_for(&self, peer: &PeerId) -> Duration {
-        if self.offers_first(peer) {
+    /// The leading side dials at once; the other only takes over later.
+    fn delay(&self, leads: bool) -> Duration {
+        if leads {
             self.config.first_delay
         } else {
             self.config.takeover_delay
@@ -320,22 +323,22 @@ mod tests {
     use libp2p_identity::Keypair;
 
     #[test]
-    fn the_smaller_id_dials_first_and_the_larger_takes_over_later() {
+    fn the_leading_side_dials_first_and_the_other_takes_over_later() {
         let (small, large) = ordered_pair();
         let config = UpgradeConfig::default();
         let t0 = Instant::now();
         let mut at_small = UpgradeSchedule::new(small, config.clone());
         let mut at_large = UpgradeSchedule::new(large, config.clone());
-        at_small.on_relayed(t0, large);
-        at_large.on_relayed(t0, small);
+        at_small.on_relayed(t0, large, true);
+        at_large.on_relayed(t0, small, false);
         let soon = t0 + config.first_delay;
-        assert_eq!(soon, t0, "by default the smaller id dials at once");
+        assert_eq!(soon, t0, "by default the leading side dials at once");
         assert_eq!(at_small.poll(soon), vec![ScheduleAction::Dial(large)]);
         assert_eq!(at_large.poll(soon), vec![]);
         assert_eq!(at_large.poll_timeout(), Some(t0 + config.takeover_delay));
         // The large side's offer arrives first: the small side does not cross it.
         let mut crossing = UpgradeSchedule::new(small, config.clone());
-        crossing.on_relayed(t0, large);
+        crossing.on_relayed(t0, large, true);
         crossing.on_remote_attempt(t0, large);
         assert_eq!(crossing.poll(soon), vec![]);
         assert_eq!(crossing.poll_timeout(), Some(t0 + config.takeover_delay));
@@ -356,7 +359,7 @@ mod tests {
         let config = UpgradeConfig::default();
         let t0 = Instant::now();
         let mut u = UpgradeSchedule::new(small, config.clone());
-        u.on_relayed(t0, large);
+        u.on_relayed(t0, large, true);
         let mut now = t0 + config.first_delay;
         for failures in 1..=8u32 {
             assert_eq!(
@@ -393,7 +396,7 @@ mod tests {
             .map(|_| Keypair::generate_ed25519().public().to_peer_id())
             .collect();
         for p in &peers {
-            u.on_relayed(t0, *p);
+            u.on_relayed(t0, *p, false);
         }
         let later = t0 + config.takeover_delay;
         let first = u.poll(later);
@@ -410,7 +413,7 @@ mod tests {
         );
         assert_eq!(u.poll(later).len(), 1);
         // The direct connection drops: back to waiting, dialed again later (same delays).
-        u.on_direct_closed(later, done);
+        u.on_direct_closed(later, done, false);
         let view = u.peer_view(later, &done).expect("still tracked");
         assert_eq!(view.state, UpgradeState::Waiting);
         assert!(view.next_attempt_in_ms.is_some());
