@@ -4,11 +4,18 @@
 //! and `s_{i+1} = s_i² - 2`. Reduction modulo `2^p - 1` needs no division:
 //! `x mod (2^p - 1) = (x & M_p) + (x >> p)`, folded until below `M_p`.
 //!
-//! [`LucasLehmer::advance`] runs a bounded number of iterations and returns, so a browser tab can
-//! interleave a long test with its event loop instead of freezing.
+//! [`LucasLehmer::advance`] runs a bounded number of iterations and returns, and
+//! [`LucasLehmer::advance_for`] runs for a bounded time, so a long test can be done in slices
+//! (a tab's search worker rests between them; without a worker the page's event loop gets its
+//! turn).
 
 use num_bigint::BigUint;
 use num_traits::{One, Zero};
+use web_time::Duration;
+
+/// Iterations between two clock reads in [`LucasLehmer::advance_for`]: a read costs about as
+/// much as one iteration at the smallest exponents, nothing beside one at the others.
+const ITERATIONS_PER_CLOCK_READ: u32 = 4;
 
 /// Exponents `p` of every known Mersenne prime `2^p - 1`, in increasing order (52 as of 2024).
 pub const KNOWN_MERSENNE_EXPONENTS: [u32; 52] = [
@@ -107,6 +114,25 @@ impl LucasLehmer {
         self.result
     }
 
+    /// Runs iterations until the verdict or until `budget` has passed on `clock` (read every few
+    /// iterations; `clock` gives the time since any fixed origin): a slice of a given length
+    /// whatever the exponent, so a caller needs no estimate of an iteration's cost.
+    pub fn advance_for(
+        &mut self,
+        budget: Duration,
+        mut clock: impl FnMut() -> Duration,
+    ) -> Option<bool> {
+        let start = clock();
+        loop {
+            if let Some(verdict) = self.advance(ITERATIONS_PER_CLOCK_READ) {
+                return Some(verdict);
+            }
+            if clock().saturating_sub(start) >= budget {
+                return None;
+            }
+        }
+    }
+
     fn square_minus_two(&self) -> BigUint {
         let square = &self.s * &self.s;
         let mut r = (&square & &self.modulus) + (square >> self.p);
@@ -129,6 +155,38 @@ pub fn is_mersenne_prime(p: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slice_runs_for_its_budget_on_the_given_clock_and_slices_add_up() {
+        // A clock that moves 1 ms per read: a 10 ms slice reads it 11 times (start, then after
+        // every ITERATIONS_PER_CLOCK_READ iterations until 10 ms are reached).
+        let mut t = Duration::ZERO;
+        let mut clock = || {
+            t += Duration::from_millis(1);
+            t
+        };
+        let mut test = LucasLehmer::new(4423);
+        assert_eq!(
+            test.advance_for(Duration::from_millis(10), &mut clock),
+            None
+        );
+        assert_eq!(test.progress().0, 10 * ITERATIONS_PER_CLOCK_READ);
+        // Slice after slice, the verdict is the whole test's.
+        let verdict = loop {
+            if let Some(v) = test.advance_for(Duration::from_millis(10), &mut clock) {
+                break v;
+            }
+        };
+        assert!(verdict);
+        // A zero budget still makes progress; a test done in one slice says so at once.
+        let mut small = LucasLehmer::new(607);
+        assert_eq!(small.advance_for(Duration::ZERO, || Duration::ZERO), None);
+        assert_eq!(small.progress().0, ITERATIONS_PER_CLOCK_READ);
+        assert_eq!(
+            LucasLehmer::new(521).advance_for(Duration::from_secs(1), || Duration::ZERO),
+            Some(true)
+        );
+    }
 
     #[test]
     fn finds_every_mersenne_prime_exponent_up_to_4423_and_nothing_else() {
