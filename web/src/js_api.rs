@@ -5,8 +5,9 @@
 //!   as a plain object (`null` until the node has published its first view). Its fields are a
 //!   stable interface that end-to-end tests read; later protocols add sections to it.
 //! - `sleep()`, `wake()`, `reset()`: the GIMPS node's buttons.
-//! - `benchLucasLehmer(p)`: times one whole Lucas-Lehmer test in this tab, in milliseconds
-//!   (blocks the tab; for benchmarks).
+//! - `benchLucasLehmer(p)`: times one whole Lucas-Lehmer test on the page, in milliseconds
+//!   (blocks the tab; for benchmarks). `benchSearch(p)`: a `Promise` of `{ prime, ms }` for
+//!   the same test where the tab searches (its worker), at full speed.
 //! - `put(key, value, ttlSeconds?)`, `get(key)`, `remove(key)`, `provide(key)`,
 //!   `providers(key)`: the DHT panel's buttons. Each returns a `Promise` that resolves to the
 //!   [`DhtReply`] as a plain object (tagged by `op`: `put`, `get`, `provide`, `providers`; a
@@ -85,6 +86,21 @@ pub(crate) fn install(client: &NodeClient) {
     }
     let bench = Closure::<dyn Fn(u32) -> f64>::new(tabmesh_node::platform::time_lucas_lehmer);
     let _ = js_sys::Reflect::set(&api, &"benchLucasLehmer".into(), bench.as_ref());
+    bench.forget();
+    let bench = Closure::<dyn Fn(JsValue) -> js_sys::Promise>::new(|p: JsValue| {
+        wasm_bindgen_futures::future_to_promise(async move {
+            let p = p
+                .as_f64()
+                .filter(|p| p.fract() == 0.0 && (2.0..=1e7).contains(p))
+                .ok_or_else(|| JsValue::from_str("p must be a whole number from 2 to 10^7"))?;
+            let (prime, ms) = tabmesh_node::platform::time_search(p as u32).await;
+            let out = js_sys::Object::new();
+            let _ = js_sys::Reflect::set(&out, &"prime".into(), &prime.into());
+            let _ = js_sys::Reflect::set(&out, &"ms".into(), &ms.into());
+            Ok(out.into())
+        })
+    });
+    let _ = js_sys::Reflect::set(&api, &"benchSearch".into(), bench.as_ref());
     bench.forget();
     install_dht(&api, client);
     install_services(&api, client);

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest};
+use tabmesh_core::gimps::pace::SearchPace;
 use tabmesh_core::protocol::AGENT_WEB;
 use tabmesh_core::services::{CallError, CallRequest, Catalog, Descriptor};
 use tabmesh_node::perf::PerfReport;
@@ -343,8 +344,9 @@ fn not_taken() -> DhtError {
 
 /// Settings from the page's query string, e.g. `?stale_timeout=5&ttl=3` (seconds for
 /// intervals), `?direct=off` (stay on the relay: no WebRTC upgrade, no `/webrtc` address),
-/// `?libp2p_ping=0.5` (seconds between libp2p pings on each connection) or `?ban_secs=10`
-/// (length of a first ban). Unknown keys are ignored; bad values keep the default and are
+/// `?libp2p_ping=0.5` (seconds between libp2p pings on each connection), `?ban_secs=10`
+/// (length of a first ban) or `?search_pace=full` (the search's share of a core: `full`,
+/// `gentle` or a percentage). Unknown keys are ignored; bad values keep the default and are
 /// logged.
 fn url_settings(config: &mut NodeConfig) {
     let search = web_sys::window()
@@ -377,6 +379,18 @@ fn url_settings(config: &mut NodeConfig) {
     }
     if let Some(direct) = params.get("direct") {
         config.direct_upgrade = !matches!(direct.as_str(), "0" | "false" | "off" | "no");
+    }
+    if let Some(raw) = params.get("search_pace") {
+        match raw.as_str() {
+            "full" => config.search_pace = SearchPace::FULL,
+            "gentle" => config.search_pace = SearchPace::GENTLE,
+            other => match other.parse::<f64>() {
+                Ok(percent) if percent > 0.0 && percent <= 100.0 => {
+                    config.search_pace = SearchPace::per_mille((percent * 10.0).round() as u16);
+                }
+                _ => tracing::warn!(raw, "ignoring a bad search_pace in the URL"),
+            },
+        }
     }
     let g = &mut config.gossip;
     if let Some(d) = secs("search_interval") {

@@ -70,6 +70,8 @@ pub struct GimpsSection {
     pub learned_at_unix_ms: Option<u64>,
     /// The protocol's intervals and limits.
     pub config: GimpsConfigView,
+    /// Where the Lucas-Lehmer test runs and how much of a core it may take.
+    pub search: crate::gimps::pace::SearchView,
 }
 
 /// The configurable part of the protocol, in milliseconds.

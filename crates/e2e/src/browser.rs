@@ -325,6 +325,11 @@ impl Browser {
 }
 
 impl Browser {
+    /// ChromeDriver's pid: it and its descendants are the browser (for CPU figures).
+    pub fn driver_pid(&self) -> u32 {
+        self.driver.id()
+    }
+
     /// Leaves ChromeDriver and the session running after this process exits; returns
     /// ChromeDriver's pid (stopping it ends the browser).
     pub async fn detach(mut self) -> anyhow::Result<u32> {

@@ -57,6 +57,22 @@ pub fn web_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("dist"))
 }
 
+/// Copies the directory `from` (recursively) to `to`: a test that serves a changed web app
+/// copies [`web_dir`] first.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// A fresh directory for one run's logs and data: `target/e2e/<name>`.
 pub fn run_dir(name: &str) -> anyhow::Result<PathBuf> {
     let dir = target_dir().join("e2e").join(name);

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tabmesh_core::peers::{ConnectionKind, PeerKind};
 use tabmesh_e2e::{
-    Browser, BrowserOptions, NodeView, Relay, RelayOptions, Tab, run_dir, target_dir, wait_until,
-    web_dir,
+    Browser, BrowserOptions, NodeView, Relay, RelayOptions, Tab, copy_dir, run_dir, target_dir,
+    wait_until, web_dir,
 };
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -36,20 +36,6 @@ fn web_root(dir: &Path) -> anyhow::Result<PathBuf> {
         )
     })?;
     Ok(root)
-}
-
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), target)?;
-        }
-    }
-    Ok(())
 }
 
 /// `addr` ending in `/p2p/<peer>`.

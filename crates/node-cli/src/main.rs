@@ -73,6 +73,11 @@ struct NodeArgs {
     #[arg(long)]
     cooperative: bool,
 
+    /// GIMPS: the share of a core the Lucas-Lehmer search may take, in percent (tabs take 10 by
+    /// default; a native node all of one).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
+    search_pace: u16,
+
     /// GIMPS: TTL of our PRIME announcements.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=16))]
     ttl: u8,
@@ -194,6 +199,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     config.gossip.ping_interval = Duration::from_secs_f64(args.ping_interval);
     config.gossip.initial_ttl = args.ttl;
     config.gossip.cooperative = args.cooperative;
+    config.search_pace = tabmesh_core::gimps::pace::SearchPace::per_mille(args.search_pace * 10);
     config.gossip.max_ttl = config.gossip.max_ttl.max(args.ttl);
     config.ledger.max_strikes = args.ban_after_strikes;
     config.ledger.first_ban = Duration::from_secs_f64(args.ban_secs);

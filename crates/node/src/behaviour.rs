@@ -111,6 +111,7 @@ impl NodeBehaviour {
             gimps: gimps::Behaviour::new(
                 key.clone(),
                 config.gossip.clone(),
+                config.search_pace,
                 origin,
                 config.tracing,
                 wire.clone(),

@@ -110,6 +110,8 @@ pub struct NodeConfig {
     pub seed: u64,
     /// GIMPS gossip intervals and limits.
     pub gossip: GossipConfig,
+    /// The share of a core the Lucas-Lehmer search may take (tabs: a tenth; native: all).
+    pub search_pace: tabmesh_core::gimps::pace::SearchPace,
     /// DHT replication, limits and quotas.
     pub dht: DhtConfig,
     /// Move peers reached through the relay to direct WebRTC connections (tabs only).
@@ -144,6 +146,7 @@ impl NodeConfig {
             clock_origin_offset: Duration::ZERO,
             seed: 0,
             gossip: GossipConfig::default(),
+            search_pace: platform::DEFAULT_PACE,
             dht: DhtConfig::default(),
             direct_upgrade: true,
             upgrade: UpgradeConfig::default(),
@@ -177,6 +180,8 @@ pub enum Command {
     Reset,
     /// GIMPS: turn the cooperative search mode on or off.
     Cooperative(bool),
+    /// GIMPS: the share of a core the search may take from now on.
+    SearchPace(tabmesh_core::gimps::pace::SearchPace),
     /// DHT: put, get, remove, provide or find providers; the answer goes to the sender.
     Dht(DhtRequest, dht::DhtReplySender),
     /// Perf: send `upload` bytes to `peer` and have it send `download` back, timed.

@@ -199,6 +199,7 @@ impl Node {
             Command::Wake => behaviours.gimps.wake(),
             Command::Reset => behaviours.gimps.reset(),
             Command::Cooperative(on) => behaviours.gimps.set_cooperative(on),
+            Command::SearchPace(pace) => behaviours.gimps.set_pace(pace),
             Command::Dht(request, reply) => behaviours.dht.start(request, reply),
             Command::Perf {
                 peer,

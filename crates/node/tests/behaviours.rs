@@ -349,6 +349,7 @@ fn gossiper(ban: Duration) -> (Swarm<Gossiper>, WireSink) {
                 search_interval: Duration::from_secs(3600),
                 ..GossipConfig::default()
             },
+            tabmesh_core::gimps::pace::SearchPace::FULL,
             web_time::Instant::now(),
             false,
             log,

@@ -116,6 +116,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             None => println!("after wasm-opt -Oz {:>10}", "(wasm-opt not installed)"),
         }
         println!("gzipped (served)   {:>10}", mb(build.gzipped));
+        println!(
+            "search worker      {:>10} gzipped (loaded after the app, off its thread)",
+            mb(build.worker_gzipped)
+        );
     }
     if args.wants(Section::Gimps) {
         gimps_figures();
@@ -571,7 +575,6 @@ async fn all_listed(
 
 /// Lucas-Lehmer in a tab against native, and how fast a `PRIME` reaches all of 8 tabs.
 async fn gimps_in_browsers() -> anyhow::Result<()> {
-    use std::collections::{BTreeMap, BTreeSet};
     use tabmesh_core::gimps::lucas_lehmer::is_mersenne_prime;
 
     let dir = run_dir("bench-gimps")?;
@@ -593,48 +596,97 @@ async fn gimps_in_browsers() -> anyhow::Result<()> {
     })
     .await?;
     println!("== Lucas-Lehmer: wasm in headless Chromium vs native ==");
+    println!("(worker: the tab's search worker at full speed; page: the app's module, blocking)");
     for p in [4423u32, 9941] {
         let start = std::time::Instant::now();
         let _ = is_mersenne_prime(p);
         let native = start.elapsed().as_secs_f64() * 1e3;
-        let wasm = browser
-            .client()
-            .execute(
-                &format!("return window.tabmesh.benchLucasLehmer({p});"),
-                vec![],
-            )
+        let timed = |expression: String| {
+            let (browser, tab) = (&browser, &tab);
+            async move {
+                browser
+                    .call(tab, &expression)
+                    .await?
+                    .map_err(anyhow::Error::msg)
+            }
+        };
+        let searched = timed(format!("window.tabmesh.benchSearch({p})")).await?;
+        if searched["prime"].as_bool() != Some(is_mersenne_prime(p)) {
+            anyhow::bail!("the tab's search got 2^{p} - 1 wrong: {searched}");
+        }
+        let worker = searched["ms"]
+            .as_f64()
+            .context("benchSearch returned no time")?;
+        let page = timed(format!("window.tabmesh.benchLucasLehmer({p})"))
             .await?
             .as_f64()
             .context("benchLucasLehmer returned no number")?;
         println!(
-            "p = {p:<6} native {native:>8.1} ms   wasm {wasm:>8.1} ms   wasm/native {:>5.2}",
-            wasm / native
+            "p = {p:<6} native {native:>8.1} ms   worker {worker:>8.1} ms ({:>4.2}x)   \
+             page {page:>8.1} ms ({:>4.2}x)",
+            worker / native,
+            page / native
         );
     }
-    // The timing tab stays open (closing a session's last window ends the session); it is left
-    // out of the propagation figures below.
-    let timing_tab = browser
-        .state(&tab)
-        .await?
-        .map(|v| v.peer_id)
-        .unwrap_or_default();
-
-    // Propagation: 8 tabs searching in 2 s rounds; for every (prime, finder) record when each
-    // tab first shows it (wall clock, same browser), relative to when the finder found it.
-    let fast = format!("{}/?search_interval=2", relay.url());
-    for _ in 0..8 {
-        browser.open_tab(&fast).await?;
+    // The timing tab stays open (closing a session's last window ends the session), searching
+    // once an hour: the figures below are for the 8 tabs opened next, plus this idle one.
+    for (label, query) in [
+        ("default pace (gentle)", "search_interval=2"),
+        ("full speed", "search_interval=2&search_pace=full"),
+    ] {
+        spread_and_cpu(&mut browser, &relay, label, query).await?;
     }
+    browser.quit().await?;
+    relay.stop()?;
+    Ok(())
+}
+
+/// CPU time (user + system) of `pids` so far, in seconds.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    // Linux reports it in clock ticks of 1/100 s on every platform this project runs on.
+    const TICKS_PER_SEC: f64 = 100.0;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the parenthesised command name: state is field 3; utime and stime
+            // are fields 14 and 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / TICKS_PER_SEC)
+        })
+        .sum()
+}
+
+/// 8 tabs searching in 2 s rounds at one pace: the browser's CPU use over 40 s, and for every
+/// (prime, finder) when each tab first showed it (wall clock, same browser) relative to the
+/// finder's find. The tabs close afterwards.
+async fn spread_and_cpu(
+    browser: &mut Browser,
+    relay: &Relay,
+    label: &str,
+    query: &str,
+) -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let url = format!("{}/?{query}", relay.url());
+    let mut tabs = Vec::new();
+    for _ in 0..8 {
+        tabs.push(browser.open_tab(&url).await?);
+    }
+    // Start-up (module compile, joining) is not the search: measure once every tab is up.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pids = tabmesh_e2e::with_descendants(browser.driver_pid());
+    let cpu_start = cpu_seconds(&pids);
+    let wall_start = std::time::Instant::now();
     let mut seen: BTreeMap<(u32, String), BTreeMap<String, u64>> = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let deadline = wall_start + Duration::from_secs(40);
     while std::time::Instant::now() < deadline {
-        for tab in browser.tabs().to_vec() {
-            let Some(view) = browser.state(&tab).await? else {
+        for tab in &tabs {
+            let Some(view) = browser.state(tab).await? else {
                 continue;
             };
-            if view.peer_id == timing_tab {
-                continue;
-            }
             let Some(g) = view.gimps else { continue };
             if let (Some(b), Some(at)) = (g.state.biggest, g.learned_at_unix_ms) {
                 seen.entry((b.exponent, b.originator))
@@ -645,10 +697,12 @@ async fn gimps_in_browsers() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let tabs: BTreeSet<String> = seen.values().flat_map(|m| m.keys().cloned()).collect();
+    let pids = tabmesh_e2e::with_descendants(browser.driver_pid());
+    let cores = (cpu_seconds(&pids) - cpu_start) / wall_start.elapsed().as_secs_f64();
+    let names: BTreeSet<String> = seen.values().flat_map(|m| m.keys().cloned()).collect();
     let mut spreads = Vec::new();
     for ((_, finder), learned) in &seen {
-        if learned.len() < tabs.len().min(8) {
+        if learned.len() < names.len().min(8) {
             continue; // superseded before it reached everyone
         }
         if let Some(origin) = learned.get(finder) {
@@ -656,10 +710,12 @@ async fn gimps_in_browsers() -> anyhow::Result<()> {
             spreads.push(last.saturating_sub(*origin) as f64);
         }
     }
-    println!("== PRIME propagation to all of 8 tabs (finder's find to the last tab's view) ==");
-    println!("{}", summary(spreads));
-    browser.quit().await?;
-    relay.stop()?;
+    println!("== 8 searching tabs, {label} ==");
+    println!("browser CPU over 40 s    {cores:>6.2} cores (this machine has 2)");
+    println!("PRIME to all of 8 tabs   {}", summary(spreads));
+    for tab in &tabs {
+        browser.close_tab(tab).await?;
+    }
     Ok(())
 }
 

@@ -37,6 +37,8 @@ pub(crate) fn run(e2e: bool, checks: bool) -> anyhow::Result<()> {
             "tabmesh-web",
             "-p",
             "tabmesh-webrtc",
+            "-p",
+            "tabmesh-search-worker",
             "--",
             "-D",
             "warnings",

@@ -3,7 +3,8 @@
 //! The pipeline is trunk's, done with libraries: `cargo build --target wasm32-unknown-unknown`,
 //! wasm-bindgen (the `wasm-bindgen-cli-support` library at the exact version libp2p pins, so
 //! there is no CLI to install), then `wasm-opt -Oz` when a working binaryen is available, and an
-//! `index.html` derived from the trunk one.
+//! `index.html` derived from the trunk one. The search worker (`crates/search-worker`) is built
+//! the same way into `search/`, for speed rather than size, with its entry `search/worker.js`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +15,7 @@ use crate::shell::{self, cargo, find_tool, root};
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const CRATE: &str = "tabmesh_web";
+const WORKER_CRATE: &str = "tabmesh_search_worker";
 
 /// Build profile of the web app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub(crate) struct WebBuild {
     pub(crate) bindgen: u64,
     pub(crate) optimized: Option<u64>,
     pub(crate) gzipped: u64,
+    /// The search worker's module, gzipped.
+    pub(crate) worker_gzipped: u64,
 }
 
 /// Adds the wasm target if rustup lacks it.
@@ -88,29 +92,48 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
         cmd.args(["--profile", "wasm-release"]);
     }
     shell::run(&mut cmd)?;
-    let profile_dir = match profile {
-        Profile::Release => "wasm-release",
-        Profile::Dev => "debug",
+    let mut worker = cargo();
+    worker.args([
+        "build",
+        "-p",
+        "tabmesh-search-worker",
+        "--lib",
+        "--target",
+        WASM_TARGET,
+    ]);
+    if profile == Profile::Release {
+        worker.args(["--profile", "wasm-worker"]);
+    }
+    shell::run(&mut worker)?;
+    let artifact = |profile_dir: &str, name: &str| {
+        let dir = match profile {
+            Profile::Release => profile_dir,
+            Profile::Dev => "debug",
+        };
+        tabmesh_e2e::target_dir()
+            .join(WASM_TARGET)
+            .join(dir)
+            .join(format!("{name}.wasm"))
     };
-    let input = tabmesh_e2e::target_dir()
-        .join(WASM_TARGET)
-        .join(profile_dir)
-        .join(format!("{CRATE}.wasm"));
+    let input = artifact("wasm-release", CRATE);
     let dist = root().join("dist");
     let staging = root().join("target/dist-staging");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
 
     eprintln!("wasm-bindgen {WASM_BINDGEN_VERSION} (library)");
-    wasm_bindgen_cli_support::Bindgen::new()
-        .input_path(&input)
-        .out_name(CRATE)
-        .web(true)
-        .context("wasm-bindgen --target web")?
-        .typescript(false)
-        .debug(profile == Profile::Dev)
-        .generate(&staging)
-        .context("wasm-bindgen")?;
+    bindgen(&input, CRATE, &staging, profile)?;
+    let search = staging.join("search");
+    bindgen(
+        &artifact("wasm-worker", WORKER_CRATE),
+        WORKER_CRATE,
+        &search,
+        profile,
+    )?;
+    std::fs::copy(
+        root().join("web/search/worker.js"),
+        search.join("worker.js"),
+    )?;
     let wasm = staging.join(format!("{CRATE}_bg.wasm"));
     let raw = file_size(&input)?;
     let bindgen = file_size(&wasm)?;
@@ -118,23 +141,14 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
     let mut optimized = None;
     match (optimize, profile, wasm_opt()) {
         (true, Profile::Release, Some(tool)) => {
-            let out = staging.join("opt.wasm");
-            let status = Command::new(&tool)
-                .arg("-Oz")
-                .args(WASM_FEATURES)
-                .arg(&wasm)
-                .arg("-o")
-                .arg(&out)
-                .status();
-            match status {
-                Ok(s) if s.success() => {
-                    std::fs::rename(&out, &wasm)?;
-                    optimized = Some(file_size(&wasm)?);
-                }
-                other => eprintln!(
-                    "warning: wasm-opt failed ({other:?}); serving the unoptimized module"
-                ),
+            if run_wasm_opt(&tool, "-Oz", &wasm) {
+                optimized = Some(file_size(&wasm)?);
             }
+            run_wasm_opt(
+                &tool,
+                "-O3",
+                &search.join(format!("{WORKER_CRATE}_bg.wasm")),
+            );
         }
         (true, Profile::Release, None) => eprintln!(
             "note: wasm-opt not found; the module is larger than it needs to be \
@@ -143,6 +157,9 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
         _ => {}
     }
     let gzipped = gzip_size(&std::fs::read(&wasm)?)?;
+    let worker_gzipped = gzip_size(&std::fs::read(
+        search.join(format!("{WORKER_CRATE}_bg.wasm")),
+    )?)?;
 
     write_index(&staging)?;
     std::fs::copy(root().join("web/style.css"), staging.join("style.css"))?;
@@ -154,6 +171,7 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
         bindgen,
         optimized,
         gzipped,
+        worker_gzipped,
     };
     eprintln!(
         "web app built in {}: wasm {} raw, {} after wasm-bindgen, {} after wasm-opt, {} gzipped",
@@ -164,6 +182,41 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
         mb(gzipped)
     );
     Ok(build)
+}
+
+/// wasm-bindgen (`--target web`) of `input` into `dir`, as `name.js` and `name_bg.wasm`.
+fn bindgen(input: &Path, name: &str, dir: &Path, profile: Profile) -> anyhow::Result<()> {
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(input)
+        .out_name(name)
+        .web(true)
+        .context("wasm-bindgen --target web")?
+        .typescript(false)
+        .debug(profile == Profile::Dev)
+        .generate(dir)
+        .with_context(|| format!("wasm-bindgen of {}", input.display()))
+}
+
+/// Optimizes `wasm` in place at `level`; on failure says so and leaves it as it was.
+fn run_wasm_opt(tool: &Path, level: &str, wasm: &Path) -> bool {
+    let out = wasm.with_extension("opt.wasm");
+    let status = Command::new(tool)
+        .arg(level)
+        .args(WASM_FEATURES)
+        .arg(wasm)
+        .arg("-o")
+        .arg(&out)
+        .status();
+    match status {
+        Ok(s) if s.success() => std::fs::rename(&out, wasm).is_ok(),
+        other => {
+            eprintln!(
+                "warning: wasm-opt {level} of {} failed ({other:?}); serving it unoptimized",
+                wasm.display()
+            );
+            false
+        }
+    }
 }
 
 /// The wasm features Rust 1.95 emits by default, which wasm-opt must be told about.
@@ -200,6 +253,10 @@ fn write_index(dir: &Path) -> anyhow::Result<()> {
     let mut out = String::new();
     let mut replaced = 0;
     for line in template.lines() {
+        if line.contains("data-trunk") && line.contains("data-target-path=\"search\"") {
+            // The search worker's links: built above into `search/`, nothing for the page.
+            continue;
+        }
         if line.contains("data-trunk") && line.contains("rel=\"css\"") {
             out.push_str("    <link rel=\"stylesheet\" href=\"/style.css\" />\n");
             replaced += 1;

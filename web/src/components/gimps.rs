@@ -1,6 +1,7 @@
 //! The GIMPS dashboard: the node's state (with any further fields shown automatically), the
 //! Sleep/Wake and Reset buttons, search progress, and the last 20 messages sent and received.
 
+use tabmesh_core::gimps::pace::{SearchPace, SearchPlace};
 use tabmesh_core::names::short_text;
 use tabmesh_core::view::GimpsSection;
 use tabmesh_node::Command;
@@ -36,6 +37,7 @@ const SHOWN: &[&str] = &[
     "learned_at_unix_ms",
     "config",
     "misbehaving",
+    "search",
 ];
 
 /// The GIMPS State panel with its controls and search progress.
@@ -58,6 +60,41 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
     );
     let reset = command(|_| Command::Reset, false);
     let coop = command(|on| Command::Cooperative(!on), s.cooperative);
+    let pace = SearchPace::per_mille(g.search.pace_per_mille);
+    let full_speed = command(
+        |full| {
+            Command::SearchPace(if full {
+                SearchPace::GENTLE
+            } else {
+                SearchPace::FULL
+            })
+        },
+        pace.is_full(),
+    );
+    let (place, place_title, place_class) = match &g.search.place {
+        SearchPlace::Worker => (
+            "in a Web Worker".to_owned(),
+            "Lucas-Lehmer runs off the page's thread: gossip and the page stay responsive"
+                .to_owned(),
+            "muted",
+        ),
+        SearchPlace::Thread => ("on a thread".to_owned(), String::new(), "muted"),
+        SearchPlace::Starting => (
+            "worker starting…".to_owned(),
+            "Loading the search worker (search/worker.js)".to_owned(),
+            "muted",
+        ),
+        SearchPlace::Page(reason) => (
+            "on the page (no worker)".to_owned(),
+            format!("The search worker could not run: {reason}"),
+            "bad",
+        ),
+    };
+    let share = if pace.is_full() {
+        "full speed".to_owned()
+    } else {
+        format!("≤ {:.0}% of a core", f64::from(pace.as_per_mille()) / 10.0)
+    };
     let peers = if s.peers.is_empty() {
         html! { <span class="muted">{ "peerless" }</span> }
     } else {
@@ -133,6 +170,10 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
                         <input type="checkbox" data-testid="cooperative" checked={s.cooperative} onclick={coop} />
                         { "cooperative" }
                     </label>
+                    <label class="switch" title="Let the search take a whole core (by default it takes about a tenth, so that many tabs leave the machine usable)">
+                        <input type="checkbox" data-testid="full-speed" checked={pace.is_full()} onclick={full_speed} />
+                        { "full speed" }
+                    </label>
                 </span>
             </h2>
             <dl class="state">
@@ -143,6 +184,10 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
                 <dt>{ "found by" }</dt><dd>{ finder }</dd>
                 <dt>{ "my primes" }</dt><dd>{ my_primes }</dd>
                 <dt>{ "search" }</dt><dd data-testid="search">{ search }</dd>
+                <dt>{ "runs" }</dt>
+                <dd data-testid="search-place" title={place_title}>
+                    <span class={place_class}>{ place }</span>{ " · " }{ share }
+                </dd>
                 <dt>{ "peers" }</dt><dd>{ peers }</dd>
                 if !s.misbehaving.is_empty() {
                     <dt>{ "misbehaving" }</dt>

@@ -33,6 +33,7 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm};
 use tabmesh_core::gimps::message::{GossipMessage, MsgType};
 use tabmesh_core::gimps::node::{GossipAction, GossipConfig, GossipNode};
+use tabmesh_core::gimps::pace::{SearchPace, SearchView};
 use tabmesh_core::names::peer_name;
 use tabmesh_core::peers::millis;
 use tabmesh_core::snapshot::frame::ChannelFrame;
@@ -84,6 +85,8 @@ pub struct Behaviour {
     relay: Option<PeerId>,
     connected: HashSet<PeerId>,
     search: Search,
+    /// How much of a core the search may take; read by the running test after each slice.
+    pace: platform::SharedPace,
     tests_done: VecDeque<Instant>,
     tested_total: u64,
     learned_at_unix_ms: Option<u64>,
@@ -93,11 +96,12 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// The gossip node of `key`, with `config`; view timestamps count from `origin`, log lines
-    /// go to `wire`; `PRIME` spreads are traced when `traced`.
+    /// The gossip node of `key`, with `config`, searching at `pace`; view timestamps count from
+    /// `origin`, log lines go to `wire`; `PRIME` spreads are traced when `traced`.
     pub fn new(
         key: Keypair,
         config: GossipConfig,
+        pace: SearchPace,
         origin: Instant,
         traced: bool,
         wire: WireSink,
@@ -130,6 +134,7 @@ impl Behaviour {
             relay: None,
             connected: HashSet::new(),
             search: Fuse::terminated(),
+            pace: platform::SharedPace::new(pace),
             tests_done: VecDeque::new(),
             tested_total: 0,
             learned_at_unix_ms: None,
@@ -167,6 +172,20 @@ impl Behaviour {
         self.learned_at_unix_ms = None;
         self.rejoin_connected_peers(now);
         self.wire.local(Topic::Gimps, None, "state reset");
+    }
+
+    /// The share of a core the search may take from now on (also the test running now).
+    pub fn set_pace(&mut self, pace: SearchPace) {
+        self.pace.set(pace);
+        let what = if pace.is_full() {
+            "search pace: full speed".to_owned()
+        } else {
+            format!(
+                "search pace: {:.0}% of a core",
+                f64::from(pace.as_per_mille()) / 10.0
+            )
+        };
+        self.wire.local(Topic::Gimps, None, what);
     }
 
     /// Turn the cooperative search mode on or off.
@@ -223,6 +242,10 @@ impl Behaviour {
             tested_total: self.tested_total,
             learned_at_unix_ms: self.learned_at_unix_ms,
             config: self.node.config().into(),
+            search: SearchView {
+                pace_per_mille: self.pace.get().as_per_mille(),
+                place: platform::search_place(),
+            },
         }
     }
 
@@ -522,7 +545,7 @@ impl NetworkBehaviour for Behaviour {
             if self.search.is_terminated()
                 && let Some(p) = self.node.next_candidate()
             {
-                self.search = platform::lucas_lehmer(p)
+                self.search = platform::lucas_lehmer(p, self.pace.clone())
                     .map(move |prime| (p, prime))
                     .boxed_local()
                     .fuse();

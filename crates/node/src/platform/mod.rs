@@ -2,13 +2,15 @@
 //! the Lucas-Lehmer test runs.
 //!
 //! Both sides offer the same crate-internal functions (`build_swarm`, `fetch_bootstrap`,
-//! `relay_transport`, `lucas_lehmer`); the behaviours and the node call them without knowing
-//! which they got.
+//! `relay_transport`, `lucas_lehmer`, `search_place`, `DEFAULT_PACE`); the behaviours and the
+//! node call them without knowing which they got.
 
 #[cfg(not(target_arch = "wasm32"))]
 mod key_file;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
+#[cfg(target_arch = "wasm32")]
+mod search_worker;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
@@ -19,10 +21,36 @@ pub(crate) use native::*;
 #[cfg(target_arch = "wasm32")]
 pub use wasm::*;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tabmesh_core::bootstrap::BootstrapInfo;
+use tabmesh_core::gimps::pace::SearchPace;
 use web_time::{SystemTime, UNIX_EPOCH};
+
+/// The search pace, shared by whoever sets it (the GIMPS behaviour, on the user's command) and
+/// the test running at that moment, which reads it after every slice.
+#[derive(Debug, Clone)]
+pub struct SharedPace(Arc<AtomicU16>);
+
+impl SharedPace {
+    /// A pace of `pace`.
+    pub fn new(pace: SearchPace) -> Self {
+        Self(Arc::new(AtomicU16::new(pace.as_per_mille())))
+    }
+
+    /// The pace now.
+    pub fn get(&self) -> SearchPace {
+        SearchPace::per_mille(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Changes the pace, also for the test running now.
+    pub fn set(&self, pace: SearchPace) {
+        self.0.store(pace.as_per_mille(), Ordering::Relaxed);
+    }
+}
 
 /// Wall-clock milliseconds since the Unix epoch (record expiry is absolute time, the same for
 /// every peer).

@@ -98,11 +98,41 @@ pub(crate) fn fetch_bootstrap(
     }
 }
 
-/// Runs the Lucas-Lehmer test for `2^p - 1` on its own thread, off the event loop.
-pub(crate) fn lucas_lehmer(p: u32) -> LocalBoxFuture<'static, bool> {
+/// A native node is a server or a command-line peer: it searches at full speed unless told
+/// otherwise.
+pub(crate) const DEFAULT_PACE: tabmesh_core::gimps::pace::SearchPace =
+    tabmesh_core::gimps::pace::SearchPace::FULL;
+
+/// Where the test runs: on a thread of its own.
+pub(crate) fn search_place() -> tabmesh_core::gimps::pace::SearchPlace {
+    tabmesh_core::gimps::pace::SearchPlace::Thread
+}
+
+/// Runs the Lucas-Lehmer test for `2^p - 1` on its own thread, off the event loop, in slices
+/// with rests between them as `pace` says (at full speed, without a break).
+pub(crate) fn lucas_lehmer(p: u32, pace: super::SharedPace) -> LocalBoxFuture<'static, bool> {
+    use tabmesh_core::gimps::lucas_lehmer::LucasLehmer;
+    use tabmesh_core::gimps::pace::SearchPace;
+
     let (tx, rx) = futures::channel::oneshot::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(tabmesh_core::gimps::lucas_lehmer::is_mersenne_prime(p));
+        let origin = std::time::Instant::now();
+        let mut test = LucasLehmer::new(p);
+        let verdict = loop {
+            let start = std::time::Instant::now();
+            if let Some(verdict) = test.advance_for(SearchPace::SLICE, || origin.elapsed()) {
+                break verdict;
+            }
+            if tx.is_canceled() {
+                return; // nobody waits for the answer any more
+            }
+            let worked = start.elapsed();
+            let rest = pace.get().rest_after(worked);
+            if !rest.is_zero() {
+                std::thread::sleep(rest);
+            }
+        };
+        let _ = tx.send(verdict);
     });
     async move { rx.await.unwrap_or(false) }.boxed_local()
 }

@@ -307,29 +307,70 @@ pub fn since_page_load() -> Duration {
     Duration::from_secs_f64(ms.max(0.0) / 1e3)
 }
 
-/// Runs the Lucas-Lehmer test for `2^p - 1` in slices of about 8 ms, yielding to the browser's
-/// event loop between slices so the tab never freezes.
-pub(crate) fn lucas_lehmer(p: u32) -> LocalBoxFuture<'static, bool> {
-    const SLICE: Duration = Duration::from_millis(8);
+/// A tab searches gently by default (about a tenth of a core): a learner's 8 tabs must leave
+/// the machine usable. The GIMPS panel has a switch for full speed.
+pub(crate) const DEFAULT_PACE: tabmesh_core::gimps::pace::SearchPace =
+    tabmesh_core::gimps::pace::SearchPace::GENTLE;
+
+/// Where the test runs: in the tab's search worker, or on the page if it cannot run.
+pub(crate) fn search_place() -> tabmesh_core::gimps::pace::SearchPlace {
+    super::search_worker::place()
+}
+
+/// Runs the Lucas-Lehmer test for `2^p - 1` in slices of [`SearchPace::SLICE`] in the tab's
+/// search worker, resting between slices as `pace` says. Without a worker the slices run on
+/// the page, which yields to the browser's event loop between them so the tab never freezes.
+///
+/// [`SearchPace::SLICE`]: tabmesh_core::gimps::pace::SearchPace::SLICE
+pub(crate) fn lucas_lehmer(p: u32, pace: super::SharedPace) -> LocalBoxFuture<'static, bool> {
+    use tabmesh_core::gimps::lucas_lehmer::LucasLehmer;
+    use tabmesh_core::gimps::pace::SearchPace;
+
     async move {
-        let mut test = tabmesh_core::gimps::lucas_lehmer::LucasLehmer::new(p);
-        let mut budget = 16u32;
+        let task = super::search_worker::next_task();
+        let mut here: Option<LucasLehmer> = None;
         loop {
-            let start = web_time::Instant::now();
-            if let Some(verdict) = test.advance(budget) {
+            let slice = match &mut here {
+                None => super::search_worker::advance(task, p, SearchPace::SLICE).await,
+                Some(_) => Err(String::new()),
+            };
+            let (verdict, worked) = match slice {
+                Ok(slice) => (slice.verdict, slice.worked),
+                Err(_) => {
+                    // No worker (any more): this test goes on here, from the start.
+                    let test = here.get_or_insert_with(|| LucasLehmer::new(p));
+                    let start = web_time::Instant::now();
+                    let verdict = test.advance_for(SearchPace::SLICE, since_page_load);
+                    (verdict, start.elapsed())
+                }
+            };
+            if let Some(verdict) = verdict {
                 return verdict;
             }
-            // Adapt the slice to the measured speed: iterations get slower as p grows.
-            let took = start.elapsed().max(Duration::from_micros(100));
-            let scale = SLICE.as_secs_f64() / took.as_secs_f64();
-            budget = ((f64::from(budget) * scale.clamp(0.5, 2.0)) as u32).max(1);
-            futures_timer::Delay::new(Duration::ZERO).await;
+            let rest = pace.get().rest_after(worked);
+            if !rest.is_zero() || here.is_some() {
+                // On the page, even at full speed, the browser gets its turn between slices.
+                futures_timer::Delay::new(rest).await;
+            }
         }
     }
     .boxed_local()
 }
 
-/// Times a whole Lucas-Lehmer test of `2^p - 1` in this tab, in milliseconds (for benchmarks;
+/// Runs a whole Lucas-Lehmer test of `2^p - 1` where the tab searches (its worker, or the
+/// page without one), at full speed: the verdict and the time it took in milliseconds (for
+/// benchmarks).
+pub async fn time_search(p: u32) -> (bool, f64) {
+    let start = web_time::Instant::now();
+    let prime = lucas_lehmer(
+        p,
+        super::SharedPace::new(tabmesh_core::gimps::pace::SearchPace::FULL),
+    )
+    .await;
+    (prime, start.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Times a whole Lucas-Lehmer test of `2^p - 1` on the page, in milliseconds (for benchmarks;
 /// blocks the tab while it runs).
 pub fn time_lucas_lehmer(p: u32) -> f64 {
     let start = web_time::Instant::now();

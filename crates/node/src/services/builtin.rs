@@ -3,6 +3,7 @@
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use serde_json::Value;
+use tabmesh_core::gimps::pace::SearchPace;
 use tabmesh_core::services::builtin::{
     ECHO, LUCAS_LEHMER, NODE_INFO, exponent, lucas_lehmer_reply,
 };
@@ -21,7 +22,8 @@ pub(super) fn run(
         LUCAS_LEHMER => match exponent(data) {
             Some(p) => {
                 let started = Instant::now();
-                platform::lucas_lehmer(p)
+                // A caller waits for the answer: full speed, whatever the search's pace.
+                platform::lucas_lehmer(p, platform::SharedPace::new(SearchPace::FULL))
                     .map(move |is_prime| {
                         let ms = started.elapsed().as_secs_f64() * 1000.0;
                         Ok(lucas_lehmer_reply(p, is_prime, ms))

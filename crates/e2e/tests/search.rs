@@ -1,0 +1,113 @@
+//! Where a tab's Lucas-Lehmer search runs, in headless Chromium: in the tab's Web Worker at a
+//! gentle pace by default, at full speed when the GIMPS panel's switch says so; and, when the
+//! worker cannot be loaded, on the page, with the reason shown.
+
+use std::time::Duration;
+
+use tabmesh_core::gimps::pace::{SearchPace, SearchPlace};
+use tabmesh_e2e::{
+    Browser, BrowserOptions, NodeView, Relay, RelayOptions, Tab, copy_dir, run_dir, wait_until,
+    web_dir,
+};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+/// Search rounds every second, so that tests complete while we watch.
+const QUERY: &str = "?search_interval=1";
+
+/// The tab's view once it has completed at least `tests` Lucas-Lehmer tests.
+async fn after_tests(browser: &Browser, tab: &Tab, tests: u64) -> anyhow::Result<NodeView> {
+    wait_until(
+        "the tab's search completes tests",
+        PATIENCE,
+        || async move {
+            Ok(match browser.state(tab).await? {
+                Some(v) if v.gimps.as_ref().is_some_and(|g| g.tested_total >= tests) => Ok(v),
+                Some(v) => Err(format!(
+                    "search: {:?}",
+                    v.gimps.map(|g| (g.tested_total, g.search))
+                )),
+                None => Err("no view yet".to_owned()),
+            })
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_searches_in_its_worker_gently_and_at_full_speed_when_switched() -> anyhow::Result<()>
+{
+    let dir = run_dir("search-worker")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let tab = browser
+        .open_tab(&format!("{}/{QUERY}", relay.url()))
+        .await?;
+
+    let view = after_tests(&browser, &tab, 20).await?;
+    let search = view.gimps.expect("gimps").search;
+    assert_eq!(search.place, SearchPlace::Worker, "{search:?}");
+    assert_eq!(search.pace_per_mille, SearchPace::GENTLE.as_per_mille());
+    let shown = browser.text(&tab, "[data-testid=search-place]").await?;
+    assert!(
+        shown.contains("Web Worker") && shown.contains("10% of a core"),
+        "{shown}"
+    );
+
+    browser.click(&tab, "[data-testid=full-speed]").await?;
+    wait_until("the search goes full speed", PATIENCE, || {
+        let (browser, tab) = (&browser, &tab);
+        async move {
+            let view = browser.state(tab).await?;
+            Ok(match view.and_then(|v| v.gimps) {
+                Some(g) if g.search.pace_per_mille == SearchPace::FULL.as_per_mille() => Ok(()),
+                other => Err(format!("{:?}", other.map(|g| g.search))),
+            })
+        }
+    })
+    .await?;
+    let shown = browser.text(&tab, "[data-testid=search-place]").await?;
+    assert!(shown.contains("full speed"), "{shown}");
+    // Still searching, still in the worker.
+    let before = view_tests(&browser, &tab).await?;
+    let view = after_tests(&browser, &tab, before + 10).await?;
+    assert_eq!(view.gimps.expect("gimps").search.place, SearchPlace::Worker);
+
+    browser.screenshot(&tab, &dir.join("search.png")).await?;
+    browser.quit().await?;
+    Ok(())
+}
+
+async fn view_tests(browser: &Browser, tab: &Tab) -> anyhow::Result<u64> {
+    Ok(browser
+        .state(tab)
+        .await?
+        .and_then(|v| v.gimps)
+        .map_or(0, |g| g.tested_total))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_worker_a_tab_searches_on_the_page_and_says_why() -> anyhow::Result<()> {
+    let dir = run_dir("search-no-worker")?;
+    // The web app without the worker, as a server that does not serve `search/` would have it.
+    let web = dir.join("web");
+    copy_dir(&web_dir(), &web)?;
+    std::fs::remove_dir_all(web.join("search"))?;
+    let mut options = RelayOptions::new(&dir)?;
+    options.web_dir = web;
+    let relay = Relay::start(options, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let tab = browser
+        .open_tab(&format!("{}/{QUERY}", relay.url()))
+        .await?;
+
+    let view = after_tests(&browser, &tab, 20).await?;
+    let search = view.gimps.expect("gimps").search;
+    match &search.place {
+        SearchPlace::Page(reason) => assert!(reason.contains("search worker"), "{reason}"),
+        other => panic!("expected the search on the page, got {other:?}"),
+    }
+    let shown = browser.text(&tab, "[data-testid=search-place]").await?;
+    assert!(shown.contains("on the page"), "{shown}");
+    browser.quit().await?;
+    Ok(())
+}
