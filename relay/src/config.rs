@@ -154,7 +154,8 @@ pub struct RelayArgs {
     pub log_format: LogFormat,
 }
 
-/// How logs are written to stderr. Levels come from `RUST_LOG` (default `info`).
+/// How logs are written to stderr. Levels come from `RUST_LOG` (default
+/// `info,libp2p_kad::behaviour=error`: kad warns of its own routine when the relay has no peers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.

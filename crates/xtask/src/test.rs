@@ -60,7 +60,10 @@ pub(crate) fn run(e2e: bool, checks: bool) -> anyhow::Result<()> {
 }
 
 fn run_e2e() -> anyhow::Result<()> {
-    web::build(web::Profile::Release, false)?;
+    // The browser tests run the app as users get it: optimised, and within its size budget.
+    setup::wasm_opt()?;
+    let build = web::build(web::Profile::Release, true)?;
+    web::check_size_budget(&build)?;
     shell::run(cargo().args(["build", "-p", "tabmesh-relay", "-p", "tabmesh-node-cli"]))?;
     build_js_interop_peer()?;
     // Compile first: inside the namespace there is no network for cargo to fetch anything.
