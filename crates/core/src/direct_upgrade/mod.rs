@@ -10,8 +10,9 @@
 //!    circuit, as js-libp2p does): it dials after `first_delay`; the side that was dialed waits
 //!    `takeover_delay` for the leader's offer and dials only if nothing direct appeared (covers
 //!    peers that never upgrade by themselves, such as js-libp2p nodes dialing a plain circuit).
-//!    If both dialed a relayed connection, the smaller peer id leads. An offer from the peer
-//!    postpones ours; failures back off exponentially; few attempts at once.
+//!    If both dialed a relayed connection, the smaller peer id leads (looked at again as each
+//!    relayed connection comes up: each side may see the other's first). An offer from the
+//!    peer postpones ours; failures back off exponentially; few attempts at once.
 //! 2. **What to dial**: the `/webrtc` addresses the peer announced (identify), at most
 //!    `max_addrs_per_peer`, forgotten when the peer is gone. A peer without one is never dialed.
 //! 3. **Duplicates**: if both sides still offered at once and two direct connections came up,
@@ -472,6 +473,30 @@ mod tests {
         assert_eq!(dialed.poll_timeout(), Some(t0 + config.takeover_delay));
         // Its offer does not come (a js-libp2p node that dialed a plain circuit): we take over.
         assert_eq!(dialed.poll(t0 + config.takeover_delay), dial(large));
+        // Both dialed at once and each saw the other's circuit first: both wait, until their own
+        // circuit shows up and the smaller id finds that it leads.
+        let mut crossed = [
+            DirectUpgrades::<u32>::new(small, config.clone(), true),
+            DirectUpgrades::<u32>::new(large, config.clone(), true),
+        ];
+        for (u, peer) in crossed.iter_mut().zip([large, small]) {
+            u.on_connection_established(t0, peer, 1, ConnectionKind::Relayed, false);
+            u.on_addresses(t0, peer, [webrtc_addr()]);
+            assert_eq!(u.poll(t0), vec![]);
+        }
+        let t1 = t0 + Duration::from_millis(30);
+        for (u, peer) in crossed.iter_mut().zip([large, small]) {
+            u.on_connection_established(t1, peer, 2, ConnectionKind::Relayed, true);
+        }
+        assert_eq!(crossed[0].poll(t1), dial(large));
+        assert_eq!(crossed[1].poll(t1), vec![]);
+        // Unless the peer's offer came meanwhile: then ours would cross it.
+        let mut offered = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        offered.on_connection_established(t0, large, 1, ConnectionKind::Relayed, false);
+        offered.on_addresses(t0, large, [webrtc_addr()]);
+        offered.on_remote_attempt(t0, large);
+        offered.on_connection_established(t1, large, 2, ConnectionKind::Relayed, true);
+        assert_eq!(offered.poll(t1), vec![]);
         // Both dialed a relayed connection: the smaller id leads.
         for (local, peer, leads) in [(small, large, true), (large, small, false)] {
             let mut both = DirectUpgrades::<u32>::new(local, config.clone(), true);

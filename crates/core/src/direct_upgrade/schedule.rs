@@ -75,6 +75,8 @@ struct Entry {
     relayed_since: Option<Instant>,
     /// From `relayed_since` to the first direct connection.
     took: Option<Duration>,
+    /// The peer's offer arrived while we waited: ours must not cross it.
+    peer_offered: bool,
 }
 
 /// What to do.
@@ -133,16 +135,25 @@ impl UpgradeSchedule {
     }
 
     /// `peer` is connected through the relay (and not directly); `leads` tells whether we are
-    /// the side that dials first.
+    /// the side that dials first. Called again when that may have changed (another relayed
+    /// connection): a side that finds it leads after all dials at once, unless the peer's offer
+    /// already came.
     pub fn on_relayed(&mut self, now: Instant, peer: PeerId, leads: bool) {
-        let delay = self.delay(leads);
-        self.peers.entry(peer).or_insert(Entry {
-            state: State::Waiting { at: now + delay },
+        let at = now + self.delay(leads);
+        let entry = self.peers.entry(peer).or_insert(Entry {
+            state: State::Waiting { at },
             failures: 0,
             last_error: None,
             relayed_since: Some(now),
             took: None,
+            peer_offered: false,
         });
+        if let State::Waiting { at: planned } = &mut entry.state
+            && entry.failures == 0
+            && !entry.peer_offered
+        {
+            *planned = (*planned).min(at);
+        }
     }
 
     /// A direct connection to `peer` is up (ours or theirs).
@@ -153,6 +164,7 @@ impl UpgradeSchedule {
             last_error: None,
             relayed_since: None,
             took: None,
+            peer_offered: false,
         });
         if entry.took.is_none() {
             entry.took = entry
@@ -162,6 +174,7 @@ impl UpgradeSchedule {
         entry.state = State::Direct;
         entry.failures = 0;
         entry.last_error = None;
+        entry.peer_offered = false;
     }
 
     /// `peer` is setting up a direct connection to us (its offer arrived): do not cross it with
@@ -172,6 +185,7 @@ impl UpgradeSchedule {
             && let State::Waiting { at } = &mut entry.state
         {
             *at = (*at).max(takeover);
+            entry.peer_offered = true;
         }
     }
 
