@@ -29,7 +29,9 @@ async function start () {
     connectionGater: { denyDialMultiaddr: () => false },
     // CI machines are slow and busy (three pages on two cores): allow more than the defaults.
     connectionManager: { dialTimeout: 30_000, addressDialTimeout: 30_000 },
-    services: { identify: identify(), ping: ping() }
+    // js-libp2p's connection monitor pings every connection on its own (one outbound ping
+    // stream per connection by default): the test's pings must not collide with it.
+    services: { identify: identify(), ping: ping({ maxOutboundStreams: 4 }) }
   })
   window.jsnode = node
   window.jsId = () => node.peerId.toString()

@@ -93,10 +93,12 @@ async fn tab_sees_js_direct(browser: &Browser, tab: &Tab, js_id: &str) -> anyhow
     .await
 }
 
-/// Waits until the js node has a direct (`/webrtc`) connection to `peer`.
+/// Waits until the js node's connections to `peer` are direct (`/webrtc`) only: our tab closes
+/// the relayed one once the direct one has taken over (js-libp2p keeps both otherwise), and a
+/// ping must not pick a connection that is about to close.
 async fn js_has_webrtc_to(browser: &Browser, page: &Tab, peer: &str) -> anyhow::Result<()> {
     wait_until(
-        "js-libp2p holds a /webrtc connection",
+        "js-libp2p holds only /webrtc connections",
         PATIENCE,
         || async move {
             let connections = js(browser, page, "window.jsConnections()").await?;
@@ -106,16 +108,12 @@ async fn js_has_webrtc_to(browser: &Browser, page: &Tab, peer: &str) -> anyhow::
                 .flatten()
                 .filter(|c| c["peer"] == peer)
                 .collect();
-            Ok(
-                if to_peer
-                    .iter()
-                    .any(|c| c["addr"].as_str().is_some_and(|a| a.contains("/webrtc")))
-                {
-                    Ok(())
-                } else {
-                    Err(format!("connections: {to_peer:?}"))
-                },
-            )
+            let direct = |c: &&Value| c["addr"].as_str().is_some_and(|a| a.contains("/webrtc"));
+            Ok(if !to_peer.is_empty() && to_peer.iter().all(direct) {
+                Ok(())
+            } else {
+                Err(format!("connections: {to_peer:?}"))
+            })
         },
     )
     .await
@@ -173,9 +171,9 @@ async fn a_js_libp2p_browser_node_and_our_tabs_connect_directly_over_webrtc() ->
         remote.as_str().is_some_and(|r| r.contains("/webrtc")),
         "js-libp2p's connection to tab A: {remote}"
     );
+    js_has_webrtc_to(&browser, &page, &a_view.peer_id).await?;
     let rtt = js(&browser, &page, &format!("window.jsPing('{a_webrtc}')")).await?;
     assert!(rtt.as_f64().is_some(), "ping answered: {rtt}");
-    js_has_webrtc_to(&browser, &page, &a_view.peer_id).await?;
     tab_sees_js_direct(&browser, &a, &js_id).await?;
 
     // js-libp2p reaches tab B through the relay only; tab B goes direct by itself.
