@@ -79,43 +79,13 @@ pub(crate) fn wasm_opt() -> Option<PathBuf> {
 /// Builds the web app into `dist/`.
 pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild> {
     ensure_wasm_target()?;
-    let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "-p",
-        "tabmesh-web",
-        "--lib",
-        "--target",
-        WASM_TARGET,
-    ]);
-    if profile == Profile::Release {
-        cmd.args(["--profile", "wasm-release"]);
-    }
-    shell::run(&mut cmd)?;
-    let mut worker = cargo();
-    worker.args([
-        "build",
-        "-p",
+    let input = build_wasm("tabmesh-web", "wasm-release", CRATE, profile)?;
+    let worker = build_wasm(
         "tabmesh-search-worker",
-        "--lib",
-        "--target",
-        WASM_TARGET,
-    ]);
-    if profile == Profile::Release {
-        worker.args(["--profile", "wasm-worker"]);
-    }
-    shell::run(&mut worker)?;
-    let artifact = |profile_dir: &str, name: &str| {
-        let dir = match profile {
-            Profile::Release => profile_dir,
-            Profile::Dev => "debug",
-        };
-        tabmesh_e2e::target_dir()
-            .join(WASM_TARGET)
-            .join(dir)
-            .join(format!("{name}.wasm"))
-    };
-    let input = artifact("wasm-release", CRATE);
+        "wasm-worker",
+        WORKER_CRATE,
+        profile,
+    )?;
     let dist = root().join("dist");
     let staging = root().join("target/dist-staging");
     let _ = std::fs::remove_dir_all(&staging);
@@ -124,12 +94,7 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
     eprintln!("wasm-bindgen {WASM_BINDGEN_VERSION} (library)");
     bindgen(&input, CRATE, &staging, profile)?;
     let search = staging.join("search");
-    bindgen(
-        &artifact("wasm-worker", WORKER_CRATE),
-        WORKER_CRATE,
-        &search,
-        profile,
-    )?;
+    bindgen(&worker, WORKER_CRATE, &search, profile)?;
     std::fs::copy(
         root().join("web/search/worker.js"),
         search.join("worker.js"),
@@ -216,6 +181,30 @@ pub(crate) fn check_size_budget(build: &WebBuild) -> anyhow::Result<()> {
         mb(SIZE_BUDGET_GZIPPED)
     );
     Ok(())
+}
+
+/// `cargo build` of `package`'s wasm library, with `release_profile` for a release build; the
+/// module it wrote (`artifact` is the library's name).
+fn build_wasm(
+    package: &str,
+    release_profile: &str,
+    artifact: &str,
+    profile: Profile,
+) -> anyhow::Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "-p", package, "--lib", "--target", WASM_TARGET]);
+    let dir = match profile {
+        Profile::Release => {
+            cmd.args(["--profile", release_profile]);
+            release_profile
+        }
+        Profile::Dev => "debug",
+    };
+    shell::run(&mut cmd)?;
+    Ok(tabmesh_e2e::target_dir()
+        .join(WASM_TARGET)
+        .join(dir)
+        .join(format!("{artifact}.wasm")))
 }
 
 /// wasm-bindgen (`--target web`) of `input` into `dir`, as `name.js` and `name_bg.wasm`.
