@@ -24,6 +24,24 @@ pub struct BootstrapInfo {
     pub version: String,
 }
 
+impl BootstrapInfo {
+    /// Largest bootstrap document accepted.
+    pub const MAX_BYTES: usize = 64 * 1024;
+
+    /// Parses the body of `GET /api/bootstrap` (at most [`Self::MAX_BYTES`]); the fields are
+    /// checked when used ([`Self::relay_peer_id`], [`Self::dial_addrs`]).
+    pub fn decode(body: &[u8]) -> Result<Self, String> {
+        if body.len() > Self::MAX_BYTES {
+            return Err(format!(
+                "bootstrap document of {} bytes is over the {}-byte limit",
+                body.len(),
+                Self::MAX_BYTES
+            ));
+        }
+        serde_json::from_slice(body).map_err(|e| format!("malformed bootstrap document: {e}"))
+    }
+}
+
 /// A STUN or TURN server, as the browser's `RTCIceServer` takes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceServer {
@@ -167,6 +185,17 @@ mod tests {
             .expect("32 bytes are an ed25519 secret")
             .public()
             .to_peer_id()
+    }
+
+    #[test]
+    fn garbage_and_oversized_documents_are_refused() {
+        assert!(
+            BootstrapInfo::decode(b"<html>")
+                .unwrap_err()
+                .contains("malformed")
+        );
+        let huge = vec![b' '; BootstrapInfo::MAX_BYTES + 1];
+        assert!(BootstrapInfo::decode(&huge).unwrap_err().contains("limit"));
     }
 
     #[test]

@@ -84,19 +84,6 @@ pub fn bootstrap_from_addr(addr: &Multiaddr) -> Result<BootstrapInfo, String> {
     })
 }
 
-/// Largest bootstrap document accepted.
-pub(crate) const MAX_BOOTSTRAP_BYTES: usize = 64 * 1024;
-
-pub(crate) fn parse_bootstrap(body: &[u8]) -> Result<BootstrapInfo, String> {
-    if body.len() > MAX_BOOTSTRAP_BYTES {
-        return Err(format!(
-            "bootstrap document of {} bytes is over the {MAX_BOOTSTRAP_BYTES}-byte limit",
-            body.len()
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| format!("malformed bootstrap document: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,16 +113,5 @@ mod tests {
             bootstrap_from_addr(&full).unwrap().peer_id,
             peer.to_base58()
         );
-    }
-
-    #[test]
-    fn garbage_and_oversized_documents_are_refused() {
-        assert!(
-            parse_bootstrap(b"<html>")
-                .unwrap_err()
-                .contains("malformed")
-        );
-        let huge = vec![b' '; MAX_BOOTSTRAP_BYTES + 1];
-        assert!(parse_bootstrap(&huge).unwrap_err().contains("limit"));
     }
 }

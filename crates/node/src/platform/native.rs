@@ -8,7 +8,7 @@ use libp2p::identity::Keypair;
 use libp2p::{Swarm, noise, tcp, yamux};
 use tabmesh_core::bootstrap::{BootstrapInfo, RelayTransport};
 
-use super::{bootstrap_from_addr, bootstrap_url, parse_bootstrap};
+use super::{bootstrap_from_addr, bootstrap_url};
 
 use crate::behaviour::NodeBehaviour;
 use crate::dht::{MemoryBackend, StoreBackend};
@@ -91,7 +91,7 @@ pub(crate) fn fetch_bootstrap(
                     return Err(format!("{url}: HTTP {status}"));
                 }
                 let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-                parse_bootstrap(&body)
+                BootstrapInfo::decode(&body)
             }
             .boxed_local()
         }

@@ -16,7 +16,7 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use super::{bootstrap_from_addr, bootstrap_url, parse_bootstrap};
+use super::{bootstrap_from_addr, bootstrap_url};
 use tabmesh_core::dht::store::{ProviderEntry, StoreChange};
 
 use crate::behaviour::NodeBehaviour;
@@ -256,7 +256,7 @@ pub(crate) fn fetch_bootstrap(
                 let text = response.text().map_err(|e| js_error(&e))?;
                 let text = JsFuture::from(text).await.map_err(|e| js_error(&e))?;
                 let body = text.as_string().unwrap_or_default();
-                parse_bootstrap(body.as_bytes())
+                BootstrapInfo::decode(body.as_bytes())
             }
             .boxed_local()
         }
