@@ -120,6 +120,8 @@ impl BootstrapInfo {
             .iter()
             .filter_map(|a| a.parse::<Multiaddr>().ok())
             .filter(|a| transport_of(a) == Some(transport) || accepts(transport, a))
+            // An address naming another peer would fail the handshake: not the relay's.
+            .filter(|a| names_only(a, relay))
             .map(|a| with_peer_id(a, relay))
             .collect();
         if usable.is_empty() {
@@ -130,6 +132,12 @@ impl BootstrapInfo {
         }
         Ok(usable)
     }
+}
+
+/// Whether every `/p2p` component of `addr` is `peer`.
+fn names_only(addr: &Multiaddr, peer: PeerId) -> bool {
+    addr.iter()
+        .all(|p| !matches!(p, Protocol::P2p(other) if other != peer))
 }
 
 fn accepts(transport: RelayTransport, addr: &Multiaddr) -> bool {
@@ -309,5 +317,27 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn skips_an_address_of_another_peer() {
+        // Found by fuzzing (bootstrap): an address ending in another peer's id was offered as
+        // the relay's; dialing it fails the handshake.
+        let other = libp2p_identity::Keypair::ed25519_from_bytes([8; 32])
+            .expect("32 bytes are an ed25519 secret")
+            .public()
+            .to_peer_id();
+        let doc = info(&[
+            &format!("/ip4/127.0.0.1/tcp/9090/p2p/{other}"),
+            &format!("/ip4/127.0.0.1/tcp/9091/p2p/{}", relay()),
+        ]);
+        let tcp = doc.dial_addrs(RelayTransport::Tcp).unwrap();
+        assert_eq!(tcp.len(), 1);
+        assert!(tcp[0].to_string().contains("/tcp/9091/"), "{}", tcp[0]);
+        let doc = info(&[&format!("/ip4/127.0.0.1/tcp/9090/p2p/{other}")]);
+        assert!(matches!(
+            doc.dial_addrs(RelayTransport::Tcp),
+            Err(BootstrapError::NoUsableAddress(..))
+        ));
     }
 }
