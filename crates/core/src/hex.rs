@@ -17,9 +17,15 @@ pub fn decode(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+    // Digit by digit: `u8::from_str_radix` would also take a sign ("+f").
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| Some((digit(pair[0])? << 4) | digit(pair[1])?))
         .collect()
 }
 
@@ -34,5 +40,9 @@ mod tests {
         assert_eq!(super::decode("abc"), None);
         assert_eq!(super::decode("zz"), None);
         assert_eq!(super::decode("é0"), None);
+        // Found by fuzzing (trace_context): a sign was taken for a digit.
+        assert_eq!(super::decode("+e"), None);
+        assert_eq!(super::decode("-0"), None);
+        assert_eq!(super::decode("AbfF"), Some(vec![0xab, 0xff]));
     }
 }
