@@ -118,16 +118,18 @@ impl Shape {
             Kind::Integer { minimum, maximum } => {
                 let x = minimum
                     .map_or(0.0, f64::ceil)
-                    .min(maximum.unwrap_or(f64::MAX));
+                    .min(maximum.map_or(f64::MAX, f64::floor));
                 number(x)
             }
             Kind::Number { minimum, maximum } => {
                 number(minimum.unwrap_or(0.0).min(maximum.unwrap_or(f64::MAX)))
             }
-            Kind::String { one_of, .. } => Value::String(
+            Kind::String { one_of, max_length } => Value::String(
                 one_of
-                    .as_ref()
-                    .and_then(|v| v.first().cloned())
+                    .iter()
+                    .flatten()
+                    .find(|v| fits_length(v, *max_length))
+                    .cloned()
                     .unwrap_or_default(),
             ),
             Kind::Array { .. } => Value::Array(Vec::new()),
@@ -219,6 +221,66 @@ impl From<Shape> for Value {
 }
 
 /// A bound as JSON: integral values as integers, so `{"minimum": 2}` round-trips as written.
+/// The largest integer bound: integers past it do not survive JavaScript's numbers (2^53 - 1).
+pub const MAX_INTEGER_BOUND: f64 = 9_007_199_254_740_991.0;
+
+/// Why no value has this shape, if none has: such a declaration is a mistake, refused when read
+/// (so that every shape has an [`Shape::example`] that fits it).
+fn unsatisfiable(kind: &Kind) -> Option<String> {
+    match kind {
+        Kind::Integer { minimum, maximum } => {
+            if let Some(bound) = [minimum, maximum]
+                .into_iter()
+                .flatten()
+                .find(|b| b.abs() > MAX_INTEGER_BOUND)
+            {
+                return Some(format!(
+                    "integer bound {bound} is beyond {MAX_INTEGER_BOUND} (2^53 - 1)"
+                ));
+            }
+            let (lo, hi) = (minimum.map(f64::ceil), maximum.map(f64::floor));
+            match (lo, hi) {
+                (Some(lo), Some(hi)) if lo > hi => Some(format!(
+                    "no integer lies between minimum {} and maximum {}",
+                    minimum.unwrap_or(lo),
+                    maximum.unwrap_or(hi)
+                )),
+                _ => None,
+            }
+        }
+        Kind::Number {
+            minimum: Some(lo),
+            maximum: Some(hi),
+        } if lo > hi => Some(format!("minimum {lo} is above maximum {hi}")),
+        Kind::String {
+            one_of: Some(values),
+            max_length,
+        } if !values.iter().any(|v| fits_length(v, *max_length)) => Some(if values.is_empty() {
+            "\"enum\" lists no value".to_owned()
+        } else {
+            "no value of \"enum\" is within \"maxLength\"".to_owned()
+        }),
+        Kind::Object {
+            properties,
+            required,
+            additional: false,
+        } => required
+            .iter()
+            .find(|name| !properties.contains_key(*name))
+            .map(|name| {
+                format!(
+                    "required property \"{name}\" is not among the properties, and \
+                     \"additionalProperties\" is false"
+                )
+            }),
+        _ => None,
+    }
+}
+
+fn fits_length(value: &str, max_length: Option<usize>) -> bool {
+    max_length.is_none_or(|max| value.chars().count() <= max)
+}
+
 fn number(x: f64) -> Value {
     if x.fract() == 0.0 && x.abs() < 9.0e15 {
         Value::from(x as i64)
@@ -369,6 +431,9 @@ fn parse(value: &Value, path: &str, depth: usize, nodes: &mut usize) -> Result<S
             }
         }
     };
+    if let Some(problem) = unsatisfiable(&kind) {
+        return Err(bad(path, problem));
+    }
     Ok(Shape { kind })
 }
 
@@ -619,6 +684,45 @@ mod tests {
         assert_eq!(shape(json!({})).example(), json!(null));
         let n = shape(json!({"type": "number", "minimum": 0.5}));
         assert!(n.check(&n.example()).is_ok());
+    }
+
+    #[test]
+    fn shapes_no_value_fits_are_refused_and_every_example_fits() {
+        // Found by fuzzing (service_shape): a declared shape no value fits, whose example then
+        // failed its own check.
+        for (declared, says) in [
+            (
+                json!({"type": "object", "required": ["q"], "additionalProperties": false}),
+                "\"q\" is not among the properties",
+            ),
+            (
+                json!({"type": "integer", "minimum": 1.2, "maximum": 1.8}),
+                "no integer lies between minimum 1.2 and maximum 1.8",
+            ),
+            (json!({"type": "integer", "minimum": 1e20}), "beyond"),
+            (
+                json!({"type": "number", "minimum": 2, "maximum": 1}),
+                "above maximum",
+            ),
+            (json!({"type": "string", "enum": []}), "lists no value"),
+            (
+                json!({"type": "string", "enum": ["long"], "maxLength": 2}),
+                "within \"maxLength\"",
+            ),
+        ] {
+            let error = Shape::parse(&declared).unwrap_err().to_string();
+            assert!(error.contains(says), "{declared}: {error}");
+        }
+        for declared in [
+            json!({"type": "integer", "maximum": -5.5}),
+            json!({"type": "integer", "minimum": -3, "maximum": -3}),
+            json!({"type": "string", "enum": ["long", "ok"], "maxLength": 2}),
+            json!({"type": "object", "required": ["q"]}),
+            json!({"type": "number", "maximum": -0.5}),
+        ] {
+            let s = shape(declared.clone());
+            assert!(s.check(&s.example()).is_ok(), "{declared}: {}", s.example());
+        }
     }
 
     #[test]
