@@ -6,9 +6,11 @@
 //! - `build-web`: build the web app into `dist/`;
 //! - `net up|down|status`: a local network of a relay, headless tabs and native nodes;
 //! - `bench`: sizes, join times, relay footprint, GIMPS and DHT figures, printed as figures;
+//! - `fuzz`: coverage-guided fuzzing of every decoder (libFuzzer, stable toolchain);
 //! - `sim`: the DHT simulation (N peers in one process), e.g. `cargo xtask sim --nodes 10,100`.
 
 mod bench;
+mod fuzz;
 mod net;
 mod setup;
 mod shell;
@@ -42,6 +44,9 @@ enum Task {
         /// Only run the browser end-to-end tests (after building what they need).
         #[arg(long, conflicts_with = "no_e2e")]
         e2e_only: bool,
+        /// Skip the bounded fuzzing run (10 s per target; `TABMESH_FUZZ_SECONDS` sets it).
+        #[arg(long)]
+        no_fuzz: bool,
     },
     /// Build the web app into dist/.
     BuildWeb {
@@ -59,6 +64,9 @@ enum Task {
     },
     /// Print benchmark figures: wasm size, join times, relay memory.
     Bench(bench::BenchArgs),
+    /// Fuzz every decoder that reads peer or user input (libFuzzer, coverage-guided), e.g.
+    /// `cargo xtask fuzz gimps_message --seconds 600 --merge`.
+    Fuzz(fuzz::FuzzArgs),
     /// Run the DHT simulation (release build): N peers in one process over libp2p's in-memory
     /// transport. Arguments go to tabmesh-dht-sim (default: --nodes 10,100,1000); see
     /// `cargo xtask sim --help-sim`.
@@ -79,12 +87,17 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Demo { relay_args } => web::demo(&relay_args),
-        Task::Test { no_e2e, e2e_only } => test::run(!no_e2e, !e2e_only),
+        Task::Test {
+            no_e2e,
+            e2e_only,
+            no_fuzz,
+        } => test::run(!no_e2e, !e2e_only, !no_fuzz && !e2e_only),
         Task::BuildWeb { dev, no_opt } => {
             web::build(web::Profile::from_dev(dev), !no_opt).map(|_| ())
         }
         Task::Net { action } => net::run(action),
         Task::Bench(args) => bench::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
         Task::Sim { args } => sim::run(&args),
         Task::Testbed(args) => testbed::run(args),
         Task::BenchInner(args) => bench::run_inner(args),

@@ -5,8 +5,9 @@ use std::process::Command;
 use crate::shell::{self, cargo};
 use crate::{setup, web};
 
-/// Runs the checks: static ones and unit/integration tests when `checks`, browser e2e when `e2e`.
-pub(crate) fn run(e2e: bool, checks: bool) -> anyhow::Result<()> {
+/// Runs the checks: static ones and unit/integration tests when `checks`, a bounded fuzzing run
+/// of every decoder when `fuzz`, browser e2e when `e2e`.
+pub(crate) fn run(e2e: bool, checks: bool, fuzz: bool) -> anyhow::Result<()> {
     web::ensure_wasm_target()?;
     if e2e {
         // Before the checks, so that what is missing shows in the first minute.
@@ -51,6 +52,9 @@ pub(crate) fn run(e2e: bool, checks: bool) -> anyhow::Result<()> {
             "--exclude",
             "tabmesh-e2e",
         ]))?;
+    }
+    if fuzz {
+        crate::fuzz::run_for_tests()?;
     }
     if e2e {
         run_e2e()?;
