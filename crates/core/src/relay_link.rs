@@ -166,10 +166,20 @@ impl RelayLink {
         }
     }
 
-    /// A connection to the relay is established.
-    pub fn on_connected(&mut self) {
-        if matches!(self.state, RelayLinkState::Connecting { .. }) {
-            self.state = RelayLinkState::Connected;
+    /// A connection to the relay is established: ours, or one another protocol dialed (the
+    /// DHT asks the relay too). While waiting to retry, it shows the relay is back: the retry
+    /// starts at once instead of at the end of the backoff, which after a long outage is up to
+    /// the maximum (15 s by default).
+    pub fn on_connected(&mut self, now: Instant) {
+        match self.state {
+            RelayLinkState::Connecting { .. } => self.state = RelayLinkState::Connected,
+            RelayLinkState::Waiting { attempt, retry_at } if retry_at > now => {
+                self.state = RelayLinkState::Waiting {
+                    attempt,
+                    retry_at: now,
+                };
+            }
+            _ => {}
         }
     }
 
@@ -299,7 +309,7 @@ mod tests {
         l.on_failure(t0, "refused");
         let at = l.poll_timeout().unwrap();
         l.poll(at);
-        l.on_connected();
+        l.on_connected(at);
         l.on_reservation_accepted(at);
         assert!(l.is_reserved());
         let v = l.view(at);
@@ -314,11 +324,37 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_made_while_waiting_retries_at_once() {
+        // The relay restarted during a long backoff; the DHT reached it first.
+        let t0 = Instant::now();
+        let mut l = link();
+        l.poll(t0);
+        for _ in 0..5 {
+            l.on_failure(t0, "refused");
+            let at = l.poll_timeout().unwrap();
+            l.poll(at);
+        }
+        l.on_failure(t0, "refused");
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(8)));
+        let back = t0 + Duration::from_secs(2);
+        assert_eq!(l.poll(back), None);
+        l.on_connected(back);
+        assert_eq!(l.poll_timeout(), Some(back));
+        assert_eq!(l.poll(back), Some(RelayCommand::Connect));
+        // Our own dial then finds the connection up; a reservation follows.
+        l.on_reservation_accepted(back);
+        assert!(l.is_reserved());
+        // Once connecting or reserved, another connection changes nothing.
+        l.on_connected(back);
+        assert!(l.is_reserved());
+    }
+
+    #[test]
     fn repeated_failure_reports_do_not_delay_the_retry() {
         let t0 = Instant::now();
         let mut l = link();
         l.poll(t0);
-        l.on_connected();
+        l.on_connected(t0);
         l.on_failure(t0, "closed");
         let at = l.poll_timeout();
         l.on_failure(t0 + Duration::from_millis(500), "listener closed");

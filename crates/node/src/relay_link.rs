@@ -162,6 +162,24 @@ impl Behaviour {
         self.relay = Some(target);
     }
 
+    /// Whether a failed dial to the relay says the relay is unreachable at the address in use.
+    /// Other protocols dial the relay too, at every address it announced, some of which this
+    /// platform cannot use (its TCP address, in a browser); and a dial that was aborted (by our
+    /// own clean-up) or never made is no news about the relay. Taking those for a failure
+    /// closed the connection our own dial was opening, and cost a full backoff.
+    fn concerns_our_address(&self, error: &DialError) -> bool {
+        match error {
+            DialError::DialPeerConditionFalse(_) | DialError::Aborted | DialError::NoAddresses => {
+                false
+            }
+            DialError::Transport(attempts) => self.relay.as_ref().is_some_and(|target| {
+                let ours = without_p2p(&target.addr);
+                attempts.iter().any(|(addr, _)| without_p2p(addr) == ours)
+            }),
+            _ => true,
+        }
+    }
+
     /// The connection or reservation is gone: clean up, retry after the backoff.
     fn on_relay_lost(&mut self, now: Instant, reason: String) {
         self.wire.local(Topic::Relay, None, reason.clone());
@@ -219,7 +237,7 @@ impl NetworkBehaviour for Behaviour {
         let relay = self.relay_peer();
         match &event {
             FromSwarm::ConnectionEstablished(e) if Some(e.peer_id) == relay => {
-                self.link.on_connected();
+                self.link.on_connected(now);
                 self.wire.local(Topic::Conn, None, "connected to the relay");
             }
             FromSwarm::ConnectionClosed(e)
@@ -243,12 +261,13 @@ impl NetworkBehaviour for Behaviour {
             // such as the DHT announcing a service at start, dialed first) is no failure:
             // treating it as one removed the reservation listener while that other dial went
             // on to carry the reservation, leaving a node that holds a reservation but refuses
-            // every circuit.
+            // every circuit. Nor is another protocol's dial at an address we do not use
+            // (`concerns_our_address`).
             FromSwarm::DialFailure(e)
                 if e.peer_id.is_some()
                     && e.peer_id == relay
                     && !self.link.is_reserved()
-                    && !matches!(e.error, DialError::DialPeerConditionFalse(_)) =>
+                    && self.concerns_our_address(e.error) =>
             {
                 let text = error_chain(e.error);
                 self.on_relay_lost(
