@@ -78,6 +78,8 @@ pub(crate) enum Section {
     Trace,
     /// Snapshots: across 8 tabs, and in simulation for 10, 100 and 1000 peers.
     Snapshot,
+    /// Relay restart: outage shown, direct connections kept, time to a reservation again.
+    Restart,
 }
 
 impl BenchArgs {
@@ -176,6 +178,9 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         if args.wants(Section::Relay) {
             relay_memory(args.clients).await?;
         }
+        if args.wants(Section::Restart) {
+            relay_restart().await?;
+        }
         Ok(())
     })
 }
@@ -260,27 +265,7 @@ async fn upgrade_times() -> anyhow::Result<()> {
     let views = wait_until(
         "all 28 pairs of 8 tabs direct",
         Duration::from_secs(180),
-        || {
-            let browser = &browser;
-            async move {
-                let mut views = Vec::new();
-                for tab in browser.tabs() {
-                    let Some(view) = browser.state(tab).await? else {
-                        return Ok(Err("a tab has no view yet".into()));
-                    };
-                    let direct = view
-                        .peers
-                        .iter()
-                        .filter(|p| p.connection == tabmesh_core::peers::ConnectionKind::Direct)
-                        .count();
-                    if direct < 7 {
-                        return Ok(Err(format!("{} is direct with {direct} of 7", view.name)));
-                    }
-                    views.push(view);
-                }
-                Ok(Ok(views))
-            }
-        },
+        || all_direct(&browser),
     )
     .await?;
     let upgrades: Vec<_> = views
@@ -300,6 +285,128 @@ async fn upgrade_times() -> anyhow::Result<()> {
         summary(times)
     );
     println!("failed attempts    {failures}");
+    browser.quit().await?;
+    relay.stop()?;
+    Ok(())
+}
+
+/// Every tab's view once each has a direct connection to every other tab.
+async fn all_direct(
+    browser: &Browser,
+) -> anyhow::Result<Result<Vec<tabmesh_core::view::NodeView>, String>> {
+    let others = browser.tabs().len() - 1;
+    let mut views = Vec::new();
+    for tab in browser.tabs() {
+        let Some(view) = browser.state(tab).await? else {
+            return Ok(Err("a tab has no view yet".into()));
+        };
+        let direct = direct_peers(&view);
+        if direct < others {
+            return Ok(Err(format!(
+                "{} is direct with {direct} of {others}",
+                view.name
+            )));
+        }
+        views.push(view);
+    }
+    Ok(Ok(views))
+}
+
+fn direct_peers(view: &tabmesh_core::view::NodeView) -> usize {
+    view.peers
+        .iter()
+        .filter(|p| p.connection == tabmesh_core::peers::ConnectionKind::Direct)
+        .count()
+}
+
+/// How long the relay stays down in the restart benchmark.
+const OUTAGE: Duration = Duration::from_secs(10);
+
+/// 8 tabs, all direct, and the relay restarts: how soon each tab shows the outage, whether the
+/// direct connections hold meanwhile, and how soon after the relay is back each tab holds a
+/// reservation again (by polling the tabs' views: about 0.2 s resolution).
+async fn relay_restart() -> anyhow::Result<()> {
+    let dir = run_dir("bench-relay-restart")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let url = format!("{}/?search_interval=3600", relay.url());
+    for _ in 0..8 {
+        browser.open_tab(&url).await?;
+    }
+    wait_until(
+        "all 28 pairs of 8 tabs direct",
+        Duration::from_secs(180),
+        || all_direct(&browser),
+    )
+    .await?;
+    let options = relay.options().clone();
+    let stopped = std::time::Instant::now();
+    relay.stop()?;
+    let tabs = browser.tabs().to_vec();
+    let mut noticed: Vec<Option<f64>> = vec![None; tabs.len()];
+    let mut direct_kept = usize::MAX;
+    while stopped.elapsed() < OUTAGE {
+        for (i, tab) in tabs.iter().enumerate() {
+            let Some(view) = browser.state(tab).await? else {
+                continue;
+            };
+            if !view.relay.link.connected && noticed[i].is_none() {
+                noticed[i] = Some(stopped.elapsed().as_secs_f64() * 1e3);
+            }
+            direct_kept = direct_kept.min(direct_peers(&view));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let relay = Relay::start(options, dir.join("relay-restarted.log")).await?;
+    let restarted = std::time::Instant::now();
+    let mut reserved: Vec<Option<f64>> = vec![None; tabs.len()];
+    // What each tab went through meanwhile, printed when the relay is slow to come back.
+    let mut seen: Vec<Vec<(u128, String)>> = vec![Vec::new(); tabs.len()];
+    while reserved.iter().any(Option::is_none) && restarted.elapsed() < Duration::from_secs(120) {
+        for (i, tab) in tabs.iter().enumerate() {
+            if reserved[i].is_some() {
+                continue;
+            }
+            let Some(view) = browser.state(tab).await? else {
+                continue;
+            };
+            let link = &view.relay.link;
+            let step = format!(
+                "{:?} attempt {} connected {} error {:?}",
+                link.state, link.attempt, link.connected, link.last_error
+            );
+            if seen[i].last().map(|(_, last)| last) != Some(&step) {
+                seen[i].push((restarted.elapsed().as_millis(), step));
+            }
+            if link.reservation {
+                reserved[i] = Some(restarted.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, steps) in seen.iter().enumerate() {
+        if reserved[i].is_none_or(|ms| ms > 5_000.0) {
+            println!("tab {i} after the restart:");
+            for (ms, step) in steps {
+                println!("    {ms:>6} ms: {step}");
+            }
+        }
+    }
+    let missing = reserved.iter().filter(|r| r.is_none()).count();
+    println!(
+        "== Relay restart, 8 direct tabs, relay down {} s ==",
+        OUTAGE.as_secs()
+    );
+    println!(
+        "outage shown in tab     {}   (from SIGTERM; {} of 8 tabs)",
+        summary(noticed.iter().flatten().copied().collect()),
+        noticed.iter().flatten().count()
+    );
+    println!("direct peers kept       {direct_kept} of 7 per tab, at worst, during the outage");
+    println!(
+        "reserved again          {}   (from the relay's restart; {missing} of 8 tabs not within 120 s)",
+        summary(reserved.iter().flatten().copied().collect())
+    );
     browser.quit().await?;
     relay.stop()?;
     Ok(())
