@@ -16,6 +16,7 @@ pub(crate) const ALL: &[Target] = &[
     gimps::MESSAGE,
     gimps::NODE,
     dht::RECORD,
+    dht::STORE,
     dht::PROVIDER_ENTRY,
     services::REQUEST,
     services::REPLY,
