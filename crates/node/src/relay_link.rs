@@ -162,21 +162,28 @@ impl Behaviour {
         self.relay = Some(target);
     }
 
-    /// Whether a failed dial to the relay says the relay is unreachable at the address in use.
+    /// Why the relay is unreachable at the address in use, if a failed dial to it says so.
     /// Other protocols dial the relay too, at every address it announced, some of which this
     /// platform cannot use (its TCP address, in a browser); and a dial that was aborted (by our
     /// own clean-up) or never made is no news about the relay. Taking those for a failure
-    /// closed the connection our own dial was opening, and cost a full backoff.
-    fn concerns_our_address(&self, error: &DialError) -> bool {
+    /// closed the connection our own dial was opening, and cost a full backoff. The reason
+    /// names only what happened at our address, not the others' "not supported".
+    fn failure_at_our_address(&self, error: &DialError) -> Option<String> {
         match error {
             DialError::DialPeerConditionFalse(_) | DialError::Aborted | DialError::NoAddresses => {
-                false
+                None
             }
-            DialError::Transport(attempts) => self.relay.as_ref().is_some_and(|target| {
-                let ours = without_p2p(&target.addr);
-                attempts.iter().any(|(addr, _)| without_p2p(addr) == ours)
-            }),
-            _ => true,
+            DialError::Transport(attempts) => {
+                let ours = without_p2p(&self.relay.as_ref()?.addr);
+                let (addr, why) = attempts
+                    .iter()
+                    .find(|(addr, _)| without_p2p(addr) == ours)?;
+                // A transport error's own text may be empty, its cause following a ": ".
+                let why = error_chain(why);
+                let why = why.trim_start_matches([':', ' ']);
+                Some(format!("{}: {why}", without_p2p(addr)))
+            }
+            other => Some(error_chain(other)),
         }
     }
 
@@ -262,18 +269,16 @@ impl NetworkBehaviour for Behaviour {
             // treating it as one removed the reservation listener while that other dial went
             // on to carry the reservation, leaving a node that holds a reservation but refuses
             // every circuit. Nor is another protocol's dial at an address we do not use
-            // (`concerns_our_address`).
-            FromSwarm::DialFailure(e)
-                if e.peer_id.is_some()
-                    && e.peer_id == relay
-                    && !self.link.is_reserved()
-                    && self.concerns_our_address(e.error) =>
-            {
-                let text = error_chain(e.error);
-                self.on_relay_lost(
-                    now,
-                    format!("cannot reach the relay: {}", truncate(&text, 200)),
-                );
+            // (`failure_at_our_address`).
+            FromSwarm::DialFailure(e) if e.peer_id.is_some() && e.peer_id == relay => {
+                if !self.link.is_reserved()
+                    && let Some(text) = self.failure_at_our_address(e.error)
+                {
+                    self.on_relay_lost(
+                        now,
+                        format!("cannot reach the relay at {}", truncate(&text, 200)),
+                    );
+                }
             }
             // Our relayed addresses are how every other peer reaches us: announce them.
             FromSwarm::NewListenAddr(e) if is_circuit(e.addr) => {
