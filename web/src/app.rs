@@ -61,7 +61,7 @@ pub(crate) fn app(props: &AppProps) -> Html {
         },
         (Some(view), None) => html! {
             <>
-                <RelayBanner relay={view.relay.clone()} />
+                <RelayBanner relay={view.relay.clone()} direct={crate::components::direct_peers(view)} />
                 <main>
                     if let Some(gimps) = &view.gimps {
                         <div class="panels gimps">

@@ -165,6 +165,29 @@ async fn four_tabs_go_direct_and_keep_talking_when_the_relay_stops() -> anyhow::
             assert!(p.rtt_ms.is_some(), "{} has no RTT for {}", v.name, p.name);
         }
     }
+    // The header and the banner say the relay is gone and what still works (read between
+    // two retries: during one, they say it is connecting).
+    wait_until(
+        "the header and banner count 3 direct peers",
+        Duration::from_secs(20),
+        || {
+            let browser = &browser;
+            async move {
+                let pill = browser.text(first, "[data-testid=relay-state]").await?;
+                let banner = browser.text(first, "[data-testid=relay-banner]").await?;
+                Ok(
+                    if pill.contains("relay offline · 3 direct")
+                        && banner.contains("The 3 peers connected directly stay connected")
+                    {
+                        Ok(())
+                    } else {
+                        Err(format!("header {pill:?}, banner {banner:?}"))
+                    },
+                )
+            }
+        },
+    )
+    .await?;
     browser
         .screenshot(first, &dir.join("relay-stopped.png"))
         .await?;

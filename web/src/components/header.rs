@@ -31,7 +31,10 @@ pub(crate) fn header(props: &HeaderProps) -> Html {
             </div>
         },
     };
-    let relay = props.view.as_ref().map(|v| relay_pill(&v.relay));
+    let relay = props
+        .view
+        .as_ref()
+        .map(|v| relay_pill(&v.relay, direct_peers(v)));
     html! {
         <header>
             <div class="brand">{ "tabmesh" }</div>
@@ -41,7 +44,15 @@ pub(crate) fn header(props: &HeaderProps) -> Html {
     }
 }
 
-fn relay_pill(relay: &RelayView) -> Html {
+/// Peers this tab reaches without the relay.
+pub(crate) fn direct_peers(view: &NodeView) -> usize {
+    view.peers
+        .iter()
+        .filter(|p| p.connection == tabmesh_core::peers::ConnectionKind::Direct)
+        .count()
+}
+
+fn relay_pill(relay: &RelayView, direct: usize) -> Html {
     let (class, text) = match relay.link.state {
         LinkStatus::Reserved => (
             "pill ok",
@@ -54,7 +65,7 @@ fn relay_pill(relay: &RelayView) -> Html {
         LinkStatus::Waiting => (
             "pill bad",
             format!(
-                "relay offline · retry in {} s",
+                "relay offline · {direct} direct · retry in {} s",
                 relay.link.retry_in_ms.unwrap_or(0).div_ceil(1000)
             ),
         ),
@@ -68,6 +79,8 @@ fn relay_pill(relay: &RelayView) -> Html {
 pub(crate) struct RelayBannerProps {
     /// The relay as the node sees it.
     pub(crate) relay: RelayView,
+    /// Peers reached without the relay (they stay while it is gone).
+    pub(crate) direct: usize,
 }
 
 /// Says what is wrong with the relay link and what happens next; hidden while all is well.
@@ -84,10 +97,15 @@ pub(crate) fn relay_banner(props: &RelayBannerProps) -> Html {
                 <strong>{ "The relay is unreachable. " }</strong>
                 { link.last_error.as_deref().map(|e| format!("{}. ", e.trim_end_matches('.'))).unwrap_or_default() }
                 { format!(
-                    "Retrying in {:.1} s (attempt {}). Peers connected directly stay connected.",
+                    "Retrying in {:.1} s (attempt {}). ",
                     link.retry_in_ms.unwrap_or(0) as f64 / 1e3,
                     link.attempt
                 ) }
+                { match props.direct {
+                    0 => "No peer is connected directly: this tab is on its own until the relay is back.".to_owned(),
+                    1 => "The peer connected directly stays connected; new peers cannot find this tab meanwhile.".to_owned(),
+                    n => format!("The {n} peers connected directly stay connected; new peers cannot find this tab meanwhile."),
+                } }
             </>
         },
         LinkStatus::Connecting => {
