@@ -61,7 +61,7 @@ pub(crate) fn app(props: &AppProps) -> Html {
         },
         (Some(view), None) => html! {
             <>
-                <RelayBanner relay={view.relay.clone()} direct={crate::components::direct_peers(view)} />
+                <RelayBanner relay={view.relay.clone()} direct={view.direct_peers()} />
                 <main>
                     if let Some(gimps) = &view.gimps {
                         <div class="panels gimps">

@@ -55,6 +55,16 @@ pub struct NodeView {
     pub snapshot: Option<crate::snapshot::state::SnapshotSection>,
 }
 
+impl NodeView {
+    /// Peers reached without the relay (they stay while it is gone).
+    pub fn direct_peers(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.connection == crate::peers::ConnectionKind::Direct)
+            .count()
+    }
+}
+
 /// The `gimps` section: the protocol state plus what the driver measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GimpsSection {

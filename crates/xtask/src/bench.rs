@@ -185,17 +185,25 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Put and get latency across 8 tabs: each put from one tab, each get from another (the
-/// node's own measure, from the request to the answer), with the lookup's rounds and peers.
-async fn dht_latency() -> anyhow::Result<()> {
-    let dir = run_dir("bench-dht")?;
+/// A relay and a browser with 8 tabs that do not search (the search would compete for the two
+/// cores with what is measured), under `target/e2e/<name>/`.
+pub(super) async fn eight_quiet_tabs(
+    name: &str,
+) -> anyhow::Result<(std::path::PathBuf, Relay, Browser)> {
+    let dir = run_dir(name)?;
     let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    // No prime search: it would compete with the DHT for the two cores.
     let url = format!("{}/?search_interval=3600", relay.url());
     for _ in 0..8 {
         browser.open_tab(&url).await?;
     }
+    Ok((dir, relay, browser))
+}
+
+/// Put and get latency across 8 tabs: each put from one tab, each get from another (the
+/// node's own measure, from the request to the answer), with the lookup's rounds and peers.
+async fn dht_latency() -> anyhow::Result<()> {
+    let (_, relay, browser) = eight_quiet_tabs("bench-dht").await?;
     let tabs = browser.tabs().to_vec();
     wait_until(
         "8 tabs know each other in the DHT",
@@ -255,13 +263,7 @@ async fn dht_latency() -> anyhow::Result<()> {
 /// Time from each tab's relayed connection to a peer to the direct WebRTC connection, among 8
 /// tabs (every tab, every peer: 56 figures), with the failed attempts on the way.
 async fn upgrade_times() -> anyhow::Result<()> {
-    let dir = run_dir("bench-webrtc-upgrade")?;
-    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
-    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    let url = format!("{}/?search_interval=3600", relay.url());
-    for _ in 0..8 {
-        browser.open_tab(&url).await?;
-    }
+    let (_, relay, browser) = eight_quiet_tabs("bench-webrtc-upgrade").await?;
     let views = wait_until(
         "all 28 pairs of 8 tabs direct",
         Duration::from_secs(180),
@@ -300,7 +302,7 @@ async fn all_direct(
         let Some(view) = browser.state(tab).await? else {
             return Ok(Err("a tab has no view yet".into()));
         };
-        let direct = direct_peers(&view);
+        let direct = view.direct_peers();
         if direct < others {
             return Ok(Err(format!(
                 "{} is direct with {direct} of {others}",
@@ -312,13 +314,6 @@ async fn all_direct(
     Ok(Ok(views))
 }
 
-fn direct_peers(view: &tabmesh_core::view::NodeView) -> usize {
-    view.peers
-        .iter()
-        .filter(|p| p.connection == tabmesh_core::peers::ConnectionKind::Direct)
-        .count()
-}
-
 /// How long the relay stays down in the restart benchmark.
 const OUTAGE: Duration = Duration::from_secs(10);
 
@@ -326,13 +321,7 @@ const OUTAGE: Duration = Duration::from_secs(10);
 /// direct connections hold meanwhile, and how soon after the relay is back each tab holds a
 /// reservation again (by polling the tabs' views: about 0.2 s resolution).
 async fn relay_restart() -> anyhow::Result<()> {
-    let dir = run_dir("bench-relay-restart")?;
-    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
-    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    let url = format!("{}/?search_interval=3600", relay.url());
-    for _ in 0..8 {
-        browser.open_tab(&url).await?;
-    }
+    let (dir, relay, browser) = eight_quiet_tabs("bench-relay-restart").await?;
     wait_until(
         "all 28 pairs of 8 tabs direct",
         Duration::from_secs(180),
@@ -353,7 +342,7 @@ async fn relay_restart() -> anyhow::Result<()> {
             if !view.relay.link.connected && noticed[i].is_none() {
                 noticed[i] = Some(stopped.elapsed().as_secs_f64() * 1e3);
             }
-            direct_kept = direct_kept.min(direct_peers(&view));
+            direct_kept = direct_kept.min(view.direct_peers());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

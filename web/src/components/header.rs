@@ -34,7 +34,7 @@ pub(crate) fn header(props: &HeaderProps) -> Html {
     let relay = props
         .view
         .as_ref()
-        .map(|v| relay_pill(&v.relay, direct_peers(v)));
+        .map(|v| relay_pill(&v.relay, v.direct_peers()));
     html! {
         <header>
             <div class="brand">{ "tabmesh" }</div>
@@ -42,14 +42,6 @@ pub(crate) fn header(props: &HeaderProps) -> Html {
             { relay.unwrap_or_default() }
         </header>
     }
-}
-
-/// Peers this tab reaches without the relay.
-pub(crate) fn direct_peers(view: &NodeView) -> usize {
-    view.peers
-        .iter()
-        .filter(|p| p.connection == tabmesh_core::peers::ConnectionKind::Direct)
-        .count()
 }
 
 fn relay_pill(relay: &RelayView, direct: usize) -> Html {

@@ -12,7 +12,7 @@ mod tracing;
 pub(crate) use dht::DhtPanel;
 pub(crate) use event_log::EventLog;
 pub(crate) use gimps::{GimpsLog, GimpsPanel};
-pub(crate) use header::{Header, RelayBanner, direct_peers};
+pub(crate) use header::{Header, RelayBanner};
 pub(crate) use peers::PeersPanel;
 pub(crate) use services::ServicesPanel;
 pub(crate) use snapshot::SnapshotPanel;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tabmesh_core::snapshot::sim::simulate;
-use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, run_dir, wait_until};
+use tabmesh_e2e::wait_until;
 
 use super::summary;
 
@@ -65,14 +65,7 @@ pub(super) fn simulated() {
 /// Snapshots across 8 tabs trading tokens.
 pub(super) async fn in_tabs() -> anyhow::Result<()> {
     println!("== snapshots across 8 tabs trading tokens ==");
-    let dir = run_dir("bench-snapshot")?;
-    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
-    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    // No prime search: it would compete for the two cores.
-    let url = format!("{}/?search_interval=3600", relay.url());
-    for _ in 0..8 {
-        browser.open_tab(&url).await?;
-    }
+    let (_, relay, browser) = super::eight_quiet_tabs("bench-snapshot").await?;
     wait_until(
         "8 tabs with a channel to every other",
         Duration::from_secs(180),
