@@ -210,35 +210,37 @@ fn found(target: &str, artifacts: &Path, log: &Path, text: &str) -> anyhow::Erro
     let input = std::fs::read_dir(artifacts)
         .ok()
         .and_then(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).next());
-    let why: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("panicked at") || l.starts_with("==") || l.contains("ERROR:"))
-        .take(4)
-        .collect();
-    let detail = text
+    // A broken rule is a panic: its message (and the assertion's two sides). Otherwise what
+    // libFuzzer says (a timeout, runaway memory, a signal).
+    let panic: Vec<&str> = text
         .lines()
         .skip_while(|l| !l.contains("panicked at"))
         .take(3)
-        .collect::<Vec<_>>()
-        .join("\n  ");
+        .collect();
+    let why = if panic.is_empty() {
+        text.lines()
+            .filter(|l| l.contains("ERROR:"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    } else {
+        panic.join("\n  ")
+    };
+    let log = log.display();
     match input {
-        Some(input) => anyhow::anyhow!(
-            "fuzz target {target} broke a rule:\n  {}\n  {detail}\n\
-             input: {}\n\
-             replay: cargo run -p tabmesh-fuzz -- {target} {}\n\
-             keep it as a regression: cp {} crates/fuzz/regressions/{target}/<what-it-shows>\n\
-             full log: {}",
-            why.join("\n  "),
-            input.display(),
-            input.display(),
-            input.display(),
-            log.display()
-        ),
-        None => anyhow::anyhow!(
-            "fuzz target {target} failed without an input (see {}):\n  {}",
-            log.display(),
-            why.join("\n  ")
-        ),
+        Some(input) => {
+            let input = input.display();
+            anyhow::anyhow!(
+                "fuzz target {target} broke a rule:\n  {why}\n\
+                 input: {input}\n\
+                 replay: cargo run -p tabmesh-fuzz -- {target} {input}\n\
+                 keep it as a regression: cp {input} crates/fuzz/regressions/{target}/<what-it-shows>\n\
+                 full log: {log}"
+            )
+        }
+        None => {
+            anyhow::anyhow!("fuzz target {target} failed without an input (see {log}):\n  {why}")
+        }
     }
 }
 
