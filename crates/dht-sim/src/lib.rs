@@ -315,7 +315,7 @@ async fn drive(mut swarm: Swarm<SimBehaviour>, mut orders: mpsc::Receiver<Order>
                         .records()
                         .map(|r| {
                             (
-                                tabmesh_core::dht::record::key_text(&r.record.key),
+                                tabmesh_core::dht::key::user_text(&r.record.key),
                                 tabmesh_core::dht::record::preview(&r.record.value, 64),
                             )
                         })

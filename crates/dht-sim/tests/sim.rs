@@ -217,14 +217,14 @@ async fn forged_and_garbage_records_from_the_wire_are_refused() {
     let garbage = Record::new(RecordKey::new(&"junk"), b"not a tabmesh record".to_vec());
     let mut forged = tabmesh_core::dht::record::SignedRecord::sign(
         &libp2p::identity::Keypair::generate_ed25519(),
-        b"motd".to_vec(),
+        tabmesh_core::dht::key::kad_key("motd"),
         b"pwned".to_vec(),
         99,
         tabmesh_node::platform::unix_now_ms() + 60_000,
         false,
     );
     forged.publisher = peers[0].peer_id;
-    let forged = Record::new(RecordKey::new(&"motd"), forged.encode());
+    let forged = Record::new(RecordKey::new(&forged.key), forged.encode());
     for record in [garbage, forged] {
         rogue
             .behaviour_mut()

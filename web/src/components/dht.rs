@@ -324,9 +324,16 @@ fn records_table(records: &[RecordView]) -> Html {
 
 fn record_row(r: &RecordView) -> Html {
     html! {
-        <tr key={r.key.clone()} data-testid="dht-record" data-key={r.key.clone()}
+        // The same key can be held under its old key too (stored before the namespace).
+        <tr key={format!("{}{}", if r.old_key { "old:" } else { "" }, r.key)}
+            data-testid="dht-record" data-key={r.key.clone()} data-old-key={r.old_key.to_string()}
             class={classes!(r.tombstone.then_some("tombstone"))}>
-            <td class="dht-key"><code>{ &r.key }</code></td>
+            <td class="dht-key">
+                <code title={if r.old_key { r.key.clone() } else { format!("/tabmesh/{}", r.key) }}>{ &r.key }</code>
+                if r.old_key {
+                    <span class="badge old-key" title="stored before records moved under /tabmesh/; read until it expires">{ "old key" }</span>
+                }
+            </td>
             if r.tombstone {
                 <td><span class="badge removed">{ "removed" }</span></td>
             } else {
@@ -549,7 +556,10 @@ fn config_text(c: &DhtConfigView) -> String {
         span_text(c.replication_interval_ms),
         span_text(c.publication_interval_ms),
         span_text(c.provider_ttl_ms),
-        l.record.max_key_bytes,
+        // A record's key is stored under the `/tabmesh/` namespace, which takes its share.
+        l.record
+            .max_key_bytes
+            .saturating_sub(tabmesh_core::dht::key::PREFIX.len()),
         l.record.max_value_bytes,
         span_text(l.record.max_ttl_ms),
         span_text(l.record.default_ttl_ms),

@@ -5,6 +5,8 @@
 //! `GET_PROVIDERS`, periodic replication and republication) is libp2p's; this module holds the
 //! rules tabmesh adds, free of I/O and clocks:
 //!
+//! - [`key`]: the Kademlia key of a user's key (`color` is stored under `/tabmesh/color`, the
+//!   namespace js-libp2p and go-libp2p peers validate), and the old keys read until they expire;
 //! - [`record`]: the signed record envelope, its limits and the precedence rule (a key belongs
 //!   to the publisher of its live record; remove is a signed tombstone);
 //! - [`store`]: a peer's local share (records and provider records) with per-publisher and
@@ -18,6 +20,7 @@
 //! The requests a user makes ([`DhtRequest`]) and their answers ([`DhtReply`]) are shared by the
 //! UI, `window.tabmesh`, the native node's command line and the simulation.
 
+pub mod key;
 pub mod lookup;
 pub mod ops;
 pub mod record;
@@ -292,8 +295,11 @@ pub enum DhtError {
 /// A held (or found) record, for display.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordView {
-    /// The key (text, or `0x…` hex).
+    /// The user's key (text, or `0x…` hex), without the `/tabmesh/` namespace.
     pub key: String,
+    /// Stored under its old key (before the namespace): read until it expires, see [`key`].
+    #[serde(default)]
+    pub old_key: bool,
     /// The value, when it is text (else `None`; see `preview`).
     pub value: Option<String>,
     /// A short preview of the value.
@@ -327,7 +333,8 @@ impl RecordView {
         now_ms: u64,
     ) -> Self {
         Self {
-            key: record::key_text(&record.key),
+            key: key::user_text(&record.key),
+            old_key: key::is_old(&record.key),
             value: String::from_utf8(record.value.clone()).ok(),
             preview: record::preview(&record.value, 48),
             value_bytes: record.value.len(),

@@ -25,10 +25,15 @@
 //! 7. **Hand-over**: a peer that joins among the k closest peers to a key we hold is handed the
 //!    live record at once (the Kademlia paper's rule), at most [`MAX_HANDOVER`] records per
 //!    joining peer.
+//! 8. **Namespace**: records live under `/tabmesh/<key>` ([`super::key`]); provider keys are the
+//!    user's. A get (or the lookup before a put or remove) that finds no copy under the new key
+//!    looks under the old key once ([`Next::Lookup`]), so records stored before the namespace are
+//!    still read, and still owned, until they expire; what a put stores goes under the new key.
 
 use libp2p_identity::{Keypair, PeerId};
 use web_time::Instant;
 
+use super::key;
 use super::lookup::{LookupKind, LookupTrace};
 use super::record::{self, Precedence, RecordLimits, SignedRecord, key_text, precedence};
 use super::store::Refusal;
@@ -72,6 +77,9 @@ pub enum Next {
     /// Store this signed record locally and at the k closest peers, then call
     /// [`Operation::on_store_started`] (or [`Operation::fail`] if that is impossible).
     Store(SignedRecord),
+    /// Nothing was found under the key: look it up again under this old key (rule 8), feeding
+    /// the copies to the same operation, which checks them against that key.
+    Lookup(Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +106,12 @@ enum Phase {
 #[derive(Debug, Clone)]
 pub struct Operation {
     name: &'static str,
+    /// The Kademlia key: what a put stores under.
     key: Vec<u8>,
+    /// The key of the current lookup: `key`, or its old key (rule 8).
+    lookup_key: Vec<u8>,
+    /// The old key, while it is still to be looked up.
+    old_key: Option<Vec<u8>>,
     phase: Phase,
     started: Instant,
     trace: LookupTrace,
@@ -119,10 +132,26 @@ impl Operation {
         now: Instant,
     ) -> Result<(Self, Query), DhtError> {
         let limits = &config.limits.record;
-        let key = request.key().as_bytes().to_vec();
-        limits
-            .check_key(&key)
-            .map_err(|e| DhtError::Refused(e.to_string()))?;
+        let user = request.key();
+        let key = match request {
+            DhtRequest::Provide { .. } | DhtRequest::Providers { .. } => user.as_bytes().to_vec(),
+            _ => key::kad_key(user),
+        };
+        let checked = match user.is_empty() {
+            true => Err(record::RecordError::EmptyKey),
+            false => limits.check_key(&key),
+        };
+        checked.map_err(|e| {
+            // In the user's terms: the namespace is ours, not theirs.
+            let e = match e {
+                record::RecordError::KeyTooLong { max, .. } => record::RecordError::KeyTooLong {
+                    len: user.len(),
+                    max: max.saturating_sub(key.len() - user.len()),
+                },
+                e => e,
+            };
+            DhtError::Refused(e.to_string())
+        })?;
         let (query, kind, phase) = match request {
             _ if known_peers == 0 => return Err(DhtError::NoPeers),
             DhtRequest::Put { value, ttl_ms, .. } => {
@@ -170,6 +199,11 @@ impl Operation {
             name: request.name(),
             earlier: Vec::new(),
             trace: LookupTrace::new(kind, request.key().to_owned(), now),
+            old_key: match query {
+                Query::GetRecord => key::old_key(&key),
+                _ => None,
+            },
+            lookup_key: key.clone(),
             key,
             phase,
             started: now,
@@ -185,9 +219,14 @@ impl Operation {
         self.name
     }
 
-    /// The key.
+    /// The Kademlia key.
     pub fn key(&self) -> &[u8] {
         &self.key
+    }
+
+    /// The key of the current lookup: [`key`](Self::key), or its old key (rule 8).
+    pub fn lookup_key(&self) -> &[u8] {
+        &self.lookup_key
     }
 
     /// When it started.
@@ -223,7 +262,7 @@ impl Operation {
         get_quorum: usize,
         now_ms: u64,
     ) -> CopyVerdict {
-        match record::check(&self.key, raw, limits, now_ms) {
+        match record::check(&self.lookup_key, raw, limits, now_ms) {
             Ok(copy) => {
                 self.copies.push(copy);
                 CopyVerdict::Kept {
@@ -232,7 +271,8 @@ impl Operation {
             }
             Err(e) => {
                 self.refused += 1;
-                CopyVerdict::Refused(format!("refused a copy of {}: {e}", key_text(&self.key)))
+                let key = key_text(&self.lookup_key);
+                CopyVerdict::Refused(format!("refused a copy of {key}: {e}"))
             }
         }
     }
@@ -253,7 +293,8 @@ impl Operation {
         self.acks = self.trace.replied().min(replication_factor);
     }
 
-    /// The current query ended. `held_here` is our own live copy of the key, if any.
+    /// The current query ended. `held_here` is our own live copy of the
+    /// [`lookup_key`](Self::lookup_key), if any.
     pub fn on_lookup_done(
         &mut self,
         now: Instant,
@@ -261,6 +302,13 @@ impl Operation {
         keypair: &Keypair,
         held_here: Option<&SignedRecord>,
     ) -> Next {
+        if matches!(self.phase, Phase::Get | Phase::Resolve(_))
+            && self.copies.is_empty()
+            && held_here.is_none()
+            && let Some(old) = self.old_key.take()
+        {
+            return self.look_up_old_key(old, now);
+        }
         match &self.phase {
             Phase::Resolve(intent) => {
                 let intent = intent.clone();
@@ -279,10 +327,25 @@ impl Operation {
         }
     }
 
+    /// Rule 8: the lookup under the new key found nothing; the next one reads the old key.
+    fn look_up_old_key(&mut self, old: Vec<u8>, now: Instant) -> Next {
+        let kind = match self.phase {
+            Phase::Get => LookupKind::GetRecord,
+            _ => LookupKind::PutRecord,
+        };
+        let target = format!("{} (old key)", key_text(&old));
+        let mut lookup = std::mem::replace(&mut self.trace, LookupTrace::new(kind, target, now));
+        lookup.finish(now, format!("nothing under {}", key_text(&self.lookup_key)));
+        lookup.relabel(LookupKind::GetRecord);
+        self.earlier.push(lookup);
+        self.lookup_key = old.clone();
+        Next::Lookup(old)
+    }
+
     /// The record of [`Next::Store`] is stored locally and its store query started: the store
     /// phase gets a lookup path of its own, the one the user sees.
     pub fn on_store_started(&mut self, record: SignedRecord, now: Instant) {
-        let store = LookupTrace::new(LookupKind::PutRecord, key_text(&self.key), now);
+        let store = LookupTrace::new(LookupKind::PutRecord, key::user_text(&self.key), now);
         let mut lookup = std::mem::replace(&mut self.trace, store);
         lookup.finish(now, "closest peers found".to_owned());
         lookup.relabel(LookupKind::GetRecord);
@@ -303,7 +366,7 @@ impl Operation {
         rng: &mut impl rand::RngCore,
         wall: impl Fn(Instant) -> u64,
     ) -> Vec<Span> {
-        let key = key_text(&self.key);
+        let key = key::user_text(&self.key);
         let mut top = Span::start(
             root,
             None,
@@ -313,6 +376,7 @@ impl Operation {
         );
         top.attribute(KIND, "internal");
         top.attribute("dht.key", &key);
+        top.attribute("dht.kad_key", key_text(&self.key));
         top.end(wall(now), status);
         let mut spans = vec![top];
         let mut current = self.trace.clone();
@@ -345,7 +409,7 @@ impl Operation {
     }
 
     fn reply(&self, now: Instant, now_ms: u64, local: &PeerId) -> DhtReply {
-        let key = key_text(&self.key);
+        let key = key::user_text(&self.key);
         let duration_ms = millis(now.saturating_duration_since(self.started));
         let lookup = LookupStats {
             rounds: self.trace.rounds(),
@@ -453,7 +517,7 @@ fn next_record(
             let Some(best) = best.filter(|b| !b.tombstone) else {
                 return Err(DhtError::Refused(format!(
                     "there is no record under {} to remove",
-                    key_text(key)
+                    key::user_text(key)
                 )));
             };
             SignedRecord::sign(
@@ -487,6 +551,36 @@ pub fn handover<'a>(
         .collect()
 }
 
+/// Rule 8 for the records a peer restored: its own live records under old keys, re-signed under
+/// the new key (same value, version, expiry and tombstone flag), except where `held` already
+/// has a record under the new key. The old copies stay until they expire; gets read them meanwhile.
+pub fn move_own_records(
+    held: &[SignedRecord],
+    keypair: &Keypair,
+    now_ms: u64,
+) -> Vec<SignedRecord> {
+    let local = keypair.public().to_peer_id();
+    held.iter()
+        .filter(|r| r.publisher == local && key::is_old(&r.key) && !r.is_expired(now_ms))
+        .filter_map(|r| {
+            let user = std::str::from_utf8(&r.key).ok()?;
+            let new = key::kad_key(user);
+            if held.iter().any(|h| h.key == new) {
+                return None;
+            }
+            let moved = SignedRecord::sign(
+                keypair,
+                new,
+                r.value.clone(),
+                r.seq,
+                r.expires_at_ms,
+                r.tombstone,
+            );
+            record::check_namespace(&moved).is_ok().then_some(moved)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,15 +603,31 @@ mod tests {
         }
     }
 
+    /// A record for the user's key `k`, under its Kademlia key.
     fn signed(key: &Keypair, k: &str, v: &str, seq: u64, expires: u64) -> SignedRecord {
         SignedRecord::sign(
             key,
-            k.as_bytes().to_vec(),
+            key::kad_key(k),
             v.as_bytes().to_vec(),
             seq,
             expires,
             false,
         )
+    }
+
+    /// A record stored under the old key `k`, before the namespace.
+    fn signed_old(key: &Keypair, k: &str, v: &str, seq: u64, expires: u64) -> SignedRecord {
+        let record = signed(key, k, v, seq, expires);
+        let old = key::old_key(&record.key).expect("namespaced");
+        SignedRecord::sign(key, old, record.value, seq, expires, false)
+    }
+
+    /// The end of a lookup that found nothing, and of the old key's lookup after it (rule 8).
+    fn done_after_old_key(op: &mut Operation, now: Instant, me: &Keypair) -> Next {
+        match op.on_lookup_done(now, NOW_MS, me, None) {
+            Next::Lookup(_) => op.on_lookup_done(now, NOW_MS, me, None),
+            next => next,
+        }
     }
 
     fn refused(result: Result<(Operation, Query), DhtError>) -> String {
@@ -541,7 +651,8 @@ mod tests {
         let (mut op, _) = Operation::start(&config(), &put("k", "v", None), 8, t0).expect("valid");
         op.trace_mut().on_request(at(1), a);
         op.trace_mut().on_reply(at(5), a, &[b], false);
-        let Next::Store(record) = op.on_lookup_done(at(6), NOW_MS, &me, None) else {
+        let ours = signed(&me, "k", "v0", 1, NOW_MS + 60_000);
+        let Next::Store(record) = op.on_lookup_done(at(6), NOW_MS, &me, Some(&ours)) else {
             panic!("stores");
         };
         op.on_store_started(record, at(6));
@@ -654,7 +765,7 @@ mod tests {
             Operation::start(&c, &DhtRequest::Get { key: "k".into() }, 8, t0).expect("valid");
         let removed = SignedRecord::sign(
             &publisher,
-            b"k".to_vec(),
+            key::kad_key("k"),
             Vec::new(),
             2,
             NOW_MS + 60_000,
@@ -731,7 +842,7 @@ mod tests {
         assert_eq!(record.value, b"v3");
         // A first put is version 1.
         let (mut op, _) = Operation::start(&c, &put("new", "v", None), 8, t0).expect("valid");
-        let Next::Store(record) = op.on_lookup_done(t0, NOW_MS, &me, None) else {
+        let Next::Store(record) = done_after_old_key(&mut op, t0, &me) else {
             panic!("stores");
         };
         assert_eq!(record.seq, 1);
@@ -778,7 +889,7 @@ mod tests {
         let peer = keypair().public().to_peer_id();
         let (mut op, _) = Operation::start(&c, &put("k", "v", None), 8, t0).expect("valid");
         op.trace_mut().on_request(t0, peer);
-        let Next::Store(record) = op.on_lookup_done(t0, NOW_MS, &me, None) else {
+        let Next::Store(record) = done_after_old_key(&mut op, t0, &me) else {
             panic!("stores");
         };
         op.on_store_started(record, t0);
@@ -862,5 +973,178 @@ mod tests {
         assert_eq!(handed.len(), MAX_HANDOVER);
         assert!(handed.iter().all(|r| r.key != b"k3" && r.key != b"expired"));
         assert!(handover(&held, NOW_MS, |_| false).is_empty());
+    }
+
+    #[test]
+    fn rule_8_records_live_under_the_namespace_and_keys_keep_the_users_length() {
+        let t0 = Instant::now();
+        let c = config();
+        let max = c.limits.record.max_key_bytes - key::PREFIX.len();
+        let (op, _) = Operation::start(&c, &put(&"k".repeat(max), "v", None), 8, t0).expect("fits");
+        assert_eq!(op.key().len(), c.limits.record.max_key_bytes);
+        assert!(op.key().starts_with(b"/tabmesh/"));
+        let why = refused(Operation::start(
+            &c,
+            &put(&"k".repeat(max + 1), "v", None),
+            8,
+            t0,
+        ));
+        assert!(
+            why.contains(&format!("{} bytes; at most {max}", max + 1)),
+            "{why}"
+        );
+        // Provider keys are the user's, with the whole length.
+        let provide = DhtRequest::Provide {
+            key: "k".repeat(max + 1),
+        };
+        let (op, _) = Operation::start(&c, &provide, 8, t0).expect("fits");
+        assert_eq!(op.key(), "k".repeat(max + 1).as_bytes());
+        let (mut op, _) = Operation::start(&c, &provide, 8, t0).expect("fits");
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &keypair(), None),
+            Next::Reply(_)
+        ));
+    }
+
+    #[test]
+    fn rule_8_a_get_that_finds_nothing_reads_the_old_key_once() {
+        let t0 = Instant::now();
+        let c = config();
+        let (me, publisher) = (keypair(), keypair());
+        let (mut op, _) =
+            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, 8, t0).expect("valid");
+        assert_eq!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Lookup(b"k".to_vec())
+        );
+        assert_eq!(op.lookup_key(), b"k");
+        // Copies are checked against the key they were found under.
+        let new = signed(&publisher, "k", "new", 2, NOW_MS + 60_000).encode();
+        assert!(matches!(
+            op.on_copy(&new, &c.limits.record, 3, NOW_MS),
+            CopyVerdict::Refused(_)
+        ));
+        let old = signed_old(&publisher, "k", "old", 1, NOW_MS + 60_000).encode();
+        assert!(matches!(
+            op.on_copy(&old, &c.limits.record, 3, NOW_MS),
+            CopyVerdict::Kept { .. }
+        ));
+        let Next::Reply(Ok(DhtReply::Get {
+            key,
+            record: Some(found),
+            ..
+        })) = op.on_lookup_done(t0, NOW_MS, &me, None)
+        else {
+            panic!("found under the old key");
+        };
+        assert_eq!((key.as_str(), found.key.as_str()), ("k", "k"));
+        assert!(found.old_key && found.value.as_deref() == Some("old"));
+        // Both lookups are on the path, the old one labelled.
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(8);
+        let root = TraceContext::root(&mut rng);
+        let spans = op.spans(root, "me", t0, SpanStatus::Ok, &mut rng, |_| 0);
+        let names: Vec<_> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "dht.get k",
+                "dht.get_record k",
+                "dht.get_record k (old key)"
+            ]
+        );
+        // Found nowhere: one more lookup, not two.
+        let (mut op, _) =
+            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, 8, t0).expect("valid");
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Lookup(_)
+        ));
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Reply(Ok(DhtReply::Get { record: None, .. }))
+        ));
+    }
+
+    #[test]
+    fn rule_8_a_tombstone_under_the_new_key_hides_the_old_record() {
+        let t0 = Instant::now();
+        let c = config();
+        let me = keypair();
+        let removed =
+            SignedRecord::sign(&me, key::kad_key("k"), Vec::new(), 3, NOW_MS + 60_000, true);
+        let (mut op, _) =
+            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, 8, t0).expect("valid");
+        op.on_copy(&removed.encode(), &c.limits.record, 3, NOW_MS);
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Reply(Ok(DhtReply::Get { record: None, .. }))
+        ));
+    }
+
+    #[test]
+    fn rule_8_an_old_record_keeps_its_owner_and_its_version() {
+        let t0 = Instant::now();
+        let c = config();
+        let (me, other) = (keypair(), keypair());
+        // Another publisher's old record: the key is still theirs.
+        let (mut op, _) = Operation::start(&c, &put("k", "mine", None), 8, t0).expect("valid");
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Lookup(_)
+        ));
+        let theirs = signed_old(&other, "k", "theirs", 1, NOW_MS + 60_000);
+        op.on_copy(&theirs.encode(), &c.limits.record, 3, NOW_MS);
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Reply(Err(DhtError::Refused(_)))
+        ));
+        // Our own old record, held here: the put goes under the new key, one version above it.
+        let (mut op, _) = Operation::start(&c, &put("k", "v5", None), 8, t0).expect("valid");
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Lookup(_)
+        ));
+        let ours = signed_old(&me, "k", "v4", 4, NOW_MS + 60_000);
+        let Next::Store(record) = op.on_lookup_done(t0, NOW_MS, &me, Some(&ours)) else {
+            panic!("stores");
+        };
+        assert_eq!((record.key, record.seq), (key::kad_key("k"), 5));
+    }
+
+    #[test]
+    fn rule_8_a_peer_moves_its_own_old_records_under_the_namespace() {
+        let (me, other) = (keypair(), keypair());
+        let held = [
+            signed_old(&me, "color", "blue", 3, NOW_MS + 60_000),
+            signed_old(&me, "gone", "x", 1, NOW_MS - 1),
+            signed_old(&other, "theirs", "x", 1, NOW_MS + 60_000),
+            signed_old(&me, "both", "old", 1, NOW_MS + 60_000),
+            signed(&me, "both", "new", 2, NOW_MS + 60_000),
+        ];
+        let moved = move_own_records(&held, &me, NOW_MS);
+        assert_eq!(
+            moved.len(),
+            1,
+            "only our live record with nothing under its new key"
+        );
+        let record = &moved[0];
+        assert_eq!(record.key, key::kad_key("color"));
+        assert_eq!((record.value.as_slice(), record.seq), (&b"blue"[..], 3));
+        assert_eq!(
+            record.expires_at_ms,
+            NOW_MS + 60_000,
+            "the expiry does not move"
+        );
+        let raw = record.encode();
+        assert!(
+            record::check(
+                &key::kad_key("color"),
+                &raw,
+                &config().limits.record,
+                NOW_MS
+            )
+            .is_ok()
+        );
     }
 }

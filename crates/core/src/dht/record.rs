@@ -308,10 +308,11 @@ pub fn validate(
     check_namespace(record)
 }
 
-/// The rules of the key namespaces that give records a meaning (today `svc/`, the services').
+/// The rules of the key namespaces that give records a meaning (today `svc/`, the services'),
+/// read from the user's key: `/tabmesh/svc/…` and the old `svc/…` alike.
 pub fn check_namespace(record: &SignedRecord) -> Result<(), RecordError> {
     crate::services::descriptor::check_record(
-        &record.key,
+        super::key::user_key(&record.key),
         &record.publisher,
         &record.value,
         record.tombstone,
@@ -621,5 +622,27 @@ mod tests {
         assert_eq!(preview(b"hello world", 5), "hello…");
         assert_eq!(preview(&[0xff, 0x00, 0x01], 10), "0xff0001");
         assert_eq!(key_text(&[0xff]), "0xff");
+    }
+
+    #[test]
+    fn the_services_rule_holds_under_the_namespace_and_under_old_keys() {
+        let (owner, squatter) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let id = owner.public().to_peer_id();
+        let user = crate::services::descriptor::index_key(&id);
+        let index = r#"{"services":{}}"#;
+        for key in [super::super::key::kad_key(&user), user.as_bytes().to_vec()] {
+            let text = key_text(&key);
+            let sign = |by: &Keypair| {
+                SignedRecord::sign(by, key.clone(), index.into(), 1, NOW + 60_000, false)
+            };
+            assert_eq!(check_namespace(&sign(&owner)), Ok(()), "{text}");
+            assert!(
+                matches!(
+                    check_namespace(&sign(&squatter)),
+                    Err(RecordError::Namespace(_))
+                ),
+                "{text}: another peer's index is a forgery"
+            );
+        }
     }
 }

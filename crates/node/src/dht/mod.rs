@@ -35,7 +35,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tabmesh_core::bootstrap::is_dialable;
 use tabmesh_core::dht::lookup::LookupTrace;
-use tabmesh_core::dht::ops::Operation;
+use tabmesh_core::dht::ops::{self, Operation};
 use tabmesh_core::dht::{DhtConfig, DhtCounters, DhtError, DhtReply};
 use tabmesh_core::discovery::{DiscoveryConfig, DiscoverySchedule};
 use tabmesh_core::protocol;
@@ -122,6 +122,25 @@ pub struct Behaviour {
     timer: Timer,
 }
 
+/// Re-signs our own records restored under old keys under the `/tabmesh/` namespace
+/// (`tabmesh_core::dht::ops::move_own_records`); Kademlia's republication then spreads them.
+fn move_own_records(kad: &mut kad::Behaviour<KadStore>, keypair: &Keypair) {
+    let now_ms = unix_now_ms();
+    let held: Vec<_> = kad
+        .store_mut()
+        .local()
+        .records()
+        .map(|r| r.record.clone())
+        .collect();
+    for record in ops::move_own_records(&held, keypair, now_ms) {
+        let key = tabmesh_core::dht::record::key_text(&record.key);
+        match kad.store_mut().put_own(now_ms, record) {
+            Ok(_) => tracing::info!(%key, "own record moved under the namespace"),
+            Err(refusal) => tracing::warn!(%key, %refusal, "own record not moved"),
+        }
+    }
+}
+
 impl Behaviour {
     /// The DHT of `keypair`'s peer, its records kept on `backend`, its log lines going to
     /// `wire`.
@@ -135,6 +154,7 @@ impl Behaviour {
         let local = keypair.public().to_peer_id();
         let mut kad = kademlia::kademlia(local, &config, backend);
         let restored = kad.store_mut().restored();
+        move_own_records(&mut kad, &keypair);
         let discovery = match &role {
             Role::Peer {
                 discovery: Some(pace),

@@ -5,6 +5,7 @@
 
 use libp2p::PeerId;
 use libp2p::kad::{self, KBucketKey, Quorum, RecordKey};
+use tabmesh_core::dht::key;
 use tabmesh_core::dht::ops::{self, CopyVerdict, Next, Operation, Query};
 use tabmesh_core::dht::record::key_text;
 use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest};
@@ -180,13 +181,26 @@ impl Behaviour {
             .kad
             .store_mut()
             .local()
-            .get_live(running.op.key(), now_ms)
+            .get_live(running.op.lookup_key(), now_ms)
             .map(|r| r.record.clone());
         match running
             .op
             .on_lookup_done(now, now_ms, &self.keypair, held.as_ref())
         {
             Next::Reply(outcome) => self.finish(now, running, outcome),
+            Next::Lookup(old) => {
+                self.log(
+                    None,
+                    format!(
+                        "{}: nothing under {}; reading the old key",
+                        running.op.name(),
+                        key_text(running.op.key())
+                    ),
+                );
+                let query = self.kad.get_record(RecordKey::new(&old));
+                self.kad.watch(query);
+                self.ops.insert(query, running);
+            }
             Next::Store(record) => {
                 if let Err(refusal) = self.kad.store_mut().put_own(now_ms, record.clone()) {
                     return self.finish(now, running, Err(DhtError::Refused(refusal.to_string())));
@@ -213,7 +227,7 @@ impl Behaviour {
     }
 
     fn finish(&mut self, now: Instant, running: Running, outcome: Result<DhtReply, DhtError>) {
-        let key = key_text(running.op.key());
+        let key = key::user_text(running.op.key());
         let summary = match &outcome {
             Ok(reply) => reply.summary(),
             Err(e) => e.to_string(),
