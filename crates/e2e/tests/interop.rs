@@ -7,8 +7,19 @@
 //! - js-libp2p dials tab B's plain circuit address (relayed only): tab B sees a js-libp2p peer
 //!   with a `/webrtc` address and upgrades by itself (our dialer against js-libp2p's listener);
 //!   js-libp2p then pings tab B over the direct connection.
+//!
+//! And with js-libp2p's Kademlia (`@libp2p/kad-dht`) in Node.js (`js-interop/dht.mjs`, a client
+//! that joins the relay over TCP with a validator and a selector for the `tabmesh` namespace):
+//!
+//! - a record a tab puts under `color` is read by js-libp2p under `/tabmesh/color`: found at the
+//!   relay, its signature checked over the namespaced key, the tab its publisher; under `color`
+//!   js-libp2p finds nothing (it takes no key without a namespace);
+//! - a record signed under an old key (before the namespace) and stored at the relay by
+//!   js-libp2p's `PUT_VALUE` is still found by the tab, marked as old, and still belongs to its
+//!   publisher.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -207,5 +218,131 @@ async fn a_js_libp2p_browser_node_and_our_tabs_connect_directly_over_webrtc() ->
 
     browser.screenshot(&a, &dir.join("tab-a.png")).await?;
     browser.quit().await?;
+    Ok(())
+}
+
+/// Runs `node js-interop/dht.mjs <relay> <args>` and returns the JSON line it prints.
+async fn js_dht(relay: &Relay, args: &[&str]) -> anyhow::Result<Value> {
+    let script = tabmesh_e2e::workspace_root().join("crates/e2e/js-interop/dht.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(relay.url())
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(PATIENCE, output)
+        .await
+        .map_err(|_| anyhow::anyhow!("dht.mjs {args:?} did not finish"))?
+        .map_err(|e| anyhow::anyhow!("node {}: {e} (Node.js is needed)", script.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| {
+        anyhow::anyhow!(
+            "dht.mjs {args:?} ({}): {e}: {stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// `window.tabmesh.<call>` in `tab`, its answer or its error text.
+async fn tab_dht(
+    browser: &Browser,
+    tab: &Tab,
+    call: &str,
+) -> anyhow::Result<Result<Value, String>> {
+    browser.call(tab, &format!("window.tabmesh.{call}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_libp2p_kademlia_reads_a_tabs_record_and_a_tab_reads_old_keys() -> anyhow::Result<()> {
+    let dir = run_dir("interop-dht")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let tab = browser.open_tab(&relay.url()).await?;
+    let me = wait_until("the tab has the relay in its DHT", PATIENCE, || {
+        let (browser, tab) = (&browser, &tab);
+        async move {
+            Ok(match browser.state(tab).await? {
+                Some(v) if v.dht.as_ref().is_some_and(|d| d.routing_table_size >= 1) => Ok(v),
+                _ => Err("empty routing table".to_owned()),
+            })
+        }
+    })
+    .await?;
+
+    // A tab's record, read by js-libp2p under the namespace.
+    let put = tab_dht(&browser, &tab, "put('color', 'ultramarine')")
+        .await?
+        .map_err(|e| anyhow::anyhow!("put: {e}"))?;
+    assert_eq!(put["key"], "color", "replies show the user's key: {put}");
+    assert!(
+        put["stored_at"].as_u64() >= Some(1),
+        "stored at the relay: {put}"
+    );
+    let read = js_dht(&relay, &["get", "/tabmesh/color"]).await?;
+    assert_eq!(read["found"], true, "{read}");
+    assert_eq!(read["value"], "ultramarine", "{read}");
+    assert_eq!(read["publisher"], me.peer_id.as_str(), "{read}");
+    assert_eq!(read["seq"], put["seq"], "{read}");
+    // Without the namespace js-libp2p takes nothing (which is why records moved under it).
+    let bare = js_dht(&relay, &["get", "color"]).await?;
+    assert_eq!(bare["found"], false, "{bare}");
+
+    // A record from before the namespace: signed under the bare key by another publisher,
+    // stored at the relay by js-libp2p.
+    let old_publisher = libp2p_identity::Keypair::generate_ed25519();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let expires = u64::try_from(now_ms)? + 600_000;
+    let old = tabmesh_core::dht::record::SignedRecord::sign(
+        &old_publisher,
+        b"motto".to_vec(),
+        b"old but gold".to_vec(),
+        1,
+        expires,
+        false,
+    );
+    let hex = tabmesh_core::hex::encode(&old.encode());
+    let stored = js_dht(&relay, &["put", "motto", &hex]).await?;
+    assert_eq!(stored["ok"], true, "{stored}");
+    let found = wait_until("the tab reads the old key", PATIENCE, || {
+        let (browser, tab) = (&browser, &tab);
+        async move {
+            Ok(match tab_dht(browser, tab, "get('motto')").await? {
+                Ok(reply) if reply["record"].is_object() => Ok(reply),
+                other => Err(format!("{other:?}")),
+            })
+        }
+    })
+    .await?;
+    let record = &found["record"];
+    assert_eq!(record["value"], "old but gold", "{found}");
+    assert_eq!(record["old_key"], true, "{found}");
+    assert_eq!(
+        record["publisher"],
+        old_publisher.public().to_peer_id().to_base58(),
+        "{found}"
+    );
+    // Still its publisher's: the tab may not take the key over.
+    let taken = tab_dht(&browser, &tab, "put('motto', 'mine now')").await?;
+    assert!(
+        taken.as_ref().is_err_and(|e| e.contains("held by")),
+        "{taken:?}"
+    );
+
+    // The DHT panel: the record, and the last lookup's path (both keys of the refused put).
+    browser
+        .call(
+            &tab,
+            "document.querySelector('[data-testid=dht-panel]').scrollIntoView()",
+        )
+        .await?
+        .map_err(|e| anyhow::anyhow!("no DHT panel: {e}"))?;
+    browser.screenshot(&tab, &dir.join("tab.png")).await?;
+    browser.quit().await?;
+    relay.stop()?;
     Ok(())
 }

@@ -86,8 +86,9 @@ fn run_e2e() -> anyhow::Result<()> {
     run_wasm_browser_tests()
 }
 
-/// The js-libp2p browser node of the interop test (`crates/e2e/js-interop`): its npm packages
-/// (exact versions from the lock file) and its bundle, `target/js-interop/bundle.js`.
+/// The js-libp2p peers of the interop tests (`crates/e2e/js-interop`): their npm packages
+/// (exact versions from the lock file, reinstalled when it changes) and the browser node's
+/// bundle, `target/js-interop/bundle.js` (the Node.js DHT client runs from the folder).
 fn build_js_interop_peer() -> anyhow::Result<()> {
     let dir = shell::root().join("crates/e2e/js-interop");
     let Some(npm) = shell::find_tool("npm", &[]) else {
@@ -96,10 +97,22 @@ fn build_js_interop_peer() -> anyhow::Result<()> {
              (Debian: `apt-get install nodejs npm`)"
         );
     };
-    if !dir.join("node_modules/.package-lock.json").exists() {
+    // Installed from this very lock file? (A checkout that pulls a new package must install it.)
+    let lock = std::fs::read(dir.join("package-lock.json"))?;
+    let stamp = dir.join("node_modules/.tabmesh-installed-lock.json");
+    if std::fs::read(&stamp).ok().as_deref() != Some(lock.as_slice()) {
         shell::run(
             Command::new(&npm)
                 .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir),
+        )?;
+        std::fs::write(&stamp, &lock)?;
+    }
+    // The DHT client's record rules, offline (they mirror tabmesh-core's envelope checks).
+    if let Some(node) = shell::find_tool("node", &[]) {
+        shell::run(
+            Command::new(node)
+                .args(["--test", "record.test.mjs"])
                 .current_dir(&dir),
         )?;
     }
