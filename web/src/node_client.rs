@@ -13,7 +13,9 @@ use std::rc::Rc;
 
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
-use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest};
+use futures::future::Either;
+use tabmesh_core::Duration;
+use tabmesh_core::dht::{DhtConfig, DhtError, DhtReply, DhtRequest};
 use tabmesh_core::gimps::pace::SearchPace;
 use tabmesh_core::protocol::AGENT_WEB;
 use tabmesh_core::services::{CallError, CallRequest, Catalog, Descriptor};
@@ -135,17 +137,42 @@ impl NodeClient {
         sender.is_some_and(|mut sender| sender.try_send(command).is_ok())
     }
 
-    /// Sends `request` to the node's DHT and waits for its answer (a lookup takes up to the
-    /// query timeout). A request the node never took fails with a message saying so, since no
-    /// reply will ever come.
-    pub(crate) async fn dht(&self, request: DhtRequest) -> Result<DhtReply, DhtError> {
+    /// Sends the command `command` builds around a reply channel and waits for the answer, at
+    /// most `patience`: a request the node never took, dropped or left unanswered (a node that
+    /// stopped or hangs) ends with `failed(why)`, so no Promise stays pending for ever.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+        patience: Duration,
+        failed: impl FnOnce(String) -> T,
+    ) -> T {
         let (reply, answer) = oneshot::channel();
-        if !self.send(Command::Dht(request, reply)) {
-            return Err(not_taken());
+        if !self.send(command(reply)) {
+            return failed(NOT_TAKEN.to_owned());
         }
-        answer
-            .await
-            .unwrap_or_else(|oneshot::Canceled| Err(not_taken()))
+        let ms = u32::try_from(patience.as_millis()).unwrap_or(u32::MAX);
+        let timer = gloo_timers::future::TimeoutFuture::new(ms);
+        match futures::future::select(answer, timer).await {
+            Either::Left((Ok(answer), _)) => answer,
+            Either::Left((Err(oneshot::Canceled), _)) => failed(NOT_TAKEN.to_owned()),
+            Either::Right(_) => failed(format!(
+                "no answer from this tab's node in {} s: it may have stopped \
+                 (the browser console says why)",
+                patience.as_secs()
+            )),
+        }
+    }
+
+    /// Sends `request` to the node's DHT and waits for its answer (the node answers within
+    /// the DHT's `op_timeout`).
+    pub(crate) async fn dht(&self, request: DhtRequest) -> Result<DhtReply, DhtError> {
+        let patience = DhtConfig::default().op_timeout + NODE_SLACK;
+        self.ask(
+            |reply| Command::Dht(request, reply),
+            patience,
+            |why| Err(DhtError::Failed(why)),
+        )
+        .await
     }
 
     /// Times a perf run (libp2p's `/perf/1.0.0`) to `peer`: `upload` bytes there, `download`
@@ -156,19 +183,13 @@ impl NodeClient {
         upload: u64,
         download: u64,
     ) -> Result<PerfReport, String> {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Perf {
+        let command = |reply| Command::Perf {
             peer,
             upload,
             download,
             reply,
         };
-        if !self.send(command) {
-            return Err("the node did not take the request".to_owned());
-        }
-        answer
-            .await
-            .unwrap_or_else(|oneshot::Canceled| Err("the node did not take the request".to_owned()))
+        self.ask(command, PATIENCE, Err).await
     }
 }
 
@@ -177,20 +198,17 @@ impl NodeClient {
     async fn services<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> ServiceCommand,
-        not_taken: impl FnOnce() -> T,
+        failed: impl FnOnce(String) -> T,
     ) -> T {
-        let (reply, answer) = oneshot::channel();
-        if !self.send(Command::Services(command(reply))) {
-            return not_taken();
-        }
-        answer.await.unwrap_or_else(|oneshot::Canceled| not_taken())
+        self.ask(|reply| Command::Services(command(reply)), PATIENCE, failed)
+            .await
     }
 
     /// Calls a service (the node finds a provider, checks the data and fails over).
     pub(crate) async fn call(&self, request: CallRequest) -> Result<CallAnswer, CallError> {
         self.services(
             |reply| ServiceCommand::Call(request, reply),
-            || Err(CallError::Busy(0)),
+            |why| Err(CallError::Refused(why)),
         )
         .await
     }
@@ -200,14 +218,9 @@ impl NodeClient {
         &self,
         peer: Option<tabmesh_node::libp2p::PeerId>,
     ) -> Result<tabmesh_node::trace::PingAnswer, String> {
-        let (reply, answer) = oneshot::channel();
-        if !self.send(Command::Trace(tabmesh_node::trace::TraceCommand::Ping {
-            peer,
-            reply,
-        })) {
-            return Err(NOT_TAKEN.to_owned());
-        }
-        answer.await.unwrap_or_else(|_| Err(NOT_TAKEN.to_owned()))
+        let command =
+            |reply| Command::Trace(tabmesh_node::trace::TraceCommand::Ping { peer, reply });
+        self.ask(command, PATIENCE, Err).await
     }
 
     /// Trace `trace_id`, gathered from the peers it crossed.
@@ -215,14 +228,9 @@ impl NodeClient {
         &self,
         trace_id: tabmesh_core::trace::TraceId,
     ) -> Result<tabmesh_core::trace::assemble::Trace, String> {
-        let (reply, answer) = oneshot::channel();
-        if !self.send(Command::Trace(tabmesh_node::trace::TraceCommand::Gather {
-            trace_id,
-            reply,
-        })) {
-            return Err(NOT_TAKEN.to_owned());
-        }
-        answer.await.unwrap_or_else(|_| Err(NOT_TAKEN.to_owned()))
+        let command =
+            |reply| Command::Trace(tabmesh_node::trace::TraceCommand::Gather { trace_id, reply });
+        self.ask(command, PATIENCE, Err).await
     }
 
     /// A snapshot (with markers), or a naive one.
@@ -230,28 +238,21 @@ impl NodeClient {
         &self,
         naive: bool,
     ) -> Result<tabmesh_core::snapshot::state::SnapshotResult, String> {
-        let (reply, answer) = oneshot::channel();
-        if !self.send(Command::Snapshot(
-            tabmesh_node::snapshot::SnapshotCommand::Take { naive, reply },
-        )) {
-            return Err(NOT_TAKEN.to_owned());
-        }
-        answer.await.unwrap_or_else(|_| Err(NOT_TAKEN.to_owned()))
+        let command = |reply| {
+            Command::Snapshot(tabmesh_node::snapshot::SnapshotCommand::Take { naive, reply })
+        };
+        self.ask(command, PATIENCE, Err).await
     }
 
     /// Every service the network offers.
     pub(crate) async fn catalog(&self) -> Result<Catalog, String> {
-        self.services(ServiceCommand::Catalog, || Err(NOT_TAKEN.to_owned()))
-            .await
+        self.services(ServiceCommand::Catalog, Err).await
     }
 
     /// Switches built-in service `name` on or off.
     pub(crate) async fn builtin(&self, name: String, on: bool) -> Result<(), String> {
-        self.services(
-            |reply| ServiceCommand::Builtin { name, on, reply },
-            || Err(NOT_TAKEN.to_owned()),
-        )
-        .await
+        self.services(|reply| ServiceCommand::Builtin { name, on, reply }, Err)
+            .await
     }
 
     /// Offers a service whose calls `handler` answers: `handler(type, data)` returns the reply
@@ -269,7 +270,7 @@ impl NodeClient {
                     handler: tx,
                     reply,
                 },
-                || Err(NOT_TAKEN.to_owned()),
+                Err,
             )
             .await;
         if answered.is_ok() {
@@ -285,11 +286,8 @@ impl NodeClient {
 
     /// Stops offering `name`.
     pub(crate) async fn withdraw(&self, name: String) -> Result<(), String> {
-        self.services(
-            |reply| ServiceCommand::Withdraw { name, reply },
-            || Err(NOT_TAKEN.to_owned()),
-        )
-        .await
+        self.services(|reply| ServiceCommand::Withdraw { name, reply }, Err)
+            .await
     }
 }
 
@@ -336,11 +334,12 @@ pub(crate) fn error_text(thrown: &JsValue) -> String {
 
 const NOT_TAKEN: &str = "the node did not take the request (it has stopped or is busy); try again";
 
-fn not_taken() -> DhtError {
-    DhtError::Failed(
-        "the node did not take the request (it has stopped or is busy); try again".to_owned(),
-    )
-}
+/// How long the page waits for the node's answer to a request with no deadline of its own in
+/// the node's config (perf runs give up after 120 s, snapshots and service calls sooner).
+const PATIENCE: Duration = Duration::from_secs(150);
+
+/// What the page adds to a deadline the node keeps before deciding the node is gone.
+const NODE_SLACK: Duration = Duration::from_secs(10);
 
 /// Settings from the page's query string, e.g. `?stale_timeout=5&ttl=3` (seconds for
 /// intervals), `?direct=off` (stay on the relay: no WebRTC upgrade, no `/webrtc` address),

@@ -9,6 +9,7 @@
 //! - misbehaviour ledger with the DHT and with services: a peer storing forged records, or
 //!   sending unreadable, oversized or wrongly shaped service requests, is banned at its third
 //!   strike and nothing it sent is kept or reaches a handler;
+//! - DHT deadline: a put to peers that never answer is answered by its deadline, with why;
 //! - request tracing: a traced ping is one trace with a span on each peer, gathered whole; a
 //!   peer sending malformed trace requests is banned at its third strike.
 //! - snapshots: three peers sending each other tokens take a Chandy-Lamport snapshot that
@@ -510,11 +511,19 @@ struct DhtPeer {
 
 /// A [`DhtPeer`] in `role`, with default settings and a memory store.
 fn dht_peer(role: tabmesh_node::dht::Role) -> impl FnOnce(&libp2p::identity::Keypair) -> DhtPeer {
+    dht_peer_with(role, tabmesh_core::dht::DhtConfig::default())
+}
+
+/// A [`DhtPeer`] in `role` with `config` and a memory store.
+fn dht_peer_with(
+    role: tabmesh_node::dht::Role,
+    config: tabmesh_core::dht::DhtConfig,
+) -> impl FnOnce(&libp2p::identity::Keypair) -> DhtPeer {
     move |key| DhtPeer {
         ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
         dht: tabmesh_node::dht::Behaviour::new(
             key.clone(),
-            tabmesh_core::dht::DhtConfig::default(),
+            config,
             Box::new(tabmesh_node::dht::MemoryBackend),
             role,
             WireSink::discard(),
@@ -575,6 +584,58 @@ async fn a_peer_storing_forged_records_is_banned_and_nothing_it_sent_is_kept() {
         (3, 0)
     );
     assert!(honest.behaviour_mut().dht.view().records.is_empty());
+}
+
+/// A peer that takes every Kademlia request and never answers (as an overloaded peer might):
+/// a put is still answered by its deadline, saying what it was doing and who answered.
+#[tokio::test(flavor = "current_thread")]
+async fn a_put_to_peers_that_never_answer_is_answered_by_its_deadline_with_the_reason() {
+    use tabmesh_core::dht::{DhtConfig, DhtError, DhtRequest};
+
+    let config = DhtConfig {
+        op_timeout: Duration::from_secs(2),
+        ..DhtConfig::default()
+    };
+    let role = tabmesh_node::dht::Role::Peer { discovery: None };
+    let mut honest = swarm(dht_peer_with(role, config));
+    let mut silent = swarm(|_| libp2p_stream::Behaviour::new());
+    let addr = listen(&mut silent, "").await;
+    let silent_id = *silent.local_peer_id();
+    let kad = libp2p::StreamProtocol::new(tabmesh_core::protocol::KADEMLIA);
+    let mut incoming = silent.behaviour().new_control().accept(kad).unwrap();
+    honest
+        .behaviour_mut()
+        .dht
+        .kad_mut()
+        .add_address(&silent_id, addr);
+    let (reply, answer) = futures::channel::oneshot::channel();
+    let put = DhtRequest::Put {
+        key: "k".into(),
+        value: "v".into(),
+        ttl_ms: None,
+    };
+    honest.behaviour_mut().dht.start(put, reply);
+    tokio::pin!(answer);
+    let mut held = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut answer => break outcome.unwrap(),
+            Some((_, stream)) = incoming.next() => held.push(stream),
+            _ = honest.select_next_some() => {}
+            _ = silent.select_next_some() => {}
+            () = &mut deadline => panic!("the put was not answered"),
+        }
+    };
+    assert!(!held.is_empty(), "the silent peer was asked");
+    match outcome {
+        Err(e @ DhtError::TimedOut { .. }) => assert_eq!(
+            e.to_string(),
+            "no answer in 2 s while looking the key up before storing: no peer answered"
+        ),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
 }
 
 /// A plain Kademlia server on our protocol name.

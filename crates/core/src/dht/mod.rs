@@ -49,6 +49,10 @@ pub struct DhtConfig {
     pub provider_publication_interval: Duration,
     /// A lookup gives up after this long.
     pub query_timeout: Duration,
+    /// A user's request is answered within this long whatever the network does (a put is up
+    /// to four lookups in a row): with what it has by then (a copy found, peers that stored the
+    /// record), or with the reason ([`DhtError::TimedOut`]).
+    pub op_timeout: Duration,
     /// How often the peer refreshes its routing table with a lookup of its own id (`None`: never,
     /// as on the relay, which is the bootstrap node).
     pub periodic_bootstrap: Option<Duration>,
@@ -68,6 +72,7 @@ impl Default for DhtConfig {
             provider_ttl: Duration::from_secs(600),
             provider_publication_interval: Duration::from_secs(240),
             query_timeout: Duration::from_secs(20),
+            op_timeout: Duration::from_secs(30),
             periodic_bootstrap: Some(Duration::from_secs(300)),
             get_quorum: 3,
             limits: StoreLimits::default(),
@@ -284,12 +289,35 @@ pub enum DhtError {
     /// We know no other peer yet.
     #[error("no peers to ask yet: wait for the relay and peer discovery")]
     NoPeers,
-    /// The lookup failed or timed out.
+    /// The lookup failed.
     #[error("{0}")]
     Failed(String),
+    /// Not done by the operation's deadline, with nothing to answer with.
+    #[error("no answer in {} s while {during}: {}", after_ms / 1000, answered_text(*answered, *asked))]
+    TimedOut {
+        /// The deadline, ms after the request.
+        after_ms: u64,
+        /// What the operation was doing.
+        during: String,
+        /// Peers that answered the current phase.
+        answered: usize,
+        /// Peers asked in the current phase.
+        asked: usize,
+    },
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+}
+
+/// How many of the peers asked answered, in words.
+fn answered_text(answered: usize, asked: usize) -> String {
+    match (answered, asked) {
+        (0, 0) => "no peer answered".to_owned(),
+        (answered, asked) => format!(
+            "{answered} of {} peer(s) asked answered",
+            asked.max(answered)
+        ),
+    }
 }
 
 /// A held (or found) record, for display.

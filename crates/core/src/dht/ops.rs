@@ -25,7 +25,12 @@
 //! 7. **Hand-over**: a peer that joins among the k closest peers to a key we hold is handed the
 //!    live record at once (the Kademlia paper's rule), at most [`MAX_HANDOVER`] records per
 //!    joining peer.
-//! 8. **Namespace**: records live under `/tabmesh/<key>` ([`super::key`]); provider keys are the
+//! 8. **Deadline**: every request is answered within `op_timeout`, whatever the network does:
+//!    with the best copy found, the peers that stored the record or the providers found so far,
+//!    or with [`DhtError::TimedOut`] saying what it was doing and how many peers answered
+//!    ([`Operation::on_deadline`]). A store that no peer acknowledged is a failure, not
+//!    "stored at 0 peers".
+//! 9. **Namespace**: records live under `/tabmesh/<key>` ([`super::key`]); provider keys are the
 //!    user's. A get (or the lookup before a put or remove) that finds no copy under the new key
 //!    looks under the old key once ([`Next::Lookup`]), so records stored before the namespace are
 //!    still read, and still owned, until they expire; what a put stores goes under the new key.
@@ -77,7 +82,7 @@ pub enum Next {
     /// Store this signed record locally and at the k closest peers, then call
     /// [`Operation::on_store_started`] (or [`Operation::fail`] if that is impossible).
     Store(SignedRecord),
-    /// Nothing was found under the key: look it up again under this old key (rule 8), feeding
+    /// Nothing was found under the key: look it up again under this old key (rule 9), feeding
     /// the copies to the same operation, which checks them against that key.
     Lookup(Vec<u8>),
 }
@@ -108,12 +113,13 @@ pub struct Operation {
     name: &'static str,
     /// The Kademlia key: what a put stores under.
     key: Vec<u8>,
-    /// The key of the current lookup: `key`, or its old key (rule 8).
+    /// The key of the current lookup: `key`, or its old key (rule 9).
     lookup_key: Vec<u8>,
     /// The old key, while it is still to be looked up.
     old_key: Option<Vec<u8>>,
     phase: Phase,
     started: Instant,
+    deadline: Instant,
     trace: LookupTrace,
     /// The paths of the phases before this one (a put's lookup of the closest peers).
     earlier: Vec<LookupTrace>,
@@ -207,6 +213,7 @@ impl Operation {
             key,
             phase,
             started: now,
+            deadline: now + config.op_timeout,
             copies: Vec::new(),
             refused: 0,
             acks: 0,
@@ -224,7 +231,7 @@ impl Operation {
         &self.key
     }
 
-    /// The key of the current lookup: [`key`](Self::key), or its old key (rule 8).
+    /// The key of the current lookup: [`key`](Self::key), or its old key (rule 9).
     pub fn lookup_key(&self) -> &[u8] {
         &self.lookup_key
     }
@@ -232,6 +239,11 @@ impl Operation {
     /// When it started.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// When it must be answered by (rule 8).
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// The path of the current lookup.
@@ -323,11 +335,48 @@ impl Operation {
                     Err(e) => Next::Reply(Err(e)),
                 }
             }
+            Phase::Store(_) if self.acks == 0 => Next::Reply(Err(DhtError::Failed(format!(
+                "stored here only: none of the {} peer(s) asked acknowledged it \
+                 (it is republished from here)",
+                self.trace.contacted()
+            )))),
             _ => Next::Reply(Ok(self.reply(now, now_ms, &keypair.public().to_peer_id()))),
         }
     }
 
-    /// Rule 8: the lookup under the new key found nothing; the next one reads the old key.
+    /// Rule 8: the deadline passed. The answer is what the operation has (a valid copy, the
+    /// peers that stored the record, providers found), else why there is none.
+    pub fn on_deadline(
+        &self,
+        now: Instant,
+        now_ms: u64,
+        local: &PeerId,
+    ) -> Result<DhtReply, DhtError> {
+        let has_answer = match &self.phase {
+            Phase::Get => !self.copies.is_empty(),
+            Phase::Store(_) => self.acks > 0,
+            Phase::Providers(found) => !found.is_empty(),
+            Phase::Resolve(_) | Phase::Provide => false,
+        };
+        if has_answer {
+            return Ok(self.reply(now, now_ms, local));
+        }
+        let during = match &self.phase {
+            Phase::Get => "looking the key up",
+            Phase::Resolve(_) => "looking the key up before storing",
+            Phase::Store(_) => "storing the record",
+            Phase::Provide => "announcing the key",
+            Phase::Providers(_) => "looking for providers",
+        };
+        Err(DhtError::TimedOut {
+            after_ms: millis(self.deadline.saturating_duration_since(self.started)),
+            during: during.to_owned(),
+            answered: self.trace.replied(),
+            asked: self.trace.contacted(),
+        })
+    }
+
+    /// Rule 9: the lookup under the new key found nothing; the next one reads the old key.
     fn look_up_old_key(&mut self, old: Vec<u8>, now: Instant) -> Next {
         let kind = match self.phase {
             Phase::Get => LookupKind::GetRecord,
@@ -551,7 +600,7 @@ pub fn handover<'a>(
         .collect()
 }
 
-/// Rule 8 for the records a peer restored: its own live records under old keys, re-signed under
+/// Rule 9 for the records a peer restored: its own live records under old keys, re-signed under
 /// the new key (same value, version, expiry and tombstone flag), except where `held` already
 /// has a record under the new key. The old copies stay until they expire; gets read them meanwhile.
 pub fn move_own_records(
@@ -622,7 +671,7 @@ mod tests {
         SignedRecord::sign(key, old, record.value, seq, expires, false)
     }
 
-    /// The end of a lookup that found nothing, and of the old key's lookup after it (rule 8).
+    /// The end of a lookup that found nothing, and of the old key's lookup after it (rule 9).
     fn done_after_old_key(op: &mut Operation, now: Instant, me: &Keypair) -> Next {
         match op.on_lookup_done(now, NOW_MS, me, None) {
             Next::Lookup(_) => op.on_lookup_done(now, NOW_MS, me, None),
@@ -976,7 +1025,7 @@ mod tests {
     }
 
     #[test]
-    fn rule_8_records_live_under_the_namespace_and_keys_keep_the_users_length() {
+    fn rule_9_records_live_under_the_namespace_and_keys_keep_the_users_length() {
         let t0 = Instant::now();
         let c = config();
         let max = c.limits.record.max_key_bytes - key::PREFIX.len();
@@ -1007,7 +1056,7 @@ mod tests {
     }
 
     #[test]
-    fn rule_8_a_get_that_finds_nothing_reads_the_old_key_once() {
+    fn rule_9_a_get_that_finds_nothing_reads_the_old_key_once() {
         let t0 = Instant::now();
         let c = config();
         let (me, publisher) = (keypair(), keypair());
@@ -1067,7 +1116,7 @@ mod tests {
     }
 
     #[test]
-    fn rule_8_a_tombstone_under_the_new_key_hides_the_old_record() {
+    fn rule_9_a_tombstone_under_the_new_key_hides_the_old_record() {
         let t0 = Instant::now();
         let c = config();
         let me = keypair();
@@ -1083,7 +1132,7 @@ mod tests {
     }
 
     #[test]
-    fn rule_8_an_old_record_keeps_its_owner_and_its_version() {
+    fn rule_9_an_old_record_keeps_its_owner_and_its_version() {
         let t0 = Instant::now();
         let c = config();
         let (me, other) = (keypair(), keypair());
@@ -1113,7 +1162,7 @@ mod tests {
     }
 
     #[test]
-    fn rule_8_a_peer_moves_its_own_old_records_under_the_namespace() {
+    fn rule_9_a_peer_moves_its_own_old_records_under_the_namespace() {
         let (me, other) = (keypair(), keypair());
         let held = [
             signed_old(&me, "color", "blue", 3, NOW_MS + 60_000),
@@ -1146,5 +1195,86 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn rule_8_a_request_is_answered_by_its_deadline_with_what_it_has_or_why_not() {
+        let t0 = Instant::now();
+        let c = DhtConfig {
+            op_timeout: web_time::Duration::from_secs(5),
+            ..config()
+        };
+        let (me, publisher) = (keypair(), keypair());
+        let local = me.public().to_peer_id();
+        let (a, b) = (
+            keypair().public().to_peer_id(),
+            keypair().public().to_peer_id(),
+        );
+        let late = t0 + web_time::Duration::from_secs(5);
+        // A get that asked two peers and heard from one, with nothing found: the reason.
+        let (mut op, _) =
+            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, 8, t0).expect("valid");
+        assert_eq!(op.deadline(), late);
+        op.trace_mut().on_request(t0, a);
+        op.trace_mut().on_request(t0, b);
+        op.trace_mut().on_reply(t0, a, &[], false);
+        let why = op.on_deadline(late, NOW_MS, &local).unwrap_err();
+        assert_eq!(
+            why.to_string(),
+            "no answer in 5 s while looking the key up: 1 of 2 peer(s) asked answered"
+        );
+        // With a copy in hand, that copy.
+        let copy = signed(&publisher, "k", "v", 1, NOW_MS + 60_000).encode();
+        op.on_copy(&copy, &c.limits.record, 3, NOW_MS);
+        assert!(matches!(
+            op.on_deadline(late, NOW_MS, &local),
+            Ok(DhtReply::Get {
+                record: Some(_),
+                copies: 1,
+                ..
+            })
+        ));
+        // A put still looking the key up has no answer yet.
+        let (op, _) = Operation::start(&c, &put("k", "v", None), 8, t0).expect("valid");
+        assert!(matches!(
+            op.on_deadline(late, NOW_MS, &local),
+            Err(DhtError::TimedOut { during, .. }) if during.contains("before storing")
+        ));
+        // A store some peers acknowledged is a success at that many.
+        let (mut op, _) = Operation::start(&c, &put("k", "v", None), 8, t0).expect("valid");
+        let ours = signed(&me, "k", "v0", 1, NOW_MS + 60_000);
+        let Next::Store(record) = op.on_lookup_done(t0, NOW_MS, &me, Some(&ours)) else {
+            panic!("stores");
+        };
+        op.on_store_started(record, t0);
+        op.trace_mut().on_request(t0, a);
+        assert!(matches!(
+            op.on_deadline(late, NOW_MS, &local),
+            Err(DhtError::TimedOut { during, answered: 0, asked: 1, .. }) if during == "storing the record"
+        ));
+        op.on_store_ack();
+        assert!(matches!(
+            op.on_deadline(late, NOW_MS, &local),
+            Ok(DhtReply::Put { stored_at: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn rule_8_a_store_no_peer_acknowledged_is_a_failure() {
+        let t0 = Instant::now();
+        let c = config();
+        let me = keypair();
+        let (mut op, _) = Operation::start(&c, &put("k", "v", None), 8, t0).expect("valid");
+        let ours = signed(&me, "k", "v0", 1, NOW_MS + 60_000);
+        let Next::Store(record) = op.on_lookup_done(t0, NOW_MS, &me, Some(&ours)) else {
+            panic!("stores");
+        };
+        op.on_store_started(record, t0);
+        op.trace_mut()
+            .on_request(t0, keypair().public().to_peer_id());
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Reply(Err(DhtError::Failed(why))) if why.contains("none of the 1 peer(s)")
+        ));
     }
 }

@@ -474,6 +474,7 @@ impl Behaviour {
         if self.discovery.as_mut().is_some_and(|d| d.poll(now)) {
             self.discover();
         }
+        self.answer_overdue(now);
     }
 
     fn next_wake(&self) -> Instant {
@@ -481,7 +482,11 @@ impl Behaviour {
             .discovery
             .as_ref()
             .and_then(DiscoverySchedule::poll_timeout);
-        discovery.map_or(self.next_expire, |d| d.min(self.next_expire))
+        let deadline = self.ops.values().map(|r| r.op.deadline()).min();
+        [discovery, deadline]
+            .into_iter()
+            .flatten()
+            .fold(self.next_expire, Instant::min)
     }
 }
 

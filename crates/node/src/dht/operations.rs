@@ -226,6 +226,28 @@ impl Behaviour {
         }
     }
 
+    /// Answers the operations whose deadline has passed with what they have (or why not), and
+    /// stops their queries: nobody waits longer than `op_timeout`, whatever the network does.
+    pub(super) fn answer_overdue(&mut self, now: Instant) {
+        let overdue: Vec<kad::QueryId> = self
+            .ops
+            .iter()
+            .filter(|(_, r)| r.op.deadline() <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            let Some(running) = self.ops.remove(&id) else {
+                continue;
+            };
+            if let Some(mut query) = self.kad.query_mut(&id) {
+                query.finish();
+            }
+            self.kad.unwatch(&id);
+            let outcome = running.op.on_deadline(now, unix_now_ms(), &self.local);
+            self.finish(now, running, outcome);
+        }
+    }
+
     fn finish(&mut self, now: Instant, running: Running, outcome: Result<DhtReply, DhtError>) {
         let key = key::user_text(running.op.key());
         let summary = match &outcome {
