@@ -289,6 +289,40 @@ impl Browser {
         }
     }
 
+    /// Starts `expression` (a Promise) in `tab` without waiting for it: its outcome is kept in
+    /// the page under `label` for [`settled`](Self::settled), so that operations in many tabs
+    /// run at the same time (WebDriver talks to one tab at a time).
+    pub async fn begin(&self, tab: &Tab, label: &str, expression: &str) -> anyhow::Result<()> {
+        self.switch(tab).await?;
+        let script = format!(
+            "const label = arguments[0];\
+             const kept = (window.__tabmeshSettled = window.__tabmeshSettled || {{}});\
+             const t0 = performance.now();\
+             Promise.resolve().then(() => ({expression}))\
+               .then(v => {{ kept[label] = {{ ok: v === undefined ? null : v, ms: performance.now() - t0 }}; }},\
+                     e => {{ kept[label] = {{ err: String((e && e.message) || e), ms: performance.now() - t0 }}; }});\
+             return null;"
+        );
+        self.client
+            .execute(&script, vec![Value::from(label)])
+            .await?;
+        Ok(())
+    }
+
+    /// The outcomes of what [`start`](Self::start) began in `tab` that have settled so far:
+    /// label → `{ok: value, ms}` or `{err: message, ms}`.
+    pub async fn settled(&self, tab: &Tab) -> anyhow::Result<serde_json::Map<String, Value>> {
+        self.switch(tab).await?;
+        let kept = self
+            .client
+            .execute("return window.__tabmeshSettled || {};", vec![])
+            .await?;
+        match kept {
+            Value::Object(map) => Ok(map),
+            other => anyhow::bail!("settled operations: {other}"),
+        }
+    }
+
     /// Saves a PNG screenshot of `tab`.
     pub async fn screenshot(&self, tab: &Tab, path: &Path) -> anyhow::Result<()> {
         self.switch(tab).await?;
