@@ -85,6 +85,94 @@ impl DiscoverySchedule {
     }
 }
 
+/// Discovery dials in flight at most. Each goes through the relay: one `HOP` stream on our
+/// connection to it, and libp2p's relay serves at most 10 of those per connection at once
+/// (more are dropped, and the dial fails after its timeout); the rest of the node dials too.
+pub const MAX_DIALS_IN_FLIGHT: usize = 6;
+
+/// Peers waiting for a dial at most; beyond, the oldest is forgotten (a later lookup names it
+/// again if it is still around).
+pub const MAX_QUEUED_DIALS: usize = 64;
+
+/// A dial that has reported nothing for this long no longer counts as in flight.
+pub const DIAL_STALE: Duration = Duration::from_secs(30);
+
+/// Paces the dials to the peers discovery finds: at most [`MAX_DIALS_IN_FLIGHT`] at once, the
+/// rest queued in the order found. A tab opened among 20 others would otherwise open 20
+/// circuits through the relay at the same moment, more than the relay serves at once per
+/// connection: the surplus is dropped there and retried seconds later, and every lookup
+/// waiting on those peers waits too.
+#[derive(Debug, Default)]
+pub struct DialPacer<P, A> {
+    in_flight: Vec<(P, Instant)>,
+    queue: std::collections::VecDeque<(P, A)>,
+}
+
+impl<P: PartialEq + Clone, A> DialPacer<P, A> {
+    /// An empty pacer.
+    pub fn new() -> Self {
+        Self {
+            in_flight: Vec::new(),
+            queue: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Discovery wants `peer` dialed at `addrs`: `Some` to dial now (it counts as in flight),
+    /// `None` when it is queued or already dialed or waiting.
+    pub fn want(&mut self, peer: P, addrs: A, now: Instant) -> Option<(P, A)> {
+        if self.in_flight.iter().any(|(p, _)| *p == peer)
+            || self.queue.iter().any(|(p, _)| *p == peer)
+        {
+            return None;
+        }
+        self.expire(now);
+        if self.in_flight.len() < MAX_DIALS_IN_FLIGHT {
+            self.in_flight.push((peer.clone(), now));
+            return Some((peer, addrs));
+        }
+        if self.queue.len() >= MAX_QUEUED_DIALS {
+            self.queue.pop_front();
+        }
+        self.queue.push_back((peer, addrs));
+        None
+    }
+
+    /// A dial to `peer` ended (connected, or failed), or a connection to it came up some other
+    /// way: it no longer waits.
+    pub fn done(&mut self, peer: &P) {
+        self.in_flight.retain(|(p, _)| p != peer);
+        self.queue.retain(|(p, _)| p != peer);
+    }
+
+    /// The queued dials to start now, skipping peers `skip` says need none any more (already
+    /// connected); they count as in flight.
+    pub fn next(&mut self, now: Instant, mut skip: impl FnMut(&P) -> bool) -> Vec<(P, A)> {
+        self.expire(now);
+        let mut start = Vec::new();
+        while self.in_flight.len() < MAX_DIALS_IN_FLIGHT {
+            let Some((peer, addrs)) = self.queue.pop_front() else {
+                break;
+            };
+            if skip(&peer) {
+                continue;
+            }
+            self.in_flight.push((peer.clone(), now));
+            start.push((peer, addrs));
+        }
+        start
+    }
+
+    /// Dials in flight and queued.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.in_flight.len(), self.queue.len())
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.in_flight
+            .retain(|(_, at)| now.saturating_duration_since(*at) < DIAL_STALE);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +203,52 @@ mod tests {
         assert!(!d.is_running());
         assert!(!d.poll(now + Duration::from_secs(100)));
         assert_eq!(d.poll_timeout(), None);
+    }
+
+    #[test]
+    fn dials_are_paced_queued_in_order_and_freed_when_they_end() {
+        let t0 = Instant::now();
+        let mut pacer = DialPacer::new();
+        let started: Vec<_> = (0..10u32).filter_map(|p| pacer.want(p, (), t0)).collect();
+        assert_eq!(started.len(), MAX_DIALS_IN_FLIGHT);
+        assert_eq!(
+            pacer.counts(),
+            (MAX_DIALS_IN_FLIGHT, 10 - MAX_DIALS_IN_FLIGHT)
+        );
+        assert_eq!(pacer.want(0, (), t0), None, "in flight already");
+        assert_eq!(pacer.want(9, (), t0), None, "queued already");
+        assert!(pacer.next(t0, |_| false).is_empty(), "no room yet");
+        // Two end; the next two in the order found start, skipping one connected meanwhile.
+        pacer.done(&0);
+        pacer.done(&1);
+        let next: Vec<u32> = pacer
+            .next(t0, |p| *p == 6)
+            .into_iter()
+            .map(|(p, ())| p)
+            .collect();
+        assert_eq!(next, [7, 8]);
+        assert_eq!(pacer.counts(), (MAX_DIALS_IN_FLIGHT, 1));
+    }
+
+    #[test]
+    fn a_dial_that_never_reports_stops_counting_and_the_queue_is_bounded() {
+        let t0 = Instant::now();
+        let mut pacer = DialPacer::new();
+        for p in 0..(MAX_DIALS_IN_FLIGHT + MAX_QUEUED_DIALS + 5) {
+            pacer.want(p, (), t0);
+        }
+        assert_eq!(pacer.counts(), (MAX_DIALS_IN_FLIGHT, MAX_QUEUED_DIALS));
+        let later = t0 + DIAL_STALE;
+        let next: Vec<usize> = pacer
+            .next(later, |_| false)
+            .into_iter()
+            .map(|(p, ())| p)
+            .collect();
+        assert_eq!(next.len(), MAX_DIALS_IN_FLIGHT);
+        assert_eq!(
+            next[0],
+            MAX_DIALS_IN_FLIGHT + 5,
+            "the oldest queued were forgotten"
+        );
     }
 }

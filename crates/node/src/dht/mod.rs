@@ -37,7 +37,7 @@ use tabmesh_core::bootstrap::is_dialable;
 use tabmesh_core::dht::lookup::LookupTrace;
 use tabmesh_core::dht::ops::{self, Operation};
 use tabmesh_core::dht::{DhtConfig, DhtCounters, DhtError, DhtReply};
-use tabmesh_core::discovery::{DiscoveryConfig, DiscoverySchedule};
+use tabmesh_core::discovery::{DialPacer, DiscoveryConfig, DiscoverySchedule};
 use tabmesh_core::protocol;
 use tabmesh_core::wire_log::Topic;
 use tabmesh_webrtc::addr::is_webrtc;
@@ -120,6 +120,8 @@ pub struct Behaviour {
     events: VecDeque<ToSwarm<Report, THandlerInEvent<ObservedKad>>>,
     wire: WireSink,
     timer: Timer,
+    /// Discovery's dials, a few at a time.
+    dials: DialPacer<PeerId, Vec<Multiaddr>>,
 }
 
 /// Re-signs our own records restored under old keys under the `/tabmesh/` namespace
@@ -188,6 +190,7 @@ impl Behaviour {
             events: VecDeque::new(),
             wire,
             timer: Timer::default(),
+            dials: DialPacer::new(),
         }
     }
 
@@ -413,12 +416,10 @@ impl Behaviour {
         self.log(note.peer, note.summary);
     }
 
-    /// Dials a peer a lookup named, through the relay (whether and who goes direct is the
-    /// upgrade's call).
-    /// The relay answered our discovery lookup naming `closer`: each is dialed now, through
-    /// the relay, rather than three at a time as Kademlia asks them (its α), so a tab opened
-    /// among many meets them all in one round. Kademlia's own requests then find the
-    /// connections made.
+    /// The relay answered our discovery lookup naming `closer`: each is dialed through the
+    /// relay now (a few at a time, [`DialPacer`]) rather than three at a time as Kademlia asks
+    /// them (its α), so a tab opened among many meets them all in one round. Kademlia's own
+    /// requests then find the connections made.
     fn on_discovery_reply(&mut self, closer: &[PeerId]) {
         let (Some(relay), Some(relay_addr)) = (self.relay, self.relay_addr.clone()) else {
             return;
@@ -430,6 +431,8 @@ impl Behaviour {
         }
     }
 
+    /// Dials a peer a lookup named, through the relay (whether and who goes direct is the
+    /// upgrade's call).
     fn dial_discovered(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>) {
         if self.discovery.is_none()
             || peer == self.local
@@ -443,6 +446,20 @@ impl Behaviour {
             return;
         }
         addrs.truncate(MAX_DIAL_ADDRS);
+        if let Some((peer, addrs)) = self.dials.want(peer, addrs, Instant::now()) {
+            self.dial(peer, addrs);
+        }
+    }
+
+    /// Starts the queued discovery dials there is room for.
+    fn dial_queued(&mut self) {
+        let connected = &self.connected;
+        for (peer, addrs) in self.dials.next(Instant::now(), |p| connected.contains(p)) {
+            self.dial(peer, addrs);
+        }
+    }
+
+    fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
             .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -475,6 +492,7 @@ impl Behaviour {
             self.discover();
         }
         self.answer_overdue(now);
+        self.dial_queued();
     }
 
     fn next_wake(&self) -> Instant {
@@ -500,6 +518,14 @@ impl NetworkBehaviour for Behaviour {
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.connected.insert(e.peer_id);
+                self.dials.done(&e.peer_id);
+                self.dial_queued();
+            }
+            FromSwarm::DialFailure(e) => {
+                if let Some(peer) = e.peer_id {
+                    self.dials.done(&peer);
+                    self.dial_queued();
+                }
             }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
                 self.connected.remove(&e.peer_id);
