@@ -26,6 +26,9 @@
 //! - Snapshots: snapshot time, markers and bytes across 8 tabs trading tokens, naive snapshots'
 //!   inconsistency rate, and in simulation for 10, 100 and 1000 peers.
 //!
+//! - Many tabs: what a tab costs at idle (CPU, memory) against its number of connections, for
+//!   8, 16 and 24 tabs.
+//!
 //! `--only` picks sections (the whole run takes over half an hour, the 1000-peer simulation
 //! most of it). The browser and network parts run inside a loopback-only network namespace,
 //! like the tests.
@@ -40,6 +43,7 @@ use crate::web::{self, mb};
 
 mod services;
 mod snapshot;
+mod tabs;
 mod trace;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -80,6 +84,8 @@ pub(crate) enum Section {
     Snapshot,
     /// Relay restart: outage shown, direct connections kept, time to a reservation again.
     Restart,
+    /// What a tab costs at idle (CPU, memory) against its connections: 8, 16 and 24 tabs.
+    Tabs,
 }
 
 impl BenchArgs {
@@ -180,6 +186,9 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
         }
         if args.wants(Section::Restart) {
             relay_restart().await?;
+        }
+        if args.wants(Section::Tabs) {
+            tabs::idle_cost().await?;
         }
         Ok(())
     })
@@ -738,7 +747,7 @@ async fn gimps_in_browsers() -> anyhow::Result<()> {
 }
 
 /// CPU time (user + system) of `pids` so far, in seconds.
-fn cpu_seconds(pids: &[u32]) -> f64 {
+pub(super) fn cpu_seconds(pids: &[u32]) -> f64 {
     // Linux reports it in clock ticks of 1/100 s on every platform this project runs on.
     const TICKS_PER_SEC: f64 = 100.0;
     pids.iter()
@@ -895,7 +904,7 @@ async fn cooperative_native() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn rss_kb(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -1,0 +1,165 @@
+//! What a tab costs at idle, against its number of connections: 8, 16 and 24 tabs opened
+//! together on this machine, not searching (`?search_interval=3600`). Once every tab holds a
+//! reservation, and two minutes after the loads (joining and upgrades have mostly settled),
+//! the figures: connections per tab and the share of them direct, the browser's CPU over 20 s
+//! (all its processes) and the relay's, and resident memory (the browser's processes together,
+//! and each tab's renderer).
+
+use std::time::{Duration, Instant};
+
+use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, run_dir, wait_until};
+
+use super::{cpu_seconds, rss_kb};
+
+/// How long CPU use is measured.
+const WINDOW: Duration = Duration::from_secs(20);
+
+/// How long after the loads the measurement starts.
+const SETTLED_AFTER: Duration = Duration::from_secs(120);
+
+pub(super) async fn idle_cost() -> anyhow::Result<()> {
+    println!("== tabs at idle (no search), opened together; measured 2 min after the loads ==");
+    println!(
+        "{:>5} {:>16} {:>8} {:>11} {:>11} {:>11} {:>13} {:>13}",
+        "tabs",
+        "connections/tab",
+        "direct",
+        "CPU total",
+        "CPU/tab",
+        "relay CPU",
+        "browser RSS",
+        "renderer RSS"
+    );
+    for n in [8, 16, 24] {
+        idle_tabs(n).await?;
+    }
+    println!("(CPU in cores of this 2-core machine; connections/tab: median [min-max]; renderer");
+    println!(
+        " RSS: median per tab's renderer process; browser RSS counts shared memory once per process)"
+    );
+    Ok(())
+}
+
+async fn idle_tabs(n: usize) -> anyhow::Result<()> {
+    let dir = run_dir(&format!("bench-tabs-{n}"))?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let opened = Instant::now();
+    let tabs = browser
+        .open_tabs_together(n, &format!("{}/?search_interval=3600", relay.url()))
+        .await?;
+    wait_until(
+        "every tab holds a reservation",
+        Duration::from_secs(240),
+        || {
+            let (browser, tabs) = (&browser, &tabs);
+            async move {
+                for (i, tab) in tabs.iter().enumerate() {
+                    match browser.state(tab).await? {
+                        Some(v) if v.relay.reservation_at_ms.is_some() => {}
+                        _ => return Ok(Err(format!("tab {i} has no reservation yet"))),
+                    }
+                }
+                Ok(Ok(()))
+            }
+        },
+    )
+    .await?;
+    tokio::time::sleep(SETTLED_AFTER.saturating_sub(opened.elapsed())).await;
+    // Nothing reads the tabs while the CPU is measured.
+    let pids = tabmesh_e2e::with_descendants(browser.driver_pid());
+    let (browser_start, relay_start) = (cpu_seconds(&pids), cpu_seconds(&[relay.pid()]));
+    let threads_start = thread_cpu(&pids);
+    let started = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let wall = started.elapsed().as_secs_f64();
+    let mut by_thread: Vec<(String, f64)> = thread_cpu(&pids)
+        .into_iter()
+        .map(|(name, secs)| {
+            let before = threads_start.get(&name).copied().unwrap_or_default();
+            (name, (secs - before) / wall)
+        })
+        .collect();
+    by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let browser_cores = (cpu_seconds(&pids) - browser_start) / wall;
+    let relay_cores = (cpu_seconds(&[relay.pid()]) - relay_start) / wall;
+    let rss: Vec<(u32, u64)> = pids
+        .iter()
+        .filter_map(|pid| Some((*pid, rss_kb(*pid).ok()?)))
+        .collect();
+    let total_mb = rss.iter().map(|(_, kb)| *kb).sum::<u64>() as f64 / 1024.0;
+    let mut renderers: Vec<u64> = rss
+        .iter()
+        .filter(|(pid, _)| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--type=renderer"))
+        })
+        .map(|(_, kb)| *kb)
+        .collect();
+    renderers.sort_unstable();
+    let mut connections = Vec::new();
+    let mut direct = 0;
+    for tab in &tabs {
+        if let Some(view) = browser.state(tab).await? {
+            connections.push(view.peers.len());
+            direct += view.direct_peers();
+        }
+    }
+    connections.sort_unstable();
+    let total: usize = connections.iter().sum();
+    println!(
+        "{n:>5} {:>16} {:>7.0}% {:>11.2} {:>11.3} {:>11.3} {:>10.0} MB {:>10.0} MB",
+        format!(
+            "{} [{}-{}]",
+            connections.get(connections.len() / 2).copied().unwrap_or(0),
+            connections.first().copied().unwrap_or(0),
+            connections.last().copied().unwrap_or(0)
+        ),
+        100.0 * direct as f64 / total.max(1) as f64,
+        browser_cores,
+        browser_cores / n as f64,
+        relay_cores,
+        total_mb,
+        renderers.get(renderers.len() / 2).copied().unwrap_or(0) as f64 / 1024.0,
+    );
+    let top: Vec<String> = by_thread
+        .iter()
+        .take(6)
+        .map(|(name, cores)| format!("{name} {cores:.2}"))
+        .collect();
+    println!("      where: {}", top.join(", "));
+    browser.quit().await?;
+    relay.stop()?;
+    Ok(())
+}
+
+/// CPU seconds so far of every thread of `pids`, summed by thread name (Chromium names its
+/// threads: `CrRendererMain` is a page's main thread, where the app's wasm runs;
+/// `DedicatedWorker` its search worker; `WebRTC_*`, `Chrome_ChildIOThread`, ...).
+fn thread_cpu(pids: &[u32]) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            // Numbered pool threads (`ThreadPoolForeg` and the like) group by their prefix.
+            let name: String = stat[open + 1..close]
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .to_owned();
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let ticks: f64 = [11, 12]
+                .iter()
+                .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+                .sum();
+            *by_name.entry(name).or_insert(0.0) += ticks / 100.0;
+        }
+    }
+    by_name
+}
