@@ -117,6 +117,9 @@ pub struct Operation {
     lookup_key: Vec<u8>,
     /// The old key, while it is still to be looked up.
     old_key: Option<Vec<u8>>,
+    /// The old key is looked up only if the first lookup ends before this, leaving the second
+    /// one a whole query timeout before the deadline (else the deadline would cut it short).
+    old_key_by: Instant,
     phase: Phase,
     started: Instant,
     deadline: Instant,
@@ -138,10 +141,15 @@ impl Operation {
         now: Instant,
     ) -> Result<(Self, Query), DhtError> {
         let limits = &config.limits.record;
-        let user = request.key();
-        let key = match request {
-            DhtRequest::Provide { .. } | DhtRequest::Providers { .. } => user.as_bytes().to_vec(),
-            _ => key::kad_key(user),
+        // The user's key (`/tabmesh/x` typed in full is `x`) and the Kademlia key.
+        let (user, key) = match request {
+            DhtRequest::Provide { .. } | DhtRequest::Providers { .. } => {
+                (request.key().as_bytes(), request.key().as_bytes().to_vec())
+            }
+            _ => (
+                key::user_key(request.key().as_bytes()),
+                key::kad_key(request.key()),
+            ),
         };
         let checked = match user.is_empty() {
             true => Err(record::RecordError::EmptyKey),
@@ -214,6 +222,9 @@ impl Operation {
             phase,
             started: now,
             deadline: now + config.op_timeout,
+            old_key_by: (now + config.op_timeout)
+                .checked_sub(config.query_timeout)
+                .unwrap_or(now),
             copies: Vec::new(),
             refused: 0,
             acks: 0,
@@ -317,6 +328,7 @@ impl Operation {
         if matches!(self.phase, Phase::Get | Phase::Resolve(_))
             && self.copies.is_empty()
             && held_here.is_none()
+            && now <= self.old_key_by
             && let Some(old) = self.old_key.take()
         {
             return self.look_up_old_key(old, now);
@@ -602,7 +614,10 @@ pub fn handover<'a>(
 
 /// Rule 9 for the records a peer restored: its own live records under old keys, re-signed under
 /// the new key (same value, version, expiry and tombstone flag), except where `held` already
-/// has a record under the new key. The old copies stay until they expire; gets read them meanwhile.
+/// has a record under the new key; each followed by a tombstone for the old key (one version
+/// up, same expiry), so that the old copy neither outlives a later value under the new key (a
+/// get falls back to the old key when the new one has nothing) nor counts twice against the
+/// publisher's quota. Store them in the order given (the tombstone frees the quota first).
 pub fn move_own_records(
     held: &[SignedRecord],
     keypair: &Keypair,
@@ -625,8 +640,20 @@ pub fn move_own_records(
                 r.expires_at_ms,
                 r.tombstone,
             );
-            record::check_namespace(&moved).is_ok().then_some(moved)
+            record::check_namespace(&moved).ok()?;
+            let gone = (!r.tombstone).then(|| {
+                SignedRecord::sign(
+                    keypair,
+                    r.key.clone(),
+                    Vec::new(),
+                    r.seq + 1,
+                    r.expires_at_ms,
+                    true,
+                )
+            });
+            Some(gone.into_iter().chain([moved]))
         })
+        .flatten()
         .collect()
 }
 
@@ -1042,6 +1069,14 @@ mod tests {
             why.contains(&format!("{} bytes; at most {max}", max + 1)),
             "{why}"
         );
+        // Typed in full, the namespace is not counted twice, nor taken for a key.
+        let (op, _) = Operation::start(&c, &put("/tabmesh/k", "v", None), 8, t0).expect("valid");
+        assert_eq!(op.key(), b"/tabmesh/k");
+        let typed = format!("/tabmesh/{}", "k".repeat(max + 1));
+        let why = refused(Operation::start(&c, &put(&typed, "v", None), 8, t0));
+        assert!(why.contains(&format!("at most {max}")), "{why}");
+        let why = refused(Operation::start(&c, &put("/tabmesh/", "v", None), 8, t0));
+        assert!(why.contains("empty"), "{why}");
         // Provider keys are the user's, with the whole length.
         let provide = DhtRequest::Provide {
             key: "k".repeat(max + 1),
@@ -1174,10 +1209,14 @@ mod tests {
         let moved = move_own_records(&held, &me, NOW_MS);
         assert_eq!(
             moved.len(),
-            1,
+            2,
             "only our live record with nothing under its new key"
         );
-        let record = &moved[0];
+        // First the old key's tombstone (one version up, same expiry), then the moved record.
+        let gone = &moved[0];
+        assert_eq!(gone.key, b"color");
+        assert!(gone.tombstone && gone.seq == 4 && gone.expires_at_ms == NOW_MS + 60_000);
+        let record = &moved[1];
         assert_eq!(record.key, key::kad_key("color"));
         assert_eq!((record.value.as_slice(), record.seq), (&b"blue"[..], 3));
         assert_eq!(
@@ -1275,6 +1314,20 @@ mod tests {
         assert!(matches!(
             op.on_lookup_done(t0, NOW_MS, &me, None),
             Next::Reply(Err(DhtError::Failed(why))) if why.contains("none of the 1 peer(s)")
+        ));
+    }
+
+    #[test]
+    fn rule_9_the_old_key_is_not_looked_up_when_the_deadline_would_cut_it_short() {
+        let t0 = Instant::now();
+        let c = config();
+        let me = keypair();
+        let late = t0 + (c.op_timeout - c.query_timeout) + web_time::Duration::from_millis(1);
+        let (mut op, _) =
+            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, 8, t0).expect("valid");
+        assert!(matches!(
+            op.on_lookup_done(late, NOW_MS, &me, None),
+            Next::Reply(Ok(DhtReply::Get { record: None, .. }))
         ));
     }
 }
