@@ -122,6 +122,9 @@ pub struct Behaviour {
     timer: Timer,
     /// Discovery's dials, a few at a time.
     dials: DialPacer<PeerId, Vec<Multiaddr>>,
+    /// The connection of each of those dials: its own outcome frees its place (not another
+    /// connection to the same peer, say one it dialed us on).
+    dialing: HashMap<libp2p::swarm::ConnectionId, PeerId>,
 }
 
 /// Re-signs our own records restored under old keys under the `/tabmesh/` namespace
@@ -136,7 +139,9 @@ fn move_own_records(kad: &mut kad::Behaviour<KadStore>, keypair: &Keypair) {
         .collect();
     for record in ops::move_own_records(&held, keypair, now_ms) {
         let key = tabmesh_core::dht::record::key_text(&record.key);
+        let retired = tabmesh_core::dht::key::is_old(&record.key);
         match kad.store_mut().put_own(now_ms, record) {
+            Ok(_) if retired => tracing::info!(%key, "old key retired (a tombstone)"),
             Ok(_) => tracing::info!(%key, "own record moved under the namespace"),
             Err(refusal) => tracing::warn!(%key, %refusal, "own record not moved"),
         }
@@ -191,6 +196,7 @@ impl Behaviour {
             wire,
             timer: Timer::default(),
             dials: DialPacer::new(),
+            dialing: HashMap::new(),
         }
     }
 
@@ -464,7 +470,19 @@ impl Behaviour {
             .addresses(addrs)
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
+        // The swarm reports every dial with a peer id: established, or failed (also when
+        // refused at once, e.g. already dialing).
+        self.dialing.insert(opts.connection_id(), peer);
         self.events.push_back(ToSwarm::Dial { opts });
+    }
+
+    /// A connection came up or a dial failed: if it was one of discovery's dials, its place
+    /// goes to the next queued one.
+    fn dial_ended(&mut self, connection: libp2p::swarm::ConnectionId) {
+        if let Some(peer) = self.dialing.remove(&connection) {
+            self.dials.done(&peer);
+            self.dial_queued();
+        }
     }
 
     fn discover(&mut self) {
@@ -518,15 +536,9 @@ impl NetworkBehaviour for Behaviour {
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.connected.insert(e.peer_id);
-                self.dials.done(&e.peer_id);
-                self.dial_queued();
+                self.dial_ended(e.connection_id);
             }
-            FromSwarm::DialFailure(e) => {
-                if let Some(peer) = e.peer_id {
-                    self.dials.done(&peer);
-                    self.dial_queued();
-                }
-            }
+            FromSwarm::DialFailure(e) => self.dial_ended(e.connection_id),
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
                 self.connected.remove(&e.peer_id);
                 self.speaks_kad.remove(&e.peer_id);

@@ -227,7 +227,9 @@ impl Behaviour {
     }
 
     /// Answers the operations whose deadline has passed with what they have (or why not), and
-    /// stops their queries: nobody waits longer than `op_timeout`, whatever the network does.
+    /// finishes their queries (a lookup stops; a store still looking for the closest peers
+    /// sends the record to those found so far): nobody waits longer than `op_timeout`, whatever
+    /// the network does.
     pub(super) fn answer_overdue(&mut self, now: Instant) {
         let overdue: Vec<kad::QueryId> = self
             .ops
