@@ -144,22 +144,18 @@ impl NodeClient {
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
         patience: Duration,
-        failed: impl FnOnce(String) -> T,
+        failed: impl FnOnce(Unanswered) -> T,
     ) -> T {
         let (reply, answer) = oneshot::channel();
         if !self.send(command(reply)) {
-            return failed(NOT_TAKEN.to_owned());
+            return failed(Unanswered::NotTaken);
         }
         let ms = u32::try_from(patience.as_millis()).unwrap_or(u32::MAX);
         let timer = gloo_timers::future::TimeoutFuture::new(ms);
         match futures::future::select(answer, timer).await {
             Either::Left((Ok(answer), _)) => answer,
-            Either::Left((Err(oneshot::Canceled), _)) => failed(NOT_TAKEN.to_owned()),
-            Either::Right(_) => failed(format!(
-                "no answer from this tab's node in {} s: it may have stopped \
-                 (the browser console says why)",
-                patience.as_secs()
-            )),
+            Either::Left((Err(oneshot::Canceled), _)) => failed(Unanswered::NotTaken),
+            Either::Right(_) => failed(Unanswered::Silent(patience)),
         }
     }
 
@@ -170,7 +166,7 @@ impl NodeClient {
         self.ask(
             |reply| Command::Dht(request, reply),
             patience,
-            |why| Err(DhtError::Failed(why)),
+            |why| Err(DhtError::Failed(why.to_string())),
         )
         .await
     }
@@ -189,7 +185,7 @@ impl NodeClient {
             download,
             reply,
         };
-        self.ask(command, PATIENCE, Err).await
+        self.ask(command, PATIENCE, Unanswered::error).await
     }
 }
 
@@ -198,7 +194,7 @@ impl NodeClient {
     async fn services<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> ServiceCommand,
-        failed: impl FnOnce(String) -> T,
+        failed: impl FnOnce(Unanswered) -> T,
     ) -> T {
         self.ask(|reply| Command::Services(command(reply)), PATIENCE, failed)
             .await
@@ -208,7 +204,14 @@ impl NodeClient {
     pub(crate) async fn call(&self, request: CallRequest) -> Result<CallAnswer, CallError> {
         self.services(
             |reply| ServiceCommand::Call(request, reply),
-            |why| Err(CallError::Refused(why)),
+            |why| {
+                Err(match why {
+                    Unanswered::NotTaken => CallError::Busy(0),
+                    Unanswered::Silent(after) => CallError::TimedOut {
+                        ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                    },
+                })
+            },
         )
         .await
     }
@@ -220,7 +223,7 @@ impl NodeClient {
     ) -> Result<tabmesh_node::trace::PingAnswer, String> {
         let command =
             |reply| Command::Trace(tabmesh_node::trace::TraceCommand::Ping { peer, reply });
-        self.ask(command, PATIENCE, Err).await
+        self.ask(command, PATIENCE, Unanswered::error).await
     }
 
     /// Trace `trace_id`, gathered from the peers it crossed.
@@ -230,7 +233,7 @@ impl NodeClient {
     ) -> Result<tabmesh_core::trace::assemble::Trace, String> {
         let command =
             |reply| Command::Trace(tabmesh_node::trace::TraceCommand::Gather { trace_id, reply });
-        self.ask(command, PATIENCE, Err).await
+        self.ask(command, PATIENCE, Unanswered::error).await
     }
 
     /// A snapshot (with markers), or a naive one.
@@ -241,18 +244,22 @@ impl NodeClient {
         let command = |reply| {
             Command::Snapshot(tabmesh_node::snapshot::SnapshotCommand::Take { naive, reply })
         };
-        self.ask(command, PATIENCE, Err).await
+        self.ask(command, PATIENCE, Unanswered::error).await
     }
 
     /// Every service the network offers.
     pub(crate) async fn catalog(&self) -> Result<Catalog, String> {
-        self.services(ServiceCommand::Catalog, Err).await
+        self.services(ServiceCommand::Catalog, Unanswered::error)
+            .await
     }
 
     /// Switches built-in service `name` on or off.
     pub(crate) async fn builtin(&self, name: String, on: bool) -> Result<(), String> {
-        self.services(|reply| ServiceCommand::Builtin { name, on, reply }, Err)
-            .await
+        self.services(
+            |reply| ServiceCommand::Builtin { name, on, reply },
+            Unanswered::error,
+        )
+        .await
     }
 
     /// Offers a service whose calls `handler` answers: `handler(type, data)` returns the reply
@@ -270,7 +277,7 @@ impl NodeClient {
                     handler: tx,
                     reply,
                 },
-                Err,
+                Unanswered::error,
             )
             .await;
         if answered.is_ok() {
@@ -286,8 +293,11 @@ impl NodeClient {
 
     /// Stops offering `name`.
     pub(crate) async fn withdraw(&self, name: String) -> Result<(), String> {
-        self.services(|reply| ServiceCommand::Withdraw { name, reply }, Err)
-            .await
+        self.services(
+            |reply| ServiceCommand::Withdraw { name, reply },
+            Unanswered::error,
+        )
+        .await
     }
 }
 
@@ -332,7 +342,37 @@ pub(crate) fn error_text(thrown: &JsValue) -> String {
         .unwrap_or_else(|| "the handler failed".to_owned())
 }
 
-const NOT_TAKEN: &str = "the node did not take the request (it has stopped or is busy); try again";
+/// Why the page has no answer from its node.
+#[derive(Debug, Clone, Copy)]
+enum Unanswered {
+    /// The node did not take the request, or dropped it.
+    NotTaken,
+    /// No answer within this long.
+    Silent(Duration),
+}
+
+impl Unanswered {
+    fn error<T>(self) -> Result<T, String> {
+        Err(self.to_string())
+    }
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotTaken => write!(
+                f,
+                "the node did not take the request (it has stopped or is busy); try again"
+            ),
+            Self::Silent(after) => write!(
+                f,
+                "no answer from this tab's node in {} s: it may have stopped \
+                 (the browser console says why)",
+                after.as_secs()
+            ),
+        }
+    }
+}
 
 /// How long the page waits for the node's answer to a request with no deadline of its own in
 /// the node's config (perf runs give up after 120 s, snapshots and service calls sooner).
