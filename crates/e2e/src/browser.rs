@@ -309,7 +309,7 @@ impl Browser {
         Ok(())
     }
 
-    /// The outcomes of what [`start`](Self::start) began in `tab` that have settled so far:
+    /// The outcomes of what [`begin`](Self::begin) began in `tab` that have settled so far:
     /// label → `{ok: value, ms}` or `{err: message, ms}`.
     pub async fn settled(&self, tab: &Tab) -> anyhow::Result<serde_json::Map<String, Value>> {
         self.switch(tab).await?;

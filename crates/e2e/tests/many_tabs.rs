@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use tabmesh_core::dht::DhtConfig;
 use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, Tab, run_dir, wait_until};
 
 /// Tabs opened when `TABMESH_MANY_TABS` does not say.
@@ -98,15 +99,33 @@ fn report(outcomes: &Outcomes) {
     }
 }
 
-/// Every outcome is an answer or an error with a reason.
+/// DHT operations (the others have deadlines of their own, all shorter).
+const DHT_OPS: [&str; 5] = ["put", "scale-put", "provide", "get", "providers"];
+
+/// Every outcome is an answer or an error with a reason, from the node itself (not the page
+/// giving up on it), and a DHT operation's within its deadline (plus the time to reach the page).
 fn check_settled_well(outcomes: &Outcomes) {
+    let deadline_ms = DhtConfig::default().op_timeout.as_millis() as f64 + 5_000.0;
     for (label, runs) in outcomes {
         for (i, outcome) in runs {
             match (outcome.get("ok"), outcome.get("err")) {
                 (Some(_), None) => {}
+                (None, Some(Value::String(why)))
+                    if why.contains("no answer from this tab's node") =>
+                {
+                    panic!("tab {i}: {label}: the node never answered: {why}")
+                }
                 (None, Some(Value::String(why))) if !why.trim().is_empty() => {}
                 _ => panic!("tab {i}: {label} settled without an answer or a reason: {outcome:?}"),
             }
+            let ms = outcome
+                .get("ms")
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::INFINITY);
+            assert!(
+                !DHT_OPS.contains(&label.as_str()) || ms <= deadline_ms,
+                "tab {i}: {label} answered after {ms:.0} ms, past its deadline: {outcome:?}"
+            );
         }
     }
 }
