@@ -36,6 +36,8 @@ fn tab_count() -> usize {
 }
 
 /// Waits until every `(tab, label)` in `started` has settled; their outcomes, by label then tab.
+/// (Not `wait_until`: its 250 ms polling would read every tab four times a second, load that
+/// competes with what is measured.)
 async fn settle(
     browser: &Browser,
     tabs: &[Tab],

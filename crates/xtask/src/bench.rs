@@ -748,20 +748,23 @@ async fn gimps_in_browsers() -> anyhow::Result<()> {
 
 /// CPU time (user + system) of `pids` so far, in seconds.
 pub(super) fn cpu_seconds(pids: &[u32]) -> f64 {
-    // Linux reports it in clock ticks of 1/100 s on every platform this project runs on.
-    const TICKS_PER_SEC: f64 = 100.0;
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the parenthesised command name: state is field 3; utime and stime
-            // are fields 14 and 15.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / TICKS_PER_SEC)
-        })
+        .filter_map(|stat| stat_cpu_seconds(&stat))
         .sum()
+}
+
+/// CPU time (user + system) in a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line.
+pub(super) fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    // Linux reports it in clock ticks of 1/100 s on every platform this project runs on.
+    const TICKS_PER_SEC: f64 = 100.0;
+    // Fields after the parenthesised command name: state is field 3; utime and stime are
+    // fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SEC)
 }
 
 /// How long the browser's CPU use is measured with 8 searching tabs.

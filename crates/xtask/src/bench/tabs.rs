@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, run_dir, wait_until};
 
-use super::{cpu_seconds, rss_kb};
+use super::{cpu_seconds, rss_kb, stat_cpu_seconds};
 
 /// How long CPU use is measured.
 const WINDOW: Duration = Duration::from_secs(20);
@@ -153,12 +153,7 @@ fn thread_cpu(pids: &[u32]) -> std::collections::BTreeMap<String, f64> {
             let name: String = stat[open + 1..close]
                 .trim_end_matches(|c: char| c.is_ascii_digit())
                 .to_owned();
-            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            let ticks: f64 = [11, 12]
-                .iter()
-                .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-                .sum();
-            *by_name.entry(name).or_insert(0.0) += ticks / 100.0;
+            *by_name.entry(name).or_insert(0.0) += stat_cpu_seconds(&stat).unwrap_or_default();
         }
     }
     by_name
