@@ -81,11 +81,37 @@ pub fn run_dir(name: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// A TCP port that was free on 127.0.0.1 a moment ago.
+/// A port free on 127.0.0.1 for TCP and UDP, which no earlier call in this process returned.
+///
+/// The ports come from just below the kernel's ephemeral range (where `bind(0)` and outgoing
+/// connections take theirs), so that between this call and the moment a child process listens
+/// on the port, no other test's relay, browser or HTTP client can be handed it. Within a
+/// process a counter keeps calls apart; each process starts at its own place (from its pid).
+/// Where the ephemeral range starts too low to leave room, the kernel picks, as before.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const SPAN: u32 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_start < SPAN + 1_024 {
+        return Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port());
+    }
+    let low = ephemeral_start - SPAN;
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let port = u16::try_from(low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN)?;
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port on 127.0.0.1 in {low}..{ephemeral_start}")
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, failing after `timeout` with the last
