@@ -516,8 +516,10 @@ impl RelayNode {
                 );
             }
             identify::Event::Error { peer_id, error, .. } => {
-                let reason = format!("identify failed: {error}");
-                self.violation(peer_id, Topic::Identify, &reason);
+                match tabmesh_node::peers::identify_violation(&error) {
+                    Some(reason) => self.violation(peer_id, Topic::Identify, &reason),
+                    None => tracing::debug!(peer = %peer_id, %error, "identify did not complete"),
+                }
             }
             identify::Event::Sent { .. } | identify::Event::Pushed { .. } => {}
         }

@@ -31,6 +31,30 @@ use web_time::{Duration, Instant};
 use crate::forward::forward_to;
 use crate::report::{Report, WireSink, error_chain, truncate};
 
+/// Whether a failed identify exchange was the peer's fault, and why: it sent a message that does
+/// not decode (a bad protobuf, address or public key). A timeout, a closed stream or connection,
+/// or a peer without identify is not: a peer that is busy, throttled or just killed looks like
+/// that, and banning it would punish churn (found by the soak, where killed peers and a busy
+/// machine had honest peers banned for "Timeout error while opening a substream").
+pub fn identify_violation(
+    error: &libp2p::swarm::StreamUpgradeError<identify::UpgradeError>,
+) -> Option<String> {
+    use identify::UpgradeError;
+    use libp2p::swarm::StreamUpgradeError;
+    match error {
+        StreamUpgradeError::Apply(
+            e @ (UpgradeError::Codec(_) | UpgradeError::Multiaddr(_) | UpgradeError::PublicKey(_)),
+        ) => Some(format!(
+            "malformed identify message: {}",
+            truncate(&error_chain(e), 120)
+        )),
+        StreamUpgradeError::Apply(UpgradeError::Io(_) | UpgradeError::StreamClosed)
+        | StreamUpgradeError::Timeout
+        | StreamUpgradeError::NegotiationFailed
+        | StreamUpgradeError::Io(_) => None,
+    }
+}
+
 mod protocols {
     // The derive generates `ProtocolsEvent` with one undocumented variant per field.
     #![allow(missing_docs)]
@@ -288,13 +312,21 @@ impl Behaviour {
             identify::Event::Pushed { peer_id, .. } | identify::Event::Sent { peer_id, .. } => {
                 self.wire.sent(Topic::Identify, Some(peer_id), "identify");
             }
-            identify::Event::Error { peer_id, error, .. } => {
-                self.report(Report::Misbehaved {
+            identify::Event::Error { peer_id, error, .. } => match identify_violation(&error) {
+                Some(reason) => self.report(Report::Misbehaved {
                     peer: peer_id,
                     topic: Topic::Identify,
-                    reason: format!("identify failed: {}", truncate(&error.to_string(), 120)),
-                });
-            }
+                    reason,
+                }),
+                None => self.wire.local(
+                    Topic::Identify,
+                    Some(peer_id),
+                    format!(
+                        "identify did not complete: {}",
+                        truncate(&error_chain(&error), 120)
+                    ),
+                ),
+            },
         }
     }
 
@@ -422,6 +454,49 @@ impl NetworkBehaviour for Behaviour {
                 }
                 Poll::Pending => return Poll::Pending,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use identify::UpgradeError;
+    use libp2p::swarm::StreamUpgradeError;
+
+    use super::*;
+
+    #[test]
+    fn a_message_that_does_not_decode_is_a_violation() {
+        let bad_key = libp2p::identity::PublicKey::try_decode_protobuf(&[1, 2, 3])
+            .expect_err("three bytes are no public key");
+        let bad_addr = Multiaddr::try_from(vec![0xff, 0xff, 0xff]).expect_err("not an address");
+        for error in [
+            UpgradeError::PublicKey(bad_key),
+            UpgradeError::Multiaddr(bad_addr),
+        ] {
+            let reason = identify_violation(&StreamUpgradeError::Apply(error));
+            assert!(
+                reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("malformed identify message")),
+                "{reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_slow_closed_or_silent_peer_is_not_a_violation() {
+        let io = || io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        for error in [
+            StreamUpgradeError::Timeout,
+            StreamUpgradeError::NegotiationFailed,
+            StreamUpgradeError::Io(io()),
+            StreamUpgradeError::Apply(UpgradeError::StreamClosed),
+            StreamUpgradeError::Apply(UpgradeError::Io(io())),
+        ] {
+            assert_eq!(identify_violation(&error), None, "{error:?}");
         }
     }
 }
