@@ -267,7 +267,8 @@ impl NativeNode {
         Self::start_with(&bin_path("tabmesh-node"), bootstrap, &[], log)
     }
 
-    /// Starts the node binary `bin` with `extra_args`.
+    /// Starts the node binary `bin` with `extra_args` (its state printed every second, unless
+    /// they set `--status-interval`).
     pub fn start_with(
         bin: &Path,
         bootstrap: &str,
@@ -275,7 +276,13 @@ impl NativeNode {
         log: PathBuf,
     ) -> anyhow::Result<Self> {
         let mut child = Command::new(bin)
-            .args(["--bootstrap", bootstrap, "--json", "--status-interval", "1"])
+            .args(["--bootstrap", bootstrap, "--json"])
+            .args(
+                (!extra_args.contains(&"--status-interval"))
+                    .then_some(["--status-interval", "1"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -349,6 +356,22 @@ impl NativeNode {
     /// The node's latest printed state.
     pub fn state(&self) -> Option<NodeView> {
         self.latest.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Stops it at once with SIGKILL, as a crash or a pulled cable would: no goodbye to anyone.
+    pub fn kill(mut self) -> anyhow::Result<ExitStatus> {
+        self.child.kill()?;
+        Ok(self.child.wait()?)
     }
 
     /// Stops it with SIGTERM.
