@@ -15,6 +15,9 @@
 //!   the node's explanation (e.g. `refused: the value is 5000 bytes; at most 4096 are allowed`),
 //!   or says which argument is missing. Keys and values are strings; `ttlSeconds` is a number
 //!   (omitted or `null`: the node's default lifetime).
+//! - `memory()` returns `{wasm_bytes, js_heap_bytes}`: the size of the app's WebAssembly memory
+//!   (it grows and never shrinks, so a leak in Rust shows here) and the page's JavaScript heap in
+//!   use (`performance.memory`, Chromium only; `null` elsewhere). The soak reads it.
 //! - `perf(peerId, uploadBytes, downloadBytes)`: libp2p's perf protocol to a connected peer over
 //!   the connection we have to it; resolves to `{peer_id, connection, upload_bytes, upload_ms,
 //!   download_bytes, download_ms}` (at most 64 MiB each way).
@@ -106,6 +109,9 @@ pub(crate) fn install(client: &NodeClient) {
     install_services(&api, client);
     install_trace(&api, client);
     install_snapshot(&api, client);
+    let memory = Closure::<dyn Fn() -> JsValue>::new(memory_use);
+    let _ = js_sys::Reflect::set(&api, &"memory".into(), memory.as_ref());
+    memory.forget();
     let node = client.clone();
     let perf = Closure::<dyn Fn(JsValue, JsValue, JsValue) -> js_sys::Promise>::new(
         move |peer: JsValue, upload: JsValue, download: JsValue| {
@@ -462,4 +468,23 @@ fn ttl_arg(value: &JsValue) -> Result<Option<u64>, String> {
         Some(secs) if secs.is_finite() && secs >= 0.0 => Ok(Some((secs * 1e3).round() as u64)),
         _ => Err("ttlSeconds must be a non-negative number of seconds (or omitted)".to_owned()),
     }
+}
+
+/// `{wasm_bytes, js_heap_bytes}` of the page (see the module's documentation).
+fn memory_use() -> JsValue {
+    let wasm_bytes = wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .ok()
+        .and_then(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().ok())
+        .map_or(JsValue::NULL, |b| JsValue::from(b.byte_length()));
+    let js_heap_bytes = web_sys::window()
+        .and_then(|w| w.performance())
+        .and_then(|p| js_sys::Reflect::get(&p, &"memory".into()).ok())
+        .filter(|m| m.is_object())
+        .and_then(|m| js_sys::Reflect::get(&m, &"usedJSHeapSize".into()).ok())
+        .unwrap_or(JsValue::NULL);
+    let out = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&out, &"wasm_bytes".into(), &wasm_bytes);
+    let _ = js_sys::Reflect::set(&out, &"js_heap_bytes".into(), &js_heap_bytes);
+    out.into()
 }

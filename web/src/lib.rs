@@ -17,7 +17,10 @@ use wasm_bindgen::prelude::wasm_bindgen;
 /// Entry point, run by the generated JS glue when the module is instantiated.
 #[wasm_bindgen(start)]
 pub fn start() {
-    console_error_panic_hook::set_once();
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        show_crash(&info.to_string());
+    }));
     tracing_wasm::set_as_global_default_with_config(
         tracing_wasm::WASMLayerConfigBuilder::new()
             .set_max_level(tracing::Level::INFO)
@@ -30,4 +33,33 @@ pub fn start() {
     })
     .render();
     client.launch();
+}
+
+/// After a panic the tab's node is gone and the UI frozen: say so on the page, in a banner that
+/// needs nothing of the (possibly broken) app, and keep the message in `window.tabmeshCrash` for
+/// scripts and tests (the console has it too, with the stack).
+fn show_crash(message: &str) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let _ = js_sys::Reflect::set(&window, &"tabmeshCrash".into(), &message.into());
+    let Some(document) = window.document() else {
+        return;
+    };
+    let (Ok(banner), Some(body)) = (document.create_element("div"), document.body()) else {
+        return;
+    };
+    banner.set_id("crash");
+    let _ = banner.set_attribute("role", "alert");
+    let _ = banner.set_attribute(
+        "style",
+        "position:fixed;top:0;left:0;right:0;z-index:1000;padding:12px 16px;\
+         background:#b00020;color:#fff;font:14px/1.4 system-ui,sans-serif;white-space:pre-wrap",
+    );
+    banner.set_text_content(Some(&format!(
+        "This tab's node crashed, a bug in tabmesh: {message}\n\
+         It no longer takes part in the network. Reload the page to start again \
+         (the console has the details)."
+    )));
+    let _ = body.prepend_with_node_1(&banner);
 }
