@@ -6,6 +6,8 @@
 //! - `build-web`: build the web app into `dist/`;
 //! - `net up|down|status`: a local network of a relay, headless tabs and native nodes;
 //! - `bench`: sizes, join times, relay footprint, GIMPS and DHT figures, printed as figures;
+//! - `soak`: the relay, tabs and native peers under churn for a long time (`--minutes 30`),
+//!   checked for leaks, lost records, panics and harm to honest peers;
 //! - `fuzz`: coverage-guided fuzzing of every decoder (libFuzzer, stable toolchain);
 //! - `sim`: the DHT simulation (N peers in one process), e.g. `cargo xtask sim --nodes 10,100`.
 
@@ -15,6 +17,7 @@ mod net;
 mod setup;
 mod shell;
 mod sim;
+mod soak;
 mod test;
 mod testbed;
 mod web;
@@ -75,12 +78,20 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The network under churn: a relay, 8 tabs, 50 native peers coming and going, a rogue
+    /// peer, DHT puts and gets, service calls and snapshots, for `--minutes`; prints memory,
+    /// connections, records and errors every minute, and fails on a leak, a lost record, a
+    /// panic or an honest peer banned.
+    Soak(soak::SoakArgs),
     /// The libp2p testbed's scenario: a relay and N native peers in a full mesh, a traced ping
     /// from peer 0 to a random peer, the gathered trace printed as a tree.
     Testbed(testbed::TestbedArgs),
     /// (internal) The part of `bench` that runs inside the loopback-only namespace.
     #[command(hide = true)]
     BenchInner(bench::BenchArgs),
+    /// (internal) The part of `soak` that runs inside the loopback-only namespace.
+    #[command(hide = true)]
+    SoakInner(soak::SoakArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,6 +112,8 @@ fn main() -> std::process::ExitCode {
         Task::Sim { args } => sim::run(&args),
         Task::Testbed(args) => testbed::run(args),
         Task::BenchInner(args) => bench::run_inner(args),
+        Task::Soak(args) => soak::run(args),
+        Task::SoakInner(args) => soak::run_inner(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

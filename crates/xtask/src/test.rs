@@ -83,7 +83,9 @@ fn run_e2e() -> anyhow::Result<()> {
     ]);
     let mut isolated: Command = shell::in_loopback_namespace(&inner)?;
     shell::run(&mut isolated)?;
-    run_wasm_browser_tests()
+    run_wasm_browser_tests()?;
+    // The short soak: the whole network under churn for 3 minutes (`TABMESH_SOAK_MINUTES`).
+    crate::soak::run_built(&crate::soak::SoakArgs::for_tests())
 }
 
 /// The js-libp2p peers of the interop tests (`crates/e2e/js-interop`): their npm packages
