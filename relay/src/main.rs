@@ -58,6 +58,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(args: RelayArgs) -> anyhow::Result<()> {
+    raise_file_limit(&args);
     let key = tabmesh_node::platform::load_or_create_identity(&args.data_dir.join("identity.key"))?;
     let node = network::RelayNode::new(key, &args).await?;
     let peer_id = node.peer_id();
@@ -96,6 +97,25 @@ async fn run(args: RelayArgs) -> anyhow::Result<()> {
     http.context("http task")?.context("http server")?;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// Raises the open-file limit to the hard limit (every connection holds a socket), and warns
+/// when even that cannot hold `--max-connections`: connections beyond it would fail with "too
+/// many open files", in the listener rather than as a counted refusal.
+fn raise_file_limit(args: &RelayArgs) {
+    // Established and pending connections, the HTTP server's sockets, the store and the logs.
+    let wanted = u64::from(args.max_connections) + u64::from(args.max_pending_incoming) + 256;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit is below what --max-connections and --max-pending-incoming \
+             need: raise the hard limit (LimitNOFILE= in a systemd unit, `ulimit -Hn`) or lower \
+             --max-connections"
+        ),
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
 }
 
 async fn shutdown_signal() {
