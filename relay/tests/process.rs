@@ -239,3 +239,121 @@ async fn identity_survives_a_restart_and_sigterm_is_graceful() -> anyhow::Result
     relay.stop()?;
     Ok(())
 }
+
+/// A running `tabmesh-loadgen`, holding its clients until dropped.
+struct Loadgen(std::process::Child);
+
+impl Drop for Loadgen {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tabmesh-loadgen` against `relay`; its `ready` line and the `reason` lines after it.
+fn loadgen(relay_tcp: &str, args: &[&str]) -> anyhow::Result<(Loadgen, String, Vec<String>)> {
+    use std::io::BufRead;
+    let mut child = Command::new(tabmesh_e2e::bin_path("tabmesh-loadgen"))
+        .args(["--relay", relay_tcp])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let child = Loadgen(child);
+    // The loadgen settles on its own (--settle-secs) and reports.
+    let mut lines = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok);
+    let ready = lines
+        .by_ref()
+        .find_map(|l| l.strip_prefix("ready ").map(str::to_owned));
+    let mut reasons = Vec::new();
+    for line in lines {
+        match line.strip_prefix("reason ") {
+            Some(reason) => reasons.push(reason.to_owned()),
+            None => break,
+        }
+    }
+    let ready = ready.ok_or_else(|| anyhow::anyhow!("loadgen ended without a ready line"))?;
+    Ok((child, ready, reasons))
+}
+
+async fn relay_tcp_addr(relay: &Relay) -> anyhow::Result<String> {
+    relay
+        .bootstrap()
+        .await?
+        .addrs
+        .into_iter()
+        .find(|a| !a.contains("/ws"))
+        .ok_or_else(|| anyhow::anyhow!("the relay has no TCP address"))
+}
+
+#[tokio::test]
+async fn hundreds_of_peers_hold_reservations_and_the_limit_refuses_the_rest() -> anyhow::Result<()>
+{
+    let dir = run_dir("relay-hundreds")?;
+    let mut opts = options(&dir);
+    // Limits set as an operator would for them (all of them share 127.0.0.1).
+    opts.extra_args = [
+        "--max-reservations",
+        "300",
+        "--reservation-rate-per-ip",
+        "3000",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let relay = Relay::start(opts, dir.join("relay.log")).await?;
+    let tcp = relay_tcp_addr(&relay).await?;
+    let (_held, ready, reasons) = tokio::task::spawn_blocking({
+        let tcp = tcp.clone();
+        move || {
+            loadgen(
+                &tcp,
+                &["--clients", "300", "--rate", "100", "--settle-secs", "120"],
+            )
+        }
+    })
+    .await??;
+    assert!(
+        ready.starts_with("300 connected, 300 reserved, 0 failed"),
+        "{ready}; {reasons:?}"
+    );
+    // The relay is full while they hold their reservations: more clients connect, but their
+    // reservations are refused, and the loadgen says why.
+    let (_refused, ready, reasons) = tokio::task::spawn_blocking(move || {
+        loadgen(
+            &tcp,
+            &["--clients", "20", "--attempts", "1", "--settle-secs", "60"],
+        )
+    })
+    .await??;
+    assert!(
+        ready.contains(" 0 reserved, 20 failed"),
+        "{ready}; {reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("reservation")),
+        "the refusals are explained: {reasons:?}"
+    );
+    assert!(relay.stop()?.success());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_open_file_limit_below_max_connections_is_a_warning() -> anyhow::Result<()> {
+    let dir = run_dir("relay-nofile")?;
+    let mut opts = options(&dir);
+    // More connections than any open-file limit allows.
+    opts.extra_args = ["--max-connections", "4000000000"]
+        .map(str::to_owned)
+        .to_vec();
+    let relay = Relay::start(opts, dir.join("relay.log")).await?;
+    let log = std::fs::read_to_string(&relay.log)?;
+    assert!(
+        log.contains("the open-file limit is below what --max-connections"),
+        "{log}"
+    );
+    assert!(relay.stop()?.success());
+    Ok(())
+}
