@@ -917,33 +917,76 @@ pub(super) fn rss_kb(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
+/// What 8 tabs opened together took to join: per tab to its reservation, from the loads to every
+/// tab listing every other, and each pair's relayed-to-direct upgrade.
+struct TabJoin {
+    reservation_ms: Vec<f64>,
+    all_listed_ms: f64,
+    upgrade_ms: Vec<f64>,
+}
+
+/// Opens 8 quiet tabs together on `relay` and waits for all 28 pairs to be direct.
+async fn eight_tabs_join(dir: &std::path::Path, relay: &Relay) -> anyhow::Result<TabJoin> {
+    let mut browser = Browser::start(BrowserOptions::new(dir)).await?;
+    let url = format!("{}/?search_interval=3600", relay.url());
+    browser.open_tabs_together(8, &url).await?;
+    let listed = all_listed(&browser, 8).await?;
+    let direct = wait_until(
+        "all 28 pairs of 8 tabs direct",
+        Duration::from_secs(180),
+        || all_direct(&browser),
+    )
+    .await?;
+    let (mut first_load, mut last_listed) = (f64::INFINITY, 0.0f64);
+    let mut reservation_ms = Vec::new();
+    for (tab, view) in browser.tabs().iter().zip(&listed) {
+        let origin = browser.time_origin(tab).await?;
+        let last = view.peers.iter().map(|p| p.connected_at_ms).max();
+        first_load = first_load.min(origin);
+        last_listed = last_listed.max(origin + last.unwrap_or_default() as f64);
+        reservation_ms.extend(view.relay.reservation_at_ms.map(|ms| ms as f64));
+    }
+    let upgrade_ms = direct
+        .iter()
+        .flat_map(|v| v.peers.iter())
+        .filter_map(|p| p.upgrade.as_ref()?.upgrade_ms)
+        .map(|ms| ms as f64)
+        .collect();
+    browser.quit().await?;
+    Ok(TabJoin {
+        reservation_ms,
+        all_listed_ms: last_listed - first_load,
+        upgrade_ms,
+    })
+}
+
+/// The relay at scale: `clients` native peers from `tabmesh-loadgen` (one process, each with its
+/// own connection and reservation) on a relay started with the limits an operator would set for
+/// them, and 8 real tabs joining, meeting and going direct before and under that load. Figures:
+/// resident memory (idle, with the clients, per reserved client), CPU while the clients arrive
+/// and while they are held, the ramp time, and the tabs' join figures with and without the load.
 async fn relay_memory(clients: usize) -> anyhow::Result<()> {
-    let dir = run_dir("bench-relay-memory")?;
-    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let dir = run_dir("bench-relay-scale")?;
+    let mut options = RelayOptions::new(&dir)?;
+    // Room for the clients and the tabs, and their reservations arriving at the loadgen's pace.
+    let room = (clients + 1024).to_string();
+    let rate = (clients * 4).max(1200).to_string();
+    options.extra_args = [
+        "--max-connections",
+        &room,
+        "--max-reservations",
+        &room,
+        "--max-pending-incoming",
+        "1024",
+        "--reservation-rate-per-ip",
+        &rate,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let relay = Relay::start(options, dir.join("relay.log")).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = rss_kb(relay.pid())?;
-
-    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    for _ in 0..8 {
-        browser.open_tab(&relay.url()).await?;
-    }
-    let handles = browser.tabs().to_vec();
-    wait_until("8 tabs see each other", Duration::from_secs(120), || {
-        let browser = &browser;
-        let handles = handles.clone();
-        async move {
-            for tab in &handles {
-                let peers = browser.state(tab).await?.map_or(0, |v| v.peers.len());
-                if peers < 7 {
-                    return Ok(Err(format!("a tab has {peers} peers")));
-                }
-            }
-            Ok(Ok(()))
-        }
-    })
-    .await?;
-    let with_tabs = rss_kb(relay.pid())?;
-    browser.quit().await?;
+    let quiet = eight_tabs_join(&dir.join("browser-quiet"), &relay).await?;
 
     let bootstrap = relay.bootstrap().await?;
     let tcp = bootstrap
@@ -951,38 +994,111 @@ async fn relay_memory(clients: usize) -> anyhow::Result<()> {
         .iter()
         .find(|a| !a.contains("/ws"))
         .context("relay has no TCP address")?;
+    let ramp_cpu = cpu_seconds(&[relay.pid()]);
     let mut loadgen = std::process::Command::new(bin_path("tabmesh-loadgen"))
         .args(["--relay", tcp, "--clients", &clients.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(dir.join("loadgen.log"))?)
         .spawn()
         .context("starting tabmesh-loadgen")?;
+    // Every line it prints, as it prints it (read on a thread, so that its pipe never fills).
     let stdout = loadgen.stdout.take().context("loadgen stdout")?;
-    let ready = tokio::task::spawn_blocking(move || {
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stdout)
+        for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("ready ").map(str::to_owned))
-    })
-    .await?;
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut ready = None;
+    let mut reasons = Vec::new();
+    let ramp = std::time::Instant::now();
+    // The loadgen gives up on its own after its settle time (300 s); this is its backstop.
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(420), lines.recv()).await {
+        if let Some(rest) = line.strip_prefix("ready ") {
+            ready = Some(rest.to_owned());
+        } else if let Some(rest) = line.strip_prefix("reason ") {
+            reasons.push(rest.to_owned());
+        } else if ready.is_some() {
+            break;
+        }
+    }
+    let ramp_secs = ramp.elapsed().as_secs_f64();
+    let ramp_cpu = cpu_seconds(&[relay.pid()]) - ramp_cpu;
     let with_clients = rss_kb(relay.pid())?;
+    let reserved: f64 = ready
+        .as_deref()
+        .and_then(|r| r.split(" connected, ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    // Holding them: pings and reservation bookkeeping, nothing else.
+    let held_cpu = cpu_seconds(&[relay.pid()]);
+    let loadgen_cpu = cpu_seconds(&[loadgen.id()]);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let held_cpu = (cpu_seconds(&[relay.pid()]) - held_cpu) / 30.0;
+    let loadgen_cpu = (cpu_seconds(&[loadgen.id()]) - loadgen_cpu) / 30.0;
+    let loaded = eight_tabs_join(&dir.join("browser-loaded"), &relay).await;
+    let mut held = None;
+    while let Ok(line) = lines.try_recv() {
+        held = line.strip_prefix("held ").map(str::to_owned).or(held);
+    }
     let _ = loadgen.kill();
     let _ = loadgen.wait();
     relay.stop()?;
-    println!("== relay resident memory (release build) ==");
+    let loaded = loaded?;
+
+    println!("== relay at scale: {clients} native clients (tabmesh-loadgen), release build ==");
     println!(
-        "idle                       {:>8.1} MB",
-        idle as f64 / 1024.0
+        "relay flags: --max-connections {room} --max-reservations {room} \
+         --max-pending-incoming 1024 --reservation-rate-per-ip {rate}"
     );
     println!(
-        "8 tabs (full mesh)         {:>8.1} MB",
-        with_tabs as f64 / 1024.0
+        "loadgen: {}",
+        ready.as_deref().unwrap_or("did not report ready")
+    );
+    for reason in &reasons {
+        println!("  failed or retried: {reason}");
+    }
+    if let Some(held) = held {
+        println!("  still held after the tabs joined: {held}");
+    }
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    println!("resident memory idle            {:>8.1} MB", mb(idle));
+    println!(
+        "resident memory with clients    {:>8.1} MB",
+        mb(with_clients)
+    );
+    if reserved > 0.0 {
+        println!(
+            "per reserved client             {:>8.1} KB",
+            with_clients.saturating_sub(idle) as f64 / reserved
+        );
+    }
+    println!(
+        "CPU while they arrived          {ramp_cpu:>8.1} s over {ramp_secs:.1} s ({:.2} cores)",
+        ramp_cpu / ramp_secs.max(0.001)
     );
     println!(
-        "{clients} native clients         {:>8.1} MB   (loadgen: {})",
-        with_clients as f64 / 1024.0,
-        ready.unwrap_or_else(|| "did not report ready".into())
+        "CPU while holding them          {held_cpu:>8.2} cores   (the loadgen: {loadgen_cpu:.2} cores)"
     );
+    for (label, join) in [("no load", &quiet), ("under load", &loaded)] {
+        println!("8 tabs opened together, {label}:");
+        println!(
+            "  to relay reservation          {}",
+            summary(join.reservation_ms.clone())
+        );
+        println!(
+            "  from the loads to every tab listing every other {:.0} ms",
+            join.all_listed_ms
+        );
+        println!(
+            "  relayed to direct             {}",
+            summary(join.upgrade_ms.clone())
+        );
+    }
     Ok(())
 }
