@@ -3,7 +3,8 @@
 //! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped;
 //! - join time for 4 and 8 tabs: page load to relay reservation, page load to all peers
 //!   connected (median and worst over every tab of every run);
-//! - relay resident memory: idle, with 8 tabs, with many native clients (`tabmesh-loadgen`);
+//! - the relay at scale: memory per reserved peer, CPU, and 8 tabs joining, before and under the
+//!   load of many native clients (`tabmesh-loadgen`, `--clients`);
 //! - GIMPS gossip: native Lucas-Lehmer times, and from the deterministic simulation the share of
 //!   nodes a `PRIME` reaches and the messages it costs, for 8/64/256 nodes and TTL 1 to 4, the
 //!   cooperative mode's speed-up (simulated and with real native nodes), Lucas-Lehmer in a tab
@@ -51,7 +52,7 @@ pub(crate) struct BenchArgs {
     /// Runs per tab count for the join times.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Native clients for the relay memory figure.
+    /// Native clients for the relay at scale.
     #[arg(long, default_value_t = 500)]
     clients: usize,
     /// Sections to run (default: all).
@@ -68,7 +69,7 @@ pub(crate) enum Section {
     Join,
     /// GIMPS: Lucas-Lehmer, flooding, propagation, cooperative speed-up.
     Gimps,
-    /// Relay memory.
+    /// The relay at scale: memory, CPU and tabs joining under the load of many clients.
     Relay,
     /// DHT put/get latency across 8 tabs.
     Dht,
@@ -182,7 +183,7 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
             snapshot::in_tabs().await?;
         }
         if args.wants(Section::Relay) {
-            relay_memory(args.clients).await?;
+            relay_at_scale(args.clients).await?;
         }
         if args.wants(Section::Restart) {
             relay_restart().await?;
@@ -965,7 +966,7 @@ async fn eight_tabs_join(dir: &std::path::Path, relay: &Relay) -> anyhow::Result
 /// them, and 8 real tabs joining, meeting and going direct before and under that load. Figures:
 /// resident memory (idle, with the clients, per reserved client), CPU while the clients arrive
 /// and while they are held, the ramp time, and the tabs' join figures with and without the load.
-async fn relay_memory(clients: usize) -> anyhow::Result<()> {
+async fn relay_at_scale(clients: usize) -> anyhow::Result<()> {
     let dir = run_dir("bench-relay-scale")?;
     let mut options = RelayOptions::new(&dir)?;
     // Room for the clients and the tabs, and their reservations arriving at the loadgen's pace.
