@@ -19,12 +19,14 @@
 //! - [`dht`]: the rules tabmesh adds to Kademlia: signed records, quotas, lookup paths.
 //! - [`direct_upgrade`]: when to move a relayed peer to a direct connection, with backoff, and
 //!   which connection to keep when there are several.
+//! - [`dial_backoff`]: peers none of whose addresses answered are not dialed again for a while.
 //! - [`ledger`]: the misbehaviour ledger every protocol reports violations to: strikes, bans
 //!   that grow with repeat offences, bounded.
 #![deny(missing_docs)]
 
 pub mod bootstrap;
 pub mod dht;
+pub mod dial_backoff;
 pub mod direct_upgrade;
 pub mod discovery;
 pub mod gimps;

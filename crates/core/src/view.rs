@@ -153,6 +153,9 @@ pub struct Counters {
     pub refused_connections: u64,
     /// Outgoing dials that failed.
     pub dial_failures: u64,
+    /// Dials refused before going out: the peer was unreachable a moment ago (dial backoff).
+    #[serde(default)]
+    pub dials_backed_off: u64,
     /// Wire events logged since start.
     pub wire_events: u64,
 }

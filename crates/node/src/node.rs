@@ -286,6 +286,7 @@ impl Node {
             disconnects: peer_counters.disconnects,
             refused_connections: peer_counters.refused,
             dial_failures: peer_counters.dial_failures,
+            dials_backed_off: peer_counters.backed_off,
             wire_events: self.wire.total(),
         };
         NodeView {

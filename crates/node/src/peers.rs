@@ -8,6 +8,11 @@
 //! not ours is a violation, reported for the misbehaviour ledger; a slow or missing ping answer
 //! is not (a busy or throttled tab is slow, not hostile). The relay is tracked apart: it is
 //! not a peer of the table, only its round-trip time is kept.
+//!
+//! It also keeps the dial backoff (`tabmesh_core::dial_backoff`): after a dial that reached none
+//! of a peer's addresses, any behaviour's further dials to that peer are refused here, before
+//! anything goes on the wire, until its wait is over or a connection to it comes up. Without it,
+//! a departed peer is dialed again by every lookup that names it (see the core module).
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
@@ -21,6 +26,7 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId, identify, ping};
 use serde::{Deserialize, Serialize};
+use tabmesh_core::dial_backoff::{DialBackoff, DialBackoffConfig};
 use tabmesh_core::peers::{
     Admission, ConnectionKind, PeerTable, PeerTableConfig, PeerView, Verdict,
 };
@@ -82,6 +88,8 @@ pub struct PeerCounters {
     pub disconnects: u64,
     /// Connections refused because the peer table was full.
     pub refused: u64,
+    /// Dials refused locally: the peer was unreachable a moment ago (dial backoff).
+    pub backed_off: u64,
 }
 
 /// Whether a connection goes through a relay circuit or straight to the peer. In a tab, a
@@ -106,6 +114,7 @@ pub struct Behaviour {
     relay: Option<PeerId>,
     relay_rtt: Option<Duration>,
     counters: PeerCounters,
+    backoff: DialBackoff<PeerId>,
     events: VecDeque<ToSwarm<Report, THandlerInEvent<Protocols>>>,
     wire: WireSink,
 }
@@ -140,6 +149,7 @@ impl Behaviour {
             relay: None,
             relay_rtt: None,
             counters: PeerCounters::default(),
+            backoff: DialBackoff::new(DialBackoffConfig::default()),
             events: VecDeque::new(),
             wire,
         }
@@ -179,7 +189,10 @@ impl Behaviour {
 
     /// Counters of refused, failed and closed connections.
     pub fn counters(&self) -> PeerCounters {
-        self.counters
+        PeerCounters {
+            backed_off: self.backoff.refused(),
+            ..self.counters
+        }
     }
 
     /// The Peers panel, each peer completed by `extra` (upgrade state, strikes).
@@ -207,6 +220,7 @@ impl Behaviour {
     }
 
     fn on_connection_established(&mut self, now: Instant, e: &ConnectionEstablished<'_>) {
+        self.backoff.connected(&e.peer_id);
         if self.is_relay(&e.peer_id) {
             return;
         }
@@ -273,10 +287,18 @@ impl Behaviour {
         }
         let text = error_chain(e.error);
         tracing::debug!(%peer, %text, "dial failed");
+        // Every address was tried and none answered: the peer waits before the next dial. (A
+        // second connection that failed while one is up says nothing about the peer.)
+        let wait = if matches!(e.error, DialError::Transport(_)) && !self.table.contains(&peer) {
+            let wait = self.backoff.failed(Instant::now(), peer);
+            format!("; not dialed again for {} s", wait.as_secs())
+        } else {
+            String::new()
+        };
         self.wire.local(
             Topic::Conn,
             Some(peer),
-            format!("dial failed: {}", truncate(&text, 160)),
+            format!("dial failed: {}{wait}", truncate(&text, 160)),
         );
     }
 
@@ -388,7 +410,29 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<Protocols>;
     type ToSwarm = Report;
 
-    forward_to!(inner: pending_inbound, pending_outbound, handler_event);
+    forward_to!(inner: pending_inbound, handler_event);
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        if let Some(peer) = maybe_peer
+            && !self.is_relay(&peer)
+        {
+            self.backoff
+                .check(Instant::now(), &peer)
+                .map_err(ConnectionDenied::new)?;
+        }
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
 
     fn handle_established_inbound_connection(
         &mut self,

@@ -180,7 +180,7 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
 }
 
 /// An error with its sources, skipping sources whose text is already included.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

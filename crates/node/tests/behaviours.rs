@@ -10,6 +10,8 @@
 //!   sending unreadable, oversized or wrongly shaped service requests, is banned at its third
 //!   strike and nothing it sent is kept or reaches a handler;
 //! - DHT deadline: a put to peers that never answer is answered by its deadline, with why;
+//! - dial backoff: a peer none of whose addresses answer leaves the routing table and is not
+//!   dialed again (by any behaviour) until its wait is over or it connects;
 //! - request tracing: a traced ping is one trace with a span on each peer, gathered whole; a
 //!   peer sending malformed trace requests is banned at its third strike.
 //! - snapshots: three peers sending each other tokens take a Chandy-Lamport snapshot that
@@ -1524,4 +1526,101 @@ async fn malformed_frames_and_markers_on_a_channel_are_refused_counted_and_repor
         assert!(text.contains(says), "{text}");
     }
     assert_eq!(honest.behaviour().view().refused, 3);
+}
+
+/// A peer with the peer table (and its dial backoff) beside the DHT.
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "Report")]
+struct KadDialer {
+    peers: tabmesh_node::peers::Behaviour,
+    dht: tabmesh_node::dht::Behaviour,
+}
+
+fn kad_dialer(key: &libp2p::identity::Keypair) -> KadDialer {
+    KadDialer {
+        peers: tabmesh_node::peers::Behaviour::new(
+            key,
+            "tabmesh-node/test".to_owned(),
+            Duration::from_secs(15),
+            tabmesh_core::peers::PeerTableConfig::default(),
+            web_time::Instant::now(),
+            WireSink::discard(),
+        ),
+        dht: tabmesh_node::dht::Behaviour::new(
+            key.clone(),
+            tabmesh_core::dht::DhtConfig::default(),
+            Box::new(tabmesh_node::dht::MemoryBackend),
+            tabmesh_node::dht::Role::Peer { discovery: None },
+            WireSink::discard(),
+        ),
+    }
+}
+
+/// The dial error of the next dial from `swarm` that fails.
+async fn next_dial_error<B: NetworkBehaviour>(swarm: &mut Swarm<B>) -> String {
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            event = swarm.select_next_some() => {
+                if let SwarmEvent::OutgoingConnectionError { error, .. } = event {
+                    return error.to_string();
+                }
+            }
+            () = &mut deadline => panic!("no dial failed in 20 s"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_that_left_is_forgotten_and_not_dialed_again_until_it_comes_back() {
+    use libp2p::StreamProtocol;
+
+    let kad_protocol = [StreamProtocol::new(tabmesh_core::protocol::KADEMLIA)];
+    let mut a = swarm(kad_dialer);
+    let a_addr = listen(&mut a, "").await;
+    // B has left: its address no longer answers. A still has it in its routing table, as a
+    // peer that heard of B before it left would.
+    let mut b = swarm(dht_peer(tabmesh_node::dht::Role::Peer { discovery: None }));
+    let b_id = *b.local_peer_id();
+    let b_addr: Multiaddr = format!("/memory/{}", next_port()).parse().unwrap();
+    a.behaviour_mut()
+        .dht
+        .on_identified(b_id, std::slice::from_ref(&b_addr), &kad_protocol);
+    let table_size = |a: &mut Swarm<KadDialer>| a.behaviour_mut().dht.view().routing_table_size;
+    assert_eq!(table_size(&mut a), 1);
+
+    // The first dial goes out and fails: B leaves the routing table.
+    a.dial(b_id).unwrap();
+    let first = next_dial_error(&mut a).await;
+    assert!(!first.contains("unreachable at its last"), "{first}");
+    assert_eq!(table_size(&mut a), 0, "an unreachable peer is forgotten");
+    let dht = a.behaviour_mut().dht.view();
+    assert_eq!(dht.counters.forgotten_unreachable, 1);
+
+    // The next dial, from any behaviour, is refused before it goes out.
+    let second = a
+        .dial(
+            SwarmDialOpts::peer_id(b_id)
+                .addresses(vec![b_addr.clone()])
+                .build(),
+        )
+        .expect_err("refused before it goes out");
+    let second = tabmesh_node::report::error_chain(&second);
+    assert!(
+        second.contains("unreachable at its last 1 dial(s); next try in 5 s"),
+        "{second}"
+    );
+    assert_eq!(a.behaviour().peers.counters().backed_off, 1);
+
+    // B comes back and connects to A: its backoff is gone, A dials it again at once.
+    b.listen_on(b_addr.clone()).unwrap();
+    b.dial(a_addr).unwrap();
+    let mut seen = (Connections::default(), Connections::default());
+    drive_until(&mut a, &mut b, &mut seen, |a, _| a.established == 1).await;
+    a.disconnect_peer_id(b_id).unwrap();
+    drive_until(&mut a, &mut b, &mut seen, |a, _| a.open.is_empty()).await;
+    a.dial(SwarmDialOpts::peer_id(b_id).addresses(vec![b_addr]).build())
+        .unwrap();
+    drive_until(&mut a, &mut b, &mut seen, |a, _| a.established == 2).await;
 }

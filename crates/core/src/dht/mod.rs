@@ -431,6 +431,9 @@ pub struct DhtCounters {
     pub handed_over: u64,
     /// Records restored from persistent storage at start.
     pub restored: u64,
+    /// Peers dropped from the routing table because none of their addresses answered a dial.
+    #[serde(default)]
+    pub forgotten_unreachable: u64,
     /// The last refusal, to show why.
     pub last_refusal: Option<String>,
 }

@@ -457,6 +457,32 @@ impl Behaviour {
         }
     }
 
+    /// A dial to `peer` reached none of its addresses. libp2p's Kademlia keeps such a peer in
+    /// its routing table with its last address and goes on naming it to others, so a peer that
+    /// has left would be dialed by every lookup of every peer that knows it: we forget it
+    /// instead. A peer that comes back is listed again when it connects (or when identify
+    /// names its addresses); the dial backoff (`crate::peers`) spaces out dials meanwhile.
+    /// The relay never dials peers; it forgets them when their reservation ends.
+    fn on_unreachable(&mut self, peer: PeerId, error: &libp2p::swarm::DialError) {
+        let unreachable = matches!(error, libp2p::swarm::DialError::Transport(tried)
+            if !tried.iter().all(|(a, _)| is_webrtc(a)));
+        if !unreachable
+            || !matches!(self.role, Role::Peer { .. })
+            || self.connected.contains(&peer)
+            || Some(peer) == self.relay
+        {
+            return;
+        }
+        if self.kad.remove_peer(&peer).is_some() {
+            self.counters.forgotten_unreachable += 1;
+            self.wire.local(
+                Topic::Kad,
+                Some(peer),
+                "left the routing table: no address answered",
+            );
+        }
+    }
+
     /// Starts the queued discovery dials there is room for.
     fn dial_queued(&mut self) {
         let connected = &self.connected;
@@ -538,7 +564,12 @@ impl NetworkBehaviour for Behaviour {
                 self.connected.insert(e.peer_id);
                 self.dial_ended(e.connection_id);
             }
-            FromSwarm::DialFailure(e) => self.dial_ended(e.connection_id),
+            FromSwarm::DialFailure(e) => {
+                self.dial_ended(e.connection_id);
+                if let Some(peer) = e.peer_id {
+                    self.on_unreachable(peer, e.error);
+                }
+            }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
                 self.connected.remove(&e.peer_id);
                 self.speaks_kad.remove(&e.peer_id);
