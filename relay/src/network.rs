@@ -11,6 +11,7 @@
 //! echo that is not ours, a failed identify exchange, forged DHT records) gets a strike; enough
 //! strikes ban it for a while, longer for repeat offenders (`--ban-after-strikes`, `--ban-secs`).
 
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, connection_limits, identify, noise, ping, relay, tcp, yamux,
 };
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tabmesh_core::bootstrap::{BootstrapInfo, with_peer_id};
 use tabmesh_core::dht::DhtConfig;
@@ -61,6 +63,15 @@ struct RejectionCounters {
     connections_refused_banned: Counter,
     dht_records_refused: Counter,
     dht_records_stored: Counter,
+    /// Open connections now (libp2p's metrics count opened connections and the lifetimes of
+    /// closed ones, but not how many are open).
+    connections_open: Gauge,
+    /// Peers holding a reservation now.
+    reservations: Gauge,
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The totals last exported (the behaviours keep running totals; metrics get the increments).
@@ -86,6 +97,8 @@ pub struct RelayNode {
     metrics: Arc<Metrics>,
     counters: RejectionCounters,
     exported: Exported,
+    /// Peers holding a reservation (for the gauge).
+    reserved: HashSet<PeerId>,
     shared: Arc<SharedState>,
     announce: Vec<Multiaddr>,
     /// Lines the DHT and the ledger write, logged at debug level.
@@ -174,6 +187,16 @@ impl RelayNode {
             "relay_dht_records_stored",
             "DHT records other peers stored at the relay",
             counters.dht_records_stored.clone(),
+        );
+        registry.register(
+            "relay_connections_open",
+            "Connections open now",
+            counters.connections_open.clone(),
+        );
+        registry.register(
+            "relay_reservations",
+            "Peers holding a reservation now",
+            counters.reservations.clone(),
         );
         let dht_config = dht_config(args);
         let backend = crate::store::RedbBackend::open(&args.data_dir.join("dht.redb"))?;
@@ -283,6 +306,7 @@ impl RelayNode {
             metrics,
             counters,
             exported: Exported::default(),
+            reserved: HashSet::new(),
             shared,
             announce: args.announce.clone(),
             wire,
@@ -373,6 +397,7 @@ impl RelayNode {
                 ..
             } => {
                 tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), num_established, "connection established");
+                self.counters.connections_open.inc();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -381,6 +406,10 @@ impl RelayNode {
                 ..
             } => {
                 tracing::debug!(%peer_id, num_established, cause = ?cause, "connection closed");
+                self.counters.connections_open.dec();
+                if num_established == 0 && self.reserved.remove(&peer_id) {
+                    self.counters.reservations.set(gauge(self.reserved.len()));
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
@@ -434,6 +463,19 @@ impl RelayNode {
             RelayBehaviourEvent::Relay(event) => {
                 self.metrics.record(&event);
                 log_relay_event(&event);
+                // (libp2p-relay reports `ReservationClosed` for every closed connection, with a
+                // reservation or not: a reservation ends here with its peer's last connection.)
+                match &event {
+                    relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                        self.reserved.insert(*src_peer_id);
+                    }
+                    #[allow(deprecated)] // Still emitted by libp2p-relay 0.22.
+                    relay::Event::ReservationTimedOut { src_peer_id } => {
+                        self.reserved.remove(src_peer_id);
+                    }
+                    _ => {}
+                }
+                self.counters.reservations.set(gauge(self.reserved.len()));
                 if let relay::Event::ReservationReqAccepted {
                     src_peer_id,
                     renewed: false,

@@ -269,12 +269,15 @@ fn loadgen(relay_tcp: &str, args: &[&str]) -> anyhow::Result<(Loadgen, String, V
         .by_ref()
         .find_map(|l| l.strip_prefix("ready ").map(str::to_owned));
     let mut reasons = Vec::new();
-    for line in lines {
+    for line in lines.by_ref() {
         match line.strip_prefix("reason ") {
             Some(reason) => reasons.push(reason.to_owned()),
             None => break,
         }
     }
+    // It goes on reporting while it holds its clients: read on, or its next line would find
+    // the pipe closed and end it (and its clients with it).
+    std::thread::spawn(move || lines.for_each(drop));
     let ready = ready.ok_or_else(|| anyhow::anyhow!("loadgen ended without a ready line"))?;
     Ok((child, ready, reasons))
 }
@@ -305,7 +308,7 @@ async fn hundreds_of_peers_hold_reservations_and_the_limit_refuses_the_rest() ->
     .to_vec();
     let relay = Relay::start(opts, dir.join("relay.log")).await?;
     let tcp = relay_tcp_addr(&relay).await?;
-    let (_held, ready, reasons) = tokio::task::spawn_blocking({
+    let (held, ready, reasons) = tokio::task::spawn_blocking({
         let tcp = tcp.clone();
         move || {
             loadgen(
@@ -321,7 +324,7 @@ async fn hundreds_of_peers_hold_reservations_and_the_limit_refuses_the_rest() ->
     );
     // The relay is full while they hold their reservations: more clients connect, but their
     // reservations are refused, and the loadgen says why.
-    let (_refused, ready, reasons) = tokio::task::spawn_blocking(move || {
+    let (refused, ready, reasons) = tokio::task::spawn_blocking(move || {
         loadgen(
             &tcp,
             &["--clients", "20", "--attempts", "1", "--settle-secs", "60"],
@@ -336,8 +339,40 @@ async fn hundreds_of_peers_hold_reservations_and_the_limit_refuses_the_rest() ->
         reasons.iter().any(|r| r.contains("reservation")),
         "the refusals are explained: {reasons:?}"
     );
+    // The operator's gauges: 300 reservations on as many connections (the refused clients
+    // give up and close theirs); none once the clients are gone.
+    assert_eq!(gauge(&relay, "tabmesh_relay_reservations").await?, 300);
+    let open = gauge(&relay, "tabmesh_relay_connections_open").await?;
+    assert!((300..=320).contains(&open), "{open} connections open");
+    drop((held, refused));
+    wait_until(
+        "the gauges back to 0 after the clients were killed",
+        Duration::from_secs(30),
+        || async {
+            let open = gauge(&relay, "tabmesh_relay_connections_open").await?;
+            let reserved = gauge(&relay, "tabmesh_relay_reservations").await?;
+            Ok(if open == 0 && reserved == 0 {
+                Ok(())
+            } else {
+                Err(format!("{open} open, {reserved} reserved"))
+            })
+        },
+    )
+    .await?;
     assert!(relay.stop()?.success());
     Ok(())
+}
+
+/// The value of gauge `name` at the relay's `/metrics`.
+async fn gauge(relay: &Relay, name: &str) -> anyhow::Result<i64> {
+    let text = reqwest::get(format!("{}/metrics", relay.url()))
+        .await?
+        .text()
+        .await?;
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {name} at /metrics"))
 }
 
 #[tokio::test]

@@ -367,25 +367,39 @@ async fn soak(args: SoakArgs) -> anyhow::Result<Vec<String>> {
         .collect();
     let joined = Instant::now();
     let want = usize::from(args.tabs) - 1 + steady;
+    // Progress every 20 s: a mesh that forms slowly says where it stands.
+    let last_progress = std::cell::Cell::new(Instant::now());
     wait_until(
         "every tab reserved at the relay and connected to the other tabs and the steady natives",
         Duration::from_secs(300),
         || {
-            let (browser, tabs) = (&browser, &tabs);
+            let (browser, tabs, last_progress) = (&browser, &tabs, &last_progress);
             async move {
+                let mut missing = None;
+                let mut counts = Vec::new();
                 for (i, slot) in tabs.iter().enumerate() {
                     let Some(view) = browser.state(&slot.tab).await? else {
                         return Ok(Err(format!("tab {i} has no state yet")));
                     };
-                    if !view.relay.link.reservation || view.peers.len() < want {
-                        return Ok(Err(format!(
+                    counts.push(view.peers.len());
+                    if missing.is_none()
+                        && (!view.relay.link.reservation || view.peers.len() < want)
+                    {
+                        missing = Some(format!(
                             "tab {i}: reservation {}, {} of {want} peers",
                             view.relay.link.reservation,
                             view.peers.len()
-                        )));
+                        ));
                     }
                 }
-                Ok(Ok(()))
+                if last_progress.get().elapsed() >= Duration::from_secs(20) {
+                    last_progress.set(Instant::now());
+                    println!(
+                        "soak: meshing for {:.0} s: the tabs have {counts:?} of {want} peers",
+                        joined.elapsed().as_secs_f64()
+                    );
+                }
+                Ok(missing.map_or(Ok(()), Err))
             }
         },
     )
@@ -1230,27 +1244,16 @@ fn error_kind(message: &str) -> String {
     kind.chars().take(60).collect()
 }
 
-/// The relay's established connections, from libp2p's counters at `/metrics` (opened minus
-/// closed, summed over their labels).
+/// The relay's open connections, from its gauge at `/metrics`.
 async fn relay_connections(relay: &Relay) -> anyhow::Result<f64> {
     let text = reqwest::get(format!("{}/metrics", relay.url()))
         .await?
         .text()
         .await?;
-    // Names carry the relay's registry prefix (`tabmesh_libp2p_swarm_...`), and one series
-    // per label set (transport, role).
-    let sum = |suffix: &str| -> f64 {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| {
-                l.split(['{', ' '])
-                    .next()
-                    .is_some_and(|name| name.ends_with(suffix))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    Ok(sum("swarm_connections_established_total") - sum("swarm_connections_closed_total"))
+    text.lines()
+        .find_map(|l| l.strip_prefix("tabmesh_relay_connections_open "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no tabmesh_relay_connections_open at /metrics"))
 }
 
 /// Whether a memory series grew without bound.
