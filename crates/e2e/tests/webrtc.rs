@@ -194,3 +194,46 @@ async fn four_tabs_go_direct_and_keep_talking_when_the_relay_stops() -> anyhow::
     browser.quit().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_tab_is_direct_with_the_others_again() -> anyhow::Result<()> {
+    let dir = run_dir("webrtc-reload")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let url = format!("{}/?search_interval=600", relay.url());
+    for _ in 0..3 {
+        browser.open_tab(&url).await?;
+    }
+    wait_until("all 3 pairs of 3 tabs connected direct", PATIENCE, || {
+        let browser = &browser;
+        async move { Ok(direct_mesh(&views(browser).await?, 3)) }
+    })
+    .await?;
+    // A reload keeps the tab's peer id (its key is in sessionStorage), twice in a row.
+    for round in 1..=2 {
+        let reloaded = browser.tabs()[0].clone();
+        let loaded_at = browser.time_origin(&reloaded).await?;
+        browser.reload(&reloaded).await?;
+        anyhow::ensure!(
+            browser.time_origin(&reloaded).await? > loaded_at,
+            "the page was not reloaded"
+        );
+        wait_until(
+            &format!("all 3 tabs direct again after reload {round}"),
+            PATIENCE,
+            || {
+                let browser = &browser;
+                async move { Ok(direct_mesh(&views(browser).await?, 3)) }
+            },
+        )
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "see {} and the tabs' wire logs",
+                dir.join("relay.log").display()
+            ))
+        })?;
+    }
+    browser.quit().await?;
+    Ok(())
+}
