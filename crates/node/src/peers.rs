@@ -61,6 +61,14 @@ pub fn identify_violation(
     }
 }
 
+/// Whether a dial reached none of the peer's addresses, not counting `/webrtc` ones (a failed
+/// direct upgrade says nothing about whether the peer is still there): the dial backoff and the
+/// DHT's forgetting of departed peers both go by it.
+pub fn reached_no_address(error: &DialError) -> bool {
+    matches!(error, DialError::Transport(tried)
+        if !tried.iter().all(|(a, _)| tabmesh_webrtc::addr::is_webrtc(a)))
+}
+
 mod protocols {
     // The derive generates `ProtocolsEvent` with one undocumented variant per field.
     #![allow(missing_docs)]
@@ -289,7 +297,7 @@ impl Behaviour {
         tracing::debug!(%peer, %text, "dial failed");
         // Every address was tried and none answered: the peer waits before the next dial. (A
         // second connection that failed while one is up says nothing about the peer.)
-        let wait = if matches!(e.error, DialError::Transport(_)) && !self.table.contains(&peer) {
+        let wait = if reached_no_address(e.error) && !self.table.contains(&peer) {
             let wait = self.backoff.failed(Instant::now(), peer);
             format!("; not dialed again for {} s", wait.as_secs())
         } else {

@@ -464,9 +464,7 @@ impl Behaviour {
     /// names its addresses); the dial backoff (`crate::peers`) spaces out dials meanwhile.
     /// The relay never dials peers; it forgets them when their reservation ends.
     fn on_unreachable(&mut self, peer: PeerId, error: &libp2p::swarm::DialError) {
-        let unreachable = matches!(error, libp2p::swarm::DialError::Transport(tried)
-            if !tried.iter().all(|(a, _)| is_webrtc(a)));
-        if !unreachable
+        if !crate::peers::reached_no_address(error)
             || !matches!(self.role, Role::Peer { .. })
             || self.connected.contains(&peer)
             || Some(peer) == self.relay
