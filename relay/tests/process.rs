@@ -282,16 +282,6 @@ fn loadgen(relay_tcp: &str, args: &[&str]) -> anyhow::Result<(Loadgen, String, V
     Ok((child, ready, reasons))
 }
 
-async fn relay_tcp_addr(relay: &Relay) -> anyhow::Result<String> {
-    relay
-        .bootstrap()
-        .await?
-        .addrs
-        .into_iter()
-        .find(|a| !a.contains("/ws"))
-        .ok_or_else(|| anyhow::anyhow!("the relay has no TCP address"))
-}
-
 #[tokio::test]
 async fn hundreds_of_peers_hold_reservations_and_the_limit_refuses_the_rest() -> anyhow::Result<()>
 {
@@ -307,7 +297,7 @@ async fn hundreds_of_peers_hold_reservations_and_the_limit_refuses_the_rest() ->
     .map(str::to_owned)
     .to_vec();
     let relay = Relay::start(opts, dir.join("relay.log")).await?;
-    let tcp = relay_tcp_addr(&relay).await?;
+    let tcp = relay.tcp_addr().await?;
     let (held, ready, reasons) = tokio::task::spawn_blocking({
         let tcp = tcp.clone();
         move || {
@@ -341,17 +331,17 @@ async fn hundreds_of_peers_hold_reservations_and_the_limit_refuses_the_rest() ->
     );
     // The operator's gauges: 300 reservations on as many connections (the refused clients
     // give up and close theirs); none once the clients are gone.
-    assert_eq!(gauge(&relay, "tabmesh_relay_reservations").await?, 300);
-    let open = gauge(&relay, "tabmesh_relay_connections_open").await?;
-    assert!((300..=320).contains(&open), "{open} connections open");
+    assert_eq!(relay.metric("tabmesh_relay_reservations").await?, 300.0);
+    let open = relay.metric("tabmesh_relay_connections_open").await?;
+    assert!((300.0..=320.0).contains(&open), "{open} connections open");
     drop((held, refused));
     wait_until(
         "the gauges back to 0 after the clients were killed",
         Duration::from_secs(30),
         || async {
-            let open = gauge(&relay, "tabmesh_relay_connections_open").await?;
-            let reserved = gauge(&relay, "tabmesh_relay_reservations").await?;
-            Ok(if open == 0 && reserved == 0 {
+            let open = relay.metric("tabmesh_relay_connections_open").await?;
+            let reserved = relay.metric("tabmesh_relay_reservations").await?;
+            Ok(if open == 0.0 && reserved == 0.0 {
                 Ok(())
             } else {
                 Err(format!("{open} open, {reserved} reserved"))
@@ -361,18 +351,6 @@ async fn hundreds_of_peers_hold_reservations_and_the_limit_refuses_the_rest() ->
     .await?;
     assert!(relay.stop()?.success());
     Ok(())
-}
-
-/// The value of gauge `name` at the relay's `/metrics`.
-async fn gauge(relay: &Relay, name: &str) -> anyhow::Result<i64> {
-    let text = reqwest::get(format!("{}/metrics", relay.url()))
-        .await?
-        .text()
-        .await?;
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no {name} at /metrics"))
 }
 
 #[tokio::test]

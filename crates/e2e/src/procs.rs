@@ -198,6 +198,16 @@ impl Relay {
             .await?)
     }
 
+    /// Its libp2p TCP address (for native nodes), from its bootstrap document.
+    pub async fn tcp_addr(&self) -> anyhow::Result<String> {
+        self.bootstrap()
+            .await?
+            .addrs
+            .into_iter()
+            .find(|a| !a.contains("/ws"))
+            .context("the relay has no TCP address")
+    }
+
     /// The value of the metric `name` at `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let text = reqwest::get(format!("{}/metrics", self.url()))

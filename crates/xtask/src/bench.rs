@@ -989,15 +989,10 @@ async fn relay_at_scale(clients: usize) -> anyhow::Result<()> {
     let idle = rss_kb(relay.pid())?;
     let quiet = eight_tabs_join(&dir.join("browser-quiet"), &relay).await?;
 
-    let bootstrap = relay.bootstrap().await?;
-    let tcp = bootstrap
-        .addrs
-        .iter()
-        .find(|a| !a.contains("/ws"))
-        .context("relay has no TCP address")?;
+    let tcp = relay.tcp_addr().await?;
     let ramp_cpu = cpu_seconds(&[relay.pid()]);
     let mut loadgen = std::process::Command::new(bin_path("tabmesh-loadgen"))
-        .args(["--relay", tcp, "--clients", &clients.to_string()])
+        .args(["--relay", &tcp, "--clients", &clients.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(dir.join("loadgen.log"))?)
         .spawn()

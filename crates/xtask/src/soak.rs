@@ -868,7 +868,11 @@ impl Soak {
         let mut sample = Sample {
             secs: start.elapsed().as_secs_f64(),
             relay_mb: crate::bench::rss_kb(self.relay.pid()).unwrap_or(0) as f64 / 1024.0,
-            relay_connections: relay_connections(&self.relay).await.unwrap_or(f64::NAN),
+            relay_connections: self
+                .relay
+                .metric("tabmesh_relay_connections_open")
+                .await
+                .unwrap_or(f64::NAN),
             ..Sample::default()
         };
         let rogue = self.rogue.peer_id();
@@ -1242,18 +1246,6 @@ fn error_kind(message: &str) -> String {
         }
     }
     kind.chars().take(60).collect()
-}
-
-/// The relay's open connections, from its gauge at `/metrics`.
-async fn relay_connections(relay: &Relay) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("{}/metrics", relay.url()))
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("tabmesh_relay_connections_open "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no tabmesh_relay_connections_open at /metrics"))
 }
 
 /// Whether a memory series grew without bound.
