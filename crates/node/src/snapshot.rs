@@ -571,6 +571,10 @@ impl Behaviour {
     }
 
     fn send_tokens(&mut self, now: Instant) {
+        // Checked first: this runs on every poll, and listing the peers costs one pass over them.
+        if self.tokens.poll_timeout().is_none_or(|due| due > now) {
+            return;
+        }
         let peers = self.channel_peers();
         while let Some((to, amount)) = self.tokens.on_tick(now, &peers) {
             match self
