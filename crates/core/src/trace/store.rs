@@ -126,15 +126,12 @@ impl SpanStore {
 
     /// The spans of `trace` held here, in the order they were recorded.
     pub fn spans_of(&self, trace: TraceId) -> Vec<Span> {
-        self.by_trace
-            .get(&trace)
-            .into_iter()
-            .flatten()
-            .filter_map(|seq| self.spans.get(seq).cloned())
-            .collect()
+        self.held_of(trace).cloned().collect()
     }
 
     /// The `limit` traces with the most recently recorded spans here, newest first.
+    ///
+    /// Built for every view of the node, so it reads the spans in place: no span is copied.
     pub fn recent(&self, limit: usize) -> Vec<TraceSummary> {
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
@@ -145,19 +142,32 @@ impl SpanStore {
             if !seen.insert(span.trace_id) {
                 continue;
             }
-            let spans = self.spans_of(span.trace_id);
-            let Some(first) = spans.iter().min_by_key(|s| s.start_ms) else {
-                continue;
-            };
+            // The earliest start, the first recorded of equals.
+            let (mut first, mut spans, mut root_here) = (span, 0, false);
+            for held in self.held_of(span.trace_id) {
+                if spans == 0 || held.start_ms < first.start_ms {
+                    first = held;
+                }
+                spans += 1;
+                root_here |= held.parent_span_id.is_none();
+            }
             out.push(TraceSummary {
                 trace_id: span.trace_id,
                 name: first.name.clone(),
                 start_ms: first.start_ms,
-                spans: spans.len(),
-                root_here: spans.iter().any(|s| s.parent_span_id.is_none()),
+                spans,
+                root_here,
             });
         }
         out
+    }
+
+    fn held_of(&self, trace: TraceId) -> impl Iterator<Item = &Span> {
+        self.by_trace
+            .get(&trace)
+            .into_iter()
+            .flatten()
+            .filter_map(|seq| self.spans.get(seq))
     }
 
     fn evict_oldest(&mut self) {
@@ -240,6 +250,24 @@ mod tests {
             vec![("b1", 2, true), ("a2", 1, false)]
         );
         assert_eq!(store.recent(1).len(), 1);
+    }
+
+    #[test]
+    fn a_summary_names_the_earliest_span_whatever_the_order_of_recording() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let root = TraceContext::root(&mut rng);
+        let mut store = SpanStore::new(10);
+        let late = Span::start(root.child(&mut rng), Some(root.span_id), "late", "p", 30);
+        let early = Span::start(root.child(&mut rng), Some(root.span_id), "early", "p", 10);
+        let tie = Span::start(root.child(&mut rng), Some(root.span_id), "tie", "p", 10);
+        store.record(late);
+        store.record(early);
+        store.record(tie);
+        let recent = store.recent(5);
+        assert_eq!(recent.len(), 1);
+        assert_eq!((recent[0].name.as_str(), recent[0].start_ms), ("early", 10));
+        assert_eq!(recent[0].spans, 3);
+        assert!(!recent[0].root_here, "its root span was recorded elsewhere");
     }
 
     #[test]
