@@ -120,11 +120,21 @@ pub struct Behaviour {
     events: VecDeque<ToSwarm<Report, THandlerInEvent<ObservedKad>>>,
     wire: WireSink,
     timer: Timer,
-    /// Discovery's dials, a few at a time.
-    dials: DialPacer<PeerId, Vec<Multiaddr>>,
+    /// Dials through the relay, discovery's and Kademlia's, a few at a time.
+    dials: DialPacer<PeerId, PacedDial>,
     /// The connection of each of those dials: its own outcome frees its place (not another
     /// connection to the same peer, say one it dialed us on).
     dialing: HashMap<libp2p::swarm::ConnectionId, PeerId>,
+}
+
+/// A dial waiting for its turn in [`Dht::dials`].
+#[derive(Debug)]
+enum PacedDial {
+    /// A peer discovery found, at these addresses (through the relay).
+    Discovered(Vec<Multiaddr>),
+    /// A peer one of Kademlia's queries wants to ask: its own dial, whose outcome it awaits
+    /// (its requests go out when the connection comes up, whoever made it).
+    Kad(DialOpts),
 }
 
 /// Re-signs our own records restored under old keys under the `/tabmesh/` namespace
@@ -452,9 +462,32 @@ impl Behaviour {
             return;
         }
         addrs.truncate(MAX_DIAL_ADDRS);
-        if let Some((peer, addrs)) = self.dials.want(peer, addrs, Instant::now()) {
-            self.dial(peer, addrs);
+        if let Some((peer, dial)) =
+            self.dials
+                .want(peer, PacedDial::Discovered(addrs), Instant::now())
+        {
+            self.dial(peer, dial);
         }
+    }
+
+    /// Kademlia wants to dial: a peer (not the relay) is reached through the relay, so the dial
+    /// waits its turn with discovery's. Each takes one of the few connect requests libp2p's
+    /// relay client keeps open on our connection to the relay (10): beyond, it drops the dial
+    /// at once, and a query that fans out to twenty peers, as replication does, would lose
+    /// most of them. A dial to a peer already being dialed is left out: Kademlia's requests go
+    /// when that connection comes up (or it learns of the failure, which names the peer).
+    /// Returns the dial to make now when it is not paced.
+    fn on_kad_dial(&mut self, opts: DialOpts) -> Option<DialOpts> {
+        let peer = match opts.get_peer_id() {
+            Some(peer) if matches!(self.role, Role::Peer { .. }) && Some(peer) != self.relay => {
+                peer
+            }
+            _ => return Some(opts),
+        };
+        if let Some((peer, dial)) = self.dials.want(peer, PacedDial::Kad(opts), Instant::now()) {
+            self.dial(peer, dial);
+        }
+        None
     }
 
     /// A dial to `peer` reached none of its addresses. libp2p's Kademlia keeps such a peer in
@@ -481,27 +514,30 @@ impl Behaviour {
         }
     }
 
-    /// Starts the queued discovery dials there is room for.
+    /// Starts the queued dials there is room for.
     fn dial_queued(&mut self) {
         let connected = &self.connected;
-        for (peer, addrs) in self.dials.next(Instant::now(), |p| connected.contains(p)) {
-            self.dial(peer, addrs);
+        for (peer, dial) in self.dials.next(Instant::now(), |p| connected.contains(p)) {
+            self.dial(peer, dial);
         }
     }
 
-    fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        let opts = DialOpts::peer_id(peer)
-            .addresses(addrs)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build();
+    fn dial(&mut self, peer: PeerId, dial: PacedDial) {
+        let opts = match dial {
+            PacedDial::Discovered(addrs) => DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+            PacedDial::Kad(opts) => opts,
+        };
         // The swarm reports every dial with a peer id: established, or failed (also when
         // refused at once, e.g. already dialing).
         self.dialing.insert(opts.connection_id(), peer);
         self.events.push_back(ToSwarm::Dial { opts });
     }
 
-    /// A connection came up or a dial failed: if it was one of discovery's dials, its place
-    /// goes to the next queued one.
+    /// A connection came up or a dial failed: if it was one of the paced dials, its place goes
+    /// to the next queued one.
     fn dial_ended(&mut self, connection: libp2p::swarm::ConnectionId) {
         if let Some(peer) = self.dialing.remove(&connection) {
             self.dials.done(&peer);
@@ -614,6 +650,10 @@ impl NetworkBehaviour for Behaviour {
                     self.on_kad_event(now, event);
                     continue;
                 }
+                Poll::Ready(ToSwarm::Dial { opts }) => match self.on_kad_dial(opts) {
+                    Some(opts) => return Poll::Ready(ToSwarm::Dial { opts }),
+                    None => continue,
+                },
                 Poll::Ready(other) => {
                     return Poll::Ready(other.map_out(|_| unreachable!("handled above")));
                 }
@@ -627,5 +667,82 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Pending;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tabmesh_core::discovery::MAX_DIALS_IN_FLIGHT;
+
+    use super::*;
+
+    fn peer_dht() -> (Behaviour, PeerId) {
+        let mut dht = Behaviour::new(
+            Keypair::generate_ed25519(),
+            DhtConfig::default(),
+            Box::new(MemoryBackend),
+            Role::Peer { discovery: None },
+            WireSink::discard(),
+        );
+        let relay = PeerId::random();
+        dht.set_relay(relay, "/ip4/127.0.0.1/tcp/9090".parse().unwrap());
+        (dht, relay)
+    }
+
+    /// The dials queued for the swarm, by peer and connection.
+    fn dials_out(dht: &mut Behaviour) -> Vec<(PeerId, libp2p::swarm::ConnectionId)> {
+        std::mem::take(&mut dht.events)
+            .into_iter()
+            .filter_map(|event| match event {
+                ToSwarm::Dial { opts } => Some((opts.get_peer_id()?, opts.connection_id())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kademlia_dials_through_the_relay_wait_their_turn_and_the_relay_is_dialed_at_once() {
+        let (mut dht, relay) = peer_dht();
+        let to_relay = DialOpts::peer_id(relay).build();
+        assert!(
+            dht.on_kad_dial(to_relay).is_some(),
+            "the relay is not paced"
+        );
+
+        let peers: Vec<PeerId> = (0..MAX_DIALS_IN_FLIGHT + 3)
+            .map(|_| PeerId::random())
+            .collect();
+        for peer in &peers {
+            assert!(dht.on_kad_dial(DialOpts::peer_id(*peer).build()).is_none());
+        }
+        let started = dials_out(&mut dht);
+        assert_eq!(
+            started.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            peers[..MAX_DIALS_IN_FLIGHT],
+            "the first ones go at once, in order"
+        );
+        // A second dial to a peer already being dialed waits for that one.
+        assert!(
+            dht.on_kad_dial(DialOpts::peer_id(peers[0]).build())
+                .is_none()
+        );
+        assert!(dials_out(&mut dht).is_empty());
+
+        // Each dial that ends, failed or connected, lets the next queued one go: Kademlia's
+        // own dial, with the connection id it awaits.
+        dht.dial_ended(started[0].1);
+        let next = dials_out(&mut dht);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].0, peers[MAX_DIALS_IN_FLIGHT]);
+        // A queued peer that connected meanwhile (it dialed us) needs no dial.
+        dht.connected.insert(peers[MAX_DIALS_IN_FLIGHT + 1]);
+        dht.dial_ended(started[1].1);
+        assert_eq!(
+            dials_out(&mut dht)
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>(),
+            [peers[MAX_DIALS_IN_FLIGHT + 2]]
+        );
     }
 }
