@@ -378,8 +378,7 @@ impl Behaviour {
                     format!("ping{to}: {:.1} ms", rtt.as_secs_f64() * 1e3),
                 );
             }
-            Err(ping::Failure::Other { error }) => {
-                // Anything but our own bytes echoed back: a protocol violation.
+            Err(ping::Failure::Other { error }) if answered_wrongly(&*error) => {
                 self.report(Report::Misbehaved {
                     peer,
                     topic: Topic::Ping,
@@ -510,6 +509,16 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
+/// Whether a ping failed because the peer answered with something other than our own bytes
+/// (libp2p's ping reports it as invalid data): a protocol violation, for the misbehaviour
+/// ledger. Its other failures (the protocol negotiation timing out, the stream lost) are a
+/// slow or unreachable peer, not a misbehaving one: they count as failed pings.
+fn answered_wrongly(error: &(dyn std::error::Error + Send + 'static)) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::InvalidData)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -518,6 +527,21 @@ mod tests {
     use libp2p::swarm::StreamUpgradeError;
 
     use super::*;
+
+    #[test]
+    fn only_a_wrong_echo_is_misbehaviour_not_a_slow_or_lost_ping() {
+        let wrong = io::Error::new(io::ErrorKind::InvalidData, "Ping payload mismatch");
+        assert!(answered_wrongly(&wrong));
+        let slow = io::Error::new(
+            io::ErrorKind::TimedOut,
+            "ping protocol negotiation timed out",
+        );
+        assert!(!answered_wrongly(&slow));
+        let lost = io::Error::new(io::ErrorKind::ConnectionReset, "stream reset");
+        assert!(!answered_wrongly(&lost));
+        let other = std::fmt::Error;
+        assert!(!answered_wrongly(&other));
+    }
 
     #[test]
     fn a_message_that_does_not_decode_is_a_violation() {
