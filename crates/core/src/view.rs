@@ -99,6 +99,8 @@ pub struct GimpsConfigView {
     pub initial_ttl: u8,
     /// Largest TTL accepted.
     pub max_ttl: u8,
+    /// Whether this peer searches at all (`?search=off`, `--no-search`).
+    pub search: bool,
 }
 
 impl From<&GossipConfig> for GimpsConfigView {
@@ -110,6 +112,7 @@ impl From<&GossipConfig> for GimpsConfigView {
             ping_interval_ms: millis(c.ping_interval),
             initial_ttl: c.initial_ttl,
             max_ttl: c.max_ttl,
+            search: c.search,
         }
     }
 }

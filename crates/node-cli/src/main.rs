@@ -57,6 +57,11 @@ struct NodeArgs {
     #[arg(long, default_value_t = 10.0, value_parser = positive_secs)]
     search_interval: f64,
 
+    /// GIMPS: never search; still ping, receive and forward PRIMEs (in cooperative mode every
+    /// peer searches its share regardless).
+    #[arg(long)]
+    no_search: bool,
+
     /// GIMPS: seconds between eviction checks.
     #[arg(long, default_value_t = 1.0, value_parser = positive_secs)]
     evict_interval: f64,
@@ -207,6 +212,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     config.gossip.ping_interval = Duration::from_secs_f64(args.ping_interval);
     config.gossip.initial_ttl = args.ttl;
     config.gossip.cooperative = args.cooperative;
+    config.gossip.search = !args.no_search;
     config.search_pace = tabmesh_core::gimps::pace::SearchPace::per_mille(args.search_pace * 10);
     config.gossip.max_ttl = config.gossip.max_ttl.max(args.ttl);
     config.ledger.max_strikes = args.ban_after_strikes;

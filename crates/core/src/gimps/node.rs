@@ -80,6 +80,15 @@ pub struct GossipConfig {
     pub log_capacity: usize,
     /// Divide the candidate exponents among peers instead of racing (see the module docs).
     pub cooperative: bool,
+    /// Whether this peer searches at all. One that does not still pings, receives and forwards
+    /// `PRIME`s (a relay-only peer, or a crowd of peers in a test that must not load the
+    /// machine). In cooperative mode every peer searches its share: the others count on it.
+    #[serde(default = "searches")]
+    pub search: bool,
+}
+
+fn searches() -> bool {
+    true
 }
 
 impl Default for GossipConfig {
@@ -95,6 +104,7 @@ impl Default for GossipConfig {
             max_peers: 256,
             log_capacity: 20,
             cooperative: false,
+            search: true,
         }
     }
 }
@@ -676,7 +686,7 @@ impl GossipNode {
         }
         if now >= self.next_search {
             self.next_search = now + self.config.search_interval;
-            self.searching = true;
+            self.searching = self.config.search;
         }
         if self.config.cooperative {
             // Cooperative search is continuous; what was tested is reported every eviction tick.

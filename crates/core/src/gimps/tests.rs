@@ -110,6 +110,36 @@ fn rule_3_every_peer_is_pinged_every_ping_interval_with_fresh_ids() {
 }
 
 #[test]
+fn a_peer_that_does_not_search_never_tests_but_still_pings_and_forwards() {
+    let t0 = Instant::now();
+    let config = GossipConfig {
+        search: false,
+        ..GossipConfig::default()
+    };
+    let mut n = GossipNode::new(key(1), config, t0, t0);
+    for p in [2, 3] {
+        n.on_peer_connected(t0, id(p));
+    }
+    let mut pings = 0;
+    // Within the stale timeout (the peers never answer here), so they stay listed.
+    for s in 0..10 {
+        let actions = n.on_tick(t0 + secs(s));
+        pings += sends(&actions)
+            .iter()
+            .filter(|(_, m)| m.msg_type == MsgType::Ping)
+            .count();
+        assert_eq!(n.next_candidate(), None, "no round at {s} s");
+    }
+    assert_eq!(pings, 2, "a round of pings (at 5 s) reaches both peers");
+    let prime = GossipMessage::prime(&key(5), 1, 4423, 2).forwarded_by(id(2));
+    let actions = n.on_message(t0 + secs(9), id(2), &prime.encode());
+    assert_eq!(n.biggest(), Some((4423, id(5))));
+    let forwarded: Vec<PeerId> = sends(&actions).iter().map(|(to, _)| *to).collect();
+    assert_eq!(forwarded, [id(3)], "and forwards what it hears");
+    assert_eq!(n.next_candidate(), None, "a find elsewhere starts no round");
+}
+
+#[test]
 fn rule_4_receiving_updates_the_forwarder_and_drops_duplicates() {
     let t0 = Instant::now();
     let mut n = node(t0);
