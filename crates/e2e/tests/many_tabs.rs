@@ -138,7 +138,7 @@ async fn every_operation_in_many_tabs_settles_with_an_answer_or_its_reason() -> 
     let dir = run_dir("many-tabs")?;
     let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    let url = format!("{}/?search_interval=600", relay.url());
+    let url = format!("{}/?search=off", relay.url());
     let tabs = browser.open_tabs_together(n, &url).await?;
 
     // They meet: a reservation each and most of the others in the DHT.

@@ -339,7 +339,7 @@ async fn soak(args: SoakArgs) -> anyhow::Result<Vec<String>> {
         if slot < SEARCHERS {
             extra.extend(["--search-interval", "5", "--search-pace", "10"]);
         } else {
-            extra.extend(["--search-interval", "600"]);
+            extra.push("--no-search");
         }
         Ok(NativeSlot {
             node: NativeNode::start_with(&bin_path("tabmesh-node"), &url, &extra, log)?,
@@ -354,7 +354,7 @@ async fn soak(args: SoakArgs) -> anyhow::Result<Vec<String>> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    let tab_url = format!("{url}/?search_interval=600");
+    let tab_url = format!("{url}/?search=off");
     let tabs: Vec<TabSlot> = browser
         .open_tabs_together(usize::from(args.tabs), &tab_url)
         .await?
