@@ -85,9 +85,9 @@ impl DiscoverySchedule {
     }
 }
 
-/// Discovery dials in flight at most. Each goes through the relay: one `HOP` stream on our
-/// connection to it, and libp2p's relay serves at most 10 of those per connection at once
-/// (more are dropped, and the dial fails after its timeout); the rest of the node dials too.
+/// Dials through the relay in flight at most (discovery's and Kademlia's). Each is one `HOP`
+/// stream on our connection to the relay, and libp2p's relay client and server handle at most
+/// 10 of those per connection at once (more are dropped, and the dial fails).
 pub const MAX_DIALS_IN_FLIGHT: usize = 6;
 
 /// Peers waiting for a dial at most; beyond, the oldest is forgotten (a later lookup names it
@@ -97,8 +97,8 @@ pub const MAX_QUEUED_DIALS: usize = 64;
 /// A dial that has reported nothing for this long no longer counts as in flight.
 pub const DIAL_STALE: Duration = Duration::from_secs(30);
 
-/// Paces the dials to the peers discovery finds: at most [`MAX_DIALS_IN_FLIGHT`] at once, the
-/// rest queued in the order found. A tab opened among 20 others would otherwise open 20
+/// Paces the dials through the relay: at most [`MAX_DIALS_IN_FLIGHT`] at once, the rest
+/// queued in the order asked for. A tab opened among 20 others would otherwise open 20
 /// circuits through the relay at the same moment, more than the relay serves at once per
 /// connection: the surplus is dropped there and retried seconds later, and every lookup
 /// waiting on those peers waits too.

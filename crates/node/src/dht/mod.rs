@@ -127,7 +127,7 @@ pub struct Behaviour {
     dialing: HashMap<libp2p::swarm::ConnectionId, PeerId>,
 }
 
-/// A dial waiting for its turn in [`Dht::dials`].
+/// A dial waiting for its turn in the DHT's dial pacer.
 #[derive(Debug)]
 enum PacedDial {
     /// A peer discovery found, at these addresses (through the relay).
