@@ -90,6 +90,9 @@ pub struct Behaviour {
     tests_done: VecDeque<Instant>,
     tested_total: u64,
     learned_at_unix_ms: Option<u64>,
+    /// The clock of this peer's spans: the core's (Unix ms at `origin`, then `origin`'s
+    /// monotonic clock), so a span's start (from the core) and its end (from here) agree.
+    span_clock: (Instant, u64),
     events: VecDeque<ToSwarm<Report, THandlerInEvent<Transport>>>,
     wire: WireSink,
     timer: Timer,
@@ -115,9 +118,9 @@ impl Behaviour {
         );
         let now = Instant::now();
         let mut node = GossipNode::new(key, config, origin, now);
+        let since_origin = millis(now.saturating_duration_since(origin));
+        let origin_unix_ms = platform::unix_now_ms().saturating_sub(since_origin);
         if traced {
-            let since_origin = millis(now.saturating_duration_since(origin));
-            let origin_unix_ms = platform::unix_now_ms().saturating_sub(since_origin);
             let me = node.peer_id().to_bytes();
             let salt = u64::from_le_bytes(me[me.len() - 8..].try_into().unwrap_or_default());
             node.trace_with(origin_unix_ms, platform::unix_now_ms() ^ salt);
@@ -138,6 +141,7 @@ impl Behaviour {
             tests_done: VecDeque::new(),
             tested_total: 0,
             learned_at_unix_ms: None,
+            span_clock: (origin, origin_unix_ms),
             events: VecDeque::new(),
             wire,
             timer: Timer::default(),
@@ -351,7 +355,7 @@ impl Behaviour {
         }
         let ack = match span {
             Some(mut span) => {
-                let now = platform::unix_now_ms();
+                let now = self.span_now_ms();
                 if now > span.start_ms {
                     span.attribute("held_ms", now - span.start_ms);
                     span.start_ms = now;
@@ -401,8 +405,9 @@ impl Behaviour {
             }
             ChannelFrame::GimpsAck(token) => {
                 // Only the peer a copy went to can acknowledge it.
+                let now = self.span_now_ms();
                 if let Some((_, mut span)) = self.awaiting.remove(&(from, token)) {
-                    span.end(platform::unix_now_ms(), SpanStatus::Ok);
+                    span.end(now, SpanStatus::Ok);
                     self.report(Report::Span(span));
                 }
             }
@@ -429,7 +434,7 @@ impl Behaviour {
         for key in late {
             if let Some((_, mut span)) = self.awaiting.remove(&key) {
                 span.end(
-                    platform::unix_now_ms(),
+                    self.span_now_ms(),
                     SpanStatus::Error("no acknowledgement".to_owned()),
                 );
                 self.report(Report::Span(span));
@@ -437,11 +442,17 @@ impl Behaviour {
         }
     }
 
+    /// Now on the clock of this peer's spans (see `span_clock`).
+    fn span_now_ms(&self) -> u64 {
+        let (origin, origin_unix_ms) = self.span_clock;
+        origin_unix_ms + millis(Instant::now().saturating_duration_since(origin))
+    }
+
     /// The copy's span ends: acknowledged, or failed with `error`.
     fn end_send_span(&mut self, id: OutboundRequestId, error: Option<String>) {
         if let Some(mut span) = self.unacked.remove(&id) {
             let status = error.map_or(SpanStatus::Ok, SpanStatus::Error);
-            span.end(platform::unix_now_ms(), status);
+            span.end(self.span_now_ms(), status);
             self.report(Report::Span(span));
         }
     }
