@@ -6,9 +6,12 @@
 //!    bounds of all pairs between two peers agree, the smallest shift they allow is taken, as
 //!    trace viewers' clock-skew adjusters do; where they do not, the median of the midpoint
 //!    differences, as NTP does (the delay assumed the same both ways). Offsets spread from the
-//!    reference peer (the one assembling) along the tree; a peer reached only by one-way
-//!    messages is shifted just enough that none of its spans starts before its parent
-//!    (causality), and not at all if none does.
+//!    reference peer (the one assembling) along the tree, then are adjusted, as little as it
+//!    takes, until every pair holds, not only those on the tree (when the pairs allow it at
+//!    all; a clock that drifted during the trace can make them contradict each other, and then
+//!    the tree's estimates stand). A peer reached only by one-way messages is shifted just
+//!    enough that none of its spans starts before its parent (causality), and not at all if
+//!    none does.
 //! 2. **Gaps, not errors.** A peer that did not answer (left, unreachable, refused) is listed in
 //!    `missing` with the reason; spans whose parent is not among the spans gathered are kept
 //!    and marked `orphan`, so a viewer draws them under a gap.
@@ -296,6 +299,11 @@ fn offsets(spans: &[Span], reference: &str) -> BTreeMap<String, i64> {
             break;
         }
     }
+    // The spread above follows one path to each peer; a pair off that path may still be
+    // broken (B's copy to C received, on the common clock, after B read C's acknowledgement).
+    if let Some(all) = within_every_pair(&pairs, &known, reference) {
+        known = all;
+    }
     // Peers reached by one-way messages only: shifted so that none of their spans starts
     // before its parent, in tree order (parents first, as spans are sorted by start).
     let peers: BTreeSet<&str> = spans.iter().map(|s| s.peer.as_str()).collect();
@@ -336,6 +344,50 @@ fn offsets(spans: &[Span], reference: &str) -> BTreeMap<String, i64> {
         .into_iter()
         .map(|(peer, offset)| (peer, i64::try_from(offset).unwrap_or(0)))
         .collect()
+}
+
+/// The offsets `estimates` lowered, each as little as it takes, until every pair between peers
+/// in it holds (the server's span within the client's); `None` when the pairs contradict each
+/// other (a clock that drifted), then the estimates stand. Each pair's bounds are difference
+/// constraints between two offsets, so this is Bellman-Ford started from the estimates: it
+/// settles within one round per peer or the constraints have no solution.
+fn within_every_pair(
+    pairs: &BTreeMap<(String, String), Vec<Pair>>,
+    estimates: &BTreeMap<String, i128>,
+    reference: &str,
+) -> Option<BTreeMap<String, i128>> {
+    let mut bounds = Vec::new();
+    for ((a, b), evidence) in pairs {
+        if !(estimates.contains_key(a) && estimates.contains_key(b)) {
+            continue;
+        }
+        let at_least = evidence.iter().map(|p| p.at_least).max()?;
+        let at_most = evidence.iter().map(|p| p.at_most).min()?;
+        if at_least > at_most {
+            return None;
+        }
+        bounds.push((a, b, at_least, at_most));
+    }
+    let mut offsets = estimates.clone();
+    for _ in 0..=offsets.len() + 1 {
+        let mut changed = false;
+        for (a, b, at_least, at_most) in &bounds {
+            let (oa, ob) = (offsets[*a], offsets[*b]);
+            // b - a <= at_most, and a - b <= -at_least.
+            if ob > oa + at_most {
+                offsets.insert((*b).clone(), oa + at_most);
+                changed = true;
+            } else if oa > ob - at_least {
+                offsets.insert((*a).clone(), ob - at_least);
+                changed = true;
+            }
+        }
+        if !changed {
+            let shift = offsets.get(reference).copied().unwrap_or(0);
+            return Some(offsets.into_iter().map(|(p, o)| (p, o - shift)).collect());
+        }
+    }
+    None
 }
 
 fn median(values: &[i128]) -> i128 {
@@ -461,6 +513,101 @@ mod tests {
         );
         assert_eq!(t.peers, vec!["A".to_owned(), "B".to_owned()]);
         assert!(t.missing.is_empty() && t.refused == 0);
+    }
+
+    #[test]
+    fn rule_1_every_pair_holds_not_only_those_on_the_path_from_the_reference() {
+        let mut rng = SmallRng::seed_from_u64(8);
+        let trace = TraceContext::root(&mut rng);
+        // A sends to B and to C; B forwards to C. A and B share a clock, C's is 4 ms ahead.
+        // The pairs with A allow 0 for both, but B's copy reached C (1007 on A's clock,
+        // 1011 on C's) after B read C's acknowledgement at 1008.
+        let a_to_b = span(
+            &mut rng,
+            trace,
+            None,
+            "send",
+            "A",
+            (1000, 1020),
+            Some("client"),
+        );
+        let b_gets = span(
+            &mut rng,
+            trace,
+            Some(&a_to_b),
+            "receive",
+            "B",
+            (1005, 1005),
+            Some("server"),
+        );
+        let a_to_c = span(
+            &mut rng,
+            trace,
+            None,
+            "send",
+            "A",
+            (1000, 1020),
+            Some("client"),
+        );
+        let c_gets_a = span(
+            &mut rng,
+            trace,
+            Some(&a_to_c),
+            "receive",
+            "C",
+            (1014, 1014),
+            Some("server"),
+        );
+        let b_to_c = span(
+            &mut rng,
+            trace,
+            Some(&b_gets),
+            "send",
+            "B",
+            (1006, 1008),
+            Some("client"),
+        );
+        let c_gets_b = span(
+            &mut rng,
+            trace,
+            Some(&b_to_c),
+            "receive",
+            "C",
+            (1011, 1011),
+            Some("server"),
+        );
+        let t = assemble(
+            trace.trace_id,
+            "A",
+            vec![
+                ("A".into(), Ok(vec![a_to_b, a_to_c])),
+                ("B".into(), Ok(vec![b_gets, b_to_c])),
+                ("C".into(), Ok(vec![c_gets_a, c_gets_b])),
+            ],
+        );
+        assert_eq!(t.offsets_ms["A"], 0);
+        let by_id: HashMap<SpanId, &Span> =
+            t.spans.iter().map(|p| (p.span.span_id, &p.span)).collect();
+        let mut checked = 0;
+        for server in t.spans.iter().filter(|p| p.span.name == "receive") {
+            let client = by_id[&server.span.parent_span_id.unwrap()];
+            assert!(
+                server.span.start_ms >= client.start_ms && server.span.end_ms <= client.end_ms,
+                "{:?} outside {:?}; offsets {:?}",
+                server.span,
+                client,
+                t.offsets_ms
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 3);
+        // Moved as little as it takes: 3 ms between B and C, A left alone.
+        assert_eq!(
+            t.offsets_ms["C"] - t.offsets_ms["B"],
+            3,
+            "{:?}",
+            t.offsets_ms
+        );
     }
 
     #[test]
