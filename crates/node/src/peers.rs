@@ -48,6 +48,9 @@ pub fn identify_violation(
     use identify::UpgradeError;
     use libp2p::swarm::StreamUpgradeError;
     match error {
+        // The codec also passes on the stream's I/O errors (a connection reset mid-message):
+        // only what does not decode (invalid data) is the peer's fault.
+        StreamUpgradeError::Apply(UpgradeError::Codec(e)) if !invalid_data(e) => None,
         StreamUpgradeError::Apply(
             e @ (UpgradeError::Codec(_) | UpgradeError::Multiaddr(_) | UpgradeError::PublicKey(_)),
         ) => Some(format!(
@@ -59,6 +62,14 @@ pub fn identify_violation(
         | StreamUpgradeError::NegotiationFailed
         | StreamUpgradeError::Io(_) => None,
     }
+}
+
+/// Whether `error`, or an error it wraps, is an I/O error of kind invalid data: how libp2p's
+/// codecs report bytes that do not decode, apart from the stream's own failures.
+fn invalid_data(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::InvalidData)
 }
 
 /// Whether a dial reached none of the peer's addresses, not counting `/webrtc` ones (a failed
@@ -548,9 +559,14 @@ mod tests {
         let bad_key = libp2p::identity::PublicKey::try_decode_protobuf(&[1, 2, 3])
             .expect_err("three bytes are no public key");
         let bad_addr = Multiaddr::try_from(vec![0xff, 0xff, 0xff]).expect_err("not an address");
+        let bad_bytes = prost_codec::Error::from(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "failed to decode Protobuf message",
+        ));
         for error in [
             UpgradeError::PublicKey(bad_key),
             UpgradeError::Multiaddr(bad_addr),
+            UpgradeError::Codec(bad_bytes),
         ] {
             let reason = identify_violation(&StreamUpgradeError::Apply(error));
             assert!(
@@ -571,6 +587,8 @@ mod tests {
             StreamUpgradeError::Io(io()),
             StreamUpgradeError::Apply(UpgradeError::StreamClosed),
             StreamUpgradeError::Apply(UpgradeError::Io(io())),
+            // What the soak saw: a connection reset while identify read, through its codec.
+            StreamUpgradeError::Apply(UpgradeError::Codec(prost_codec::Error::from(io()))),
         ] {
             assert_eq!(identify_violation(&error), None, "{error:?}");
         }
