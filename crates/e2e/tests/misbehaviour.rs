@@ -17,7 +17,7 @@ use tabmesh_e2e::{
 };
 
 const PATIENCE: Duration = Duration::from_secs(120);
-const QUERY: &str = "?ban_secs=4&search_interval=600";
+const QUERY: &str = "?ban_secs=4&search=off";
 
 /// The ban of `rogue` in `view`, if any.
 fn ban_of<'a>(view: &'a NodeView, rogue: &str) -> Option<&'a BanView> {

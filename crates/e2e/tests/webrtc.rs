@@ -200,7 +200,7 @@ async fn a_reloaded_tab_is_direct_with_the_others_again() -> anyhow::Result<()> 
     let dir = run_dir("webrtc-reload")?;
     let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    let url = format!("{}/?search_interval=600", relay.url());
+    let url = format!("{}/?search=off", relay.url());
     for _ in 0..3 {
         browser.open_tab(&url).await?;
     }

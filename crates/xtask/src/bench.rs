@@ -203,7 +203,7 @@ pub(super) async fn eight_quiet_tabs(
     let dir = run_dir(name)?;
     let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    let url = format!("{}/?search_interval=3600", relay.url());
+    let url = format!("{}/?search=off", relay.url());
     for _ in 0..8 {
         browser.open_tab(&url).await?;
     }
@@ -425,7 +425,7 @@ async fn direct_against_relayed() -> anyhow::Result<()> {
         let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
         let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
         let url = format!(
-            "{}/?search_interval=3600&libp2p_ping=0.5{query}",
+            "{}/?search=off&libp2p_ping=0.5{query}",
             relay.url()
         );
         let a = browser.open_tab(&url).await?;
@@ -686,8 +686,8 @@ async fn gimps_in_browsers() -> anyhow::Result<()> {
     let dir = run_dir("bench-gimps")?;
     let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    // Slow search rounds while timing, so the tab's own search does not compete.
-    let quiet = format!("{}/?search_interval=3600", relay.url());
+    // The tab does not search, so its own search does not compete with the timed ones.
+    let quiet = format!("{}/?search=off", relay.url());
     let tab = browser.open_tab(&quiet).await?;
     wait_until("the tab is up", Duration::from_secs(60), || {
         let browser = &browser;
@@ -929,7 +929,7 @@ struct TabJoin {
 /// Opens 8 quiet tabs together on `relay` and waits for all 28 pairs to be direct.
 async fn eight_tabs_join(dir: &std::path::Path, relay: &Relay) -> anyhow::Result<TabJoin> {
     let mut browser = Browser::start(BrowserOptions::new(dir)).await?;
-    let url = format!("{}/?search_interval=3600", relay.url());
+    let url = format!("{}/?search=off", relay.url());
     browser.open_tabs_together(8, &url).await?;
     let listed = all_listed(&browser, 8).await?;
     let direct = wait_until(

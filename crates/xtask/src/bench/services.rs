@@ -123,7 +123,7 @@ async fn latency_and_throughput(label: &str, query: &str) -> anyhow::Result<()> 
     );
     let relay = Relay::start(options, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    let url = format!("{}/?search_interval=3600{query}", relay.url());
+    let url = format!("{}/?search=off{query}", relay.url());
     for _ in 0..8 {
         browser.open_tab(&url).await?;
     }
@@ -237,7 +237,7 @@ async fn failover() -> anyhow::Result<()> {
     let dir = run_dir("bench-services-failover")?;
     let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    let url = format!("{}/?search_interval=3600", relay.url());
+    let url = format!("{}/?search=off", relay.url());
     let stays = browser.open_tab(&url).await?;
     let caller = browser.open_tab(&url).await?;
     started(&browser, &stays).await?;

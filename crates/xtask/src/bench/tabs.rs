@@ -1,5 +1,5 @@
 //! What a tab costs at idle, against its number of connections: 8, 16 and 24 tabs opened
-//! together on this machine, not searching (`?search_interval=3600`). Once every tab holds a
+//! together on this machine, not searching (`?search=off`). Once every tab holds a
 //! reservation, and two minutes after the loads (joining and upgrades have mostly settled),
 //! the figures: connections per tab and the share of them direct, the browser's CPU over 20 s
 //! (all its processes) and the relay's, and resident memory (the browser's processes together,
@@ -46,7 +46,7 @@ async fn idle_tabs(n: usize) -> anyhow::Result<()> {
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
     let opened = Instant::now();
     let tabs = browser
-        .open_tabs_together(n, &format!("{}/?search_interval=3600", relay.url()))
+        .open_tabs_together(n, &format!("{}/?search=off", relay.url()))
         .await?;
     wait_until(
         "every tab holds a reservation",
