@@ -424,10 +424,7 @@ async fn direct_against_relayed() -> anyhow::Result<()> {
         let dir = run_dir(&format!("bench-webrtc-{label}"))?;
         let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
         let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-        let url = format!(
-            "{}/?search=off&libp2p_ping=0.5{query}",
-            relay.url()
-        );
+        let url = format!("{}/?search=off&libp2p_ping=0.5{query}", relay.url());
         let a = browser.open_tab(&url).await?;
         browser.open_tab(&url).await?;
         use tabmesh_core::peers::ConnectionKind;

@@ -1,8 +1,8 @@
 //! A peer's local share of the DHT: the records and provider records it holds, with the rules
 //! that decide what it accepts.
 //!
-//! Every record is checked ([`check`](super::record::check)) and compared with the copy already
-//! held ([`precedence`](super::record::precedence)) before it is stored; quotas bound what any
+//! Every record is checked ([`check`]) and compared with the copy already
+//! held ([`precedence`]) before it is stored; quotas bound what any
 //! one publisher or provider can make a peer hold. Each change is queued as a [`StoreChange`] so
 //! that the driver can write it through to persistent storage (sessionStorage in a tab, redb on
 //! the relay) without this type doing any I/O.

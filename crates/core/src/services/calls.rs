@@ -1,7 +1,7 @@
 //! Calling a service: the caller's rules, as a state machine the node drives.
 //!
 //! 1. **Checked before anything leaves**: valid names, data of at most
-//!    [`MAX_MESSAGE_BYTES`](super::message::MAX_MESSAGE_BYTES), a deadline within bounds
+//!    [`MAX_MESSAGE_BYTES`], a deadline within bounds
 //!    (`default_deadline` when none is given), and at most `max_in_flight` calls of this caller
 //!    at once.
 //! 2. **Providers come from the DHT** (the provider records under `svc/<name>`), kept for

@@ -43,7 +43,7 @@ use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
-pub use message::{Marker, MarkerError};
+pub use message::{MAX_MARKER_BYTES, Marker, MarkerError};
 
 use crate::names::peer_name;
 
