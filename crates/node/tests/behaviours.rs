@@ -13,7 +13,8 @@
 //! - dial backoff: a peer none of whose addresses answer leaves the routing table and is not
 //!   dialed again (by any behaviour) until its wait is over or it connects;
 //! - request tracing: a traced ping is one trace with a span on each peer, gathered whole; a
-//!   peer sending malformed trace requests is banned at its third strike.
+//!   peer sending malformed trace requests is banned at its third strike; a gathering that a
+//!   peer never answers is assembled by its deadline, naming that peer as missing.
 //! - snapshots: three peers sending each other tokens take a Chandy-Lamport snapshot that
 //!   is complete, conserves every token and has every channel consistent; a peer that leaves
 //!   during one makes it incomplete, saying who; malformed frames and markers are refused,
@@ -1123,6 +1124,82 @@ async fn malformed_trace_requests_are_strikes() {
     }
     assert_eq!(honest.behaviour().trace.view().malformed, 3);
     assert_eq!(honest.behaviour().ledger.view().len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_gathering_that_a_peer_never_answers_is_assembled_by_its_deadline_saying_who() {
+    use tabmesh_core::trace::assemble::{KIND, REMOTE};
+    use tabmesh_core::trace::{Span, SpanStatus, TraceContext};
+    use tabmesh_node::trace::TraceCommand;
+
+    let mut a = swarm(|key| Tracer {
+        ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
+        trace: tabmesh_node::trace::Behaviour::new(key.public().to_peer_id(), WireSink::discard())
+            .with_gather_deadline(Duration::from_secs(2)),
+    });
+    // B takes requests for spans and never answers them (it keeps the streams open, so only a
+    // deadline ends the wait; a request's own timeout is 10 s).
+    let mut b = swarm(|_| {
+        request_response::Behaviour::with_codec(
+            tabmesh_node::services::codec::ServiceCodec,
+            [(tabmesh_node::trace::PROTOCOL, ProtocolSupport::Inbound)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+        )
+    });
+    let addr = listen(&mut b, "").await;
+    let (a_id, b_id) = (*a.local_peer_id(), *b.local_peer_id());
+    a.dial(addr).unwrap();
+    let mut held = Vec::new();
+    loop {
+        tokio::select! {
+            event = a.select_next_some() => {
+                if matches!(event, SwarmEvent::ConnectionEstablished { .. }) {
+                    break;
+                }
+            }
+            _ = b.select_next_some() => {}
+        }
+    }
+    // A sent a message to B in a trace: B is named, so gathering asks it.
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(1);
+    let context = TraceContext::root(&mut rng);
+    let mut span = Span::start(context, None, "send", &a_id.to_base58(), 1000);
+    span.attribute(KIND, "client");
+    span.attribute(REMOTE, b_id.to_base58());
+    span.end(1001, SpanStatus::Ok);
+    a.behaviour_mut().trace.record(span);
+    let (reply, mut rx) = futures::channel::oneshot::channel();
+    a.behaviour_mut().trace.command(TraceCommand::Gather {
+        trace_id: context.trace_id,
+        reply,
+    });
+    let guard = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(guard);
+    let trace = loop {
+        tokio::select! {
+            _ = a.select_next_some() => {}
+            event = b.select_next_some() => {
+                if let SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. },
+                    ..
+                }) = event
+                {
+                    held.push(channel);
+                }
+            }
+            answer = &mut rx => break answer.unwrap().unwrap(),
+            () = &mut guard => panic!("the gathering never answered"),
+        }
+    };
+    assert_eq!(held.len(), 1, "B was asked once");
+    assert_eq!(trace.spans.len(), 1, "A's own span is kept");
+    assert_eq!(trace.missing.len(), 1, "{:?}", trace.missing);
+    assert_eq!(trace.missing[0].peer, b_id.to_base58());
+    assert!(
+        trace.missing[0].reason.contains("gathering's 2 s"),
+        "ended by the gathering's deadline, not the request's timeout: {:?}",
+        trace.missing
+    );
 }
 
 /// Drives both channel peers until `done` holds for what `b` received (at most 20 s); `b`'s

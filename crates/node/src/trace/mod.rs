@@ -8,7 +8,10 @@
 //! - **Gathering**: the peers a trace names (the recorders of its spans and the targets of its
 //!   messages) are asked for their spans of it, then the peers their spans name, up to
 //!   [`MAX_ASKED`]; a peer we are not connected to, or that fails to answer, is a gap
-//!   ([`tabmesh_core::trace::assemble`]). Malformed or oversized messages are violations.
+//!   ([`tabmesh_core::trace::assemble`]). Each round of asking can take a request's timeout,
+//!   so a gathering also has a deadline of its own ([`GATHER_DEADLINE`]): then it is assembled
+//!   from what came in, the peers still asked listed as missing. Malformed or oversized
+//!   messages are violations.
 //!
 //! The rules (ids, bounds, assembly, clock offsets) are in [`tabmesh_core::trace`].
 
@@ -29,7 +32,7 @@ use tabmesh_core::trace::message::{TraceReply, TraceRequest};
 use tabmesh_core::trace::store::SpanStore;
 use tabmesh_core::trace::{Span, SpanId, SpanStatus, TraceContext, TraceId, TraceSection};
 use tabmesh_core::wire_log::Topic;
-use web_time::Duration;
+use web_time::{Duration, Instant};
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod export;
@@ -38,11 +41,15 @@ use crate::forward::forward_to;
 use crate::platform::unix_now_ms;
 use crate::report::{Report, WireSink};
 use crate::services::codec::ServiceCodec;
+use crate::timer::Timer;
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(tabmesh_core::trace::message::PROTOCOL);
 /// Peers asked for their spans of one trace, at most.
 pub const MAX_ASKED: usize = 64;
+/// How long gathering a trace may take: a trace named peer by peer can need several rounds of
+/// asking, each up to a request's timeout (10 s).
+pub const GATHER_DEADLINE: Duration = Duration::from_secs(20);
 /// Traces listed in the view.
 pub const RECENT_SHOWN: usize = 20;
 
@@ -106,6 +113,7 @@ pub enum TraceCommand {
 
 struct Gathering {
     trace_id: TraceId,
+    deadline: Instant,
     asked: BTreeSet<PeerId>,
     pending: usize,
     answers: Vec<Answer>,
@@ -136,6 +144,8 @@ pub struct Behaviour {
     pending: HashMap<OutboundRequestId, Pending>,
     gatherings: HashMap<u64, Gathering>,
     next_gathering: u64,
+    gather_deadline: Duration,
+    timer: Timer,
     malformed: u64,
     export: Option<SpanExport>,
     events: VecDeque<Report>,
@@ -160,11 +170,19 @@ impl Behaviour {
             pending: HashMap::new(),
             gatherings: HashMap::new(),
             next_gathering: 0,
+            gather_deadline: GATHER_DEADLINE,
+            timer: Timer::default(),
             malformed: 0,
             export: None,
             events: VecDeque::new(),
             wire,
         }
+    }
+
+    /// Gatherings take at most `deadline` (instead of [`GATHER_DEADLINE`]).
+    pub fn with_gather_deadline(mut self, deadline: Duration) -> Self {
+        self.gather_deadline = deadline;
+        self
     }
 
     /// The relay is `peer` (it does not speak the protocol: never pinged at random).
@@ -255,6 +273,7 @@ impl Behaviour {
         self.next_gathering += 1;
         let mut gathering = Gathering {
             trace_id,
+            deadline: Instant::now() + self.gather_deadline,
             asked: BTreeSet::from([self.me]),
             pending: 0,
             answers: Vec::new(),
@@ -318,6 +337,40 @@ impl Behaviour {
                 ),
             );
             let _ = gathering.reply.send(Ok(trace));
+        }
+    }
+
+    /// Gatherings past their deadline are assembled from what came in; the peers that have not
+    /// answered are missing.
+    fn expire_gatherings(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .gatherings
+            .iter()
+            .filter(|(_, g)| g.deadline <= now)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in late {
+            let unanswered: Vec<(OutboundRequestId, PeerId)> = self
+                .pending
+                .iter()
+                .filter_map(|(id, p)| match p {
+                    Pending::Spans { gathering, peer } if *gathering == key => Some((*id, *peer)),
+                    _ => None,
+                })
+                .collect();
+            let why = format!(
+                "no answer within the gathering's {} s",
+                self.gather_deadline.as_secs_f64()
+            );
+            if let Some(gathering) = self.gatherings.get_mut(&key) {
+                for (id, peer) in unanswered {
+                    // A late answer finds nothing pending and is dropped.
+                    self.pending.remove(&id);
+                    gathering.answers.push((peer.to_base58(), Err(why.clone())));
+                }
+                gathering.pending = 0;
+            }
+            self.finish_if_done(key);
         }
     }
 
@@ -522,10 +575,18 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(ToSwarm::GenerateEvent(report));
             }
             match self.transport.poll(cx) {
-                Poll::Ready(ToSwarm::GenerateEvent(event)) => self.on_transport_event(event),
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => {
+                    self.on_transport_event(event);
+                    continue;
+                }
                 Poll::Ready(other) => {
                     return Poll::Ready(other.map_out(|_| unreachable!("handled above")));
                 }
+                Poll::Pending => {}
+            }
+            let next = self.gatherings.values().map(|g| g.deadline).min();
+            match self.timer.poll_at(next, cx) {
+                Poll::Ready(()) => self.expire_gatherings(Instant::now()),
                 Poll::Pending => return Poll::Pending,
             }
         }
