@@ -15,9 +15,11 @@
 //!   the node's explanation (e.g. `refused: the value is 5000 bytes; at most 4096 are allowed`),
 //!   or says which argument is missing. Keys and values are strings; `ttlSeconds` is a number
 //!   (omitted or `null`: the node's default lifetime).
-//! - `memory()` returns `{wasm_bytes, js_heap_bytes}`: the size of the app's WebAssembly memory
-//!   (it grows and never shrinks, so a leak in Rust shows here) and the page's JavaScript heap in
-//!   use (`performance.memory`, Chromium only; `null` elsewhere). The soak reads it.
+//! - `memory()` returns `{heap_bytes, wasm_bytes, js_heap_bytes}`: the bytes the app's Rust
+//!   code holds now (counted by its allocator: a leak in Rust shows here), the size of its
+//!   WebAssembly memory (it grows and never shrinks: the most it ever held, with the allocator's
+//!   free space) and the page's JavaScript heap in use (`performance.memory`, Chromium only;
+//!   `null` elsewhere). The soak reads it.
 //! - `perf(peerId, uploadBytes, downloadBytes)`: libp2p's perf protocol to a connected peer over
 //!   the connection we have to it; resolves to `{peer_id, connection, upload_bytes, upload_ms,
 //!   download_bytes, download_ms}` (at most 64 MiB each way).
@@ -470,8 +472,9 @@ fn ttl_arg(value: &JsValue) -> Result<Option<u64>, String> {
     }
 }
 
-/// `{wasm_bytes, js_heap_bytes}` of the page (see the module's documentation).
+/// `{heap_bytes, wasm_bytes, js_heap_bytes}` of the page (see the module's documentation).
 fn memory_use() -> JsValue {
+    let heap_bytes = crate::ALLOCATOR.allocated() as f64;
     let wasm_bytes = wasm_bindgen::memory()
         .dyn_into::<js_sys::WebAssembly::Memory>()
         .ok()
@@ -484,6 +487,7 @@ fn memory_use() -> JsValue {
         .and_then(|m| js_sys::Reflect::get(&m, &"usedJSHeapSize".into()).ok())
         .unwrap_or(JsValue::NULL);
     let out = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&out, &"heap_bytes".into(), &heap_bytes.into());
     let _ = js_sys::Reflect::set(&out, &"wasm_bytes".into(), &wasm_bytes);
     let _ = js_sys::Reflect::set(&out, &"js_heap_bytes".into(), &js_heap_bytes);
     out.into()

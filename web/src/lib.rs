@@ -14,6 +14,12 @@ mod state;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 
+/// The system allocator, counting the bytes in use. WebAssembly memory only grows, so its size
+/// is the most the app ever held at once; what it holds now (`window.tabmesh.memory()`'s
+/// `heap_bytes`) is what tells a leak from a peak.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 /// Entry point, run by the generated JS glue when the module is instantiated.
 #[wasm_bindgen(start)]
 pub fn start() {

@@ -13,7 +13,8 @@
 //!   announcements flow; tabs move to direct WebRTC connections as they meet.
 //!
 //! It samples every 10 s and prints, every minute and at the end: the relay's resident memory
-//! and connections, each tab's memory (WebAssembly memory and JavaScript heap, from the page),
+//! and connections, each tab's memory (from the page: the Rust heap in use, WebAssembly memory
+//! and the JavaScript heap),
 //! peers holding a reservation, records acknowledged and lost, operations by outcome and errors
 //! by kind. It fails when:
 //! - anything panicked (relay, native peer or tab), or the relay or a steady native peer exited
@@ -22,8 +23,10 @@
 //!   back at the end, from two peers in turn;
 //! - the relay's or a tab's memory grew without bound: after a warm-up (the first quarter of
 //!   the run, at least a minute), the median of the last three samples exceeds the median of the
-//!   first three by half and by more than a fixed slack (32 MB for the relay, 16 MB for a tab's
-//!   WebAssembly memory); a short run can only catch a steep leak, a long one a slow leak;
+//!   first three by half and by more than a fixed slack (32 MB for the relay's resident memory,
+//!   16 MB for a tab's Rust heap in use; a tab's WebAssembly memory only grows, it is the most
+//!   the tab ever held, so it is shown, not judged); a short run can only catch a steep leak, a
+//!   long one a slow leak;
 //! - an honest peer was banned by another: every ban any tab or native reports must name the
 //!   rogue.
 //!
@@ -289,7 +292,9 @@ struct Sample {
     relay_mb: f64,
     relay_connections: f64,
     reserved: usize,
-    /// Per tab: WebAssembly memory and JavaScript heap, MB (None while reloading).
+    /// Per tab: Rust heap in use, WebAssembly memory and JavaScript heap, MB (None while
+    /// reloading).
+    tab_live_mb: Vec<Option<f64>>,
     tab_wasm_mb: Vec<Option<f64>>,
     tab_heap_mb: Vec<Option<f64>>,
     tab_peers: Vec<(usize, usize)>,
@@ -890,6 +895,7 @@ impl Soak {
                     .and_then(|m| m[field].as_f64())
                     .map(|b| b / 1048576.0)
             };
+            sample.tab_live_mb.push(mb("heap_bytes"));
             sample.tab_wasm_mb.push(mb("wasm_bytes"));
             sample.tab_heap_mb.push(mb("js_heap_bytes"));
             let crash = self
@@ -985,13 +991,15 @@ impl Soak {
             .collect();
         let (ok, failed) = self.tally.counts();
         println!(
-            "[{:>5.1} min] relay {:.1} MB, {:.0} conns | {} reserved | tab wasm {} MB, heap {} MB | \
+            "[{:>5.1} min] relay {:.1} MB, {:.0} conns | {} reserved | tab rust heap {} MB, \
+             wasm {} MB, js heap {} MB | \
              tab peers/direct {} | natives up {} | records acked {}, missed {} | ops ok {ok}, \
              not ok {failed} | panics {}",
             s.secs / 60.0,
             s.relay_mb,
             s.relay_connections,
             s.reserved,
+            range(&s.tab_live_mb),
             range(&s.tab_wasm_mb),
             range(&s.tab_heap_mb),
             peers.join(" "),
@@ -1144,7 +1152,7 @@ impl Soak {
                 lost.join(", ")
             ));
         }
-        println!("memory (MB) by minute:");
+        println!("memory (MB) by minute (tabs: Rust heap in use / WebAssembly memory):");
         let by_minute: Vec<&Sample> = self
             .samples
             .iter()
@@ -1163,7 +1171,7 @@ impl Soak {
             "min",
             "relay",
             (0..self.tabs.len())
-                .map(|i| format!("{:>11}", format!("tab {i} wasm")))
+                .map(|i| format!("{:>12}", format!("tab {i}")))
                 .collect::<String>()
         );
         for s in &by_minute {
@@ -1171,9 +1179,13 @@ impl Soak {
                 "  {:>6.1} {:>8.1} {}",
                 s.secs / 60.0,
                 s.relay_mb,
-                s.tab_wasm_mb
+                s.tab_live_mb
                     .iter()
-                    .map(|m| m.map_or(format!("{:>11}", "-"), |m| format!("{m:>11.1}")))
+                    .zip(&s.tab_wasm_mb)
+                    .map(|(live, wasm)| {
+                        let mb = |m: &Option<f64>| m.map_or("-".to_owned(), |m| format!("{m:.1}"));
+                        format!("{:>12}", format!("{}/{}", mb(live), mb(wasm)))
+                    })
                     .collect::<String>()
             );
         }
@@ -1188,13 +1200,15 @@ impl Soak {
             let series: Vec<(f64, f64)> = self
                 .samples
                 .iter()
-                .filter_map(|s| Some((s.secs, s.tab_wasm_mb.get(i).copied().flatten()?)))
+                .filter_map(|s| Some((s.secs, s.tab_live_mb.get(i).copied().flatten()?)))
                 .collect();
             match growth(&series, warmup, TAB_SLACK_MB) {
                 Growth::Leak(what) => {
-                    failures.push(format!("tab {i}'s WebAssembly memory grew: {what}"))
+                    failures.push(format!("tab {i}'s Rust heap in use grew: {what}"))
                 }
-                Growth::Bounded(what) => println!("tab {i} wasm memory after the warm-up: {what}"),
+                Growth::Bounded(what) => {
+                    println!("tab {i} Rust heap in use after the warm-up: {what}")
+                }
                 Growth::TooShort => {}
             }
         }
