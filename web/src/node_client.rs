@@ -209,6 +209,7 @@ impl NodeClient {
                     Unanswered::NotTaken => CallError::Busy(0),
                     Unanswered::Silent(after) => CallError::TimedOut {
                         ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                        waiting: "waiting for this tab's node to answer".to_owned(),
                     },
                 })
             },

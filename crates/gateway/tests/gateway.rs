@@ -55,7 +55,10 @@ fn stand_in_node(release: Arc<Notify>, catalogs: Arc<AtomicUsize>) -> mpsc::Send
                                 service: "gone".into(),
                                 tried: vec!["a: unreachable".into()],
                             }),
-                            "slow" => Err(CallError::TimedOut { ms: 10 }),
+                            "slow" => Err(CallError::TimedOut {
+                                ms: 10,
+                                waiting: "waiting for a provider to answer (direct)".into(),
+                            }),
                             "fails" => Err(CallError::Refused("division by zero".into())),
                             _ => Err(CallError::Invalid("no such test service".into())),
                         };

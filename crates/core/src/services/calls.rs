@@ -151,10 +151,13 @@ pub enum CallError {
     #[error("bad data: {0}")]
     BadData(String),
     /// The deadline passed.
-    #[error("timed out after {ms} ms")]
+    #[error("timed out after {ms} ms {waiting}")]
     TimedOut {
         /// The deadline, in ms.
         ms: u64,
+        /// What the call was waiting for then ("waiting for the DHT to name providers", "for a
+        /// relayed provider to answer", ...): what was slow.
+        waiting: String,
     },
     /// The provider refused the call itself (its handler failed, or the deadline passed there).
     #[error("provider refused: {0}")]
@@ -251,6 +254,21 @@ enum Waiting {
     Providers,
     Descriptor(PeerId),
     Reply(PeerId, Link),
+}
+
+impl Waiting {
+    /// What a call that timed out was waiting for, in words.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Nothing => "before anything could be sent",
+            Self::Providers => "waiting for the DHT to name providers",
+            Self::Descriptor(_) => "waiting for the DHT to give a provider's descriptor",
+            Self::Reply(_, Link::Local) => "waiting for this peer's own handler",
+            Self::Reply(_, Link::Direct) => "waiting for a provider to answer (direct)",
+            Self::Reply(_, Link::Relayed) => "waiting for a provider to answer (relayed)",
+            Self::Reply(_, Link::None) => "waiting for a provider to be dialed and answer",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -377,9 +395,10 @@ impl Calls {
         let call = self.calls.get_mut(&id)?;
         if now >= call.deadline {
             let ms = millis(call.deadline.saturating_duration_since(call.started));
+            let waiting = call.waiting.describe().to_owned();
             return Some(Step::Done {
                 id,
-                result: Err(CallError::TimedOut { ms }),
+                result: Err(CallError::TimedOut { ms, waiting }),
             });
         }
         match call.waiting {
@@ -967,7 +986,10 @@ mod tests {
         );
         match &calls.advance(now + Duration::from_secs(5), connected)[..] {
             [Step::Done { result: Err(e), .. }] => {
-                assert_eq!(e.to_string(), "timed out after 5000 ms")
+                assert_eq!(
+                    e.to_string(),
+                    "timed out after 5000 ms waiting for a provider to answer (direct)"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -983,13 +1005,13 @@ mod tests {
             [Step::FindProviders { .. }]
         ));
         let steps = calls.advance(now + Duration::from_secs(5), connected);
-        assert!(matches!(
-            &steps[..],
-            [Step::Done {
-                result: Err(CallError::TimedOut { .. }),
-                ..
-            }]
-        ));
+        match &steps[..] {
+            [Step::Done { result: Err(e), .. }] => assert_eq!(
+                e.to_string(),
+                "timed out after 5000 ms waiting for the DHT to name providers"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
