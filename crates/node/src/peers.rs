@@ -525,9 +525,7 @@ impl NetworkBehaviour for Behaviour {
 /// ledger. Its other failures (the protocol negotiation timing out, the stream lost) are a
 /// slow or unreachable peer, not a misbehaving one: they count as failed pings.
 fn answered_wrongly(error: &(dyn std::error::Error + Send + 'static)) -> bool {
-    error
-        .downcast_ref::<std::io::Error>()
-        .is_some_and(|e| e.kind() == std::io::ErrorKind::InvalidData)
+    invalid_data(error)
 }
 
 #[cfg(test)]
