@@ -90,9 +90,6 @@ pub struct Behaviour {
     tests_done: VecDeque<Instant>,
     tested_total: u64,
     learned_at_unix_ms: Option<u64>,
-    /// The clock of this peer's spans: the core's (Unix ms at `origin`, then `origin`'s
-    /// monotonic clock), so a span's start (from the core) and its end (from here) agree.
-    span_clock: (Instant, u64),
     events: VecDeque<ToSwarm<Report, THandlerInEvent<Transport>>>,
     wire: WireSink,
     timer: Timer,
@@ -118,9 +115,9 @@ impl Behaviour {
         );
         let now = Instant::now();
         let mut node = GossipNode::new(key, config, origin, now);
-        let since_origin = millis(now.saturating_duration_since(origin));
-        let origin_unix_ms = platform::unix_now_ms().saturating_sub(since_origin);
         if traced {
+            let since_origin = millis(now.saturating_duration_since(origin));
+            let origin_unix_ms = platform::unix_now_ms().saturating_sub(since_origin);
             let me = node.peer_id().to_bytes();
             let salt = u64::from_le_bytes(me[me.len() - 8..].try_into().unwrap_or_default());
             node.trace_with(origin_unix_ms, platform::unix_now_ms() ^ salt);
@@ -141,7 +138,6 @@ impl Behaviour {
             tests_done: VecDeque::new(),
             tested_total: 0,
             learned_at_unix_ms: None,
-            span_clock: (origin, origin_unix_ms),
             events: VecDeque::new(),
             wire,
             timer: Timer::default(),
@@ -442,10 +438,12 @@ impl Behaviour {
         }
     }
 
-    /// Now on the clock of this peer's spans (see `span_clock`).
+    /// Now on the clock of this peer's spans: the core's, so a span's start (from the core) and
+    /// its end (from here) agree.
     fn span_now_ms(&self) -> u64 {
-        let (origin, origin_unix_ms) = self.span_clock;
-        origin_unix_ms + millis(Instant::now().saturating_duration_since(origin))
+        self.node
+            .span_clock_ms(Instant::now())
+            .unwrap_or_else(platform::unix_now_ms)
     }
 
     /// The copy's span ends: acknowledged, or failed with `error`.

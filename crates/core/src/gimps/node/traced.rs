@@ -65,7 +65,15 @@ impl GossipNode {
         self.tracer.is_some()
     }
 
-    /// A new span of `context`, child of `parent`, started at `now` on the wall clock.
+    /// `now` on the clock of this node's spans (Unix milliseconds, running on the monotonic
+    /// clock from the anchor given to [`GossipNode::trace_with`]); `None` when not tracing. A
+    /// driver that ends spans reads its clock here, so both ends of a span agree.
+    pub fn span_clock_ms(&self, now: Instant) -> Option<u64> {
+        let tracer = self.tracer.as_ref()?;
+        Some(tracer.origin_unix_ms + millis(now.saturating_duration_since(self.origin)))
+    }
+
+    /// A new span of `context`, child of `parent`, started at `now` on the span clock.
     fn span(
         &mut self,
         now: Instant,
@@ -73,9 +81,8 @@ impl GossipNode {
         name: &str,
         kind: &str,
     ) -> Option<Span> {
-        let origin = self.origin;
+        let at = self.span_clock_ms(now)?;
         let tracer = self.tracer.as_mut()?;
-        let at = tracer.origin_unix_ms + millis(now.saturating_duration_since(origin));
         let context = match parent {
             Some(parent) => parent.child(&mut tracer.rng),
             None => TraceContext::root(&mut tracer.rng),
