@@ -408,6 +408,11 @@ impl RelayNode {
                 tracing::debug!(%peer_id, num_established, cause = ?cause, "connection closed");
                 self.counters.connections_open.dec();
                 if num_established == 0 && self.reserved.remove(&peer_id) {
+                    // Why a reserved peer went away is what an operator asks first: its own
+                    // close, a keep-alive timeout, an I/O error.
+                    let cause =
+                        cause.map_or_else(|| "closed without error".to_owned(), |e| e.to_string());
+                    tracing::info!(%peer_id, %cause, "reserved peer's last connection closed");
                     self.counters.reservations.set(gauge(self.reserved.len()));
                 }
             }
