@@ -54,6 +54,11 @@ pub(crate) fn dht_panel(props: &DhtPanelProps) -> Html {
                 if dht.running_lookups > 0 {
                     <span class="badge relayed">{ format!("{} lookup(s) running", dht.running_lookups) }</span>
                 }
+                if !dht.queries.is_empty() {
+                    <span class="count" title="Kademlia queries in flight here, by kind">
+                        { format!(" · queries in flight: {}", queries_text(&dht.queries)) }
+                    </span>
+                }
             </h2>
             <DhtRequestForm request={props.request.clone()} />
             <div class="dht-columns">
@@ -589,4 +594,13 @@ fn ms_text(ms: u64) -> String {
     } else {
         format!("{:.1} s", ms as f64 / 1e3)
     }
+}
+
+/// "2 bootstrap, 1 replicate".
+fn queries_text(queries: &std::collections::BTreeMap<String, usize>) -> String {
+    queries
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

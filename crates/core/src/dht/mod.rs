@@ -480,6 +480,10 @@ pub struct DhtSection {
     pub last_lookup: Option<LookupView>,
     /// Lookups running now.
     pub running_lookups: usize,
+    /// Kademlia queries in flight here, by kind: the lookups a user started and Kademlia's own
+    /// (bootstrap, replication, republication, records handed to a joining peer).
+    #[serde(default)]
+    pub queries: std::collections::BTreeMap<String, usize>,
     /// Traffic and refusals.
     pub counters: DhtCounters,
     /// Configuration and limits.

@@ -1,7 +1,9 @@
 //! What the DHT panel shows: records and provider records held, the routing table as
 //! k-buckets, the path of the latest lookup, counters and limits.
 
-use libp2p::kad::{self, KBucketKey};
+use std::collections::BTreeMap;
+
+use libp2p::kad::{self, KBucketKey, PutRecordContext, QueryInfo};
 use tabmesh_core::dht::record::key_text;
 use tabmesh_core::dht::{BucketView, DhtSection, ProviderView, RecordView, RoutingPeerView};
 use tabmesh_core::names::peer_name;
@@ -49,9 +51,21 @@ impl Behaviour {
             routing_table_size,
             last_lookup,
             running_lookups: self.ops.len(),
+            queries: self.queries_by_kind(),
             counters: self.counters.clone(),
             config: (&self.config).into(),
         }
+    }
+
+    /// Kademlia's queries in flight, by kind.
+    fn queries_by_kind(&self) -> BTreeMap<String, usize> {
+        let mut kinds = BTreeMap::new();
+        for query in self.kad.iter_queries() {
+            *kinds
+                .entry(query_kind(query.info()).to_owned())
+                .or_default() += 1;
+        }
+        kinds
     }
 
     /// The routing table as k-buckets, nearest first, and its size.
@@ -92,5 +106,22 @@ impl Behaviour {
         }
         buckets.sort_by_key(|b| b.index);
         (buckets, size)
+    }
+}
+
+/// What a Kademlia query is for, in a word or two.
+fn query_kind(info: &QueryInfo) -> &'static str {
+    match info {
+        QueryInfo::Bootstrap { .. } => "bootstrap",
+        QueryInfo::GetClosestPeers { .. } => "closest peers",
+        QueryInfo::GetProviders { .. } => "get providers",
+        QueryInfo::AddProvider { .. } => "provide",
+        QueryInfo::GetRecord { .. } => "get record",
+        QueryInfo::PutRecord { context, .. } => match context {
+            PutRecordContext::Publish => "put record",
+            PutRecordContext::Republish => "republish",
+            PutRecordContext::Replicate => "replicate",
+            PutRecordContext::Custom => "hand over",
+        },
     }
 }
