@@ -115,8 +115,8 @@ pub(crate) fn tracing_panel(props: &TracingPanelProps) -> Html {
             <h2>
                 { "Tracing " }
                 <span class="count">
-                    { format!("{} span(s) held · {} recorded · {} evicted",
-                        section.spans_held, c.recorded, c.evicted) }
+                    { format!("{} span(s) held ({} KB) · {} recorded · {} evicted",
+                        section.spans_held, section.bytes_held / 1024, c.recorded, c.evicted) }
                 </span>
                 if !section.tracing {
                     <span class="badge strikes">{ "recording off" }</span>

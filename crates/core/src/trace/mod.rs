@@ -256,6 +256,9 @@ pub struct TraceSection {
     pub recent: Vec<store::TraceSummary>,
     /// Spans held here.
     pub spans_held: usize,
+    /// What they take, bytes (estimated; the store's budget bounds it).
+    #[serde(default)]
+    pub bytes_held: usize,
     /// The store's counts.
     pub counters: store::StoreCounters,
     /// Malformed or oversized messages received.
@@ -274,6 +277,38 @@ pub const MAX_TEXT: usize = 256;
 pub const MAX_ITEMS: usize = 32;
 
 impl Span {
+    /// The heap bytes this span takes, estimated: its own size, its strings and a share of the
+    /// maps holding its attributes and of the store's indexes. What bounds a span store's
+    /// memory; the web app's `memory()` reports the real total.
+    pub fn heap_bytes(&self) -> usize {
+        // A B-tree node holds up to 11 entries (key and value `String`s) whatever its fill;
+        // per span, its entries in the store's three indexes.
+        const NODE: usize = 11 * 2 * std::mem::size_of::<String>() + 16;
+        const INDEXES: usize = 96;
+        let attributes = self.attributes.len().div_ceil(11) * NODE
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        let events: usize = self
+            .events
+            .iter()
+            .map(|e| std::mem::size_of::<SpanEvent>() + e.name.len())
+            .sum();
+        let status = match &self.status {
+            SpanStatus::Error(why) => why.len(),
+            _ => 0,
+        };
+        std::mem::size_of::<Self>()
+            + INDEXES
+            + self.name.len()
+            + self.peer.len()
+            + attributes
+            + events
+            + status
+    }
+
     /// A span of `context` started at `start_ms` by `peer`, child of `parent`.
     pub fn start(
         context: TraceContext,

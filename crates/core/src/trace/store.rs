@@ -1,8 +1,11 @@
 //! The spans a peer recorded, bounded: the oldest go first when it is full.
 //!
-//! Recording is a map insert and, when full, one eviction: it never waits and never grows past
-//! `capacity`, so a busy protocol is not slowed by tracing and a peer flooded with traced
-//! messages only loses its oldest spans.
+//! Full means either bound: a number of spans, or the bytes they take (an estimate, see
+//! [`Span::heap_bytes`]). Spans differ in size by an order of magnitude (a DHT request with its
+//! attributes against a bare gossip forward), and a tab in a busy network records thousands a
+//! minute: the byte budget is what keeps a tab's memory flat. Recording is a map insert and a
+//! few evictions: it never waits and never grows past its bounds, so a busy protocol is not
+//! slowed by tracing and a peer flooded with traced messages only loses its oldest spans.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -12,6 +15,8 @@ use super::{Span, SpanId, SpanStatus, TraceId};
 
 /// Spans kept by default.
 pub const DEFAULT_CAPACITY: usize = 4096;
+/// Bytes of spans kept by default (estimated): a few minutes of a busy network.
+pub const DEFAULT_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 
 /// One trace, as the recent-traces list shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +46,9 @@ pub struct StoreCounters {
 #[derive(Debug)]
 pub struct SpanStore {
     capacity: usize,
+    budget_bytes: usize,
+    /// What the spans held take, by [`Span::heap_bytes`].
+    bytes: usize,
     next: u64,
     spans: BTreeMap<u64, Span>,
     by_id: HashMap<SpanId, u64>,
@@ -49,10 +57,18 @@ pub struct SpanStore {
 }
 
 impl SpanStore {
-    /// An empty store of at most `capacity` spans (at least 1).
+    /// An empty store of at most `capacity` spans (at least 1), within the default byte budget.
     pub fn new(capacity: usize) -> Self {
+        Self::with_budget(capacity, DEFAULT_BUDGET_BYTES)
+    }
+
+    /// An empty store of at most `capacity` spans (at least 1) taking at most `budget_bytes`
+    /// (it always keeps the newest span, however large).
+    pub fn with_budget(capacity: usize, budget_bytes: usize) -> Self {
         Self {
             capacity: capacity.max(1),
+            budget_bytes,
+            bytes: 0,
             next: 0,
             spans: BTreeMap::new(),
             by_id: HashMap::new(),
@@ -71,51 +87,61 @@ impl SpanStore {
         self.spans.is_empty()
     }
 
+    /// What the spans held take, estimated (see [`Span::heap_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Its counts.
     pub fn counters(&self) -> StoreCounters {
         self.counters
     }
 
     /// Records `span`; a span with the same id replaces the one held (in place). Evicts the
-    /// oldest span when full.
+    /// oldest spans while either bound is passed.
     pub fn record(&mut self, span: Span) {
-        if let Some(seq) = self.by_id.get(&span.span_id)
-            && let Some(held) = self.spans.get_mut(seq)
-            && held.trace_id == span.trace_id
+        if let Some(&seq) = self.by_id.get(&span.span_id)
+            && self
+                .spans
+                .get(&seq)
+                .is_some_and(|held| held.trace_id == span.trace_id)
         {
-            *held = span;
+            self.update_held(seq, |held| *held = span);
             return;
-        }
-        if self.spans.len() >= self.capacity {
-            self.evict_oldest();
         }
         let seq = self.next;
         self.next += 1;
+        self.bytes += span.heap_bytes();
         self.by_id.insert(span.span_id, seq);
         self.by_trace.entry(span.trace_id).or_default().insert(seq);
         self.spans.insert(seq, span);
         self.counters.recorded += 1;
+        self.evict_past_bounds();
     }
 
     /// Ends the span `id` at `end_ms` with `status`; `false` when it is not held (evicted).
     pub fn end(&mut self, id: SpanId, end_ms: u64, status: SpanStatus) -> bool {
-        match self.by_id.get(&id).and_then(|seq| self.spans.get_mut(seq)) {
-            Some(span) => {
-                span.end(end_ms, status);
-                true
-            }
-            None => false,
-        }
+        self.update(id, |span| span.end(end_ms, status))
     }
 
     /// Changes the span `id` with `change`; `false` when it is not held.
     pub fn update(&mut self, id: SpanId, change: impl FnOnce(&mut Span)) -> bool {
-        match self.by_id.get(&id).and_then(|seq| self.spans.get_mut(seq)) {
-            Some(span) => {
-                change(span);
+        match self.by_id.get(&id).copied() {
+            Some(seq) if self.spans.contains_key(&seq) => {
+                self.update_held(seq, change);
+                self.evict_past_bounds();
                 true
             }
-            None => false,
+            _ => false,
+        }
+    }
+
+    /// Changes the held span `seq`, keeping the byte count right.
+    fn update_held(&mut self, seq: u64, change: impl FnOnce(&mut Span)) {
+        if let Some(span) = self.spans.get_mut(&seq) {
+            let before = span.heap_bytes();
+            change(span);
+            self.bytes = (self.bytes + span.heap_bytes()).saturating_sub(before);
         }
     }
 
@@ -170,8 +196,18 @@ impl SpanStore {
             .filter_map(|seq| self.spans.get(seq))
     }
 
+    /// Evicts the oldest spans until both bounds hold again (the newest always stays).
+    fn evict_past_bounds(&mut self) {
+        while self.spans.len() > 1
+            && (self.spans.len() > self.capacity || self.bytes > self.budget_bytes)
+        {
+            self.evict_oldest();
+        }
+    }
+
     fn evict_oldest(&mut self) {
         if let Some((seq, span)) = self.spans.pop_first() {
+            self.bytes = self.bytes.saturating_sub(span.heap_bytes());
             // (An id reused by another trace may map to a newer span: keep that one.)
             if self.by_id.get(&span.span_id) == Some(&seq) {
                 self.by_id.remove(&span.span_id);
@@ -280,5 +316,76 @@ mod tests {
         assert_eq!(store.len(), 100);
         assert_eq!(store.counters().evicted, 9_900);
         assert_eq!(store.recent(1000).len(), 100);
+    }
+
+    /// The sum the store keeps, checked against its spans.
+    fn counted_right(store: &SpanStore) -> bool {
+        store.bytes() == store.spans.values().map(Span::heap_bytes).sum::<usize>()
+    }
+
+    #[test]
+    fn large_spans_are_bounded_by_bytes_before_the_count_is_reached() {
+        let mut rng = SmallRng::seed_from_u64(6);
+        let budget = 64 * 1024;
+        let mut store = SpanStore::with_budget(4096, budget);
+        let big = |rng: &mut SmallRng, i: u64| {
+            let mut span = Span::start(TraceContext::root(rng), None, "dht.request", "p", i);
+            for k in 0..8 {
+                span.attribute(&format!("key{k}"), "v".repeat(200));
+            }
+            span
+        };
+        let one = big(&mut rng, 0).heap_bytes();
+        assert!(one > 1600, "eight 200-byte attributes: {one}");
+        for i in 0..1000 {
+            store.record(big(&mut rng, i));
+            assert!(store.bytes() <= budget);
+        }
+        assert_eq!(
+            store.len(),
+            budget / one,
+            "as many as fit, far fewer than 4096"
+        );
+        assert!(counted_right(&store));
+        let oldest_held = store.spans.values().next().map(|s| s.start_ms);
+        assert_eq!(
+            oldest_held,
+            Some(1000 - (budget / one) as u64),
+            "the newest ones"
+        );
+        assert_eq!(
+            store.counters().evicted,
+            1000 - store.len() as u64,
+            "every span dropped is counted"
+        );
+    }
+
+    #[test]
+    fn a_span_that_grows_after_recording_is_counted_and_can_push_older_ones_out() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let first = Span::start(TraceContext::root(&mut rng), None, "first", "p", 1);
+        let second = Span::start(TraceContext::root(&mut rng), None, "second", "p", 2);
+        let budget = first.heap_bytes() + second.heap_bytes() + 100;
+        let mut store = SpanStore::with_budget(10, budget);
+        store.record(first.clone());
+        store.record(second.clone());
+        assert_eq!(store.len(), 2);
+        // Ending with a long error, or replacing with more attributes, changes the count.
+        assert!(store.end(second.span_id, 5, SpanStatus::Error("e".repeat(50))));
+        assert!(counted_right(&store));
+        assert_eq!(store.len(), 2, "still within the budget");
+        assert!(store.update(second.span_id, |s| s.attribute("why", "w".repeat(200))));
+        assert!(counted_right(&store));
+        assert_eq!(store.len(), 1, "the older span made room");
+        assert!(store.get(first.span_id).is_none());
+        // The newest span stays even when it alone is over the budget.
+        let mut huge = second.clone();
+        for k in 0..32 {
+            huge.attribute(&format!("k{k}"), "h".repeat(256));
+        }
+        store.record(huge);
+        assert_eq!(store.len(), 1);
+        assert!(store.bytes() > budget);
+        assert!(counted_right(&store));
     }
 }

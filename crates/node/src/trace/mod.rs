@@ -210,6 +210,7 @@ impl Behaviour {
         TraceSection {
             recent: self.store.recent(RECENT_SHOWN),
             spans_held: self.store.len(),
+            bytes_held: self.store.bytes(),
             counters: self.store.counters(),
             malformed: self.malformed,
             ..TraceSection::default()
