@@ -113,6 +113,10 @@ impl Browser {
         let mut caps = serde_json::Map::new();
         caps.insert("goog:chromeOptions".into(), chrome);
         caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
+        // WebDriver ends a script after 30 s by default with a bare "script timeout"; the
+        // operations called here have deadlines of their own (up to 30 s, and the tests wait
+        // longer still), so give them room to fail with their own error.
+        caps.insert("timeouts".into(), json!({ "script": 120_000 }));
         let url = format!("http://127.0.0.1:{port}");
         let client = wait_until(
             "chromedriver accepts a session",
