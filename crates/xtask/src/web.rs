@@ -153,7 +153,7 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
 /// test command fails above it, so a change that grows the download says so. The goal is 600 KB
 /// (issue 13); lower the budget as the app shrinks, and raise it only with the reason in the
 /// commit message.
-pub(crate) const SIZE_BUDGET_GZIPPED: u64 = 1_220_000;
+pub(crate) const SIZE_BUDGET_GZIPPED: u64 = 1_230_000;
 
 /// Fails when `build` (optimised with wasm-opt) is over [`SIZE_BUDGET_GZIPPED`].
 pub(crate) fn check_size_budget(build: &WebBuild) -> anyhow::Result<()> {
