@@ -107,6 +107,7 @@ impl SpanStore {
                 .is_some_and(|held| held.trace_id == span.trace_id)
         {
             self.update_held(seq, |held| *held = span);
+            self.evict_past_bounds();
             return;
         }
         let seq = self.next;
@@ -387,5 +388,27 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert!(store.bytes() > budget);
         assert!(counted_right(&store));
+    }
+
+    #[test]
+    fn replacing_a_span_with_a_larger_one_keeps_the_store_within_its_budget() {
+        let mut rng = SmallRng::seed_from_u64(8);
+        let first = Span::start(TraceContext::root(&mut rng), None, "first", "p", 1);
+        let mut second = Span::start(TraceContext::root(&mut rng), None, "second", "p", 2);
+        second.attribute("why", "w");
+        let budget = first.heap_bytes() + second.heap_bytes() + 100;
+        let mut store = SpanStore::with_budget(10, budget);
+        store.record(first.clone());
+        store.record(second.clone());
+        // Grown past what both may take, though it fits alone.
+        let mut grown = second.clone();
+        grown.attribute("why", "w".repeat(150));
+        assert!(grown.heap_bytes() + first.heap_bytes() > budget && grown.heap_bytes() <= budget);
+        store.record(grown);
+        assert!(counted_right(&store));
+        assert!(store.bytes() <= budget, "{} > {budget}", store.bytes());
+        assert_eq!(store.len(), 1, "the older span made room");
+        assert!(store.get(first.span_id).is_none());
+        assert_eq!(store.counters().recorded, 2, "a replacement is no new span");
     }
 }
