@@ -4,6 +4,14 @@
 //! lifeline of a peer. [`RelayLink`] decides when to (re)connect: at once on start, then after
 //! each failure with exponential backoff and jitter (so a relay that restarts is not hit by every
 //! tab in the same millisecond), resetting the backoff once a reservation is held again.
+//!
+//! A reservation can also be dropped on our side while the connection stays up: libp2p's relay
+//! client forgets it when one of our outbound circuits through the relay times out (after 60 s),
+//! although the relay still holds it. Tearing the connection down then would cut every circuit
+//! it carries; [`RelayLink::on_reservation_dropped`] asks for the reservation again on the same
+//! connection instead, within a budget, so a client that keeps dropping it cannot make us spin.
+
+use std::collections::VecDeque;
 
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use serde::{Deserialize, Serialize};
@@ -18,6 +26,11 @@ pub struct RelayLinkConfig {
     pub max_backoff: Duration,
     /// Each delay is scaled by a random factor in `1 ± jitter`.
     pub jitter: f64,
+    /// How many times a dropped reservation may be asked for again on the same connection
+    /// within [`in_place_window`](Self::in_place_window); past it, a drop counts as a failure.
+    pub in_place_budget: usize,
+    /// The window of [`in_place_budget`](Self::in_place_budget).
+    pub in_place_window: Duration,
 }
 
 impl Default for RelayLinkConfig {
@@ -26,6 +39,10 @@ impl Default for RelayLinkConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(15),
             jitter: 0.2,
+            // Up to 10 outbound circuits are in flight per relay connection, each of which can
+            // time out: let a burst of them through, not a loop.
+            in_place_budget: 10,
+            in_place_window: Duration::from_secs(60),
         }
     }
 }
@@ -69,6 +86,11 @@ pub struct RelayLink {
     started: bool,
     last_error: Option<String>,
     rng: SmallRng,
+    /// When the reservation was last asked for again in place, within the window.
+    in_place: VecDeque<Instant>,
+    dropped: u32,
+    /// Connected because the reservation was dropped and is being asked for again.
+    again: bool,
 }
 
 /// The link's state, for display.
@@ -119,6 +141,14 @@ pub struct RelayLinkView {
     pub retry_in_ms: Option<u64>,
     /// Why the last attempt or connection failed.
     pub last_error: Option<String>,
+    /// Times the reservation was dropped on our side while the connection stayed up (see
+    /// [`RelayLink::on_reservation_dropped`]).
+    #[serde(default)]
+    pub dropped: u32,
+    /// Connected because the reservation was dropped on our side and is being asked for again
+    /// on the same connection (`last_error` says why).
+    #[serde(default)]
+    pub reserving_again: bool,
 }
 
 impl RelayLink {
@@ -130,6 +160,9 @@ impl RelayLink {
             started: false,
             last_error: None,
             rng: SmallRng::seed_from_u64(seed),
+            in_place: VecDeque::new(),
+            dropped: 0,
+            again: false,
         }
     }
 
@@ -188,7 +221,38 @@ impl RelayLink {
         if !self.is_reserved() {
             self.state = RelayLinkState::Reserved { since: now };
             self.last_error = None;
+            self.again = false;
         }
+    }
+
+    /// Our side dropped the reservation (its listener closed without an error) while the
+    /// connection to the relay is still up. Returns `true` when the driver should ask for the
+    /// reservation again on that connection (the link is then [`Connected`] until it is
+    /// accepted), `false` when it must treat the drop as a failure ([`on_failure`] has been
+    /// called): the link held no reservation, or the in-place budget of the window is spent.
+    ///
+    /// [`Connected`]: RelayLinkState::Connected
+    /// [`on_failure`]: Self::on_failure
+    pub fn on_reservation_dropped(&mut self, now: Instant, reason: impl Into<String>) -> bool {
+        let reason = reason.into();
+        let window = self.config.in_place_window;
+        while self
+            .in_place
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) >= window)
+        {
+            self.in_place.pop_front();
+        }
+        if !self.is_reserved() || self.in_place.len() >= self.config.in_place_budget {
+            self.on_failure(now, reason);
+            return false;
+        }
+        self.dropped = self.dropped.saturating_add(1);
+        self.in_place.push_back(now);
+        self.last_error = Some(reason);
+        self.state = RelayLinkState::Connected;
+        self.again = true;
+        true
     }
 
     /// The attempt failed or the connection or reservation was lost: schedule the next attempt.
@@ -197,6 +261,7 @@ impl RelayLink {
     /// that already failed) do not push the retry further out.
     pub fn on_failure(&mut self, now: Instant, reason: impl Into<String>) {
         self.last_error = Some(reason.into());
+        self.again = false;
         // `failed` counts the consecutive failures; a link that worked retries promptly.
         let (failed, next_attempt) = match self.state {
             RelayLinkState::Waiting { .. } => return,
@@ -251,6 +316,8 @@ impl RelayLink {
             attempt,
             retry_in_ms,
             last_error: self.last_error.clone(),
+            dropped: self.dropped,
+            reserving_again: self.again && self.state == RelayLinkState::Connected,
         }
     }
 }
@@ -265,6 +332,8 @@ mod tests {
                 initial_backoff: Duration::from_secs(1),
                 max_backoff: Duration::from_secs(8),
                 jitter: 0.0,
+                in_place_budget: 3,
+                in_place_window: Duration::from_secs(60),
             },
             1,
         )
@@ -361,12 +430,80 @@ mod tests {
         assert_eq!(l.poll_timeout(), at);
     }
 
+    fn reserved(now: Instant) -> RelayLink {
+        let mut l = link();
+        l.poll(now);
+        l.on_connected(now);
+        l.on_reservation_accepted(now);
+        l
+    }
+
+    #[test]
+    fn a_reservation_dropped_on_our_side_is_asked_for_again_on_the_same_connection() {
+        let t0 = Instant::now();
+        let mut l = reserved(t0);
+        assert!(l.on_reservation_dropped(t0, "dropped"));
+        assert_eq!(l.state(), &RelayLinkState::Connected);
+        assert_eq!(l.poll_timeout(), None, "no backoff: nothing to reconnect");
+        assert_eq!(l.poll(t0 + Duration::from_secs(30)), None);
+        let view = l.view(t0);
+        assert!(view.connected && !view.reservation);
+        assert_eq!(
+            view.last_error.as_deref(),
+            Some("dropped"),
+            "the banner says why"
+        );
+        assert_eq!(view.dropped, 1);
+        assert!(view.reserving_again);
+        l.on_reservation_accepted(t0 + Duration::from_millis(5));
+        let view = l.view(t0);
+        assert!(view.reservation && !view.reserving_again);
+        assert_eq!(view.last_error, None);
+        assert_eq!(view.dropped, 1, "the count stays, for the record");
+    }
+
+    #[test]
+    fn drops_past_the_budget_of_the_window_count_as_failures_until_the_window_moves_on() {
+        let t0 = Instant::now();
+        let mut l = reserved(t0);
+        // The budget in `link()` is 3 per 60 s.
+        for k in 0..3 {
+            let at = t0 + Duration::from_secs(k);
+            assert!(l.on_reservation_dropped(at, "dropped"), "drop {k}");
+            l.on_reservation_accepted(at);
+        }
+        let fourth = t0 + Duration::from_secs(10);
+        assert!(!l.on_reservation_dropped(fourth, "dropped again"));
+        assert!(matches!(l.state(), RelayLinkState::Waiting { .. }));
+        assert!(!l.view(fourth).reserving_again);
+        assert_eq!(l.poll_timeout(), Some(fourth + Duration::from_secs(1)));
+        assert_eq!(l.view(fourth).dropped, 3, "the failure is no in-place drop");
+        // Reconnected and reserved again, a minute after the first drops: room again.
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(l.poll(later), Some(RelayCommand::Connect));
+        l.on_connected(later);
+        l.on_reservation_accepted(later);
+        assert!(l.on_reservation_dropped(later, "dropped"));
+    }
+
+    #[test]
+    fn a_drop_without_a_reservation_held_is_a_failure() {
+        let t0 = Instant::now();
+        let mut l = link();
+        l.poll(t0);
+        l.on_connected(t0);
+        assert!(!l.on_reservation_dropped(t0, "listener closed"));
+        assert!(matches!(l.state(), RelayLinkState::Waiting { .. }));
+        assert_eq!(l.view(t0).dropped, 0);
+    }
+
     #[test]
     fn jitter_stays_within_bounds_and_is_seeded() {
         let cfg = RelayLinkConfig {
             initial_backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(10),
             jitter: 0.2,
+            ..RelayLinkConfig::default()
         };
         let t0 = Instant::now();
         let retry = |seed| {

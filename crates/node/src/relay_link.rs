@@ -51,6 +51,8 @@ pub struct Behaviour {
     source: BootstrapSource,
     origin: Instant,
     relay: Option<RelayTarget>,
+    /// Connections to the relay now open (ours, or another protocol's).
+    relay_connections: usize,
     listener: Option<ListenerId>,
     reservation_at: Option<Instant>,
     fetch: BootstrapFetch,
@@ -89,6 +91,7 @@ impl Behaviour {
             source,
             origin,
             relay: None,
+            relay_connections: 0,
             listener: None,
             reservation_at: None,
             fetch: Fuse::terminated(),
@@ -151,6 +154,14 @@ impl Behaviour {
             addr: without_p2p(&target.addr),
             ice_servers,
         });
+        self.relay = Some(target);
+        self.request_reservation();
+    }
+
+    /// Listens on `<relay>/p2p-circuit`: the relay client asks for a reservation on the
+    /// connection to the relay it has, or dials one.
+    fn request_reservation(&mut self) {
+        let Some(target) = &self.relay else { return };
         let opts = ListenOpts::new(target.addr.clone().with(Protocol::P2pCircuit));
         self.listener = Some(opts.listener_id());
         self.events.push_back(ToSwarm::ListenOn { opts });
@@ -159,7 +170,30 @@ impl Behaviour {
             None,
             format!("reservation request to {}", target.addr),
         );
-        self.relay = Some(target);
+    }
+
+    /// Our reservation listener closed without an error while a connection to the relay is
+    /// up: libp2p's relay client forgot the reservation on its side. It does so when one of
+    /// our outbound circuits through the relay times out (after 60 s; libp2p-relay 0.22), while
+    /// the relay still holds the reservation and the connection carries our other circuits.
+    /// Ask again on the same connection rather than tear it down (within the core's budget).
+    fn on_reservation_dropped(&mut self, now: Instant) {
+        const WHY: &str = "our relay client dropped the reservation (it does when a circuit \
+                           through the relay times out)";
+        if self.link.on_reservation_dropped(now, WHY) {
+            tracing::info!(
+                relay = ?self.relay_peer(),
+                "{WHY}; asking for it again on the same connection"
+            );
+            self.wire.local(
+                Topic::Relay,
+                None,
+                format!("{WHY}; asking for it again on the same connection"),
+            );
+            self.request_reservation();
+        } else {
+            self.on_relay_lost(now, format!("{WHY}, too often: reconnecting"));
+        }
     }
 
     /// Why the relay is unreachable at the address in use, if a failed dial to it says so.
@@ -244,9 +278,16 @@ impl NetworkBehaviour for Behaviour {
         let relay = self.relay_peer();
         match &event {
             FromSwarm::ConnectionEstablished(e) if Some(e.peer_id) == relay => {
+                self.relay_connections = e.other_established + 1;
                 self.link.on_connected(now);
                 self.wire.local(Topic::Conn, None, "connected to the relay");
             }
+            FromSwarm::ConnectionClosed(e) if Some(e.peer_id) == relay => {
+                self.relay_connections = e.remaining_established;
+            }
+            _ => {}
+        }
+        match &event {
             FromSwarm::ConnectionClosed(e)
                 if Some(e.peer_id) == relay && e.remaining_established == 0 =>
             {
@@ -257,11 +298,14 @@ impl NetworkBehaviour for Behaviour {
             }
             FromSwarm::ListenerClosed(e) if Some(e.listener_id) == self.listener => {
                 self.listener = None;
-                let reason = match e.reason {
-                    Ok(()) => "reservation listener closed".to_owned(),
-                    Err(error) => format!("reservation failed: {}", error_chain(error)),
-                };
-                self.on_relay_lost(now, reason);
+                match e.reason {
+                    Ok(()) if self.relay_connections > 0 => self.on_reservation_dropped(now),
+                    Ok(()) => self.on_relay_lost(now, "reservation listener closed".to_owned()),
+                    Err(error) => {
+                        let reason = format!("reservation failed: {}", error_chain(error));
+                        self.on_relay_lost(now, reason);
+                    }
+                }
             }
             // The reservation listener may not report a failed dial; do not wait. A dial that
             // was not made because another one to the relay is under way (another protocol,

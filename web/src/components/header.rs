@@ -82,7 +82,15 @@ pub(crate) fn relay_banner(props: &RelayBannerProps) -> Html {
     let message = match link.state {
         LinkStatus::Reserved => return Html::default(),
         LinkStatus::Connected => {
-            html! { <>{ "Connected to the relay; asking for a reservation so other peers can reach this tab…" }</> }
+            match link.last_error.as_deref().filter(|_| link.reserving_again) {
+                // The reservation was dropped on our side; the connection stays.
+                Some(why) => html! {
+                    <>{ format!("{}. Asking the relay for it again on the same connection…", why.trim_end_matches('.')) }</>
+                },
+                None => html! {
+                    <>{ "Connected to the relay; asking for a reservation so other peers can reach this tab…" }</>
+                },
+            }
         }
         LinkStatus::Waiting => html! {
             <>
