@@ -7,13 +7,20 @@
 //!
 //! Tabs run with a 4 s first ban (`?ban_secs=4`, the default is 60 s) so that the test sees the
 //! ban end; the rules are the same.
+//!
+//! A rogue can also hurt without breaking a protocol rule: one that takes the circuits opened to
+//! it through the relay and never answers (`--offence stall`) makes a native node's circuit to
+//! it time out after 60 s, and libp2p's relay client then forgets the node's reservation. The
+//! node must ask for it again on the same connection, keeping that connection (and every circuit
+//! on it), instead of losing its relay connection to the idle timeout or tearing it down.
 
 use std::time::Duration;
 
 use tabmesh_core::ledger::BanView;
 use tabmesh_core::wire_log::Topic;
 use tabmesh_e2e::{
-    Browser, BrowserOptions, NodeView, Relay, RelayOptions, Rogue, run_dir, wait_until,
+    Browser, BrowserOptions, NativeNode, NodeView, Relay, RelayOptions, Rogue, bin_path, run_dir,
+    wait_until,
 };
 
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -158,6 +165,102 @@ async fn tabs_ban_a_rogue_refuse_it_while_banned_and_ban_it_longer_next_time() -
         second.counters.bans >= 2 && second.counters.violations >= 6,
         "{:?}",
         second.counters
+    );
+    Ok(())
+}
+
+/// The relay's log lines about `peer` that contain `what`.
+fn relay_lines(relay: &Relay, peer: &str, what: &str) -> Vec<String> {
+    std::fs::read_to_string(&relay.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(peer) && l.contains(what))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether the rogue has printed a line containing `what`.
+fn rogue_said(rogue: &Rogue, what: &str) -> Result<(), String> {
+    let log = std::fs::read_to_string(&rogue.log).unwrap_or_default();
+    if log.contains(what) {
+        Ok(())
+    } else {
+        Err(format!("not yet; rogue log:\n{log}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_keeps_its_relay_connection_when_a_rogue_stalls_its_circuit() -> anyhow::Result<()>
+{
+    let dir = run_dir("stalled-circuit")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let rogue = Rogue::start(&relay.url(), "stall", dir.join("rogue.log"))?;
+    wait_until("the rogue holds a reservation", PATIENCE, || {
+        let said = rogue_said(&rogue, "reservation accepted by the relay");
+        async move { Ok(said) }
+    })
+    .await?;
+    let node = NativeNode::start_with(
+        &bin_path("tabmesh-node"),
+        &relay.url(),
+        &["--no-search"],
+        dir.join("node.log"),
+    )?;
+    let id = wait_until("the node holds a reservation", PATIENCE, || {
+        let state = node.state();
+        async move {
+            Ok(match state {
+                Some(view) if view.relay.link.reservation => Ok(view.peer_id),
+                other => Err(format!("{:?}", other.map(|v| v.relay.link))),
+            })
+        }
+    })
+    .await?;
+    // Discovery names the rogue; the node dials it through the relay, and the rogue takes the
+    // circuit and says nothing.
+    wait_until("the rogue holds the node's circuit", PATIENCE, || {
+        let said = rogue_said(&rogue, "holding circuit #1");
+        async move { Ok(said) }
+    })
+    .await?;
+    // 60 s later the node's circuit request times out, and its relay client drops the
+    // reservation: the node asks for it again, on the same connection.
+    let view = wait_until(
+        "the node asks again for the reservation its client dropped",
+        Duration::from_secs(150),
+        || {
+            let state = node.state();
+            async move {
+                Ok(match state {
+                    Some(view) if view.relay.link.dropped >= 1 && view.relay.link.reservation => {
+                        Ok(view)
+                    }
+                    other => Err(format!("{:?}", other.map(|v| v.relay.link))),
+                })
+            }
+        },
+    )
+    .await?;
+    let link = &view.relay.link;
+    assert_eq!(link.attempt, 0, "no reconnection attempt: {link:?}");
+    let closed = relay_lines(&relay, &id, "last connection closed");
+    assert!(
+        closed.is_empty(),
+        "the node's connection to the relay closed: {closed:?}"
+    );
+    let accepted = relay_lines(&relay, &id, "reservation accepted");
+    assert!(
+        accepted.len() >= 2,
+        "the relay accepted the node's reservation again: {accepted:?}"
+    );
+    let note = view
+        .wire
+        .iter()
+        .any(|w| w.protocol == Topic::Relay && w.summary.contains("asking for it again"));
+    assert!(
+        note,
+        "the node's wire log says what happened: {:?}",
+        view.wire
     );
     Ok(())
 }

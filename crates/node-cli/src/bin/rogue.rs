@@ -7,23 +7,33 @@
 //! - `--offence gossip`: malformed messages on the GIMPS gossip protocol;
 //! - `--offence dht`: forged records stored at the peer (and at the relay).
 //!
+//! Or it holds a reservation at the relay and stalls what comes through it:
+//! - `--offence stall`: every circuit another peer opens to it through the relay is taken and
+//!   never answered, so the relay and the dialer wait for their timeouts (60 s in libp2p's
+//!   relay). It speaks circuit relay v2 by hand (a `RESERVE` on the hop protocol, the stop
+//!   protocol accepted and left silent), since libp2p's relay client always answers.
+//!
 //! It keeps coming back: every `--retry-secs` it dials the peers it met again, and prints what
 //! happens (accepted, closed at once because it is banned, dial refused).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use futures::StreamExt;
+use futures::future::{BoxFuture, Fuse};
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use tabmesh_core::bootstrap::RelayTransport;
 use tabmesh_core::bootstrap::is_dialable;
 use tabmesh_core::names::peer_name;
 use tabmesh_core::peers::PeerTableConfig;
 use tabmesh_core::relay_link::RelayLinkConfig;
+use tabmesh_node::libp2p::identify;
 use tabmesh_node::libp2p::kad::{Quorum, Record, RecordKey};
 use tabmesh_node::libp2p::request_response::{self, ProtocolSupport};
 use tabmesh_node::libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use tabmesh_node::libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use tabmesh_node::libp2p::{self, Multiaddr, PeerId, noise, tcp, yamux};
+use tabmesh_node::libp2p::{self, Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
 use tabmesh_node::report::{Report, WireSink};
 use tabmesh_node::{BootstrapSource, dht, gimps, peers, relay_link};
 
@@ -49,6 +59,8 @@ enum Offence {
     Gossip,
     /// Forged records stored in the DHT.
     Dht,
+    /// Circuits through the relay taken and never answered.
+    Stall,
 }
 
 #[derive(NetworkBehaviour)]
@@ -86,6 +98,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.offence == Offence::Stall {
+        return stall(&args).await;
+    }
     let origin = Instant::now();
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
@@ -181,6 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                             println!("sent {OFFENCES_PER_CONNECTION} malformed gossip messages to {}", peer_name(&peer_id));
                         }
                         Offence::Dht => forge(&mut swarm, peer_id, &mut forged),
+                        Offence::Stall => {}
                     }
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
@@ -233,4 +249,115 @@ fn forge(swarm: &mut libp2p::Swarm<Rogue>, peer: PeerId, forged: &mut u64) {
         "stored {OFFENCES_PER_CONNECTION} forged records at {}",
         peer_name(&peer)
     );
+}
+
+/// Circuit relay v2: where a reservation is asked for, and where the relay opens circuits.
+const HOP: StreamProtocol = StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
+const STOP: StreamProtocol = StreamProtocol::new("/libp2p/circuit/relay/0.2.0/stop");
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "tabmesh_node::libp2p::swarm::derive_prelude")]
+struct Staller {
+    stream: libp2p_stream::Behaviour,
+    identify: identify::Behaviour,
+}
+
+/// Holds a reservation at the relay and takes every circuit opened to it, never answering.
+async fn stall(args: &Args) -> anyhow::Result<()> {
+    let doc =
+        tabmesh_node::platform::fetch_bootstrap(&BootstrapSource::Url(args.bootstrap.clone()))
+            .await
+            .map_err(anyhow::Error::msg)?;
+    let relay = doc.relay_peer_id()?;
+    let addr = doc
+        .dial_addrs(RelayTransport::Tcp)?
+        .into_iter()
+        .next()
+        .context("the relay announces no TCP address")?;
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_behaviour(|key| Staller {
+            stream: libp2p_stream::Behaviour::new(),
+            identify: identify::Behaviour::new(identify::Config::new(
+                tabmesh_core::protocol::IDENTIFY_VERSION.to_owned(),
+                key.public(),
+            )),
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    println!(
+        "tabmesh-rogue {} ({}) joining {}; offence: {:?}",
+        swarm.local_peer_id(),
+        peer_name(swarm.local_peer_id()),
+        args.bootstrap,
+        args.offence
+    );
+    let control = swarm.behaviour().stream.new_control();
+    let mut circuits = control.clone().accept(STOP)?;
+    // Announced (through identify) so that the relay lists it in the DHT as a peer like any
+    // other; what is asked there is refused (the stream dropped).
+    let mut lookups = control
+        .clone()
+        .accept(StreamProtocol::new(tabmesh_core::protocol::KADEMLIA))?;
+    swarm.dial(addr)?;
+    let mut reserve: Fuse<BoxFuture<'static, anyhow::Result<()>>> = Fuse::terminated();
+    let mut held = Vec::new();
+    loop {
+        tokio::select! {
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == relay => {
+                    reserve = reserve_at(control.clone(), relay).boxed().fuse();
+                }
+                SwarmEvent::ConnectionClosed { peer_id, cause, .. } if peer_id == relay => {
+                    let cause = cause.map_or_else(|| "closed".to_owned(), |c| c.to_string());
+                    anyhow::bail!("the relay closed the connection ({cause})");
+                }
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    anyhow::bail!("cannot reach the relay: {error}");
+                }
+                _ => {}
+            },
+            result = &mut reserve => match result {
+                Ok(()) => println!("reservation accepted by the relay"),
+                Err(error) => anyhow::bail!("no reservation: {error:#}"),
+            },
+            Some(_lookup) = lookups.next() => {}
+            Some((_relay, stream)) = circuits.next() => {
+                held.push(stream);
+                println!("holding circuit #{} unanswered", held.len());
+            }
+        }
+    }
+}
+
+/// Asks `relay` for a reservation: a `HopMessage { type: RESERVE }`, length-prefixed, and an
+/// answer carrying `status: OK`.
+async fn reserve_at(mut control: libp2p_stream::Control, relay: PeerId) -> anyhow::Result<()> {
+    let mut stream = control.open_stream(relay, HOP).await?;
+    // Length 2; field 1 (type) as a varint: RESERVE = 0.
+    stream.write_all(&[2, 0x08, 0x00]).await?;
+    stream.flush().await?;
+    let mut len = 0usize;
+    for shift in (0..21).step_by(7) {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).await?;
+        len |= usize::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    anyhow::ensure!(len <= 4096, "an answer of {len} bytes");
+    let mut answer = vec![0u8; len];
+    stream.read_exact(&mut answer).await?;
+    // Field 5 (status) as a varint: OK = 100.
+    anyhow::ensure!(
+        answer.windows(2).any(|w| w == [0x28, 100]),
+        "the relay's answer has no status OK"
+    );
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! Both sides offer the same crate-internal functions (`build_swarm`, `fetch_bootstrap`,
 //! `relay_transport`, `lucas_lehmer`, `search_place`, `DEFAULT_PACE`); the behaviours and the
-//! node call them without knowing which they got.
+//! node call them without knowing which they got. `fetch_bootstrap` is public on both.
 
 #[cfg(not(target_arch = "wasm32"))]
 mod key_file;
@@ -16,6 +16,8 @@ mod wasm;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use key_file::{KeyFileError, load_or_create_identity};
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::fetch_bootstrap;
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use native::*;
 #[cfg(target_arch = "wasm32")]

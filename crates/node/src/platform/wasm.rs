@@ -234,7 +234,9 @@ pub(crate) fn build_swarm(
     Ok(swarm)
 }
 
-pub(crate) fn fetch_bootstrap(
+/// The relay's bootstrap document, fetched from its URL (or made from its address), as the
+/// relay link reads it; for programs built on this crate that need the relay's address too.
+pub fn fetch_bootstrap(
     source: &BootstrapSource,
 ) -> LocalBoxFuture<'static, Result<BootstrapInfo, String>> {
     match source {
