@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tabmesh_core::bootstrap::BootstrapInfo;
@@ -266,7 +266,8 @@ pub struct NativeNode {
     child: Child,
     stdin: Mutex<Option<std::process::ChildStdin>>,
     latest: Arc<Mutex<Option<NodeView>>>,
-    dht_replies: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Answers to stdin commands, with when each was read.
+    dht_replies: Arc<Mutex<Vec<(Instant, serde_json::Value)>>>,
     /// Where its output goes.
     pub log: PathBuf,
 }
@@ -317,7 +318,7 @@ impl NativeNode {
                     && ANSWERS.iter().any(|key| value.get(key).is_some())
                     && let Ok(mut list) = replies.lock()
                 {
-                    list.push(value);
+                    list.push((Instant::now(), value));
                 }
             }
         });
@@ -352,11 +353,20 @@ impl NativeNode {
     /// `error`), oldest
     /// first.
     pub fn answers(&self, keys: &[&str]) -> Vec<serde_json::Value> {
+        self.answers_timed(keys)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// [`answers`](Self::answers), each with the moment its line was read from the node's
+    /// output (so that a caller polling now and then still times an operation right).
+    pub fn answers_timed(&self, keys: &[&str]) -> Vec<(Instant, serde_json::Value)> {
         self.dht_replies
             .lock()
             .map(|l| {
                 l.iter()
-                    .filter(|v| keys.iter().any(|k| v.get(k).is_some()))
+                    .filter(|(_, v)| keys.iter().any(|k| v.get(k).is_some()))
                     .cloned()
                     .collect()
             })

@@ -447,7 +447,11 @@ async fn soak(args: SoakArgs) -> anyhow::Result<Vec<String>> {
     let mut next_poll = start;
     while Instant::now() < end {
         let now = Instant::now();
-        if now >= next_churn {
+        // Churn that fell due while the loop lagged happens now, two at a time at most.
+        for _ in 0..2 {
+            if Instant::now() < next_churn {
+                break;
+            }
             next_churn += churn_every;
             let slot = rng.gen_range(state.steady..state.natives.len());
             state.churn(slot, kill_next, &mut start_native)?;
@@ -727,7 +731,7 @@ impl Soak {
             let Some(pending) = &native.pending else {
                 continue;
             };
-            let answers = native.node.answers(&[
+            let answers = native.node.answers_timed(&[
                 "dht",
                 "dht_error",
                 "call",
@@ -735,10 +739,13 @@ impl Soak {
                 "snapshot",
                 "error",
             ]);
-            let Some(answer) = answers.get(native.seen) else {
+            let Some((at, answer)) = answers.get(native.seen) else {
                 continue;
             };
             native.seen = answers.len();
+            // Timed when the node printed its answer, not when this loop came round to it
+            // (which on a busy machine is a minute or more later).
+            let ms = at.saturating_duration_since(pending.started).as_secs_f64() * 1e3;
             // Errors first: a `call_error` line also names the call under `call`.
             let error = ["dht_error", "call_error", "error"]
                 .iter()
@@ -751,7 +758,7 @@ impl Soak {
                     .find_map(|k| answer.get(*k).cloned())
                     .ok_or_else(|| answer.to_string()),
             };
-            outcomes.push((pending.clone(), result, None));
+            outcomes.push((pending.clone(), result, Some(ms)));
             native.pending = None;
         }
         for (pending, result, ms) in outcomes {
@@ -1117,11 +1124,12 @@ impl Soak {
         let t = &self.tally;
         println!("== soak: {} min ==", self.args.minutes);
         println!(
-            "churn: {} native leaves ({} SIGTERM, {} SIGKILL), {} joins, {} tab reloads; {} \
-             operation(s) cut short by them",
+            "churn: {} native leaves ({} SIGTERM, {} SIGKILL; asked: one every {} s), {} joins, \
+             {} tab reloads; {} operation(s) cut short by them",
             t.leaves_term + t.leaves_kill,
             t.leaves_term,
             t.leaves_kill,
+            self.args.churn_secs,
             t.joins,
             t.reloads,
             t.interrupted
