@@ -147,6 +147,8 @@ pub struct SimReport {
     pub puts_ok: usize,
     /// Peers that acknowledged each put.
     pub stored_at: Summary,
+    /// Wall-clock time per put (ok or not), ms.
+    pub put_ms: Summary,
     /// Gets in the stable network (a get stops once it holds `get_quorum` copies).
     pub stable: PhaseReport,
     /// Full iterative lookups in the stable network (`GET_PROVIDERS` for keys nobody provides:
@@ -489,16 +491,21 @@ pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
                 value: value.clone(),
                 ttl_ms: None,
             };
-            async move { peer.request(request).await }
+            async move {
+                let started = Instant::now();
+                let result = peer.request(request).await;
+                (result, started.elapsed().as_secs_f64() * 1e3)
+            }
         })
         .collect();
     let put_results: Vec<_> = futures::stream::iter(puts)
         .buffer_unordered(config.concurrency)
         .collect()
         .await;
+    let put_ms: Vec<f64> = put_results.iter().map(|(_, ms)| *ms).collect();
     let stored_at: Vec<f64> = put_results
         .iter()
-        .filter_map(|r| match r {
+        .filter_map(|(r, _)| match r {
             Ok(DhtReply::Put { stored_at, .. }) => Some(*stored_at as f64),
             _ => None,
         })
@@ -575,6 +582,7 @@ pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
         join_secs,
         puts_ok,
         stored_at: Summary::of(&stored_at),
+        put_ms: Summary::of(&put_ms),
         stable: phase_report(&stable),
         full: phase_report(&full),
         churn: phase_report(&churn),

@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
             "get: a lookup that stops once it holds 3 valid copies; full: a lookup that runs until the k = 20 closest peers answered"
         );
         println!(
-            "{:>5} {:>6} {:>6} | {:>7} {:>11} {:>11} {:>15} | {:>11} {:>11} {:>13} | {:>8} {:>11} {:>11} | {:>6}",
+            "{:>5} {:>6} {:>6} | {:>7} {:>11} {:>11} {:>15} | {:>11} {:>11} {:>13} | {:>8} {:>11} {:>11} | {:>6} {:>10}",
             "N",
             "log2 N",
             "join s",
@@ -80,7 +80,8 @@ fn main() -> anyhow::Result<()> {
             "churn ok",
             "rounds",
             "contacted",
-            "stored"
+            "stored",
+            "put ms p50"
         );
     }
     for n in &args.nodes {
@@ -105,7 +106,7 @@ fn mm(s: &tabmesh_dht_sim::Summary) -> String {
 
 fn print_row(r: &SimReport) {
     println!(
-        "{:>5} {:>6.2} {:>6.1} | {:>6.1}% {:>11} {:>11} {:>15} | {:>11} {:>11} {:>13} | {:>7.1}% {:>11} {:>11} | {:>6.1}",
+        "{:>5} {:>6.2} {:>6.1} | {:>6.1}% {:>11} {:>11} {:>15} | {:>11} {:>11} {:>13} | {:>7.1}% {:>11} {:>11} | {:>6.1} {:>10.0}",
         r.nodes,
         r.log2_n,
         r.join_secs,
@@ -126,5 +127,6 @@ fn print_row(r: &SimReport) {
         mm(&r.churn.rounds),
         mm(&r.churn.contacted),
         r.stored_at.mean,
+        r.put_ms.median,
     );
 }
