@@ -187,6 +187,15 @@ impl LookupTrace {
             .count()
     }
 
+    /// The peers that answered, in the order they were asked.
+    pub fn answered_peers(&self) -> Vec<PeerId> {
+        self.hops
+            .iter()
+            .filter(|h| matches!(h.outcome, HopOutcome::Replied { .. }))
+            .map(|h| h.peer)
+            .collect()
+    }
+
     /// The deepest round reached.
     pub fn rounds(&self) -> u32 {
         self.hops.iter().map(|h| h.round).max().unwrap_or(0)

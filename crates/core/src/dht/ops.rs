@@ -15,7 +15,10 @@
 //!    by the precedence rule wins, and a tombstone reads as "not found".
 //! 3. **Ownership**: a put or remove first looks the key up. The key belongs to the publisher of
 //!    the best live copy found (ours held locally included); if that is another publisher, the
-//!    put is refused until their record expires or they remove it.
+//!    put is refused until their record expires or they remove it. When that lookup ran its
+//!    course (it found no copy, so it walked to the closest peers), the record is stored at the
+//!    k closest peers that answered it ([`Operation::store_peers`]) instead of walking there a
+//!    second time; otherwise (it stopped early at a get quorum) the store walks again.
 //! 4. **Versions**: the record stored is one version above the highest of ours seen.
 //! 5. **Tombstones**: a remove stores a signed tombstone that lives as long as the value it
 //!    removes could have (its expiry), so it outlasts every stale copy; removing a key with no
@@ -129,6 +132,8 @@ pub struct Operation {
     copies: Vec<SignedRecord>,
     refused: usize,
     acks: usize,
+    /// The peers that answered the lookup of `key` itself, when it ran its course (rule 3).
+    store_peers: Vec<PeerId>,
 }
 
 impl Operation {
@@ -228,6 +233,7 @@ impl Operation {
             copies: Vec::new(),
             refused: 0,
             acks: 0,
+            store_peers: Vec::new(),
         };
         Ok((op, query))
     }
@@ -265,6 +271,13 @@ impl Operation {
     /// The path of the current lookup, to record requests and replies in.
     pub fn trace_mut(&mut self) -> &mut LookupTrace {
         &mut self.trace
+    }
+
+    /// Where to store without walking to the closest peers again (rule 3): the peers that
+    /// answered the lookup of the key when it ran its course, in the order they were asked
+    /// (the driver keeps the k closest); empty when the store must walk.
+    pub fn store_peers(&self) -> &[PeerId] {
+        &self.store_peers
     }
 
     /// A peer acknowledged storing the record.
@@ -325,6 +338,14 @@ impl Operation {
         keypair: &Keypair,
         held_here: Option<&SignedRecord>,
     ) -> Next {
+        // Rule 3: a lookup of the key that found no copy walked to the closest peers; they are
+        // where the record goes. (Taken before the lookup under the old key replaces the path.)
+        if matches!(self.phase, Phase::Resolve(_))
+            && self.lookup_key == self.key
+            && self.copies.is_empty()
+        {
+            self.store_peers = self.trace.answered_peers();
+        }
         if matches!(self.phase, Phase::Get | Phase::Resolve(_))
             && self.copies.is_empty()
             && held_here.is_none()
@@ -893,6 +914,58 @@ mod tests {
             op.on_lookup_done(t0, NOW_MS, &me, Some(&held)),
             Next::Reply(Err(DhtError::Refused(_)))
         ));
+    }
+
+    #[test]
+    fn rule_3_a_lookup_that_ran_its_course_names_where_to_store_and_one_cut_short_does_not() {
+        let t0 = Instant::now();
+        let c = config();
+        let (me, other) = (keypair(), keypair());
+        let peers: Vec<PeerId> = (0..4).map(|_| keypair().public().to_peer_id()).collect();
+        // No copy anywhere: the lookup walked to the closest peers; those that answered (not
+        // the one that failed) are where the record goes, also after the old key's lookup.
+        let (mut op, _) = Operation::start(&c, &put("k", "v", None), 8, t0).expect("valid");
+        for p in &peers {
+            op.trace_mut().on_request(t0, *p);
+        }
+        for p in &peers[..3] {
+            op.trace_mut().on_reply(t0, *p, &[], false);
+        }
+        op.trace_mut().on_failure(t0, peers[3], "timeout".into());
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Lookup(_)
+        ));
+        let elsewhere = keypair().public().to_peer_id();
+        op.trace_mut().on_request(t0, elsewhere);
+        op.trace_mut().on_reply(t0, elsewhere, &[], false);
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Store(_)
+        ));
+        assert_eq!(
+            op.store_peers(),
+            &peers[..3],
+            "the new key's lookup, not the old one's"
+        );
+        // A copy found: the lookup may have stopped at the get quorum, so the store walks.
+        let (mut op, _) = Operation::start(&c, &put("k", "v", None), 8, t0).expect("valid");
+        op.trace_mut().on_request(t0, peers[0]);
+        op.trace_mut().on_reply(t0, peers[0], &[], true);
+        let ours = signed(&me, "k", "old", 1, NOW_MS + 60_000);
+        op.on_copy(&ours.encode(), &c.limits.record, 3, NOW_MS);
+        assert!(matches!(
+            op.on_lookup_done(t0, NOW_MS, &me, None),
+            Next::Store(_)
+        ));
+        assert!(op.store_peers().is_empty());
+        // A get never stores.
+        let (mut op, _) =
+            Operation::start(&c, &DhtRequest::Get { key: "k".into() }, 8, t0).expect("valid");
+        op.trace_mut().on_request(t0, peers[0]);
+        op.trace_mut().on_reply(t0, peers[0], &[], false);
+        op.on_lookup_done(t0, NOW_MS, &other, None);
+        assert!(op.store_peers().is_empty());
     }
 
     #[test]

@@ -205,10 +205,17 @@ impl Behaviour {
                 if let Err(refusal) = self.kad.store_mut().put_own(now_ms, record.clone()) {
                     return self.finish(now, running, Err(DhtError::Refused(refusal.to_string())));
                 }
-                match self
-                    .kad
-                    .put_record(kad_record(&record, &record.encode()), Quorum::All)
-                {
+                let kad_rec = kad_record(&record, &record.encode());
+                // Rule 3: the lookup just made reached the closest peers; store there at once.
+                let peers = self.closest_of(running.op.store_peers(), &kad_rec.key);
+                let stored = if peers.is_empty() {
+                    self.kad.put_record(kad_rec, Quorum::All)
+                } else {
+                    Ok(self
+                        .kad
+                        .put_record_to(kad_rec, peers.into_iter(), Quorum::All))
+                };
+                match stored {
                     Ok(query) => {
                         self.kad.watch(query);
                         running.op.on_store_started(record, now);
@@ -224,6 +231,16 @@ impl Behaviour {
                 }
             }
         }
+    }
+
+    /// The `replication_factor` peers of `peers` closest to `key`.
+    fn closest_of(&self, peers: &[PeerId], key: &RecordKey) -> Vec<PeerId> {
+        let target = KBucketKey::new(key.clone());
+        let mut peers = peers.to_vec();
+        peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+        peers.dedup();
+        peers.truncate(self.config.replication_factor);
+        peers
     }
 
     /// Answers the operations whose deadline has passed with what they have (or why not), and
