@@ -145,13 +145,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    println!(
-        "tabmesh-rogue {} ({}) joining {}; offence: {:?}",
-        swarm.local_peer_id(),
-        peer_name(swarm.local_peer_id()),
-        args.bootstrap,
-        args.offence
-    );
+    announce(swarm.local_peer_id(), &args);
     let mut relay: Option<PeerId> = None;
     // Where to find the peers met so far (their relayed addresses, from identify).
     let mut met: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -226,6 +220,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// The first line printed, which the test harness reads the peer id from
+/// (`tabmesh-rogue <peer id> (<name>) joining …`).
+fn announce(peer: &PeerId, args: &Args) {
+    println!(
+        "tabmesh-rogue {peer} ({}) joining {}; offence: {:?}",
+        peer_name(peer),
+        args.bootstrap,
+        args.offence
+    );
+}
+
 fn tabmesh_webrtc_addr(addr: &Multiaddr) -> bool {
     addr.iter()
         .any(|p| p == tabmesh_node::libp2p::multiaddr::Protocol::WebRTC)
@@ -290,13 +295,7 @@ async fn stall(args: &Args) -> anyhow::Result<()> {
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
-    println!(
-        "tabmesh-rogue {} ({}) joining {}; offence: {:?}",
-        swarm.local_peer_id(),
-        peer_name(swarm.local_peer_id()),
-        args.bootstrap,
-        args.offence
-    );
+    announce(swarm.local_peer_id(), args);
     let control = swarm.behaviour().stream.new_control();
     let mut circuits = control.clone().accept(STOP)?;
     // Announced (through identify) so that the relay lists it in the DHT as a peer like any
