@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
+use tabmesh_core::wire_log::Topic;
 use tabmesh_e2e::{Browser, BrowserOptions, NativeNode, Relay, RelayOptions, run_dir, wait_until};
 
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -21,7 +22,12 @@ fn check(snapshot: &Value, which: &str) -> bool {
 
 /// Asserts that `snapshot` is the consistent global state of the whole network.
 fn assert_consistent(snapshot: &Value) {
-    assert_eq!(snapshot["complete"], Value::Bool(true), "{snapshot}");
+    assert_eq!(
+        snapshot["complete"],
+        Value::Bool(true),
+        "incomplete, missing: {}; the snapshot: {snapshot}",
+        snapshot["missing"]
+    );
     assert!(check(snapshot, "tokens_conserved"), "{snapshot}");
     assert!(check(snapshot, "channels_consistent"), "{snapshot}");
     assert_eq!(
@@ -122,6 +128,27 @@ async fn snapshots_of_four_tabs_and_a_node_trading_tokens_account_for_every_toke
             .call(tab, "window.tabmesh.snapshot()")
             .await?
             .map_err(anyhow::Error::msg)?;
+        if snapshot["complete"] != Value::Bool(true) {
+            // What every peer's wire log says about snapshots, to tell why.
+            let mut views = Vec::new();
+            for tab in browser.tabs() {
+                views.extend(browser.state(tab).await?);
+            }
+            views.extend(node.state());
+            for view in views {
+                let said: Vec<String> = view
+                    .wire
+                    .iter()
+                    .filter(|e| e.protocol == Topic::Snapshot)
+                    .map(|e| format!("{} ms: {}", e.at_ms, e.summary))
+                    .collect();
+                eprintln!(
+                    "{}'s snapshot wire log:\n  {}",
+                    view.name,
+                    said.join("\n  ")
+                );
+            }
+        }
         assert_consistent(&snapshot);
         in_flight_seen += snapshot["tokens"]["in_flight"].as_u64().unwrap_or(0);
         gossip_seen += snapshot["peers"]

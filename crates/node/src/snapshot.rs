@@ -37,6 +37,7 @@ use tabmesh_core::snapshot::tokens::TokenDemo;
 use tabmesh_core::snapshot::wire::{PartWire, SnapshotReply, SnapshotRequest};
 use tabmesh_core::snapshot::{
     LocalSnapshot, Marker, Recorder, SnapshotAction, SnapshotConfig, SnapshotId, assemble,
+    send_part_again,
 };
 use tabmesh_core::wire_log::Topic;
 use web_time::{Duration, Instant};
@@ -112,6 +113,13 @@ struct Collecting {
     reply: Option<SnapshotReplySender>,
 }
 
+/// A part sent to its initiator, kept until it answers so that it can be sent again.
+struct PartOut {
+    id: SnapshotId,
+    bytes: Vec<u8>,
+    attempts: u32,
+}
+
 /// Snapshots of a node.
 pub struct Behaviour {
     transport: Transport,
@@ -127,6 +135,8 @@ pub struct Behaviour {
     dht_records: usize,
     collecting: BTreeMap<SnapshotId, Collecting>,
     naive_asked: HashMap<OutboundRequestId, (SnapshotId, PeerId)>,
+    /// Our parts on their way to other peers' snapshots, until the initiator answers.
+    parts_out: HashMap<OutboundRequestId, PartOut>,
     next_naive: u64,
     /// Application frames numbered per channel, for the diagram (sent, received).
     numbered: HashMap<PeerId, (u64, u64)>,
@@ -166,6 +176,7 @@ impl Behaviour {
             dht_records: 0,
             collecting: BTreeMap::new(),
             naive_asked: HashMap::new(),
+            parts_out: HashMap::new(),
             next_naive: 0,
             numbered: HashMap::new(),
             timeline: VecDeque::new(),
@@ -405,13 +416,24 @@ impl Behaviour {
             part: Box::new(PartWire::from_part(&part)),
         };
         match request.encode() {
-            Ok(bytes) => {
-                self.transport.collect.send_request(&id.initiator, bytes);
-            }
+            Ok(bytes) => self.send_part(PartOut {
+                id,
+                bytes,
+                attempts: 0,
+            }),
             Err(e) => self
                 .wire
                 .local(Topic::Snapshot, None, format!("part of {id} not sent: {e}")),
         }
+    }
+
+    fn send_part(&mut self, mut part: PartOut) {
+        part.attempts += 1;
+        let request = self
+            .transport
+            .collect
+            .send_request(&part.id.initiator, part.bytes.clone());
+        self.parts_out.insert(request, part);
     }
 
     fn take_part(&mut self, from: PeerId, part: LocalSnapshot<PeerState, InFlight>) -> bool {
@@ -759,6 +781,7 @@ impl Behaviour {
             } => {
                 let Some((id, asked)) = self.naive_asked.remove(&request_id) else {
                     // The initiator's answer to a part.
+                    self.parts_out.remove(&request_id);
                     if let Ok(SnapshotReply::Refused { reason }) = SnapshotReply::decode(&response)
                     {
                         self.wire.local(
@@ -802,12 +825,23 @@ impl Behaviour {
                             .push(format!("{} did not answer ({error})", peer_name(&asked)));
                     }
                     self.finish_if_done(naive_key(id));
-                } else {
+                } else if let Some(part) = self.parts_out.remove(&request_id) {
+                    let again = send_part_again(part.attempts, self.connected.contains(&peer));
+                    let id = part.id;
                     self.wire.local(
                         Topic::Snapshot,
                         Some(peer),
-                        format!("part not delivered to the initiator: {error}"),
+                        if again {
+                            format!(
+                                "part of snapshot {id} not delivered ({error}): sending it again"
+                            )
+                        } else {
+                            format!("part of snapshot {id} not delivered to the initiator: {error}")
+                        },
                     );
+                    if again {
+                        self.send_part(part);
+                    }
                 }
             }
             request_response::Event::InboundFailure { .. }

@@ -84,6 +84,18 @@ impl Default for SnapshotConfig {
     }
 }
 
+/// Times a peer sends its part to the initiator before giving up.
+pub const PART_ATTEMPTS: u32 = 3;
+
+/// Whether a part whose delivery failed after `attempts` sends is sent once more: while the
+/// initiator is still connected (the request rode a connection that closed, typically a relayed
+/// one replaced by a direct one) and fewer than [`PART_ATTEMPTS`] were made. A part lost
+/// otherwise would leave the initiator waiting until its deadline and the snapshot incomplete
+/// although every peer recorded.
+pub fn send_part_again(attempts: u32, initiator_connected: bool) -> bool {
+    initiator_connected && attempts < PART_ATTEMPTS
+}
+
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SnapshotAction<S, M> {

@@ -450,3 +450,14 @@ fn asking_every_peer_for_its_balance_without_markers_loses_or_doubles_tokens() {
     }
     assert!(wrong > 0, "a naive read is wrong at least once in 200");
 }
+
+#[test]
+fn a_part_not_delivered_is_sent_again_while_the_initiator_is_connected_a_bounded_number_of_times() {
+    assert!(send_part_again(1, true));
+    assert!(send_part_again(PART_ATTEMPTS - 1, true));
+    assert!(!send_part_again(PART_ATTEMPTS, true), "bounded");
+    assert!(
+        !send_part_again(1, false),
+        "the initiator left: nobody to send it to"
+    );
+}
