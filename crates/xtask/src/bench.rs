@@ -592,6 +592,9 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     // from the start of the loads to the last tab listing every other one.
     let mut together_tab = Vec::new();
     let mut together_all = Vec::new();
+    // Where a tab's time goes when opened together: its reservation, its first peer.
+    let mut together_reserved = Vec::new();
+    let mut together_first = Vec::new();
     for run in 0..runs {
         for together in [false, true] {
             let mode = if together { "together" } else { "sequential" };
@@ -614,6 +617,14 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
                     let last = view.peers.iter().map(|p| p.connected_at_ms).max();
                     let last = last.unwrap_or_default() as f64;
                     together_tab.push(last);
+                    together_reserved.extend(view.relay.reservation_at_ms.map(|ms| ms as f64));
+                    together_first.extend(
+                        view.peers
+                            .iter()
+                            .map(|p| p.connected_at_ms)
+                            .min()
+                            .map(|ms| ms as f64),
+                    );
                     loads.push(origin);
                     listed.push(origin + last);
                 }
@@ -641,6 +652,8 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     println!("  to relay reservation   {}", summary(reservation));
     println!("  to all peers connected {}", summary(all_peers));
     println!("opened together (all pages loading at once):");
+    println!("  per tab, reservation   {}", summary(together_reserved));
+    println!("  per tab, first peer    {}", summary(together_first));
     println!("  per tab, to all peers  {}", summary(together_tab));
     println!(
         "  from the loads to every tab listing every other {}",
