@@ -1282,7 +1282,11 @@ fn error_kind(message: &str) -> String {
             kind.push(c);
         }
     }
-    kind.chars().take(60).collect()
+    if kind.chars().count() > 60 {
+        // Cut, and said to be.
+        kind = kind.chars().take(59).chain(['…']).collect();
+    }
+    kind
 }
 
 /// Whether a memory series grew without bound.
@@ -1393,5 +1397,8 @@ mod tests {
             error_kind("timed out after 15000 ms"),
             "timed out after N ms"
         );
+        let long = error_kind(&"a provider was not found in time ".repeat(4));
+        assert_eq!(long.chars().count(), 60);
+        assert!(long.ends_with('…'), "{long}");
     }
 }
