@@ -181,15 +181,9 @@ impl Behaviour {
         const WHY: &str = "our relay client dropped the reservation (it does when a circuit \
                            through the relay times out)";
         if self.link.on_reservation_dropped(now, WHY) {
-            tracing::info!(
-                relay = ?self.relay_peer(),
-                "{WHY}; asking for it again on the same connection"
-            );
-            self.wire.local(
-                Topic::Relay,
-                None,
-                format!("{WHY}; asking for it again on the same connection"),
-            );
+            let what = format!("{WHY}; asking for it again on the same connection");
+            tracing::info!(relay = ?self.relay_peer(), "{what}");
+            self.wire.local(Topic::Relay, None, what);
             self.request_reservation();
         } else {
             self.on_relay_lost(now, format!("{WHY}, too often: reconnecting"));
