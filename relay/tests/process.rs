@@ -240,6 +240,27 @@ async fn identity_survives_a_restart_and_sigterm_is_graceful() -> anyhow::Result
     Ok(())
 }
 
+#[tokio::test]
+async fn the_relay_starts_without_warnings() -> anyhow::Result<()> {
+    let dir = run_dir("relay-quiet-start")?;
+    let mut options = options(&dir);
+    // A web app to serve (without one the relay rightly warns that it serves a notice).
+    options.web_dir = dir.join("web");
+    std::fs::create_dir_all(&options.web_dir)?;
+    std::fs::write(options.web_dir.join("index.html"), "<!doctype html>")?;
+    let relay = Relay::start(options, dir.join("relay.log")).await?;
+    // Kademlia's automatic bootstrap fires 500 ms after the listen addresses come up.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(relay.stop()?.success());
+    let log = std::fs::read_to_string(dir.join("relay.log"))?;
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    Ok(())
+}
+
 /// A running `tabmesh-loadgen`, holding its clients until dropped.
 struct Loadgen(std::process::Child);
 

@@ -628,6 +628,10 @@ impl NetworkBehaviour for Behaviour {
                     discovery.stop();
                 }
             }
+            // The bootstrap node has no one to bootstrap from: Kademlia starts a bootstrap when
+            // a listen address comes up while no peer is connected (the relay starting), and
+            // warns that it knows no peers. Its table fills from reservations and identify.
+            FromSwarm::NewListenAddr(_) if matches!(self.role, Role::Bootstrap) => return,
             _ => {}
         }
         self.kad.on_swarm_event(event);
