@@ -12,7 +12,10 @@
 //!    [`DhtError::NoPeers`] instead of answering "stored at 0 peers" or "not found".
 //! 2. **Get**: every copy found is checked (signature, limits, expiry); invalid copies are
 //!    refused and counted. The lookup stops once `get_quorum` valid copies are in; the best copy
-//!    by the precedence rule wins, and a tombstone reads as "not found".
+//!    by the precedence rule wins, and a tombstone reads as "not found". A providers lookup
+//!    stops the same way, once `get_quorum` answers naming providers are in (our own store
+//!    counts as one): each holder of the key's provider records names all it keeps, so the
+//!    walk to the very closest peers adds little and, under load, costs a caller its deadline.
 //! 3. **Ownership**: a put or remove first looks the key up. The key belongs to the publisher of
 //!    the best live copy found (ours held locally included); if that is another publisher, the
 //!    put is refused until their record expires or they remove it. When that lookup ran its
@@ -132,6 +135,8 @@ pub struct Operation {
     copies: Vec<SignedRecord>,
     refused: usize,
     acks: usize,
+    /// Answers that named providers (rule 2).
+    provider_answers: usize,
     /// The peers that answered the lookup of `key` itself, when it ran its course (rule 3).
     store_peers: Vec<PeerId>,
 }
@@ -233,6 +238,7 @@ impl Operation {
             copies: Vec::new(),
             refused: 0,
             acks: 0,
+            provider_answers: 0,
             store_peers: Vec::new(),
         };
         Ok((op, query))
@@ -313,15 +319,25 @@ impl Operation {
         }
     }
 
-    /// A providers lookup found some providers.
-    pub fn on_providers(&mut self, providers: impl IntoIterator<Item = PeerId>) {
-        if let Phase::Providers(found) = &mut self.phase {
-            for p in providers {
-                if !found.contains(&p) {
-                    found.push(p);
-                }
+    /// A providers lookup received an answer naming providers (from a peer, or from our own
+    /// store). Returns whether `get_quorum` such answers are in, so the lookup may stop (rule 2).
+    pub fn on_providers(
+        &mut self,
+        providers: impl IntoIterator<Item = PeerId>,
+        get_quorum: usize,
+    ) -> bool {
+        let Phase::Providers(found) = &mut self.phase else {
+            return false;
+        };
+        let mut named = false;
+        for p in providers {
+            named = true;
+            if !found.contains(&p) {
+                found.push(p);
             }
         }
+        self.provider_answers += usize::from(named);
+        self.provider_answers >= get_quorum.max(1)
     }
 
     /// The provide's lookup ended and its announcements left (rule 6).
@@ -1099,8 +1115,8 @@ mod tests {
         let (mut op, _) =
             Operation::start(&config(), &DhtRequest::Providers { key: "k".into() }, 8, t0)
                 .expect("valid");
-        op.on_providers([other, me.public().to_peer_id()]);
-        op.on_providers([other]);
+        assert!(!op.on_providers([other, me.public().to_peer_id()], 3));
+        assert!(!op.on_providers([other], 3));
         let Next::Reply(Ok(DhtReply::Providers { providers, .. })) =
             op.on_lookup_done(t0, NOW_MS, &me, None)
         else {
@@ -1108,6 +1124,39 @@ mod tests {
         };
         assert_eq!(providers.len(), 2);
         assert!(providers.iter().any(|p| p.mine));
+    }
+
+    #[test]
+    fn rule_2_a_providers_lookup_may_stop_once_a_quorum_of_answers_named_providers() {
+        let t0 = Instant::now();
+        let me = keypair();
+        let (a, b) = (
+            keypair().public().to_peer_id(),
+            keypair().public().to_peer_id(),
+        );
+        let (mut op, _) =
+            Operation::start(&config(), &DhtRequest::Providers { key: "k".into() }, 8, t0)
+                .expect("valid");
+        assert!(!op.on_providers([a], 3), "one answer");
+        assert!(
+            !op.on_providers([], 3),
+            "an answer naming nobody does not count"
+        );
+        assert!(!op.on_providers([a, b], 3), "two answers");
+        assert!(op.on_providers([b], 3), "three answers: enough");
+        let Next::Reply(Ok(DhtReply::Providers { providers, .. })) =
+            op.on_lookup_done(t0, NOW_MS, &me, None)
+        else {
+            panic!("a providers reply");
+        };
+        assert_eq!(providers.len(), 2, "the union, each once");
+        let (mut single, _) =
+            Operation::start(&config(), &DhtRequest::Providers { key: "k".into() }, 8, t0)
+                .expect("valid");
+        assert!(
+            single.on_providers([a], 1),
+            "a quorum of one stops at the first"
+        );
     }
 
     #[test]

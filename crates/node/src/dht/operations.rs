@@ -168,7 +168,13 @@ impl Behaviour {
             kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
                 providers,
                 ..
-            })) => running.op.on_providers(providers),
+            })) => {
+                if running.op.on_providers(providers, self.config.get_quorum)
+                    && let Some(mut query) = self.kad.query_mut(&id)
+                {
+                    query.finish();
+                }
+            }
             kad::QueryResult::GetProviders(_) => done = true,
             _ => {}
         }
