@@ -22,7 +22,7 @@ use crate::node_client::error_text;
 use crate::state::{Action, CallLine, CatalogLine};
 
 /// How often the network's catalog is read while the panel is shown, in ms.
-const CATALOG_EVERY_MS: u32 = 10_000;
+const CATALOG_EVERY_MS: u32 = 30_000;
 
 /// Properties of [`ServicesPanel`].
 #[derive(Properties, PartialEq)]

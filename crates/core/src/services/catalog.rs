@@ -8,11 +8,13 @@
 //! 3. each descriptor, `svc/<name>/<peer>`: the message types and their shapes.
 //!
 //! A peer's entries that are missing or unreadable leave it out (its records may have expired
-//! while its provider record lives on); at most [`MAX_SURVEYED`] peers are read. The result is
-//! a [`Catalog`] by service name. Time plays no part: the driver bounds the whole survey with
+//! while its provider record lives on); at most [`MAX_SURVEYED`] peers are read, with at most
+//! [`MAX_SURVEY_LOOKUPS`] lookups running at once (the others wait their turn), so that a
+//! survey of a large network neither fills the DHT's table of running operations, refusing the
+//! user's own, nor floods the peers with lookups. The result is a [`Catalog`] by service name. Time plays no part: the driver bounds the whole survey with
 //! the DHT's own query timeout.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,9 @@ use crate::names::peer_name;
 
 /// Providers read per survey at most.
 pub const MAX_SURVEYED: usize = 64;
+
+/// Lookups of one survey running at once, at most.
+pub const MAX_SURVEY_LOOKUPS: usize = 4;
 
 /// One lookup the driver makes for a survey.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -85,7 +90,11 @@ pub struct Catalog {
 /// A survey in progress.
 #[derive(Debug, Default)]
 pub struct Survey {
+    /// Lookups asked for and not yet answered, running or waiting.
     pending: BTreeSet<Lookup>,
+    /// Lookups waiting for one of the [`MAX_SURVEY_LOOKUPS`] places.
+    waiting: VecDeque<Lookup>,
+    running: usize,
     peers: BTreeSet<PeerId>,
     failed: BTreeSet<PeerId>,
     descriptors: BTreeMap<(String, PeerId), Descriptor>,
@@ -97,7 +106,19 @@ impl Survey {
         let first = Lookup::Providers(catalog_key());
         let mut survey = Self::default();
         survey.pending.insert(first.clone());
+        survey.running = 1;
         (survey, vec![first])
+    }
+
+    /// One running lookup answered: `found` joins the queue, and the lookups to start now are
+    /// returned (at most [`MAX_SURVEY_LOOKUPS`] run at once).
+    fn answered(&mut self, found: Vec<Lookup>) -> Vec<Lookup> {
+        self.running = self.running.saturating_sub(1);
+        self.waiting.extend(found);
+        let free = MAX_SURVEY_LOOKUPS.saturating_sub(self.running);
+        let start: Vec<Lookup> = self.waiting.drain(..free.min(self.waiting.len())).collect();
+        self.running += start.len();
+        start
     }
 
     /// Whether every lookup has answered.
@@ -118,7 +139,7 @@ impl Survey {
                 next.push(lookup);
             }
         }
-        next
+        self.answered(next)
     }
 
     /// The record under `key` was read (`None`: not found, or the lookup failed).
@@ -153,7 +174,7 @@ impl Survey {
             }
             _ => {}
         }
-        next
+        self.answered(next)
     }
 
     /// The catalog gathered so far.
@@ -273,9 +294,35 @@ mod tests {
     }
 
     #[test]
-    fn a_survey_reads_at_most_max_surveyed_peers() {
+    fn a_survey_reads_at_most_max_surveyed_peers_a_few_lookups_at_a_time() {
         let peers: Vec<PeerId> = (0..=MAX_SURVEYED as u8).map(|i| peer(i + 10)).collect();
         let (mut s, _) = Survey::start();
-        assert_eq!(s.on_providers("svc", &peers).len(), MAX_SURVEYED);
+        let mut running = s.on_providers("svc", &peers);
+        assert_eq!(running.len(), MAX_SURVEY_LOOKUPS);
+        let mut read = Vec::new();
+        // Every answer (here: an index naming one service) frees a place for the next lookup.
+        while let Some(lookup) = running.pop() {
+            let Lookup::Record(key) = &lookup else {
+                panic!("records only after the providers");
+            };
+            let value = key.starts_with("svc/@").then(|| index(&["echo"]));
+            running.extend(s.on_record(key, value.as_deref()));
+            assert!(
+                running.len() <= MAX_SURVEY_LOOKUPS,
+                "{} at once",
+                running.len()
+            );
+            read.push(lookup);
+        }
+        assert!(s.is_done());
+        let indexes = read
+            .iter()
+            .filter(|l| matches!(l, Lookup::Record(k) if k.starts_with("svc/@")));
+        assert_eq!(indexes.count(), MAX_SURVEYED);
+        assert_eq!(
+            read.len(),
+            2 * MAX_SURVEYED,
+            "an index and a descriptor per peer"
+        );
     }
 }
