@@ -26,7 +26,8 @@
 //!   first three by half and by more than a fixed slack (32 MB for the relay's resident memory,
 //!   16 MB for a tab's Rust heap in use; a tab's WebAssembly memory only grows, it is the most
 //!   the tab ever held, so it is shown, not judged); a short run can only catch a steep leak, a
-//!   long one a slow leak;
+//!   long one a slow leak. A reloaded tab starts with a fresh heap, so each stretch of a tab's
+//!   life between reloads is judged on its own, after a warm-up of its own;
 //! - an honest peer was banned by another: every ban any tab or native reports must name the
 //!   rogue.
 //!
@@ -219,6 +220,8 @@ struct TabSlot {
     pending: HashMap<String, Pending>,
     /// When it last reloaded: operations wait until its page is back.
     reloaded_at: Option<Instant>,
+    /// When it reloaded, seconds into the run: its heap starts afresh at each.
+    reload_secs: Vec<f64>,
 }
 
 impl TabSlot {
@@ -371,6 +374,7 @@ async fn soak(args: SoakArgs) -> anyhow::Result<Vec<String>> {
             tab,
             pending: HashMap::new(),
             reloaded_at: None,
+            reload_secs: Vec::new(),
         })
         .collect();
     let joined = Instant::now();
@@ -487,7 +491,7 @@ async fn soak(args: SoakArgs) -> anyhow::Result<Vec<String>> {
         if now >= next_reload {
             next_reload += RELOAD_EVERY;
             let i = rng.gen_range(0..state.tabs.len());
-            state.reload(i).await?;
+            state.reload(i, start.elapsed().as_secs_f64()).await?;
         }
         if now >= next_poll {
             next_poll = now + Duration::from_secs(1);
@@ -666,13 +670,15 @@ impl Soak {
         Ok(())
     }
 
-    /// Reloads tab `i`: it leaves and joins again (same identity, from sessionStorage).
-    async fn reload(&mut self, i: usize) -> anyhow::Result<()> {
+    /// Reloads tab `i`, `secs` into the run: it leaves and joins again (same identity, from
+    /// sessionStorage).
+    async fn reload(&mut self, i: usize, secs: f64) -> anyhow::Result<()> {
         let slot = &mut self.tabs[i];
         self.tally.interrupted += slot.pending.len() as u64;
         slot.pending.clear();
         self.browser.reload(&slot.tab).await?;
         slot.reloaded_at = Some(Instant::now());
+        slot.reload_secs.push(secs);
         self.tally.reloads += 1;
         Ok(())
     }
@@ -1225,14 +1231,23 @@ impl Soak {
                 .iter()
                 .filter_map(|s| Some((s.secs, s.tab_live_mb.get(i).copied().flatten()?)))
                 .collect();
-            match growth(&series, warmup, TAB_SLACK_MB) {
-                Growth::Leak(what) => {
-                    failures.push(format!("tab {i}'s Rust heap in use grew: {what}"))
+            for (from, judged) in
+                growth_between_reloads(&series, &self.tabs[i].reload_secs, warmup, TAB_SLACK_MB)
+            {
+                let since = if from > 0.0 {
+                    format!("its reload at {:.1} min and a warm-up", from / 60.0)
+                } else {
+                    "the warm-up".to_owned()
+                };
+                match judged {
+                    Growth::Leak(what) => failures.push(format!(
+                        "tab {i}'s Rust heap in use grew after {since}: {what}"
+                    )),
+                    Growth::Bounded(what) => {
+                        println!("tab {i} Rust heap in use after {since}: {what}")
+                    }
+                    Growth::TooShort => {}
                 }
-                Growth::Bounded(what) => {
-                    println!("tab {i} Rust heap in use after the warm-up: {what}")
-                }
-                Growth::TooShort => {}
             }
         }
         println!(
@@ -1326,6 +1341,32 @@ fn growth(series: &[(f64, f64)], warmup_secs: f64, slack_mb: f64) -> Growth {
     }
 }
 
+/// [`growth`] for each stretch of a series between `reloads` (seconds, in order; the process
+/// starts afresh at each), each with a warm-up of its own: (where the stretch starts, verdict).
+fn growth_between_reloads(
+    series: &[(f64, f64)],
+    reloads: &[f64],
+    warmup_secs: f64,
+    slack_mb: f64,
+) -> Vec<(f64, Growth)> {
+    let starts = std::iter::once(0.0).chain(reloads.iter().copied());
+    let ends = reloads
+        .iter()
+        .copied()
+        .chain(std::iter::once(f64::INFINITY));
+    starts
+        .zip(ends)
+        .map(|(from, to)| {
+            let stretch: Vec<(f64, f64)> = series
+                .iter()
+                .filter(|(t, _)| *t >= from && *t < to)
+                .copied()
+                .collect();
+            (from, growth(&stretch, from + warmup_secs, slack_mb))
+        })
+        .collect()
+}
+
 /// "2300 spans (3900 KB), 110 records, 60 providers, 3 queries": what a node holds, in short.
 fn holds(view: &NodeView) -> String {
     let (spans, span_kb) = view
@@ -1377,6 +1418,30 @@ mod tests {
         // +60% but only 12 MB: allocator noise for a small process.
         let small = series(&[20.0, 20.0, 20.0, 20.0, 21.0, 24.0, 30.0, 32.0, 32.0]);
         assert!(matches!(growth(&small, 0.0, 16.0), Growth::Bounded(_)));
+    }
+
+    #[test]
+    fn a_reload_starts_a_stretch_with_a_warm_up_of_its_own() {
+        // Steady, reloaded at 30 s (a fresh heap), warming up again, then steady: bounded.
+        let reloaded = series(&[
+            10.0, 40.0, 100.0, 4.0, 40.0, 100.0, 100.0, 101.0, 100.0, 100.0, 102.0, 101.0,
+        ]);
+        let judged = growth_between_reloads(&reloaded, &[30.0], 20.0, 32.0);
+        assert_eq!(judged.len(), 2);
+        assert_eq!(
+            judged[0].1,
+            Growth::TooShort,
+            "one sample after the first warm-up"
+        );
+        assert!(matches!(judged[1].1, Growth::Bounded(_)), "{judged:?}");
+        // Judged as one stretch, the same series would read as a leak.
+        assert!(matches!(growth(&reloaded, 20.0, 32.0), Growth::Leak(_)));
+        // Growth after a stretch's warm-up is still a leak.
+        let leak = series(&[
+            10.0, 10.0, 4.0, 40.0, 100.0, 110.0, 120.0, 140.0, 160.0, 180.0, 200.0,
+        ]);
+        let judged = growth_between_reloads(&leak, &[20.0], 20.0, 32.0);
+        assert!(matches!(judged[1].1, Growth::Leak(_)), "{judged:?}");
     }
 
     #[test]
