@@ -11,8 +11,8 @@
 //! while its provider record lives on); at most [`MAX_SURVEYED`] peers are read, with at most
 //! [`MAX_SURVEY_LOOKUPS`] lookups running at once (the others wait their turn), so that a
 //! survey of a large network neither fills the DHT's table of running operations, refusing the
-//! user's own, nor floods the peers with lookups. The result is a [`Catalog`] by service name. Time plays no part: the driver bounds the whole survey with
-//! the DHT's own query timeout.
+//! user's own, nor floods the peers with lookups. The result is a [`Catalog`] by service name.
+//! Time plays no part: every lookup ends by the DHT's own deadline, so the survey ends too.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -92,9 +92,8 @@ pub struct Catalog {
 pub struct Survey {
     /// Lookups asked for and not yet answered, running or waiting.
     pending: BTreeSet<Lookup>,
-    /// Lookups waiting for one of the [`MAX_SURVEY_LOOKUPS`] places.
+    /// Lookups waiting for one of the [`MAX_SURVEY_LOOKUPS`] places (also in `pending`).
     waiting: VecDeque<Lookup>,
-    running: usize,
     peers: BTreeSet<PeerId>,
     failed: BTreeSet<PeerId>,
     descriptors: BTreeMap<(String, PeerId), Descriptor>,
@@ -106,19 +105,16 @@ impl Survey {
         let first = Lookup::Providers(catalog_key());
         let mut survey = Self::default();
         survey.pending.insert(first.clone());
-        survey.running = 1;
         (survey, vec![first])
     }
 
     /// One running lookup answered: `found` joins the queue, and the lookups to start now are
     /// returned (at most [`MAX_SURVEY_LOOKUPS`] run at once).
     fn answered(&mut self, found: Vec<Lookup>) -> Vec<Lookup> {
-        self.running = self.running.saturating_sub(1);
         self.waiting.extend(found);
-        let free = MAX_SURVEY_LOOKUPS.saturating_sub(self.running);
-        let start: Vec<Lookup> = self.waiting.drain(..free.min(self.waiting.len())).collect();
-        self.running += start.len();
-        start
+        let running = self.pending.len() - self.waiting.len();
+        let free = MAX_SURVEY_LOOKUPS.saturating_sub(running);
+        self.waiting.drain(..free.min(self.waiting.len())).collect()
     }
 
     /// Whether every lookup has answered.
