@@ -29,9 +29,14 @@ async function start () {
     connectionGater: { denyDialMultiaddr: () => false },
     // CI machines are slow and busy (three pages on two cores): allow more than the defaults.
     connectionManager: { dialTimeout: 30_000, addressDialTimeout: 30_000 },
-    // js-libp2p's connection monitor pings every connection on its own (one outbound ping
-    // stream per connection by default): the test's pings must not collide with it.
-    services: { identify: identify(), ping: ping({ maxOutboundStreams: 4 }) }
+    // js-libp2p's connection monitor pings every connection every 10 s and aborts one whose
+    // ping is not answered within 5 s. The test pings itself and checks the answers; the
+    // monitor's pings only race with them (rust-libp2p answers one inbound ping stream per
+    // connection at a time, a newer one replaces the older), and on a busy CI machine a tab
+    // that is still starting can miss the 5 s, which aborted the relayed connection in the
+    // middle of the test's WebRTC dial ("signal timed out").
+    connectionMonitor: { enabled: false },
+    services: { identify: identify(), ping: ping() }
   })
   window.jsnode = node
   window.jsId = () => node.peerId.toString()
@@ -41,8 +46,30 @@ async function start () {
     addr: c.remoteAddr.toString(),
     limited: c.limits != null
   }))
-  window.jsDial = async (addr) => (await node.dial(multiaddr(addr))).remoteAddr.toString()
-  window.jsPing = async (addr) => node.services.ping.ping(multiaddr(addr))
+  // A failed dial says how far it got: js-libp2p reports each step of a dial as a progress
+  // event (for /webrtc: relay dial, signaling stream, SDP offer and answer, ICE candidates).
+  window.jsDial = async (addr) => {
+    const started = performance.now()
+    const steps = []
+    const at = () => `${Math.round(performance.now() - started)} ms`
+    try {
+      const connection = await node.dial(multiaddr(addr), {
+        onProgress: (event) => steps.push(`${event.type} at ${at()}`)
+      })
+      return connection.remoteAddr.toString()
+    } catch (e) {
+      throw new Error(`${e.name}: ${e.message} after ${at()}; steps: ${steps.join(', ') || 'none'}`)
+    }
+  }
+  // A ping that is not answered fails within 30 s and says which connections were open.
+  window.jsPing = async (addr) => {
+    try {
+      return await node.services.ping.ping(multiaddr(addr), { signal: AbortSignal.timeout(30_000) })
+    } catch (e) {
+      const open = window.jsConnections().map(c => `${c.addr} (${c.limited ? 'limited' : 'unlimited'})`)
+      throw new Error(`${e.name}: ${e.message}; connections: ${open.join(', ') || 'none'}`)
+    }
+  }
   document.getElementById('status').textContent = 'js-libp2p ' + node.peerId.toString()
 }
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tabmesh_core::peers::{ConnectionKind, PeerKind};
+use tabmesh_core::wire_log::{Topic, WireEvent};
 use tabmesh_e2e::{
     Browser, BrowserOptions, NodeView, Relay, RelayOptions, Tab, copy_dir, run_dir, target_dir,
     wait_until, web_dir,
@@ -63,6 +64,42 @@ async fn js(browser: &Browser, tab: &Tab, expression: &str) -> anyhow::Result<Va
         .call(tab, expression)
         .await?
         .map_err(|e| anyhow::anyhow!("{expression}: {e}"))
+}
+
+/// `window.jsDial(addr)` from the js-libp2p page, to a peer that is one of our tabs. If the
+/// dial fails, the error carries the tab's side too: its last connection, relay and WebRTC
+/// events, so that a failure on a busy machine can be read from the test's output alone.
+async fn js_dial(browser: &Browser, page: &Tab, tab: &Tab, addr: &str) -> anyhow::Result<Value> {
+    match js(browser, page, &format!("window.jsDial('{addr}')")).await {
+        Ok(remote) => Ok(remote),
+        Err(error) => {
+            let wire = match browser.state(tab).await {
+                Ok(Some(view)) => {
+                    let lines: Vec<String> = view
+                        .wire
+                        .iter()
+                        .filter(|e| {
+                            matches!(e.protocol, Topic::Conn | Topic::Relay | Topic::Webrtc)
+                        })
+                        .map(|e| {
+                            let WireEvent {
+                                at_ms,
+                                direction,
+                                protocol,
+                                summary,
+                                ..
+                            } = e;
+                            format!("  {at_ms} ms {direction:?} {protocol:?}: {summary}")
+                        })
+                        .collect();
+                    lines[lines.len().saturating_sub(20)..].join("\n")
+                }
+                Ok(None) => "no view".to_owned(),
+                Err(e) => format!("no view: {e}"),
+            };
+            Err(error.context(format!("the dialed tab's last events:\n{wire}")))
+        }
+    }
 }
 
 /// A tab's view once it holds a reservation and listens on `/webrtc`.
@@ -177,7 +214,7 @@ async fn a_js_libp2p_browser_node_and_our_tabs_connect_directly_over_webrtc() ->
         .find(|addr| addr.ends_with("/webrtc"))
         .map(|addr| format!("{addr}/p2p/{}", a_view.peer_id))
         .expect("listening on /webrtc");
-    let remote = js(&browser, &page, &format!("window.jsDial('{a_webrtc}')")).await?;
+    let remote = js_dial(&browser, &page, &a, &a_webrtc).await?;
     assert!(
         remote.as_str().is_some_and(|r| r.contains("/webrtc")),
         "js-libp2p's connection to tab A: {remote}"
@@ -195,7 +232,7 @@ async fn a_js_libp2p_browser_node_and_our_tabs_connect_directly_over_webrtc() ->
         .find(|addr| addr.contains("/p2p-circuit") && !addr.contains("/webrtc"))
         .map(|addr| with_peer(addr, &b_view.peer_id))
         .expect("a circuit address");
-    let remote = js(&browser, &page, &format!("window.jsDial('{b_circuit}')")).await?;
+    let remote = js_dial(&browser, &page, &b, &b_circuit).await?;
     assert!(
         remote
             .as_str()
