@@ -128,8 +128,21 @@ async fn native_nodes_meet_and_survive_garbage() -> anyhow::Result<()> {
         },
     )
     .await?;
+
+    // A node that is stopped says goodbye cleanly: its peers' connections close first, the
+    // relay's (which carries their circuits) after, and nothing fails on the way out.
+    let b_log = b.log.clone();
+    assert!(b.stop()?.success());
+    let log = std::fs::read_to_string(&b_log)?;
+    let (_, after) = log
+        .split_once("shutting down")
+        .ok_or_else(|| anyhow::anyhow!("b did not say it was shutting down:\n{log}"))?;
+    let complaints: Vec<&str> = after
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(complaints.is_empty(), "{complaints:#?}");
     a.stop()?;
-    b.stop()?;
     relay.stop()?;
     Ok(())
 }

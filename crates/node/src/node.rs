@@ -47,6 +47,9 @@ pub struct Node {
 /// How soon a view follows a connection that opened or closed.
 const PEERS_CHANGED_VIEW_DELAY: std::time::Duration = std::time::Duration::from_millis(40);
 
+/// How long a shutdown waits for each group of connections (peers, then the relay) to close.
+const SHUTDOWN_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Node {
     /// Builds the node (its swarm and listeners); nothing happens until [`run`](Self::run).
     pub fn new(config: NodeConfig) -> Result<(Self, NodeHandle), NodeError> {
@@ -119,7 +122,7 @@ impl Node {
             }
             self.flush_log();
         }
-        self.shutdown();
+        self.shutdown().await;
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<Report>) {
@@ -316,10 +319,35 @@ impl Node {
         }
     }
 
-    fn shutdown(&mut self) {
-        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        for peer in peers {
-            let _ = self.swarm.disconnect_peer_id(peer);
+    /// Says goodbye: closes the connections to peers first, while the relay connection still
+    /// carries their circuits, then the relay's, waiting a moment for each group to close.
+    /// Closing them all at once left the circuits' connections unable to send their close
+    /// (their relay connection was gone), which yamux logged as failures, and the peers
+    /// found out only from the relay.
+    async fn shutdown(&mut self) {
+        let relay = self.relay;
+        for relay_stage in [false, true] {
+            let closing: Vec<PeerId> = self
+                .swarm
+                .connected_peers()
+                .copied()
+                .filter(|p| (Some(*p) == relay) == relay_stage)
+                .collect();
+            for peer in &closing {
+                let _ = self.swarm.disconnect_peer_id(*peer);
+            }
+            let mut deadline = futures_timer::Delay::new(SHUTDOWN_CLOSE_WAIT).fuse();
+            while closing.iter().any(|p| self.swarm.is_connected(p)) {
+                futures::select! {
+                    event = self.swarm.select_next_some() => {
+                        if let SwarmEvent::ConnectionEstablished { peer_id, .. } = event {
+                            // A dial that was under way: it closes with the rest.
+                            let _ = self.swarm.disconnect_peer_id(peer_id);
+                        }
+                    }
+                    () = deadline => break,
+                }
+            }
         }
         self.sink.local(Topic::Node, None, "shut down");
         self.flush_log();
