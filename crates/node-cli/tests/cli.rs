@@ -103,6 +103,14 @@ async fn native_nodes_meet_and_survive_garbage() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(a_view.relay.link.state, LinkStatus::Reserved);
+    // Each reached the relay with one connection: neither dialed it twice at once and dropped
+    // the slower connection in its handshake (the relay logs that as a rejected connection).
+    let relay_log = std::fs::read_to_string(&relay.log)?;
+    let rejected: Vec<&str> = relay_log
+        .lines()
+        .filter(|l| l.contains("rejected incoming connection"))
+        .collect();
+    assert!(rejected.is_empty(), "{rejected:#?}");
     assert!(b_view.peers.iter().all(|p| p.kind == PeerKind::Native));
 
     let mut garbage = std::net::TcpStream::connect(("127.0.0.1", port))?;

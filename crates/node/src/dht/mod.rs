@@ -29,7 +29,9 @@ use futures::channel::oneshot;
 use libp2p::identity::Keypair;
 use libp2p::kad;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm};
+use libp2p::swarm::{
+    ConnectionDenied, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm,
+};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -590,7 +592,34 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<ObservedKad>;
     type ToSwarm = Report;
 
-    forward_to!(kad: pending_inbound, established_inbound, pending_outbound, established_outbound, handler_event);
+    forward_to!(kad: pending_inbound, established_inbound, established_outbound, handler_event);
+
+    /// Kademlia's addresses for the peer, less those the dial already has. Kademlia keeps
+    /// addresses ending in `/p2p/<peer>`, and libp2p's swarm drops duplicate addresses before
+    /// it appends the peer id: the relay client dials the relay at its address without
+    /// `/p2p`, so Kademlia's copy of it was dialed a second time at once, and the slower of
+    /// the two connections was dropped in its handshake (the relay logged a rejected
+    /// connection at every start of a native peer).
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: libp2p::swarm::ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: libp2p::core::Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        let mut ours = self.kad.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )?;
+        if let Some(peer) = maybe_peer {
+            let full = |a: &Multiaddr| a.clone().with_p2p(peer).ok();
+            let dialing: Vec<Multiaddr> = addresses.iter().filter_map(full).collect();
+            ours.retain(|a| full(a).is_none_or(|a| !dialing.contains(&a)));
+        }
+        Ok(ours)
+    }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match &event {
@@ -691,6 +720,30 @@ mod tests {
         let relay = PeerId::random();
         dht.set_relay(relay, "/ip4/127.0.0.1/tcp/9090".parse().unwrap());
         (dht, relay)
+    }
+
+    #[test]
+    fn kademlia_adds_no_second_copy_of_an_address_the_dial_already_has() {
+        // The relay client dials the relay at its address without `/p2p`; Kademlia knows the
+        // same address with it. Counting both, libp2p would dial the relay twice at once.
+        let (mut dht, relay) = peer_dht();
+        let mut extra = |addresses: &[Multiaddr]| {
+            dht.handle_pending_outbound_connection(
+                libp2p::swarm::ConnectionId::new_unchecked(1),
+                Some(relay),
+                addresses,
+                libp2p::core::Endpoint::Dialer,
+            )
+            .expect("not denied")
+        };
+        let plain: Multiaddr = "/ip4/127.0.0.1/tcp/9090".parse().unwrap();
+        assert_eq!(extra(std::slice::from_ref(&plain)), Vec::<Multiaddr>::new());
+        // Kademlia's own dial (no addresses) still finds the relay, and another address of
+        // the dial does not hide it.
+        let full = plain.clone().with_p2p(relay).unwrap();
+        assert_eq!(extra(&[]), vec![full.clone()]);
+        let other: Multiaddr = "/ip4/127.0.0.1/tcp/9091/ws".parse().unwrap();
+        assert_eq!(extra(&[other]), vec![full]);
     }
 
     /// The dials queued for the swarm, by peer and connection.
