@@ -205,9 +205,10 @@ async fn a_prime_spread_is_one_trace_across_four_tabs_and_a_node_drawn_in_the_pa
     let a_id = browser.state(&a).await?.expect("A runs").peer_id;
     let trace_id = reset_and_await_prime_trace(&browser, &a, PATIENCE).await?;
     // The copies are acknowledged (their send spans end) within moments; gather until every
-    // peer's receive is in.
+    // peer's receive is in, and the send of every receive gathered (a send span is gathered
+    // once it ends: a copy received before its sender heard the acknowledgement has none yet).
     let trace = wait_until(
-        "the PRIME's trace holds a receive on every peer",
+        "the PRIME's trace holds a receive on every peer, each under its send",
         PATIENCE,
         || async {
             let trace = gathered(&browser, &a, &trace_id).await?;
@@ -215,12 +216,26 @@ async fn a_prime_spread_is_one_trace_across_four_tabs_and_a_node_drawn_in_the_pa
                 .iter()
                 .filter_map(|s| s["peer"].as_str().map(str::to_owned))
                 .collect();
+            let span_ids: BTreeSet<&str> = spans_named(&trace, "")
+                .iter()
+                .filter_map(|s| s["span_id"].as_str())
+                .collect();
+            let unsent = spans_named(&trace, "gimps.receive")
+                .iter()
+                .filter(|r| {
+                    r["parent_span_id"]
+                        .as_str()
+                        .is_none_or(|parent| !span_ids.contains(parent))
+                })
+                .count();
             let mut others = ids.clone();
             others.remove(&a_id);
-            Ok(if received == others {
+            Ok(if received == others && unsent == 0 {
                 Ok(trace)
             } else {
-                Err(format!("receives on {received:?}"))
+                Err(format!(
+                    "receives on {received:?}; {unsent} receive(s) without their send yet"
+                ))
             })
         },
     )
