@@ -1,7 +1,7 @@
 //! `tabmesh-dht-sim`: runs the DHT simulation for one or more network sizes and prints figures.
 
 use clap::Parser;
-use tabmesh_dht_sim::{SimConfig, SimReport, run};
+use tabmesh_dht_sim::{Engine, SimConfig, SimReport, model, run};
 
 /// Simulates N tabmesh DHT peers in one process (in-memory transport) and reports lookup success,
 /// rounds and peers contacted per lookup (against log2 N) and latency, with and without churn.
@@ -23,6 +23,11 @@ struct Args {
     /// Fraction of peers leaving during the churn phase.
     #[arg(long, default_value_t = 0.1)]
     churn: f64,
+    /// How peers are simulated: `libp2p` runs each as a libp2p swarm with the tabs' DHT code
+    /// (up to ~1,000 peers); `model` runs Kademlia's rules alone in virtual time (10,000 and
+    /// more; latencies are the model's).
+    #[arg(long, value_enum, default_value_t = Engine::Libp2p)]
+    engine: Engine,
     /// Print one JSON report per size instead of a table.
     #[arg(long)]
     json: bool,
@@ -61,12 +66,19 @@ fn main() -> anyhow::Result<()> {
             args.lookups,
             args.churn * 100.0
         );
-        println!("columns: mean/max; latency is wall clock on this machine (in-memory transport)");
+        match args.engine {
+            Engine::Libp2p => println!(
+                "engine: libp2p (every peer a libp2p swarm); columns: mean/max; latency is wall clock on this machine (in-memory transport)"
+            ),
+            Engine::Model => println!(
+                "engine: model (Kademlia's rules in virtual time); columns: mean/max; join s is wall clock, latency is virtual (1 to 5 ms per message)"
+            ),
+        }
         println!(
             "get: a lookup that stops once it holds 3 valid copies; full: a lookup that runs until the k = 20 closest peers answered"
         );
         println!(
-            "{:>5} {:>6} {:>6} | {:>7} {:>11} {:>11} {:>15} | {:>11} {:>11} {:>13} | {:>8} {:>11} {:>11} | {:>6} {:>10}",
+            "{:>5} {:>6} {:>6} | {:>7} {:>11} {:>11} {:>15} | {:>11} {:>11} {:>11} {:>13} | {:>8} {:>11} {:>11} | {:>6} {:>10}",
             "N",
             "log2 N",
             "join s",
@@ -76,6 +88,7 @@ fn main() -> anyhow::Result<()> {
             "ms p50/p95",
             "full rounds",
             "contacted",
+            "answered",
             "ms p50/p95",
             "churn ok",
             "rounds",
@@ -89,7 +102,10 @@ fn main() -> anyhow::Result<()> {
         config.records = args.records;
         config.lookups = args.lookups;
         config.churn = args.churn;
-        let report = runtime.block_on(run(&config))?;
+        let report = match args.engine {
+            Engine::Libp2p => runtime.block_on(run(&config))?,
+            Engine::Model => model::run(&config)?,
+        };
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -106,7 +122,7 @@ fn mm(s: &tabmesh_dht_sim::Summary) -> String {
 
 fn print_row(r: &SimReport) {
     println!(
-        "{:>5} {:>6.2} {:>6.1} | {:>6.1}% {:>11} {:>11} {:>15} | {:>11} {:>11} {:>13} | {:>7.1}% {:>11} {:>11} | {:>6.1} {:>10.0}",
+        "{:>5} {:>6.2} {:>6.1} | {:>6.1}% {:>11} {:>11} {:>15} | {:>11} {:>11} {:>11} {:>13} | {:>7.1}% {:>11} {:>11} | {:>6.1} {:>10.0}",
         r.nodes,
         r.log2_n,
         r.join_secs,
@@ -119,6 +135,7 @@ fn print_row(r: &SimReport) {
         ),
         mm(&r.full.rounds),
         mm(&r.full.contacted),
+        mm(&r.full.answered),
         format!(
             "{:.1}/{:.1}",
             r.full.latency_ms.median, r.full.latency_ms.p95

@@ -12,7 +12,8 @@
 //!
 //! - DHT: put and get latency across 8 tabs (median, worst; rounds and peers asked), and the
 //!   simulation's rounds and peers contacted per lookup for N = 10, 100, 1000 against log2 N,
-//!   with the success rate under churn (`cargo xtask sim`).
+//!   with the success rate under churn (`cargo xtask sim`), and the same from the model engine
+//!   for N = 10 to 10,000 (`--engine model`).
 //!
 //! - WebRTC: time from a relayed connection to the direct one among 8 tabs (median, worst), and
 //!   libp2p ping RTT and perf-protocol throughput between two tabs, direct against relayed.
@@ -73,7 +74,7 @@ pub(crate) enum Section {
     Relay,
     /// DHT put/get latency across 8 tabs.
     Dht,
-    /// DHT simulation for 10, 100 and 1000 peers.
+    /// DHT simulation for 10, 100 and 1000 peers, and the model engine's up to 10,000.
     Sim,
     /// WebRTC: upgrade time among 8 tabs; RTT and throughput, direct against relayed.
     Webrtc,
@@ -151,6 +152,15 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.wants(Section::Sim) {
         println!("== DHT simulation (cargo xtask sim --nodes 10,100,1000) ==");
         crate::sim::run(&["--nodes".to_owned(), "10,100,1000".to_owned()])?;
+        println!(
+            "== DHT simulation, model engine (cargo xtask sim --engine model --nodes 10,100,1000,10000) =="
+        );
+        crate::sim::run(&[
+            "--engine".to_owned(),
+            "model".to_owned(),
+            "--nodes".to_owned(),
+            "10,100,1000,10000".to_owned(),
+        ])?;
     }
     Ok(())
 }

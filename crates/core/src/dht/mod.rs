@@ -278,6 +278,9 @@ pub struct LookupStats {
     pub rounds: u32,
     /// Peers asked.
     pub contacted: usize,
+    /// Of those, peers that answered before the lookup ended.
+    #[serde(default)]
+    pub answered: usize,
 }
 
 /// Why a request failed. The text is what the user sees.

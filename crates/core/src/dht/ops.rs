@@ -512,6 +512,7 @@ impl Operation {
         let lookup = LookupStats {
             rounds: self.trace.rounds(),
             contacted: self.trace.contacted(),
+            answered: self.trace.replied(),
         };
         match &self.phase {
             Phase::Get | Phase::Resolve(_) => {
