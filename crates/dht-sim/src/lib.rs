@@ -181,6 +181,35 @@ pub struct SimReport {
     pub left: usize,
 }
 
+impl SimReport {
+    /// The report of a run of `engine` on `config`: `puts` are the peers that stored each
+    /// successful put and every put's time (ms); `phases` the stable gets, full lookups and
+    /// gets under churn; `left` the peers that left.
+    fn new(
+        engine: Engine,
+        config: &SimConfig,
+        join_secs: f64,
+        (stored_at, put_ms): (&[f64], &[f64]),
+        [stable, full, churn]: [&[LookupSample]; 3],
+        left: usize,
+    ) -> Self {
+        Self {
+            engine,
+            nodes: config.nodes,
+            seed: config.seed,
+            log2_n: (config.nodes as f64).log2(),
+            join_secs,
+            puts_ok: stored_at.len(),
+            stored_at: Summary::of(stored_at),
+            put_ms: Summary::of(put_ms),
+            stable: phase_report(stable),
+            full: phase_report(full),
+            churn: phase_report(churn),
+            left,
+        }
+    }
+}
+
 #[derive(NetworkBehaviour)]
 struct SimBehaviour {
     dht: dht::Behaviour,
@@ -534,7 +563,6 @@ pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
             _ => None,
         })
         .collect();
-    let puts_ok = stored_at.len();
     if records.is_empty() {
         anyhow::bail!("no records to look up");
     }
@@ -599,18 +627,12 @@ pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
         peer.leave().await;
     }
 
-    Ok(SimReport {
-        engine: Engine::Libp2p,
-        nodes: config.nodes,
-        seed: config.seed,
-        log2_n: (config.nodes as f64).log2(),
+    Ok(SimReport::new(
+        Engine::Libp2p,
+        config,
         join_secs,
-        puts_ok,
-        stored_at: Summary::of(&stored_at),
-        put_ms: Summary::of(&put_ms),
-        stable: phase_report(&stable),
-        full: phase_report(&full),
-        churn: phase_report(&churn),
-        left: leaving,
-    })
+        (&stored_at, &put_ms),
+        [&stable, &full, &churn],
+        leaving,
+    ))
 }

@@ -43,7 +43,7 @@ use rand::{Rng, SeedableRng};
 use tabmesh_core::dht::lookup::{LookupKind, LookupTrace};
 use web_time::Instant;
 
-use crate::{LookupSample, SimConfig, SimReport, Summary, keypair, phase_report};
+use crate::{LookupSample, SimConfig, SimReport, keypair};
 use iter::{ClosestIter, Next};
 use table::{Key, Table};
 
@@ -225,18 +225,18 @@ impl World {
         }
     }
 
-    fn start_lookup(&mut self, origin: u32, target: Key, purpose: Purpose, kind: Option<&str>) {
+    /// Starts a lookup; `kind` is recorded in its path (`None`: a bootstrap's, not measured).
+    fn start_lookup(
+        &mut self,
+        origin: u32,
+        target: Key,
+        purpose: Purpose,
+        kind: Option<LookupKind>,
+    ) {
         let known = self.peers[origin as usize]
             .table
             .closest(&target, self.k, None);
-        let trace = kind.map(|k| {
-            let kind = match k {
-                "get" => LookupKind::GetRecord,
-                "put" => LookupKind::PutRecord,
-                _ => LookupKind::GetProviders,
-            };
-            LookupTrace::new(kind, String::new(), self.at(self.now))
-        });
+        let trace = kind.map(|kind| LookupTrace::new(kind, String::new(), self.at(self.now)));
         let copies = match &purpose {
             Purpose::Get { record, .. } if self.peers[origin as usize].records.contains(record) => {
                 1
@@ -373,7 +373,7 @@ impl World {
                             op,
                             then_old: false,
                         },
-                        Some("put"),
+                        Some(LookupKind::PutRecord),
                     );
                 } else {
                     let store_at = std::mem::take(&mut self.outcomes[op].store_at);
@@ -471,15 +471,25 @@ impl World {
                         op,
                         then_old: true,
                     },
-                    Some("put"),
+                    Some(LookupKind::PutRecord),
                 );
             }
             Op::Get { record, from } => {
                 let target = self.record_keys[record];
-                self.start_lookup(from, target, Purpose::Get { record, op }, Some("get"));
+                self.start_lookup(
+                    from,
+                    target,
+                    Purpose::Get { record, op },
+                    Some(LookupKind::GetRecord),
+                );
             }
             Op::Full { key, from } => {
-                self.start_lookup(from, key, Purpose::Full { op }, Some("full"));
+                self.start_lookup(
+                    from,
+                    key,
+                    Purpose::Full { op },
+                    Some(LookupKind::GetProviders),
+                );
             }
         }
     }
@@ -804,18 +814,12 @@ pub fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
         );
     }
 
-    Ok(SimReport {
-        engine: crate::Engine::Model,
-        nodes: config.nodes,
-        seed: config.seed,
-        log2_n: (config.nodes as f64).log2(),
+    Ok(SimReport::new(
+        crate::Engine::Model,
+        config,
         join_secs,
-        puts_ok: stored_at.len(),
-        stored_at: Summary::of(&stored_at),
-        put_ms: Summary::of(&put_ms),
-        stable: phase_report(&stable),
-        full: phase_report(&full),
-        churn: phase_report(&churn),
-        left: leaving,
-    })
+        (&stored_at, &put_ms),
+        [&stable, &full, &churn],
+        leaving,
+    ))
 }
