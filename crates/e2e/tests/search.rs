@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tabmesh_core::gimps::lucas_lehmer::is_mersenne_prime;
 use tabmesh_core::gimps::pace::{SearchPace, SearchPlace};
 use tabmesh_e2e::{
     Browser, BrowserOptions, NodeView, Relay, RelayOptions, Tab, copy_dir, run_dir, wait_until,
@@ -71,6 +72,26 @@ async fn a_tab_searches_in_its_worker_gently_and_at_full_speed_when_switched() -
     let before = view_tests(&browser, &tab).await?;
     let view = after_tests(&browser, &tab, before + 10).await?;
     assert_eq!(view.gimps.expect("gimps").search.place, SearchPlace::Worker);
+
+    // From p = 2000 the worker squares by FFT: its verdicts are the known ones, primes and not.
+    for (p, prime) in [
+        (2203u32, true),
+        (2207, false),
+        (3217, true),
+        (4253, true),
+        (4261, false),
+    ] {
+        assert_eq!(is_mersenne_prime(p), prime, "native, p = {p}");
+        let reply = browser
+            .call(&tab, &format!("window.tabmesh.benchSearch({p})"))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        assert_eq!(
+            reply["prime"].as_bool(),
+            Some(prime),
+            "worker, p = {p}: {reply}"
+        );
+    }
 
     browser.screenshot(&tab, &dir.join("search.png")).await?;
     browser.quit().await?;

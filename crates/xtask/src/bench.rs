@@ -526,15 +526,24 @@ async fn direct_against_relayed() -> anyhow::Result<()> {
 /// Lucas-Lehmer and flooding figures, native, in this process (tabmesh-core is built at
 /// opt-level 2 even in dev builds; see the workspace profiles).
 fn gimps_figures() {
-    use tabmesh_core::gimps::lucas_lehmer::is_mersenne_prime;
+    use tabmesh_core::gimps::lucas_lehmer::{FFT_FROM, LucasLehmer};
     use tabmesh_core::gimps::sim::flood;
-    println!("== Lucas-Lehmer, native (num-bigint, tabmesh-core at opt-level 2) ==");
-    for p in [4423u32, 9941] {
-        let start = std::time::Instant::now();
-        let prime = is_mersenne_prime(p);
+    println!(
+        "== Lucas-Lehmer, native (num-bigint and rustfft at opt-level 3): exact squaring, by FFT, \
+         and which the search uses (FFT from p = {FFT_FROM}) =="
+    );
+    for p in [2203u32, 4423, 9941, 21701] {
+        let time = |fft: bool| {
+            let start = std::time::Instant::now();
+            let prime = LucasLehmer::with_fft(p, fft).advance(u32::MAX);
+            (start.elapsed().as_secs_f64() * 1e3, prime)
+        };
+        let ((exact, prime), (fft, by_fft)) = (time(false), time(true));
+        assert_eq!(prime, by_fft, "p = {p}: exact and FFT squaring disagree");
         println!(
-            "p = {p:<6} {:>9.1} ms   (prime: {prime})",
-            start.elapsed().as_secs_f64() * 1e3
+            "p = {p:<6} exact {exact:>8.1} ms   FFT {fft:>8.1} ms   search uses {}   (prime: {})",
+            if p >= FFT_FROM { "FFT" } else { "exact" },
+            prime == Some(true)
         );
     }
     println!("== PRIME flooding in simulation (degree 4, seed 1): reach / messages per PRIME ==");
@@ -722,8 +731,13 @@ async fn gimps_in_browsers() -> anyhow::Result<()> {
     })
     .await?;
     println!("== Lucas-Lehmer: wasm in headless Chromium vs native ==");
-    println!("(worker: the tab's search worker at full speed; page: the app's module, blocking)");
-    for p in [4423u32, 9941] {
+    println!(
+        "(native: as the search runs it, exact below p = {} and by FFT from there; worker: the tab's \
+         search worker at full speed, by FFT from p = 2000; page: the app's module, blocking, \
+         exact squaring only)",
+        tabmesh_core::gimps::lucas_lehmer::FFT_FROM
+    );
+    for p in [2203u32, 4423, 9941] {
         let start = std::time::Instant::now();
         let _ = is_mersenne_prime(p);
         let native = start.elapsed().as_secs_f64() * 1e3;

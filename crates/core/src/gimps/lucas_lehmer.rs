@@ -8,6 +8,10 @@
 //! [`LucasLehmer::advance_for`] runs for a bounded time, so a long test can be done in slices
 //! (a tab's search worker rests between them; without a worker the page's event loop gets its
 //! turn).
+//!
+//! With the `fft` feature, exponents from [`FFT_FROM`] on square by FFT (GIMPS's method, see
+//! `fft_square.rs`), falling back to exact multiplication for any step whose rounding is in
+//! doubt; below it, and without the feature, squares are exact (num-bigint's Karatsuba).
 
 use num_bigint::BigUint;
 use num_traits::{One, Zero};
@@ -16,6 +20,17 @@ use web_time::Duration;
 /// Iterations between two clock reads in [`LucasLehmer::advance_for`]: a read costs about as
 /// much as one iteration at the smallest exponents, nothing beside one at the others.
 const ITERATIONS_PER_CLOCK_READ: u32 = 4;
+
+/// The smallest exponent squared by FFT (with the `fft` feature): below it num-bigint's
+/// multiplication is faster. In wasm, which has no 64 x 64 -> 128-bit product, num-bigint
+/// multiplies 32-bit digits, four times the work of the 64-bit ones it uses natively, so FFT wins
+/// much earlier there: from about p = 2000 in a tab's worker, and natively only from p = 20,000
+/// to 40,000 depending on the build (`cargo xtask bench --only gimps` prints both ways).
+#[cfg(target_arch = "wasm32")]
+pub const FFT_FROM: u32 = 2000;
+/// The smallest exponent squared by FFT (with the `fft` feature); see the wasm32 value.
+#[cfg(not(target_arch = "wasm32"))]
+pub const FFT_FROM: u32 = 30_000;
 
 /// Exponents `p` of every known Mersenne prime `2^p - 1`, in increasing order (52 as of 2024).
 pub const KNOWN_MERSENNE_EXPONENTS: [u32; 52] = [
@@ -67,12 +82,22 @@ pub struct LucasLehmer {
     s: BigUint,
     done: u32,
     result: Option<bool>,
+    #[cfg(feature = "fft")]
+    fft: Option<super::fft_square::FftSquarer>,
 }
 
 impl LucasLehmer {
     /// Starts testing `2^p - 1`. Composite exponents are answered at once (`M_p` is then
     /// composite too), as is `p = 2` (`M_2 = 3` is prime).
     pub fn new(p: u32) -> Self {
+        Self::with_fft(p, p >= FFT_FROM)
+    }
+
+    /// Starts testing `2^p - 1`, squaring by FFT or not whatever the exponent (FFT only with the
+    /// `fft` feature): to compare the two.
+    pub fn with_fft(p: u32, fft: bool) -> Self {
+        #[cfg(not(feature = "fft"))]
+        let _ = fft;
         let result = match p {
             2 => Some(true),
             _ if !is_prime(p) => Some(false),
@@ -83,6 +108,8 @@ impl LucasLehmer {
             modulus: (BigUint::one() << p) - BigUint::one(),
             s: BigUint::from(4u32),
             done: 0,
+            #[cfg(feature = "fft")]
+            fft: (fft && result.is_none()).then(|| super::fft_square::FftSquarer::new(p)),
             result,
         }
     }
@@ -133,7 +160,21 @@ impl LucasLehmer {
         }
     }
 
-    fn square_minus_two(&self) -> BigUint {
+    /// Whether this test squares by FFT.
+    pub fn uses_fft(&self) -> bool {
+        #[cfg(feature = "fft")]
+        return self.fft.is_some();
+        #[cfg(not(feature = "fft"))]
+        false
+    }
+
+    fn square_minus_two(&mut self) -> BigUint {
+        #[cfg(feature = "fft")]
+        let square = match self.fft.as_mut().and_then(|fft| fft.square(&self.s)) {
+            Some(square) => square,
+            None => &self.s * &self.s,
+        };
+        #[cfg(not(feature = "fft"))]
         let square = &self.s * &self.s;
         let mut r = (&square & &self.modulus) + (square >> self.p);
         while r >= self.modulus {
@@ -224,6 +265,42 @@ mod tests {
         assert!(verdict);
         assert_eq!(slices, 11, "519 iterations in slices of 50");
         assert_eq!(test.progress(), (519, 519));
+    }
+
+    #[cfg(feature = "fft")]
+    #[test]
+    fn fft_squaring_finds_the_same_primes_and_the_same_residues() {
+        // Every prime exponent up to 4423, squared by FFT whatever its size: the same verdicts.
+        let found: Vec<u32> = (3..=4423)
+            .filter(|&p| is_prime(p))
+            .filter(|&p| {
+                let mut test = LucasLehmer::with_fft(p, true);
+                assert!(test.uses_fft());
+                test.advance(u32::MAX).unwrap_or(false)
+            })
+            .collect();
+        let expected: Vec<u32> = KNOWN_MERSENNE_EXPONENTS
+            .iter()
+            .copied()
+            .filter(|&p| (3..=4423).contains(&p))
+            .collect();
+        assert_eq!(found, expected);
+        // Step by step, the residues of composite and prime exponents alike are the exact ones.
+        for p in [1009, 9941, 11_213, 21_701] {
+            let (mut fft, mut exact) = (
+                LucasLehmer::with_fft(p, true),
+                LucasLehmer::with_fft(p, false),
+            );
+            assert!(!exact.uses_fft());
+            for _ in 0..10 {
+                fft.advance(25);
+                exact.advance(25);
+                assert_eq!(fft.s, exact.s, "p = {p} after {} iterations", fft.done);
+            }
+        }
+        // The default: FFT from FFT_FROM on.
+        assert!(LucasLehmer::new(next_prime(FFT_FROM)).uses_fft());
+        assert!(!LucasLehmer::new(607).uses_fft());
     }
 
     #[test]

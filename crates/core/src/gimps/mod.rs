@@ -4,6 +4,8 @@
 //! the rules, [`message`] for the wire format, [`lucas_lehmer`] for the primality test, [`pace`]
 //! for the share of a core it may take and [`sim`] for a deterministic many-node simulation.
 
+#[cfg(feature = "fft")]
+mod fft_square;
 pub mod lucas_lehmer;
 pub mod message;
 pub mod node;
