@@ -66,12 +66,11 @@ impl FftSquarer {
     /// A squarer for operands below `2^max_bits`.
     pub(crate) fn new(max_bits: u32) -> Self {
         let max_bits = max_bits.max(1);
-        let digits_for = |bits: u32| max_bits.div_ceil(bits) as usize + 1;
         let bits = (1..=MAX_DIGIT_BITS)
             .rev()
             .find(|&bits| {
-                2.0 * f64::from(bits - 1) + 0.5 * (digits_for(bits) as f64).log2()
-                    <= COEFFICIENT_BITS
+                let digits = digits_for(max_bits, bits) as f64;
+                2.0 * f64::from(bits - 1) + 0.5 * digits.log2() <= COEFFICIENT_BITS
             })
             .unwrap_or(1);
         Self::with_digit_bits(max_bits, bits)
@@ -79,7 +78,7 @@ impl FftSquarer {
 
     /// A squarer for operands below `2^max_bits` in digits of `bits` bits (1 to 24).
     fn with_digit_bits(max_bits: u32, bits: u32) -> Self {
-        let digits = max_bits.div_ceil(bits) as usize + 1;
+        let digits = digits_for(max_bits, bits);
         // The square has 2 * digits digits; the complex transforms are half as long.
         let half = (2 * digits).next_power_of_two().max(2) / 2;
         let forward: Arc<dyn Fft<f64>> = Arc::new(Radix4::new(half, FftDirection::Forward));
@@ -186,9 +185,15 @@ impl FftSquarer {
     }
 }
 
+/// Digits of `bits` bits for an operand below `2^max_bits`: one more than its bits need, as
+/// balancing can carry out of the top.
+fn digits_for(max_bits: u32, bits: u32) -> usize {
+    max_bits.div_ceil(bits) as usize + 1
+}
+
 /// `x` rounded to the nearest integer (ties to even), as a float and as an integer, for
-/// `|x| < 2^51` ([`ROUNDING_RANGE`]): adding 1.5 * 2^52 leaves no bits below the units, and the sum's low mantissa
-/// bits are then the integer. Plain additions, where `f64::round` is a library call on x86-64's
+/// `|x| < 2^51` ([`ROUNDING_RANGE`]): adding 1.5 * 2^52 leaves no bits below the units, and the
+/// sum's low mantissa bits are then the integer. Plain additions, where `f64::round` is a library call on x86-64's
 /// baseline and in wasm and a float-to-integer conversion checks its range.
 fn round(x: f64) -> (f64, i64) {
     const SHIFTER: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
