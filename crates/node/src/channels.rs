@@ -437,11 +437,13 @@ async fn write_frame(
     frame: &[u8],
 ) -> io::Result<()> {
     let len = u32::try_from(frame.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let mut head = [0u8; 12];
-    head[..8].copy_from_slice(&seq.to_be_bytes());
-    head[8..].copy_from_slice(&len.to_be_bytes());
-    stream.write_all(&head).await?;
-    stream.write_all(frame).await?;
+    // One write per frame: on a WebRTC stream every write is a data channel message of its
+    // own, and on a relayed one a muxer frame of its own.
+    let mut framed = Vec::with_capacity(12 + frame.len());
+    framed.extend_from_slice(&seq.to_be_bytes());
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(frame);
+    stream.write_all(&framed).await?;
     stream.flush().await
 }
 
