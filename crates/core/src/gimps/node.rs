@@ -212,6 +212,17 @@ pub struct LoggedMessage {
     pub data: String,
 }
 
+/// When a Mersenne prime became known to a node, and whose announcement it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstKnown {
+    /// The exponent p of `2^p - 1`.
+    pub exponent: u32,
+    /// Milliseconds since the node's clock origin: when it found the prime or first heard it.
+    pub at_ms: u64,
+    /// The finder named by that first announcement (the node itself for its own find).
+    pub originator: String,
+}
+
 /// A peer in the gossip peer list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipPeerView {
@@ -264,6 +275,9 @@ pub struct GimpsView {
     pub cooperative: bool,
     /// Every Mersenne prime exponent this node knows of (found or heard).
     pub known_primes: Vec<u32>,
+    /// When and from whom each of `known_primes` was first known, in the same order: what a
+    /// `PRIME`'s spread is measured by.
+    pub first_known: Vec<FirstKnown>,
     /// Every prime exponent below this is known to be tested (cooperative bookkeeping).
     pub covered_below: u32,
 }
@@ -338,7 +352,8 @@ pub struct GossipNode {
     searching: bool,
     cursor: u32,
     testing: Option<u32>,
-    known_primes: BTreeSet<u32>,
+    /// Every Mersenne prime known (found or heard): when it was first known, and its finder.
+    known_primes: BTreeMap<u32, (Instant, PeerId)>,
     /// The signed announcement kept for each known prime (at most one per Mersenne prime),
     /// handed to peers that join later so that they learn what was found before them.
     announcements: BTreeMap<u32, GossipMessage>,
@@ -374,7 +389,7 @@ impl GossipNode {
             searching: false,
             cursor: 1,
             testing: None,
-            known_primes: BTreeSet::new(),
+            known_primes: BTreeMap::new(),
             announcements: BTreeMap::new(),
             covered_below: 2,
             tested: BTreeSet::new(),
@@ -582,7 +597,9 @@ impl GossipNode {
                 originator: msg.msg_originator,
             });
         }
-        self.known_primes.insert(exponent);
+        self.known_primes
+            .entry(exponent)
+            .or_insert((now, msg.msg_originator));
         self.keep_announcement(&msg);
         self.mark_tested(exponent);
         self.heard(now, msg.msg_originator);
@@ -821,14 +838,15 @@ impl GossipNode {
             self.mark_tested(exponent);
             self.unreported.push(exponent);
             // Every find is news in cooperative mode: the group is after all of them.
-            if !is_prime || !self.known_primes.insert(exponent) {
+            if !is_prime || self.known_primes.contains_key(&exponent) {
                 return out;
             }
+            self.known_primes.insert(exponent, (now, self.me));
         } else {
             if !is_prime || self.biggest.is_some_and(|(p, _)| exponent <= p) {
                 return out;
             }
-            self.known_primes.insert(exponent);
+            self.known_primes.entry(exponent).or_insert((now, self.me));
             self.searching = false;
         }
         self.my_primes.push(exponent);
@@ -917,7 +935,16 @@ impl GossipNode {
             counters: self.counters.clone(),
             log: self.log.iter().cloned().collect(),
             cooperative: self.config.cooperative,
-            known_primes: self.known_primes.iter().copied().collect(),
+            known_primes: self.known_primes.keys().copied().collect(),
+            first_known: self
+                .known_primes
+                .iter()
+                .map(|(exponent, (at, originator))| FirstKnown {
+                    exponent: *exponent,
+                    at_ms: millis(at.saturating_duration_since(self.origin)),
+                    originator: originator.to_base58(),
+                })
+                .collect(),
             covered_below: self.covered_below,
         }
     }

@@ -643,6 +643,31 @@ fn a_peer_that_joins_later_receives_the_primes_found_before_it() {
 }
 
 #[test]
+fn each_known_prime_keeps_when_it_was_first_known_and_whose_announcement_that_was() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    n.on_tick(t0);
+    let p = n.next_candidate().expect("searching");
+    n.on_tested(t0 + secs(1), p, true);
+    let prime_127 = |from: u8| GossipMessage::prime(&key(from), 1, 127, 0).encode();
+    n.on_message(t0 + secs(2), id(2), &prime_127(2));
+    // Later news of a known prime (another finder's announcement) changes nothing.
+    n.on_peer_connected(t0 + secs(3), id(3));
+    n.on_message(t0 + secs(3), id(3), &prime_127(3));
+    let first: Vec<(u32, u64, String)> = n
+        .view(t0 + secs(4))
+        .first_known
+        .into_iter()
+        .map(|k| (k.exponent, k.at_ms, k.originator))
+        .collect();
+    assert_eq!(
+        first,
+        vec![(p, 1000, id(1).to_base58()), (127, 2000, id(2).to_base58())]
+    );
+}
+
+#[test]
 fn the_misbehaving_list_is_bounded_against_fakes_from_fresh_keys() {
     let t0 = Instant::now();
     let mut n = node(t0);
