@@ -114,6 +114,15 @@ pub fn free_port() -> anyhow::Result<u16> {
     anyhow::bail!("no free port on 127.0.0.1 in {low}..{ephemeral_start}")
 }
 
+/// The wall clock now, in Unix milliseconds: the clock of a tab's `performance.timeOrigin`
+/// (and of the times a view gives relative to it), so that a test or benchmark can set what it
+/// saw beside what the tabs say.
+pub fn unix_now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
 /// Polls `check` every 250 ms until it returns `Some`, failing after `timeout` with the last
 /// observation, so that a failure says what was seen instead of just "timed out".
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>

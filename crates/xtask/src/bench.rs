@@ -38,7 +38,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, bin_path, run_dir, wait_until};
+use tabmesh_core::gimps::pace::SearchPace;
+use tabmesh_e2e::{
+    Browser, BrowserOptions, Relay, RelayOptions, bin_path, run_dir, unix_now_ms, wait_until,
+};
 
 use crate::shell;
 use crate::web::{self, mb};
@@ -768,17 +771,43 @@ async fn gimps_in_browsers() -> anyhow::Result<()> {
             page / native
         );
     }
-    // The timing tab stays open (closing a session's last window ends the session), searching
-    // once an hour: the figures below are for the 8 tabs opened next, plus this idle one.
-    for (label, query) in [
-        ("default pace (gentle)", "search_interval=2"),
-        ("full speed", "search_interval=2&search_pace=full"),
-    ] {
-        spread_and_cpu(&mut browser, &relay, label, query).await?;
-    }
     browser.quit().await?;
     relay.stop()?;
+    // A network of their own: a tab that does not search would hold its share of the
+    // cooperative search's exponents, untested.
+    for (run, label, query, pace) in [
+        (
+            "gentle",
+            "cooperative, default pace (gentle)",
+            "cooperative=on",
+            Pace::AsOpened,
+        ),
+        (
+            "ttl0",
+            "cooperative, default pace, TTL 0 (no peer forwards a PRIME)",
+            "cooperative=on&ttl=0",
+            Pace::AsOpened,
+        ),
+        (
+            "full",
+            "cooperative, full speed (switched on once the tabs list each other)",
+            "cooperative=on",
+            Pace::FullOnceMeshed,
+        ),
+    ] {
+        spread_and_cpu(&run_dir(&format!("bench-gimps-{run}"))?, label, query, pace).await?;
+    }
     Ok(())
+}
+
+/// The search pace of the tabs in [`spread_and_cpu`].
+#[derive(Clone, Copy, PartialEq)]
+enum Pace {
+    /// The pace the tabs open with.
+    AsOpened,
+    /// Full speed, switched on in every tab (the GIMPS panel's switch) once they all list each
+    /// other: opened at full speed, tabs race past the primes a minute holds before they meet.
+    FullOnceMeshed,
 }
 
 /// CPU time (user + system) of `pids` so far, in seconds.
@@ -808,61 +837,83 @@ const CPU_WINDOW: Duration = Duration::from_secs(20);
 /// How long the spread of `PRIME`s among 8 searching tabs is watched, from their opening.
 const SPREAD_WINDOW: Duration = Duration::from_secs(60);
 
-/// 8 tabs searching in 2 s rounds at one pace: for every (prime, finder) found once every tab
-/// listed every other one, when each tab first showed it (wall clock, same browser) relative to
-/// the finder's find, watched over [`SPREAD_WINDOW`] from the tabs' opening; then the browser's
-/// CPU use over [`CPU_WINDOW`], without asking the tabs anything meanwhile. The tabs close
-/// afterwards.
+/// 8 tabs searching cooperatively at one pace: every exponent has one tester, so the others
+/// learn of a find only from its `PRIME`. For every prime found once every tab listed every
+/// other one (and, with [`Pace::FullOnceMeshed`], ran at full speed) within [`SPREAD_WINDOW`] of
+/// their opening, the time from the find to the last of the 8 tabs knowing it (each tab's
+/// `first_known`, on the wall clock of the one browser); then the browser's CPU use over
+/// [`CPU_WINDOW`]. The tabs are asked nothing while the primes spread, nor during the CPU
+/// window. Relay and browser are its own.
 async fn spread_and_cpu(
-    browser: &mut Browser,
-    relay: &Relay,
+    dir: &std::path::Path,
     label: &str,
     query: &str,
+    pace: Pace,
 ) -> anyhow::Result<()> {
     use std::collections::BTreeMap;
 
+    let relay = Relay::start(RelayOptions::new(dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
     let url = format!("{}/?{query}", relay.url());
+    let opened = std::time::Instant::now();
     let mut tabs = Vec::new();
     for _ in 0..8 {
         tabs.push(browser.open_tab(&url).await?);
     }
-    // Primes found before the mesh is whole measure the join, not the gossip: each tab's
-    // finds are counted from the moment every tab listed every other one.
-    let mut meshed_at_unix_ms: Option<u64> = None;
-    let mut seen: BTreeMap<(u32, String), BTreeMap<String, u64>> = BTreeMap::new();
-    let deadline = std::time::Instant::now() + SPREAD_WINDOW;
-    while std::time::Instant::now() < deadline {
-        let mut listing_all = 0;
+    // Primes found before the mesh is whole measure the join (and, while peer lists differ,
+    // two tabs may test the same exponent): finds count from when every tab listed the others.
+    all_listed(&browser, tabs.len()).await?;
+    if pace == Pace::FullOnceMeshed {
         for tab in &tabs {
-            let Some(view) = browser.state(tab).await? else {
-                continue;
-            };
-            listing_all += usize::from(view.peers.len() >= tabs.len() - 1);
-            let Some(g) = view.gimps else { continue };
-            if let (Some(b), Some(at)) = (g.state.biggest, g.learned_at_unix_ms) {
-                seen.entry((b.exponent, b.originator))
-                    .or_default()
-                    .entry(view.peer_id)
-                    .or_insert(at);
+            browser.click(tab, "[data-testid=full-speed]").await?;
+        }
+        wait_until("every tab at full speed", Duration::from_secs(10), || {
+            let (browser, tabs) = (&browser, &tabs);
+            async move {
+                for tab in tabs {
+                    let view = browser.state(tab).await?.context("a tab has no view")?;
+                    let per_mille = view.gimps.map_or(0, |g| g.search.pace_per_mille);
+                    if per_mille != SearchPace::FULL.as_per_mille() {
+                        return Ok(Err(format!("{} at {per_mille}‰ of a core", view.name)));
+                    }
+                }
+                Ok(Ok(()))
             }
-        }
-        if meshed_at_unix_ms.is_none() && listing_all == tabs.len() {
-            meshed_at_unix_ms = Some(unix_ms());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        })
+        .await?;
     }
-    let meshed = meshed_at_unix_ms.context("the 8 searching tabs never all listed each other")?;
+    let counted_from = unix_now_ms();
+    tokio::time::sleep(SPREAD_WINDOW.saturating_sub(opened.elapsed())).await;
+    // exponent -> (earliest own find, the latest moment a tab first knew it, tabs knowing it)
+    let mut known: BTreeMap<u32, (f64, f64, usize)> = BTreeMap::new();
+    for tab in &tabs {
+        let origin = browser.time_origin(tab).await?;
+        let view = browser.state(tab).await?.context("a tab has no view")?;
+        let gimps = view.gimps.context("a tab has no GIMPS section")?;
+        for k in gimps.state.first_known {
+            let at = origin + k.at_ms as f64;
+            let entry = known
+                .entry(k.exponent)
+                .or_insert((f64::INFINITY, f64::NEG_INFINITY, 0));
+            if k.originator == view.peer_id {
+                entry.0 = entry.0.min(at);
+            }
+            entry.1 = entry.1.max(at);
+            entry.2 += 1;
+        }
+    }
     let mut spreads = Vec::new();
-    for ((_, finder), learned) in &seen {
-        if learned.len() < tabs.len() {
-            continue; // superseded before it reached everyone
+    let mut short = 0;
+    for (found, last, knowing) in known.into_values() {
+        if found < counted_from {
+            continue;
         }
-        if let Some(origin) = learned.get(finder).filter(|at| **at > meshed) {
-            let last = learned.values().max().copied().unwrap_or(*origin);
-            spreads.push(last.saturating_sub(*origin) as f64);
+        if knowing < tabs.len() {
+            short += 1;
+        } else {
+            spreads.push(last - found);
         }
     }
-    // Start-up (module compile, joining) is behind us: the search's steady cost.
     let pids = tabmesh_e2e::with_descendants(browser.driver_pid());
     let cpu_start = cpu_seconds(&pids);
     let wall_start = std::time::Instant::now();
@@ -874,21 +925,14 @@ async fn spread_and_cpu(
         CPU_WINDOW.as_secs()
     );
     println!(
-        "PRIME to all of 8 tabs   {}  (finds after the mesh, in the first {} s)",
+        "PRIME to all of 8 tabs   {}  (finds once meshed, within {} s of opening; {short} \
+         not known to every tab by then)",
         summary(spreads),
         SPREAD_WINDOW.as_secs()
     );
-    for tab in &tabs {
-        browser.close_tab(tab).await?;
-    }
+    browser.quit().await?;
+    relay.stop()?;
     Ok(())
-}
-
-/// Wall-clock time now, in Unix milliseconds (the clock of the tabs' `learned_at_unix_ms`).
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Wall-clock time for 1, 2, 4 and 8 native nodes in cooperative mode to find every Mersenne

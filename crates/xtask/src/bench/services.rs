@@ -2,11 +2,13 @@
 //! provider's throughput with 1 and 7 calling tabs, the HTTP gateway's calls per second, and
 //! failover when the provider being called closes.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tabmesh_client::{Message, NodeConnection};
-use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, Tab, run_dir, wait_until};
+use tabmesh_e2e::{
+    Browser, BrowserOptions, Relay, RelayOptions, Tab, run_dir, unix_now_ms, wait_until,
+};
 
 use super::summary;
 
@@ -18,12 +20,6 @@ pub(super) async fn run() -> anyhow::Result<()> {
         latency_and_throughput(label, query).await?;
     }
     failover().await
-}
-
-fn now_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 pub(super) async fn js(browser: &Browser, tab: &Tab, expression: &str) -> anyhow::Result<Value> {
@@ -281,7 +277,7 @@ async fn failover() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let before = js(&browser, &caller, "window.records.length").await?;
         let before = before.as_u64().unwrap_or(0) as usize;
-        let closed_at = now_ms();
+        let closed_at = unix_now_ms();
         browser.close_tab(&leaving).await?;
         let gone = wait_until("the caller sees the provider leave", PATIENCE, || {
             let id = id.clone();
@@ -290,7 +286,7 @@ async fn failover() -> anyhow::Result<()> {
                 let view = browser.state(caller).await?;
                 Ok(
                     match view.filter(|v| v.peers.iter().all(|p| p.peer_id != id)) {
-                        Some(_) => Ok(now_ms()),
+                        Some(_) => Ok(unix_now_ms()),
                         None => Err("still connected".to_owned()),
                     },
                 )
