@@ -12,7 +12,8 @@
 //! Beyond the exercise: `PRIME`s are signed (forged credit is rejected), claimed exponents are
 //! checked against the verified list of Mersenne primes (fakes are rejected and their originator
 //! is marked misbehaving, in a bounded list), TTLs above `max_ttl`, forged forwarders and
-//! malformed input are rejected and counted. Each rejection is reported
+//! malformed input are rejected and counted. Only a message's first copy is checked: a copy of
+//! a message already seen (only checked messages are) is dropped unchecked. Each rejection is reported
 //! ([`GossipAction::Rejected`]) for the node's misbehaviour ledger ([`crate::ledger`]), which
 //! decides when the sender is banned.
 //!
@@ -316,6 +317,10 @@ impl SeenCache {
         }
     }
 
+    fn contains(&self, key: &(PeerId, u64)) -> bool {
+        self.set.contains(key)
+    }
+
     /// Records `key`; returns `false` if it was already there.
     fn insert(&mut self, key: (PeerId, u64)) -> bool {
         if !self.set.insert(key) {
@@ -547,6 +552,20 @@ impl GossipNode {
                 format!("TTL {} above the maximum {}", msg.ttl, self.config.max_ttl),
             );
         }
+        // Only checked messages are ever seen: another copy of one is dropped before its
+        // signature costs anything (in a mesh, each message arrives once from every peer).
+        if self.seen.contains(&(msg.msg_originator, msg.msg_id)) {
+            self.heard(now, msg.msg_forwarder);
+            self.counters.duplicates += 1;
+            return match msg.msg_type {
+                MsgType::Prime => {
+                    let mut out = Vec::new();
+                    self.trace_receive(now, from, &msg, true, &mut out);
+                    out
+                }
+                _ => Vec::new(),
+            };
+        }
         if let Err(e @ MessageError::BadSignature(_)) = msg.verify() {
             self.counters.rejected_signature += 1;
             return self.reject(from, e.to_string());
@@ -565,13 +584,9 @@ impl GossipNode {
         self.heard(now, msg.msg_forwarder);
         let mut out = Vec::new();
         let mut msg = msg;
-        let duplicate = !self.seen.insert((msg.msg_originator, msg.msg_id));
+        self.seen.insert((msg.msg_originator, msg.msg_id));
         if msg.msg_type == MsgType::Prime {
-            msg.trace = self.trace_receive(now, from, &msg, duplicate, &mut out);
-        }
-        if duplicate {
-            self.counters.duplicates += 1;
-            return out;
+            msg.trace = self.trace_receive(now, from, &msg, false, &mut out);
         }
         self.counters.received += 1;
         self.record(LogDirection::Received, now, from, &msg);

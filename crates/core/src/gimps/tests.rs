@@ -248,6 +248,53 @@ fn rule_4_a_larger_prime_credits_the_originator_and_is_forwarded_with_one_hop_le
 }
 
 #[test]
+fn another_copy_of_a_checked_message_is_dropped_unchecked_and_a_forged_first_copy_is_still_refused()
+{
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    n.on_peer_connected(t0, id(3));
+    let prime = GossipMessage::prime(&key(2), 7, 127, 2);
+    // A forgery that arrives first (a message of 2's, signed by 3) is refused and leaves no
+    // trace: the real message is still new when it comes.
+    let mut forged = GossipMessage::prime(&key(3), 7, 127, 2);
+    forged.msg_originator = id(2);
+    let forged = forged.forwarded_by(id(3));
+    let refused = n.on_message(t0, id(3), &forged.encode());
+    assert!(
+        refused
+            .iter()
+            .any(|a| matches!(a, GossipAction::Rejected { from, .. } if *from == id(3))),
+        "{refused:?}"
+    );
+    let first = n.on_message(t0 + secs(1), id(2), &prime.encode());
+    assert_eq!(n.biggest(), Some((127, id(2))));
+    assert_eq!(sends(&first).len(), 1, "forwarded to 3");
+    // Every other copy is dropped before its signature is checked: a forwarded copy, and one
+    // whose signature was spoilt on the way, both count as duplicates only.
+    let copy = prime.forwarded_by(id(3));
+    let mut spoilt = copy.clone();
+    spoilt.signature = vec![0; 64];
+    for again in [copy, spoilt] {
+        let actions = n.on_message(t0 + secs(2), id(3), &again.encode());
+        assert!(sends(&actions).is_empty(), "{actions:?}");
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, GossipAction::Rejected { .. })),
+            "{actions:?}"
+        );
+    }
+    let c = n.counters();
+    assert_eq!((c.received, c.duplicates, c.rejected_signature), (1, 2, 1));
+    assert_eq!(
+        n.biggest(),
+        Some((127, id(2))),
+        "nothing already stored is lost"
+    );
+}
+
+#[test]
 fn forged_credit_fake_primes_excess_ttl_and_garbage_are_rejected_and_counted() {
     let t0 = Instant::now();
     let mut n = node(t0);
