@@ -448,6 +448,9 @@ fn url_settings(config: &mut NodeConfig) {
     if let Some(search) = params.get("search") {
         g.search = !matches!(search.as_str(), "0" | "false" | "off" | "no");
     }
+    if let Some(prune) = params.get("prune") {
+        g.prune = !matches!(prune.as_str(), "0" | "false" | "off" | "no");
+    }
     if let Some(mode) = params.get("cooperative") {
         g.cooperative = matches!(mode.as_str(), "1" | "true" | "on" | "yes");
     }

@@ -162,7 +162,10 @@ async fn a_prime_spread_is_one_trace_across_four_tabs_and_a_node_drawn_in_the_pa
     let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
     let url = format!("{}/?search_interval=2&ping_interval=1", relay.url());
-    for _ in 0..4 {
+    // The first tab (A, the finder below) floods as the exercise does and names no recipients,
+    // so every receiver copies its PRIME on, duplicates and all; the others prune (the default).
+    browser.open_tab(&format!("{url}&prune=0")).await?;
+    for _ in 1..4 {
         browser.open_tab(&url).await?;
     }
     let node = NativeNode::start_with(
@@ -407,6 +410,49 @@ async fn a_prime_spread_is_one_trace_across_four_tabs_and_a_node_drawn_in_the_pa
     assert!(
         !held.is_empty() && held.iter().all(|ms| *ms >= 900),
         "B's copies were held about a second: {held:?}"
+    );
+    // B prunes: its PRIME names the four peers it sent it to, so the pruning peers (C, D and
+    // the node) copy it on to nobody; only A, which floods as the exercise does, copies it on.
+    // Once B's held copies are long delivered: one first-hand receive per peer, from B, and no
+    // send but B's and A's.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = gathered(&browser, &b, &slow_id).await?;
+    let first_hand: Vec<&Value> = spans_named(&settled, "gimps.receive PRIME")
+        .into_iter()
+        .filter(|r| r["attributes"]["gimps.duplicate"] == "false")
+        .collect();
+    let receivers: BTreeSet<&str> = first_hand
+        .iter()
+        .filter_map(|r| r["peer"].as_str())
+        .collect();
+    assert_eq!((first_hand.len(), receivers.len()), (4, 4), "{settled}");
+    assert!(
+        first_hand
+            .iter()
+            .all(|r| r["attributes"]["peer.caller"] == Value::String(b_id.clone())),
+        "{settled}"
+    );
+    let senders: BTreeSet<&str> = spans_named(&settled, "gimps.send")
+        .iter()
+        .filter_map(|s| s["peer"].as_str())
+        .collect();
+    let flooding: BTreeSet<&str> = [a_id.as_str(), b_id.as_str()].into();
+    assert!(senders.is_subset(&flooding), "{settled}");
+    let c = browser.tabs()[2].clone();
+    let spared = browser
+        .state(&c)
+        .await?
+        .and_then(|v| v.gimps)
+        .map(|g| g.state.counters.pruned)
+        .unwrap_or_default();
+    assert!(
+        spared >= 3,
+        "C skipped B's three other recipients: {spared}"
+    );
+    let traffic = browser.text(&c, "[data-testid=gimps-traffic]").await?;
+    assert!(
+        traffic.contains("not forwarded (had it first-hand)"),
+        "{traffic}"
     );
 
     node.stop()?;

@@ -84,6 +84,11 @@ struct NodeArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
     search_pace: u16,
 
+    /// GIMPS: flood as the exercise does: forward to every peer, even those a message's
+    /// originator sent it to itself (and name no recipients in our own messages).
+    #[arg(long)]
+    no_prune: bool,
+
     /// GIMPS: TTL of our PRIME announcements.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=16))]
     ttl: u8,
@@ -213,6 +218,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     config.gossip.initial_ttl = args.ttl;
     config.gossip.cooperative = args.cooperative;
     config.gossip.search = !args.no_search;
+    config.gossip.prune = !args.no_prune;
     config.search_pace = tabmesh_core::gimps::pace::SearchPace::per_mille(args.search_pace * 10);
     config.gossip.max_ttl = config.gossip.max_ttl.max(args.ttl);
     config.ledger.max_strikes = args.ban_after_strikes;

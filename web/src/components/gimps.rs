@@ -193,11 +193,23 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
                     <dt>{ "misbehaving" }</dt>
                     <dd class="bad">{ s.misbehaving.iter().map(|p| short_text(p)).collect::<Vec<_>>().join(", ") }</dd>
                 }
+                <dt>{ "traffic" }</dt>
+                <dd data-testid="gimps-traffic" title="forwarded: copies passed on; not forwarded: peers skipped because the message's originator had sent it to them itself; duplicates: copies dropped as already seen">
+                    { traffic_summary(g) }
+                </dd>
                 <dt>{ "rejected" }</dt><dd>{ rejected_summary(g) }</dd>
                 { for extra.into_iter().map(|(k, v)| html! { <><dt>{ k }</dt><dd><code>{ v }</code></dd></> }) }
             </dl>
         </section>
     }
+}
+
+fn traffic_summary(g: &GimpsSection) -> String {
+    let c = &g.state.counters;
+    format!(
+        "received {} · sent {} · forwarded {} · not forwarded (had it first-hand) {} · duplicates {}",
+        c.received, c.sent, c.forwarded, c.pruned, c.duplicates
+    )
 }
 
 fn rejected_summary(g: &GimpsSection) -> String {

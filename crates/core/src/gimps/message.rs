@@ -14,6 +14,13 @@
 //! `"<below>:<p1>,<p2>,…"`: every prime exponent below `below` is known tested by its
 //! originator's view, and `p1, p2, …` were tested since its last report.
 //!
+//! A `PRIME` or `TESTED` also names, under its signature, the peers its originator sent it to
+//! itself: `"sent_to":["<last 8 characters of a peer id>",…]` (at most [`MAX_SENT_TO`]).
+//! Forwarders skip those peers, which already have it first-hand, so in a full mesh a message
+//! costs one copy per peer instead of one per pair. Being signed, the list cannot be stretched by
+//! a forwarder to keep a message from peers that lack it; the originator can only short its own
+//! message. A message without the list is forwarded to everyone, as in the exercise.
+//!
 //! A traced message also carries `"traceparent":"00-<trace id>-<span id>-01"` (W3C Trace
 //! Context): the span on the sender that sent it. It is not signed, as every hop replaces it with
 //! its own span; a malformed one makes the message malformed.
@@ -24,8 +31,16 @@ use crate::names::inline_public_key;
 use crate::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 
-/// Largest encoded message accepted: a PRIME with two peer ids and a signature is ~400 bytes.
-pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// Largest encoded message accepted: a PRIME with two peer ids and a signature is ~400 bytes; a
+/// full `TESTED` report naming [`MAX_SENT_TO`] recipients ~1.5 KB.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// Most recipients a message names in `sent_to` (an originator with more peers names the first
+/// ones; the others are still sent to, and forwarded to).
+pub const MAX_SENT_TO: usize = 32;
+
+/// Characters of a peer id (its base58 tail) that name it in `sent_to`, as the dashboard shows it.
+pub const SENT_TO_CHARS: usize = 8;
 
 const SIGNING_DOMAIN: &[u8] = b"tabmesh/gimps/prime/v1";
 
@@ -84,6 +99,9 @@ pub struct GossipMessage {
     pub exponent: Option<u32>,
     /// The coverage report, for `TESTED`.
     pub coverage: Option<Coverage>,
+    /// The peers the originator sent it to itself (tails of their ids), for `PRIME` and
+    /// `TESTED`; signed.
+    pub sent_to: Vec<String>,
     /// The originator's signature, for `PRIME`.
     pub signature: Vec<u8>,
     /// The sending span, when the message is traced.
@@ -113,6 +131,8 @@ struct Wire {
     msg_originator: String,
     ttl: u8,
     data: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sent_to: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     signature: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,13 +150,15 @@ impl GossipMessage {
             ttl,
             exponent: None,
             coverage: None,
+            sent_to: Vec::new(),
             signature: Vec::new(),
             trace: None,
         }
     }
 
-    /// A signed `PRIME` announcing `2^exponent - 1`, originated by the owner of `key`.
-    pub fn prime(key: &Keypair, msg_id: u64, exponent: u32, ttl: u8) -> Self {
+    /// A signed `PRIME` announcing `2^exponent - 1`, originated by the owner of `key`, who sends
+    /// it to `sent_to` itself (the first [`MAX_SENT_TO`] are named).
+    pub fn prime(key: &Keypair, msg_id: u64, exponent: u32, ttl: u8, sent_to: &[PeerId]) -> Self {
         let me = key.public().to_peer_id();
         let mut msg = Self {
             msg_type: MsgType::Prime,
@@ -146,6 +168,7 @@ impl GossipMessage {
             ttl,
             exponent: Some(exponent),
             coverage: None,
+            sent_to: sent_to_tags(sent_to),
             signature: Vec::new(),
             trace: None,
         };
@@ -153,8 +176,14 @@ impl GossipMessage {
         msg
     }
 
-    /// A signed `TESTED` coverage report from the owner of `key`.
-    pub fn tested(key: &Keypair, msg_id: u64, coverage: Coverage, ttl: u8) -> Self {
+    /// A signed `TESTED` coverage report from the owner of `key`, who sends it to `sent_to`.
+    pub fn tested(
+        key: &Keypair,
+        msg_id: u64,
+        coverage: Coverage,
+        ttl: u8,
+        sent_to: &[PeerId],
+    ) -> Self {
         let me = key.public().to_peer_id();
         let mut msg = Self {
             msg_type: MsgType::Tested,
@@ -164,6 +193,7 @@ impl GossipMessage {
             ttl,
             exponent: None,
             coverage: Some(coverage),
+            sent_to: sent_to_tags(sent_to),
             signature: Vec::new(),
             trace: None,
         };
@@ -188,6 +218,11 @@ impl GossipMessage {
         }
     }
 
+    /// Whether the originator says it sent this message to `peer` itself.
+    pub fn was_sent_to(&self, peer: &PeerId) -> bool {
+        !self.sent_to.is_empty() && self.sent_to.contains(&sent_to_tag(peer))
+    }
+
     /// The copy a forwarder sends on: same content and signature, new forwarder, one hop less.
     pub fn forwarded_by(&self, me: PeerId) -> Self {
         Self {
@@ -204,6 +239,14 @@ impl GossipMessage {
         bytes.extend_from_slice(&self.msg_originator.to_bytes());
         bytes.extend_from_slice(&self.msg_id.to_be_bytes());
         bytes.extend_from_slice(self.data().as_bytes());
+        if !self.sent_to.is_empty() {
+            // `|` occurs in neither the data nor a tag, and tags have one length: the split
+            // between them is unambiguous. Without a list, the bytes are those of before it.
+            bytes.push(b'|');
+            for tag in &self.sent_to {
+                bytes.extend_from_slice(tag.as_bytes());
+            }
+        }
         bytes
     }
 
@@ -231,6 +274,7 @@ impl GossipMessage {
             msg_originator: self.msg_originator.to_base58(),
             ttl: self.ttl,
             data: self.data(),
+            sent_to: self.sent_to.clone(),
             signature: crate::hex::encode(&self.signature),
             traceparent: self.trace.map(|t| t.traceparent()),
         };
@@ -272,6 +316,20 @@ impl GossipMessage {
             let kind = format!("{:?}", wire.msg_type).to_uppercase();
             return Err(malformed(format!("{kind} without a signature")));
         }
+        if !wire.sent_to.is_empty() && !matches!(wire.msg_type, MsgType::Prime | MsgType::Tested) {
+            return Err(malformed("only PRIME and TESTED name recipients".into()));
+        }
+        if wire.sent_to.len() > MAX_SENT_TO {
+            return Err(malformed(format!(
+                "sent_to names {} peers (at most {MAX_SENT_TO})",
+                wire.sent_to.len()
+            )));
+        }
+        if let Some(bad) = wire.sent_to.iter().find(|t| !is_sent_to_tag(t)) {
+            return Err(malformed(format!(
+                "sent_to entry {bad:?} is not the last {SENT_TO_CHARS} characters of a peer id"
+            )));
+        }
         let trace = wire
             .traceparent
             .as_deref()
@@ -286,10 +344,26 @@ impl GossipMessage {
             ttl: wire.ttl,
             exponent,
             coverage,
+            sent_to: wire.sent_to,
             signature,
             trace,
         })
     }
+}
+
+/// How `sent_to` names `peer`: the last [`SENT_TO_CHARS`] characters of its id.
+pub fn sent_to_tag(peer: &PeerId) -> String {
+    let text = peer.to_base58();
+    text[text.len().saturating_sub(SENT_TO_CHARS)..].to_owned()
+}
+
+fn sent_to_tags(peers: &[PeerId]) -> Vec<String> {
+    peers.iter().take(MAX_SENT_TO).map(sent_to_tag).collect()
+}
+
+fn is_sent_to_tag(tag: &str) -> bool {
+    const BASE58: &str = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    tag.len() == SENT_TO_CHARS && tag.chars().all(|c| BASE58.contains(c))
 }
 
 /// Parses `below:p1,p2,…`: `below` at least 2, at most [`MAX_REPORTED`] exponents, each prime.
@@ -329,7 +403,7 @@ mod tests {
     #[test]
     fn a_prime_round_trips_and_verifies() {
         let k = key(1);
-        let msg = GossipMessage::prime(&k, 7, 4423, 2);
+        let msg = GossipMessage::prime(&k, 7, 4423, 2, &[]);
         let bytes = msg.encode();
         assert!(bytes.len() < MAX_MESSAGE_BYTES / 2, "{} bytes", bytes.len());
         let back = GossipMessage::decode(&bytes).unwrap();
@@ -346,7 +420,7 @@ mod tests {
     fn a_trace_context_travels_unsigned_and_a_malformed_one_is_refused() {
         use rand::SeedableRng;
         let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
-        let mut msg = GossipMessage::prime(&key(1), 7, 4423, 2);
+        let mut msg = GossipMessage::prime(&key(1), 7, 4423, 2, &[]);
         msg.trace = Some(TraceContext::root(&mut rng));
         let bytes = msg.encode();
         assert!(String::from_utf8_lossy(&bytes).contains(r#""traceparent":"00-"#));
@@ -365,10 +439,70 @@ mod tests {
     }
 
     #[test]
+    fn the_recipients_named_travel_signed_and_bad_lists_are_refused() {
+        let origin = key(1);
+        let to: Vec<PeerId> = (2..=4).map(|s| key(s).public().to_peer_id()).collect();
+        let msg = GossipMessage::prime(&origin, 7, 4423, 2, &to);
+        let text = String::from_utf8(msg.encode()).unwrap();
+        let tag = sent_to_tag(&to[0]);
+        assert_eq!(tag.len(), SENT_TO_CHARS);
+        assert!(to[0].to_base58().ends_with(&tag));
+        assert!(text.contains(&format!(r#""sent_to":["{tag}","#)), "{text}");
+        let back = GossipMessage::decode(text.as_bytes()).unwrap();
+        assert_eq!(back, msg);
+        back.verify().unwrap();
+        assert!(to.iter().all(|p| back.was_sent_to(p)));
+        assert!(!back.was_sent_to(&key(5).public().to_peer_id()));
+        // The list is signed: dropping a name spoils the signature as adding one does.
+        let mut shorter = back.clone();
+        shorter.sent_to.pop();
+        assert!(shorter.verify().is_err());
+        // A message without a list signs the bytes it always did.
+        GossipMessage::prime(&origin, 7, 4423, 2, &[])
+            .verify()
+            .unwrap();
+        // At most MAX_SENT_TO are named, and a full report still fits.
+        let many: Vec<PeerId> = (0..40u8)
+            .map(|s| key(100 + s).public().to_peer_id())
+            .collect();
+        let coverage = Coverage {
+            below: 99_991,
+            tested: (0..MAX_REPORTED as u32).map(|_| 999_983).collect(),
+        };
+        let report = GossipMessage::tested(&origin, 8, coverage, 2, &many);
+        assert_eq!(report.sent_to.len(), MAX_SENT_TO);
+        let bytes = report.encode();
+        assert!(bytes.len() <= MAX_MESSAGE_BYTES, "{} bytes", bytes.len());
+        GossipMessage::decode(&bytes).unwrap().verify().unwrap();
+
+        let cases = [
+            (text.replace(&tag, "short"), "not the last 8"),
+            (text.replace(&tag, "0OIl0OIl"), "not the last 8"),
+            (
+                text.replace(
+                    r#""sent_to":["#,
+                    &format!(r#""sent_to":[{}"#, r#""abcdefgh","#.repeat(MAX_SENT_TO)),
+                ),
+                "at most",
+            ),
+        ];
+        for (input, says) in cases {
+            let err = GossipMessage::decode(input.as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(says), "{input}: {err}");
+        }
+        let me = origin.public().to_peer_id().to_base58();
+        let ping = format!(
+            r#"{{"msg_type":"PING","msg_id":1,"msg_forwarder":"{me}","msg_originator":"{me}","ttl":0,"data":"","sent_to":["{tag}"]}}"#
+        );
+        let err = GossipMessage::decode(ping.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("only PRIME and TESTED"), "{err}");
+    }
+
+    #[test]
     fn forwarding_keeps_the_signature_valid() {
         let origin = key(1);
         let relay_peer = key(2).public().to_peer_id();
-        let fwd = GossipMessage::prime(&origin, 1, 127, 2).forwarded_by(relay_peer);
+        let fwd = GossipMessage::prime(&origin, 1, 127, 2, &[]).forwarded_by(relay_peer);
         assert_eq!((fwd.ttl, fwd.msg_forwarder), (1, relay_peer));
         fwd.verify().unwrap();
     }
@@ -378,11 +512,11 @@ mod tests {
         let thief = key(3);
         let victim = key(4).public().to_peer_id();
         // The thief claims the victim found it... signing with its own key.
-        let mut forged = GossipMessage::prime(&thief, 1, 9941, 2);
+        let mut forged = GossipMessage::prime(&thief, 1, 9941, 2, &[]);
         forged.msg_originator = victim;
         assert_eq!(forged.verify(), Err(MessageError::BadSignature(victim)));
         // ...or takes the victim's announcement and bumps the exponent.
-        let mut bumped = GossipMessage::prime(&key(4), 1, 9689, 2);
+        let mut bumped = GossipMessage::prime(&key(4), 1, 9689, 2, &[]);
         bumped.exponent = Some(9941);
         assert!(bumped.verify().is_err());
     }

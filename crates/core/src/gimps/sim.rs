@@ -27,7 +27,7 @@ pub struct SimConfig {
     pub degree: usize,
     /// Seed of the topology, latencies and keys.
     pub seed: u64,
-    /// One-way latency range in milliseconds.
+    /// One-way latency range in milliseconds (each link keeps one latency drawn from it).
     pub latency_ms: (u64, u64),
     /// Exponent² per virtual millisecond of Lucas-Lehmer work.
     pub test_speed: f64,
@@ -174,8 +174,7 @@ impl Simulation {
                 let Some(&to) = self.index.get(&to) else {
                     continue;
                 };
-                let (lo, hi) = self.config.latency_ms;
-                let latency = self.rng.gen_range(lo..=hi.max(lo));
+                let latency = self.link_latency(from, to);
                 self.seq += 1;
                 self.messages += 1;
                 if message.msg_type == MsgType::Prime {
@@ -190,6 +189,20 @@ impl Simulation {
                 }));
             }
         }
+    }
+
+    /// The latency of the link from node `from` to node `to`: drawn from `latency_ms` once per
+    /// link and seed (a hash, not the shared generator), so that two runs that send different
+    /// messages still see the same network.
+    fn link_latency(&self, from: usize, to: usize) -> u64 {
+        let (lo, hi) = self.config.latency_ms;
+        // splitmix64's finalizer over (seed, from, to).
+        let mut x = self.config.seed ^ ((from as u64) << 32) ^ (to as u64);
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        lo + x % (hi.max(lo) - lo + 1)
     }
 
     /// Node `i` announces that it found `2^exponent - 1` (as if its search had just ended).
@@ -323,8 +336,18 @@ pub struct FloodResult {
     pub messages: u64,
 }
 
-/// Floods one announcement through `nodes` nodes of the given degree with initial TTL `ttl`.
+/// Floods one announcement through `nodes` nodes of the given degree with initial TTL `ttl`,
+/// forwarders skipping the peers the finder sent it to (the default).
 pub fn flood(nodes: usize, degree: usize, ttl: u8, seed: u64) -> FloodResult {
+    flood_with(nodes, degree, ttl, seed, true)
+}
+
+/// [`flood`] as the exercise floods: every forwarder copies to every peer.
+pub fn flood_without_pruning(nodes: usize, degree: usize, ttl: u8, seed: u64) -> FloodResult {
+    flood_with(nodes, degree, ttl, seed, false)
+}
+
+fn flood_with(nodes: usize, degree: usize, ttl: u8, seed: u64, prune: bool) -> FloodResult {
     let mut sim = Simulation::new(SimConfig {
         nodes,
         degree,
@@ -332,6 +355,7 @@ pub fn flood(nodes: usize, degree: usize, ttl: u8, seed: u64) -> FloodResult {
         search: false,
         gossip: GossipConfig {
             initial_ttl: ttl,
+            prune,
             ..GossipConfig::default()
         },
         ..SimConfig::default()

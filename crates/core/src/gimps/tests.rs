@@ -6,7 +6,7 @@ use web_time::{Duration, Instant};
 use super::lucas_lehmer::KNOWN_MERSENNE_EXPONENTS;
 use super::message::{GossipMessage, MsgType};
 use super::node::{GossipAction, GossipConfig, GossipNode, MAX_MISBEHAVING, mersenne_digits};
-use super::sim::{SimConfig, Simulation, cooperative_search, flood};
+use super::sim::{SimConfig, Simulation, cooperative_search, flood, flood_without_pruning};
 use crate::ledger::{Ledger, LedgerConfig, Verdict};
 use crate::wire_log::Topic;
 
@@ -131,7 +131,7 @@ fn a_peer_that_does_not_search_never_tests_but_still_pings_and_forwards() {
         assert_eq!(n.next_candidate(), None, "no round at {s} s");
     }
     assert_eq!(pings, 2, "a round of pings (at 5 s) reaches both peers");
-    let prime = GossipMessage::prime(&key(5), 1, 4423, 2).forwarded_by(id(2));
+    let prime = GossipMessage::prime(&key(5), 1, 4423, 2, &[]).forwarded_by(id(2));
     let actions = n.on_message(t0 + secs(9), id(2), &prime.encode());
     assert_eq!(n.biggest(), Some((4423, id(5))));
     let forwarded: Vec<PeerId> = sends(&actions).iter().map(|(to, _)| *to).collect();
@@ -203,7 +203,7 @@ fn rule_4_a_larger_prime_credits_the_originator_and_is_forwarded_with_one_hop_le
         n.on_peer_connected(t0, id(p));
     }
     // Originated by 5 (not in our list), forwarded to us by 2.
-    let prime = GossipMessage::prime(&key(5), 1, 4423, 2).forwarded_by(id(2));
+    let prime = GossipMessage::prime(&key(5), 1, 4423, 2, &[]).forwarded_by(id(2));
     let actions = n.on_message(t0, id(2), &prime.encode());
     assert!(actions.contains(&GossipAction::NewBiggest {
         exponent: 4423,
@@ -231,7 +231,7 @@ fn rule_4_a_larger_prime_credits_the_originator_and_is_forwarded_with_one_hop_le
             .expect("the originator's signature travels along");
     }
     // A smaller prime is not recorded but still forwarded; TTL 0 is not forwarded.
-    let smaller = GossipMessage::prime(&key(3), 1, 521, 2).forwarded_by(id(3));
+    let smaller = GossipMessage::prime(&key(3), 1, 521, 2, &[]).forwarded_by(id(3));
     let actions = n.on_message(t0, id(3), &smaller.encode());
     assert_eq!(n.biggest(), Some((4423, id(5))));
     assert_eq!(
@@ -239,7 +239,7 @@ fn rule_4_a_larger_prime_credits_the_originator_and_is_forwarded_with_one_hop_le
         3,
         "to 2, 4 and 5 (now in the list), not back to 3"
     );
-    let last = GossipMessage::prime(&key(4), 1, 9941, 0).forwarded_by(id(4));
+    let last = GossipMessage::prime(&key(4), 1, 9941, 0, &[]).forwarded_by(id(4));
     let actions = n.on_message(t0, id(4), &last.encode());
     assert_eq!(n.biggest(), Some((9941, id(4))));
     assert!(sends(&actions).is_empty(), "TTL 0 stops here");
@@ -254,10 +254,10 @@ fn another_copy_of_a_checked_message_is_dropped_unchecked_and_a_forged_first_cop
     let mut n = node(t0);
     n.on_peer_connected(t0, id(2));
     n.on_peer_connected(t0, id(3));
-    let prime = GossipMessage::prime(&key(2), 7, 127, 2);
+    let prime = GossipMessage::prime(&key(2), 7, 127, 2, &[]);
     // A forgery that arrives first (a message of 2's, signed by 3) is refused and leaves no
     // trace: the real message is still new when it comes.
-    let mut forged = GossipMessage::prime(&key(3), 7, 127, 2);
+    let mut forged = GossipMessage::prime(&key(3), 7, 127, 2, &[]);
     forged.msg_originator = id(2);
     let forged = forged.forwarded_by(id(3));
     let refused = n.on_message(t0, id(3), &forged.encode());
@@ -311,18 +311,18 @@ fn forged_credit_fake_primes_excess_ttl_and_garbage_are_rejected_and_counted() {
         })
     };
     // Credit stolen: 2 signs, claims 6 originated it.
-    let mut forged = GossipMessage::prime(&key(2), 1, 4423, 2);
+    let mut forged = GossipMessage::prime(&key(2), 1, 4423, 2, &[]);
     forged.msg_originator = id(6);
     let (why, _) = rejected(&n.on_message(t0, id(2), &forged.encode())).expect("rejected");
     assert!(why.contains("bad signature"), "{why}");
     // A validly signed but fake prime: 2^4421 - 1 is not prime.
-    let fake = GossipMessage::prime(&key(2), 2, 4421, 2);
+    let fake = GossipMessage::prime(&key(2), 2, 4421, 2, &[]);
     let (why, _) = rejected(&n.on_message(t0, id(2), &fake.encode())).expect("rejected");
     assert!(why.contains("not a Mersenne prime"), "{why}");
     assert_eq!(n.view(t0).misbehaving, vec![id(2).to_base58()]);
     assert_eq!(n.biggest(), None, "nothing stored from rejected input");
     // TTL above the maximum.
-    let greedy = GossipMessage::prime(&key(3), 1, 127, 200).forwarded_by(id(3));
+    let greedy = GossipMessage::prime(&key(3), 1, 127, 200, &[]).forwarded_by(id(3));
     let (why, _) = rejected(&n.on_message(t0, id(3), &greedy.encode())).expect("rejected");
     assert!(why.contains("TTL"), "{why}");
     // Forwarder that is not the sender.
@@ -380,7 +380,7 @@ fn reset_forgets_what_was_learnt_but_never_reuses_message_ids() {
     n.on_message(
         t0,
         id(2),
-        &GossipMessage::prime(&key(2), 1, 127, 0).encode(),
+        &GossipMessage::prime(&key(2), 1, 127, 0, &[]).encode(),
     );
     n.reset(t0 + secs(6));
     let v = n.view(t0 + secs(6));
@@ -390,7 +390,7 @@ fn reset_forgets_what_was_learnt_but_never_reuses_message_ids() {
     n.on_message(
         t0 + secs(6),
         id(2),
-        &GossipMessage::prime(&key(2), 1, 127, 0).encode(),
+        &GossipMessage::prime(&key(2), 1, 127, 0, &[]).encode(),
     );
     assert_eq!(n.biggest(), Some((127, id(2))));
 }
@@ -405,8 +405,8 @@ fn equal_claims_are_credited_to_the_smaller_peer_id_in_any_order() {
     } else {
         (b, a)
     };
-    let small_claim = GossipMessage::prime(&small, 1, 127, 0).encode();
-    let large_claim = GossipMessage::prime(&large, 1, 127, 0).encode();
+    let small_claim = GossipMessage::prime(&small, 1, 127, 0, &[]).encode();
+    let large_claim = GossipMessage::prime(&large, 1, 127, 0, &[]).encode();
     for order in [[&small_claim, &large_claim], [&large_claim, &small_claim]] {
         let mut n = node(t0);
         for claim in order {
@@ -502,6 +502,36 @@ fn flooding_reaches_more_nodes_with_more_ttl() {
     assert!(reach[3] > reach[0], "{reach:?}");
     let full = flood(8, 7, 1, 1);
     assert_eq!(full.reach, 1.0, "a full mesh needs one hop");
+    assert_eq!(
+        full.messages, 7,
+        "and one copy per peer, as the others are pruned"
+    );
+}
+
+#[test]
+fn pruning_keeps_the_reach_of_a_flood_and_saves_the_copies_a_dense_mesh_would_duplicate() {
+    // The same network (topology and link latencies) flooded both ways: no peer is reached
+    // less. (A peer's first copy decides how many hops it passes on; pruning only removes
+    // copies to the finder's own neighbours, whose first copy is then the finder's, with the
+    // most hops left, so a pruned flood can even reach further, and send more for it.)
+    for (nodes, degree) in [(8, 7), (16, 15), (64, 4), (64, 16), (256, 8)] {
+        for ttl in 1..=4 {
+            let pruned = flood(nodes, degree, ttl, 1);
+            let plain = flood_without_pruning(nodes, degree, ttl, 1);
+            assert!(
+                pruned.reach >= plain.reach,
+                "{nodes}/{degree} TTL {ttl}: {pruned:?} vs {plain:?}"
+            );
+        }
+    }
+    // Where the finder knows every peer, one copy per peer; the exercise's flood sends several
+    // times as many (each first receiver copies to every peer it knows).
+    for n in [8, 16] {
+        let (pruned, plain) = (flood(n, n - 1, 2, 1), flood_without_pruning(n, n - 1, 2, 1));
+        assert_eq!((pruned.reach, plain.reach), (1.0, 1.0));
+        assert_eq!(pruned.messages, n as u64 - 1, "{pruned:?}");
+        assert!(plain.messages > 5 * pruned.messages, "{plain:?}");
+    }
 }
 
 fn cooperative(seed: u8, t0: Instant) -> GossipNode {
@@ -607,6 +637,7 @@ fn a_forged_coverage_report_is_rejected() {
             tested: vec![3, 5],
         },
         2,
+        &[],
     );
     report.coverage = Some(super::message::Coverage {
         below: 100_003,
@@ -666,7 +697,7 @@ fn a_peer_that_joins_later_receives_the_primes_found_before_it() {
     n.on_message(
         t0,
         id(2),
-        &GossipMessage::prime(&key(2), 1, 127, 0).encode(),
+        &GossipMessage::prime(&key(2), 1, 127, 0, &[]).encode(),
     );
     // Peer 3 connects afterwards: it gets both announcements, unchanged but for the hop fields.
     let actions = n.on_peer_connected(t0 + secs(1), id(3));
@@ -697,7 +728,7 @@ fn each_known_prime_keeps_when_it_was_first_known_and_whose_announcement_that_wa
     n.on_tick(t0);
     let p = n.next_candidate().expect("searching");
     n.on_tested(t0 + secs(1), p, true);
-    let prime_127 = |from: u8| GossipMessage::prime(&key(from), 1, 127, 0).encode();
+    let prime_127 = |from: u8| GossipMessage::prime(&key(from), 1, 127, 0, &[]).encode();
     n.on_message(t0 + secs(2), id(2), &prime_127(2));
     // Later news of a known prime (another finder's announcement) changes nothing.
     n.on_peer_connected(t0 + secs(3), id(3));
@@ -723,7 +754,7 @@ fn the_misbehaving_list_is_bounded_against_fakes_from_fresh_keys() {
     let mut last = None;
     for i in 0..(MAX_MISBEHAVING as u64 + 10) {
         let forger = Keypair::generate_ed25519();
-        let fake = GossipMessage::prime(&forger, 1, 4421, 0);
+        let fake = GossipMessage::prime(&forger, 1, 4421, 0, &[]);
         // The forger's fake is forwarded by 2 (a forwarder signs nothing).
         let forwarded = fake.forwarded_by(id(2));
         let actions = n.on_message(t0, id(2), &forwarded.encode());
@@ -785,9 +816,14 @@ fn spread(
     spans
 }
 
-fn mesh(n: u8, t0: Instant, traced: bool) -> Vec<GossipNode> {
+/// `n` nodes that all list each other; `prune` as given.
+fn mesh_pruning(n: u8, t0: Instant, traced: bool, prune: bool) -> Vec<GossipNode> {
+    let config = GossipConfig {
+        prune,
+        ..GossipConfig::default()
+    };
     let mut nodes: Vec<GossipNode> = (1..=n)
-        .map(|s| GossipNode::new(key(s), GossipConfig::default(), t0, t0))
+        .map(|s| GossipNode::new(key(s), config.clone(), t0, t0))
         .collect();
     for (i, node) in nodes.iter_mut().enumerate() {
         if traced {
@@ -798,6 +834,87 @@ fn mesh(n: u8, t0: Instant, traced: bool) -> Vec<GossipNode> {
         }
     }
     nodes
+}
+
+/// `n` nodes that all list each other, running the exercise's flood (no pruning): what the
+/// tracing tests draw, duplicates and all.
+fn mesh(n: u8, t0: Instant, traced: bool) -> Vec<GossipNode> {
+    mesh_pruning(n, t0, traced, false)
+}
+
+#[test]
+fn forwarders_skip_the_peers_the_originator_sent_its_message_to() {
+    let t0 = Instant::now();
+    // A full mesh of four: the finder's three copies are all there is.
+    let mut nodes = mesh_pruning(4, t0, true, true);
+    let found = nodes[0].on_tested(t0, 13, true);
+    let (_, announcement) = sends(&found)[0];
+    assert_eq!(announcement.sent_to.len(), 3, "{announcement:?}");
+    announcement.verify().expect("the list is signed");
+    let spans = spread(&mut nodes, t0, 0, found);
+    let named = |prefix: &str| spans.iter().filter(|s| s.name.starts_with(prefix)).count();
+    assert_eq!(
+        (named("gimps.send PRIME"), named("gimps.receive PRIME")),
+        (3, 3)
+    );
+    for n in &nodes[1..] {
+        assert_eq!(n.biggest(), Some((13, id(1))));
+        let c = n.counters();
+        assert_eq!((c.forwarded, c.pruned, c.duplicates), (0, 2, 0), "{c:?}");
+    }
+
+    // A line 1 - 2 - 3 with 2 - 4 as well, and 1 - 4: 2 forwards to 3 only (4 has it from 1).
+    let config = GossipConfig::default();
+    let mut two = GossipNode::new(key(2), config.clone(), t0, t0);
+    for s in [1, 3, 4] {
+        two.on_peer_connected(t0, id(s));
+    }
+    let prime = GossipMessage::prime(&key(1), 1, 127, 2, &[id(2), id(4)]);
+    let out = two.on_message(t0, id(1), &prime.encode());
+    let to: Vec<PeerId> = sends(&out).iter().map(|(to, _)| *to).collect();
+    assert_eq!(to, [id(3)]);
+    assert_eq!(
+        sends(&out)[0].1.sent_to,
+        prime.sent_to,
+        "passed on as signed"
+    );
+    // A peer that does not prune floods as the exercise does, whatever the message names.
+    let mut flooding = GossipNode::new(
+        key(2),
+        GossipConfig {
+            prune: false,
+            ..config
+        },
+        t0,
+        t0,
+    );
+    for s in [1, 3, 4] {
+        flooding.on_peer_connected(t0, id(s));
+    }
+    let out = flooding.on_message(t0, id(1), &prime.encode());
+    assert_eq!(sends(&out).len(), 2, "to 3 and 4");
+}
+
+#[test]
+fn a_forwarder_cannot_stretch_the_list_of_recipients_to_starve_a_peer() {
+    let t0 = Instant::now();
+    let mut n = node(t0);
+    n.on_peer_connected(t0, id(2));
+    n.on_peer_connected(t0, id(3));
+    let prime = GossipMessage::prime(&key(4), 1, 127, 2, &[id(2)]);
+    // 2 claims 4 also sent it to 3, so that we would not pass it on to 3.
+    let mut stretched = prime.forwarded_by(id(2));
+    stretched.sent_to.push(super::message::sent_to_tag(&id(3)));
+    let out = n.on_message(t0, id(2), &stretched.encode());
+    assert!(
+        matches!(&out[..], [GossipAction::Rejected { from, .. }] if *from == id(2)),
+        "{out:?}"
+    );
+    assert_eq!(n.counters().rejected_signature, 1);
+    // The genuine copy still gets through, and on to 3.
+    let out = n.on_message(t0, id(2), &prime.forwarded_by(id(2)).encode());
+    let to: Vec<PeerId> = sends(&out).iter().map(|(to, _)| *to).collect();
+    assert_eq!(to, [id(3)]);
 }
 
 #[test]
@@ -892,7 +1009,7 @@ fn untraced_nodes_record_nothing_and_pass_a_context_on_unchanged() {
 fn a_malformed_trace_context_makes_the_message_rejected_and_counted() {
     let t0 = Instant::now();
     let mut n = node(t0);
-    let mut prime = GossipMessage::prime(&key(2), 1, 13, 2);
+    let mut prime = GossipMessage::prime(&key(2), 1, 13, 2, &[]);
     prime.trace = None;
     let text = String::from_utf8(prime.encode()).unwrap();
     let bad = text.replacen('}', r#","traceparent":"00-zz-11-01"}"#, 1);

@@ -36,7 +36,7 @@ fn message(data: &[u8]) -> Outcome {
 
 fn messages() -> Vec<Vec<u8>> {
     let origin = key(2);
-    let mut traced = GossipMessage::prime(&origin, 9, 127, 4);
+    let mut traced = GossipMessage::prime(&origin, 9, 127, 4, &[]);
     traced.trace = Some(TraceContext {
         trace_id: TraceId([7; 16]),
         span_id: SpanId([9; 8]),
@@ -45,8 +45,8 @@ fn messages() -> Vec<Vec<u8>> {
     vec![
         GossipMessage::probe(MsgType::Ping, 1, peer(1), 3).encode(),
         GossipMessage::probe(MsgType::Pong, 2, peer(1), 3).encode(),
-        GossipMessage::prime(&origin, 3, 127, 4).encode(),
-        GossipMessage::prime(&origin, 4, 521, 1)
+        GossipMessage::prime(&origin, 3, 127, 4, &[]).encode(),
+        GossipMessage::prime(&origin, 4, 521, 1, &[peer(1), peer(3)])
             .forwarded_by(peer(3))
             .encode(),
         GossipMessage::tested(
@@ -57,6 +57,7 @@ fn messages() -> Vec<Vec<u8>> {
                 tested: vec![89, 97],
             },
             4,
+            &[peer(1)],
         )
         .encode(),
         traced.encode(),
