@@ -530,7 +530,7 @@ async fn direct_against_relayed() -> anyhow::Result<()> {
 /// opt-level 2 even in dev builds; see the workspace profiles).
 fn gimps_figures() {
     use tabmesh_core::gimps::lucas_lehmer::{FFT_FROM, LucasLehmer};
-    use tabmesh_core::gimps::sim::flood;
+    use tabmesh_core::gimps::sim::{flood, flood_without_pruning};
     println!(
         "== Lucas-Lehmer, native (num-bigint and rustfft at opt-level 3): exact squaring, by FFT, \
          and which the search uses (FFT from p = {FFT_FROM}) =="
@@ -549,21 +549,37 @@ fn gimps_figures() {
             prime == Some(true)
         );
     }
-    println!("== PRIME flooding in simulation (degree 4, seed 1): reach / messages per PRIME ==");
     println!(
-        "{:>6} {:>16} {:>16} {:>16} {:>16}",
-        "nodes", "TTL 1", "TTL 2", "TTL 3", "TTL 4"
+        "== PRIME flooding in simulation (seed 1): reach / messages per PRIME, forwarders \
+         skipping the finder's recipients (default) | the exercise's flood =="
     );
-    for nodes in [8usize, 64, 256] {
+    println!(
+        "{:>12} {:>27} {:>27} {:>27} {:>27}",
+        "nodes/degree", "TTL 1", "TTL 2", "TTL 3", "TTL 4"
+    );
+    for (nodes, degree) in [(8usize, 7usize), (8, 4), (64, 4), (64, 16), (256, 4)] {
         let cells: Vec<String> = (1..=4u8)
             .map(|ttl| {
-                let r = flood(nodes, 4, ttl, 1);
-                format!("{:>5.1}% / {:>5}", r.reach * 100.0, r.messages)
+                let (r, plain) = (
+                    flood(nodes, degree, ttl, 1),
+                    flood_without_pruning(nodes, degree, ttl, 1),
+                );
+                format!(
+                    "{:>5.1}% / {:>4} | {:>5.1}% / {:>4}",
+                    r.reach * 100.0,
+                    r.messages,
+                    plain.reach * 100.0,
+                    plain.messages
+                )
             })
             .collect();
         println!(
-            "{nodes:>6} {:>16} {:>16} {:>16} {:>16}",
-            cells[0], cells[1], cells[2], cells[3]
+            "{:>12} {:>27} {:>27} {:>27} {:>27}",
+            format!("{nodes}/{degree}"),
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3]
         );
     }
     println!(
@@ -780,6 +796,12 @@ async fn gimps_in_browsers() -> anyhow::Result<()> {
             "gentle",
             "cooperative, default pace (gentle)",
             "cooperative=on",
+            Pace::AsOpened,
+        ),
+        (
+            "flood",
+            "cooperative, default pace, the exercise's flood (prune=off: every receiver copies on)",
+            "cooperative=on&prune=off",
             Pace::AsOpened,
         ),
         (
