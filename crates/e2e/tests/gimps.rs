@@ -125,6 +125,20 @@ async fn tabs_and_a_node_agree_on_the_largest_prime_and_evict_a_sleeping_tab() -
         .text(&browser.tabs()[0], "[data-testid=biggest-prime]")
         .await?;
     assert!(shown.starts_with("2^") && shown.contains('−'), "{shown}");
+    // Its known primes, largest first: when the tab first knew each and whose announcement
+    // told it (its own find, or one of the others by name).
+    let known = browser
+        .text(&browser.tabs()[0], "[data-testid=known-primes]")
+        .await?;
+    let first = known.split("s ·").nth(1).unwrap_or_default();
+    assert!(
+        known.starts_with(&format!("{exponent} ")) && known.contains(" s · "),
+        "{known}"
+    );
+    assert!(
+        first.contains("found here") || views.iter().any(|v| first.contains(&v.name)),
+        "the largest prime's source is this tab or a peer by name: {known}"
+    );
     let search = browser
         .text(&browser.tabs()[0], "[data-testid=search]")
         .await?;

@@ -7,6 +7,7 @@ use tabmesh_core::view::GimpsSection;
 use tabmesh_node::Command;
 use yew::prelude::*;
 
+use super::tracing::name_of;
 use super::{CopyButton, ago};
 use crate::app::Ui;
 
@@ -38,7 +39,14 @@ const SHOWN: &[&str] = &[
     "config",
     "misbehaving",
     "search",
+    "cooperative",
+    "known_primes",
+    "first_known",
+    "covered_below",
 ];
+
+/// Known primes listed on the panel at most (the largest ones); the rest are counted.
+const KNOWN_SHOWN: usize = 12;
 
 /// The GIMPS State panel with its controls and search progress.
 #[function_component(GimpsPanel)]
@@ -188,6 +196,14 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
                 <dd data-testid="search-place" title={place_title}>
                     <span class={place_class}>{ place }</span>{ " · " }{ share }
                 </dd>
+                if s.cooperative {
+                    <dt>{ "tested below" }</dt>
+                    <dd title="every prime exponent below this one was tested by some peer (cooperative bookkeeping)">
+                        { format!("p = {}", s.covered_below) }
+                    </dd>
+                }
+                <dt>{ "known primes" }</dt>
+                <dd data-testid="known-primes">{ known_primes(g, &props.peer_id) }</dd>
                 <dt>{ "peers" }</dt><dd>{ peers }</dd>
                 if !s.misbehaving.is_empty() {
                     <dt>{ "misbehaving" }</dt>
@@ -201,6 +217,40 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
                 { for extra.into_iter().map(|(k, v)| html! { <><dt>{ k }</dt><dd><code>{ v }</code></dd></> }) }
             </dl>
         </section>
+    }
+}
+
+/// Each known prime (largest first) with when this node first knew it and whose announcement
+/// told it: its own find, or a peer's `PRIME`. Comparing the times across tabs shows a find's
+/// spread.
+fn known_primes(g: &GimpsSection, me: &str) -> Html {
+    let known = &g.state.first_known;
+    if known.is_empty() {
+        return html! { <span class="muted">{ "none yet" }</span> };
+    }
+    let hidden = known.len().saturating_sub(KNOWN_SHOWN);
+    html! {
+        <span class="known-primes">
+            { for known.iter().rev().take(KNOWN_SHOWN).map(|k| {
+                let own = k.originator == me;
+                let from = if own { "found here".to_owned() } else { name_of(&k.originator) };
+                let title = format!(
+                    "2^{} − 1: first known {:.2} s after this page loaded, {}",
+                    k.exponent,
+                    k.at_ms as f64 / 1e3,
+                    if own { "found by this node".to_owned() } else { format!("from {from}'s PRIME") },
+                );
+                html! {
+                    <span class={classes!("known-prime", own.then_some("own"))} title={title}>
+                        <b>{ k.exponent }</b>
+                        <span class="muted">{ format!(" {:.1} s · {from}", k.at_ms as f64 / 1e3) }</span>
+                    </span>
+                }
+            }) }
+            if hidden > 0 {
+                <span class="muted">{ format!("and {hidden} smaller") }</span>
+            }
+        </span>
     }
 }
 
