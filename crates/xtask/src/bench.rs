@@ -2,7 +2,8 @@
 //!
 //! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped;
 //! - join time for 4 and 8 tabs: page load to relay reservation, page load to all peers
-//!   connected (median and worst over every tab of every run);
+//!   connected (median and worst over every tab of every run); opened together, also the CPU
+//!   Chromium and the relay spent while they joined, by process type and thread;
 //! - the relay at scale: memory per reserved peer, CPU, and 8 tabs joining, before and under the
 //!   load of many native clients (`tabmesh-loadgen`, `--clients`);
 //! - GIMPS gossip: native Lucas-Lehmer times, and from the deterministic simulation the share of
@@ -46,6 +47,7 @@ use tabmesh_e2e::{
 use crate::shell;
 use crate::web::{self, mb};
 
+mod cpu;
 mod services;
 mod snapshot;
 mod tabs;
@@ -633,13 +635,20 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     // Where a tab's time goes when opened together: its reservation, its first peer.
     let mut together_reserved = Vec::new();
     let mut together_first = Vec::new();
+    // Where the CPU went between the start of the loads and the last tab listing every other:
+    // seconds by process type and thread, and the spans measured, summed over the runs.
+    let mut together_cpu = std::collections::BTreeMap::<&str, f64>::new();
+    let mut together_span = 0.0;
+    let mut together_measured = 0;
     for run in 0..runs {
         for together in [false, true] {
             let mode = if together { "together" } else { "sequential" };
             let dir = run_dir(&format!("bench-join-{tabs}-{mode}-{run}"))?;
             let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
             let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+            let mut sampler = None;
             if together {
+                sampler = Some(cpu::CpuSampler::start(browser.driver_pid(), relay.pid()));
                 browser.open_tabs_together(tabs, &relay.url()).await?;
             } else {
                 for _ in 0..tabs {
@@ -669,6 +678,16 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
                 let first_load = loads.iter().copied().fold(f64::INFINITY, f64::min);
                 let last_listed = listed.iter().copied().fold(0.0, f64::max);
                 together_all.push(last_listed - first_load);
+                let spent = sampler
+                    .as_ref()
+                    .and_then(|s| s.between(first_load, last_listed));
+                if let Some((by_part, span)) = spent {
+                    for (part, secs) in by_part {
+                        *together_cpu.entry(part).or_default() += secs;
+                    }
+                    together_span += span;
+                    together_measured += 1;
+                }
             } else {
                 for v in views {
                     reservation.extend(v.relay.reservation_at_ms.map(|ms| ms as f64));
@@ -697,7 +716,35 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
         "  from the loads to every tab listing every other {}",
         summary(together_all)
     );
+    if together_measured > 0 {
+        print_join_cpu(&together_cpu, together_span, together_measured);
+    }
     Ok(())
+}
+
+/// What the machine's cores did while tabs opened together joined (mean per run): the CPU
+/// seconds Chromium and the relay spent from the start of the loads until the last tab listed
+/// every other one (to the sampler's 100 ms), against the seconds the cores had, by part
+/// (`cpu::CpuSampler`).
+fn print_join_cpu(by_part: &std::collections::BTreeMap<&str, f64>, span: f64, runs: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let runs_f = runs as f64;
+    let total: f64 = by_part.values().sum::<f64>() / runs_f;
+    let span = span / runs_f;
+    let mut top: Vec<(&str, f64)> = by_part.iter().map(|(n, s)| (*n, s / runs_f)).collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top: Vec<String> = top
+        .iter()
+        .take(8)
+        .map(|(name, secs)| format!("{name} {secs:.2}"))
+        .collect();
+    println!(
+        "  CPU while they joined (mean of {runs}): {total:.1} s of the {:.1} s {cores} cores had \
+         ({:.0}%); by part, s: {}",
+        span * cores as f64,
+        100.0 * total / (span * cores as f64).max(f64::EPSILON),
+        top.join(", ")
+    );
 }
 
 /// Waits until every tab lists every other one (and holds a reservation); their views.
