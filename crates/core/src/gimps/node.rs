@@ -25,10 +25,13 @@
 //!
 //! Cooperative mode (off by default, switchable at run time): instead of all racing on the same
 //! candidate, peers divide the prime exponents among themselves by rendezvous hashing over the
-//! live peer list (each exponent belongs to the peer with the highest hash of (peer id,
-//! exponent)), search continuously, and gossip signed `TESTED` reports. An exponent counts as
-//! done only when somebody reports it, so when a peer leaves, its untested exponents pass to
-//! the remaining owners once it is evicted: nothing is skipped, at worst something is tested twice.
+//! peers that take part (each exponent belongs to the peer with the highest hash of (peer id,
+//! exponent)), search continuously, and gossip signed `TESTED` reports; a cooperative peer with
+//! nothing new to report sends an empty one every half `stale_timeout`. Taking part means a
+//! `TESTED` heard within `stale_timeout`: a racing peer, or one that left the mode, owns no
+//! share. An exponent counts as done only when somebody reports it, so when a peer leaves or
+//! falls silent, its untested exponents pass to the remaining owners: nothing is skipped, at
+//! worst something is tested twice (also in the first second, before the first reports).
 //!
 //! Tracing (when switched on with [`GossipNode::trace_with`]): a `PRIME`'s spread is one
 //! trace. The finder records the root span (`gimps.prime`), every copy sent is a client span
@@ -383,6 +386,12 @@ pub struct GossipNode {
     covered_below: u32,
     tested: BTreeSet<u32>,
     unreported: Vec<u32>,
+    /// Peers that take part in the cooperative division: when each last sent a `TESTED`
+    /// (forgotten after `stale_timeout`). Only they, and we, own shares: a peer that races or
+    /// left the mode would otherwise own exponents nobody tests.
+    searchers: BTreeMap<PeerId, Instant>,
+    /// When we last sent a `TESTED` (a report, or an empty one saying we still search).
+    last_report: Option<Instant>,
     counters: GossipCounters,
     log: VecDeque<LoggedMessage>,
     tracer: Option<Tracer>,
@@ -417,6 +426,8 @@ impl GossipNode {
             covered_below: 2,
             tested: BTreeSet::new(),
             unreported: Vec::new(),
+            searchers: BTreeMap::new(),
+            last_report: None,
             counters: GossipCounters::default(),
             log: VecDeque::new(),
             tracer: None,
@@ -653,6 +664,7 @@ impl GossipNode {
 
     /// A `TESTED` report: merge the coverage, pass the report on.
     fn on_coverage(&mut self, now: Instant, msg: GossipMessage, out: &mut Vec<GossipAction>) {
+        self.searchers.insert(msg.msg_originator, now);
         if let Some(coverage) = &msg.coverage {
             if coverage.below > self.covered_below {
                 self.covered_below = if is_prime(coverage.below) {
@@ -730,6 +742,9 @@ impl GossipNode {
                 self.counters.evicted += 1;
                 out.push(GossipAction::Evicted(peer));
             }
+            let stale_timeout = self.config.stale_timeout;
+            self.searchers
+                .retain(|_, at| now.saturating_duration_since(*at) <= stale_timeout);
         }
         if now >= self.next_ping {
             self.next_ping = now + self.config.ping_interval;
@@ -752,16 +767,28 @@ impl GossipNode {
         out
     }
 
+    /// Sends what we tested since the last report; with nothing new, an empty report every half
+    /// `stale_timeout`, which keeps our share of the division ours (see `searchers`).
     fn report_coverage(&mut self, now: Instant, out: &mut Vec<GossipAction>) {
-        if self.unreported.is_empty() || self.peers.is_empty() {
+        if self.peers.is_empty() {
             return;
         }
-        let batches: Vec<Vec<u32>> = self
+        let heartbeat_due = self
+            .last_report
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.config.stale_timeout / 2);
+        if self.unreported.is_empty() && !heartbeat_due {
+            return;
+        }
+        let mut batches: Vec<Vec<u32>> = self
             .unreported
             .chunks(MAX_REPORTED)
             .map(<[u32]>::to_vec)
             .collect();
+        if batches.is_empty() {
+            batches.push(Vec::new());
+        }
         self.unreported.clear();
+        self.last_report = Some(now);
         for tested in batches {
             let id = self.next_msg_id();
             let coverage = Coverage {
@@ -815,7 +842,8 @@ impl GossipNode {
         }
     }
 
-    /// The peer (us included) that owns exponent `p` under rendezvous hashing.
+    /// The peer (us included) that owns exponent `p` under rendezvous hashing over the peers
+    /// taking part in the division.
     fn owner(&self, p: u32) -> PeerId {
         let score = |peer: &PeerId| {
             // FNV-1a of the peer id, combined with the exponent and run through a 64-bit
@@ -835,6 +863,7 @@ impl GossipNode {
         };
         self.peers
             .keys()
+            .filter(|peer| self.searchers.contains_key(peer))
             .chain(std::iter::once(&self.me))
             .max_by_key(|peer| score(peer))
             .copied()

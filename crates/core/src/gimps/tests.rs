@@ -546,14 +546,51 @@ fn cooperative(seed: u8, t0: Instant) -> GossipNode {
     )
 }
 
+/// The `TESTED` reports among `actions`.
+fn tested_reports(actions: &[GossipAction]) -> Vec<&GossipMessage> {
+    sends(actions)
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.msg_type == MsgType::Tested)
+        .collect()
+}
+
+/// Hands `to` every `TESTED` among `actions`, as received from `from` at `now`.
+fn deliver_reports(actions: &[GossipAction], from: PeerId, to: &mut GossipNode, now: Instant) {
+    for report in tested_reports(actions) {
+        to.on_message(now, from, &report.encode());
+    }
+}
+
+/// The next `n` candidates `node` tests (each reported composite).
+fn take_candidates(node: &mut GossipNode, now: Instant, n: usize) -> Vec<u32> {
+    (0..n)
+        .map(|_| {
+            let p = node.next_candidate().expect("searching");
+            node.on_tested(now, p, false);
+            p
+        })
+        .collect()
+}
+
+/// The `n` smallest primes from `from` on.
+fn primes_from(from: u32, n: usize) -> Vec<u32> {
+    (from..)
+        .filter(|p| super::lucas_lehmer::is_prime(*p))
+        .take(n)
+        .collect()
+}
+
 #[test]
 fn cooperative_peers_divide_the_exponents_without_overlap_or_gaps() {
     let t0 = Instant::now();
     let (mut a, mut b) = (cooperative(1, t0), cooperative(2, t0));
     a.on_peer_connected(t0, id(2));
     b.on_peer_connected(t0, id(1));
-    a.on_tick(t0);
-    b.on_tick(t0);
+    // Each one's first tick says, with an empty TESTED, that it takes part.
+    let (from_a, from_b) = (a.on_tick(t0), b.on_tick(t0));
+    deliver_reports(&from_a, id(1), &mut b, t0);
+    deliver_reports(&from_b, id(2), &mut a, t0);
     let mut mine_a = Vec::new();
     let mut mine_b = Vec::new();
     for _ in 0..20 {
@@ -623,6 +660,61 @@ fn cooperative_reports_spread_coverage_and_advance_the_bound() {
             .iter()
             .all(|(_, m)| m.msg_type != MsgType::Tested)
     );
+}
+
+#[test]
+fn a_racing_peer_owns_no_share_of_the_cooperative_search() {
+    let t0 = Instant::now();
+    let mut a = cooperative(1, t0);
+    // Peer 2 races (it never reports TESTED): a tests every exponent itself.
+    a.on_peer_connected(t0, id(2));
+    a.on_tick(t0);
+    let mine = take_candidates(&mut a, t0, 20);
+    assert_eq!(mine, primes_from(2, 20));
+    assert!(a.view(t0).covered_below > mine[19]);
+}
+
+#[test]
+fn a_cooperative_peer_keeps_its_share_with_empty_reports_and_loses_it_when_silent() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = (cooperative(1, t0), cooperative(2, t0));
+    a.on_peer_connected(t0, id(2));
+    b.on_peer_connected(t0, id(1));
+    // Nothing tested yet: b's first tick sends an empty TESTED, then none until half the
+    // stale timeout (5 s) has passed.
+    let first = b.on_tick(t0);
+    let reports = tested_reports(&first);
+    assert_eq!(reports.len(), 1);
+    reports[0].verify().expect("signed");
+    assert_eq!(
+        reports[0].coverage.as_ref().map(|c| c.tested.len()),
+        Some(0)
+    );
+    assert!(tested_reports(&b.on_tick(t0 + secs(1))).is_empty());
+    assert_eq!(tested_reports(&b.on_tick(t0 + secs(5))).len(), 1);
+    // a leaves b's share to b.
+    deliver_reports(&first, id(2), &mut a, t0);
+    a.on_tick(t0);
+    let shared = take_candidates(&mut a, t0, 20);
+    assert_ne!(shared, primes_from(2, 20), "b owns some of the smallest");
+    // b leaves the mode: it still answers pings, so it stays a peer, but sends no TESTED. After
+    // the stale timeout its share is a's again.
+    let ping = GossipMessage::probe(MsgType::Ping, 7, id(2), 0);
+    a.on_message(t0 + secs(10), id(2), &ping.encode());
+    a.on_tick(t0 + secs(11));
+    assert!(
+        a.view(t0)
+            .peers
+            .iter()
+            .any(|p| p.peer_id == id(2).to_base58())
+    );
+    let from = a.view(t0).covered_below;
+    let untested: Vec<u32> = primes_from(from, 60)
+        .into_iter()
+        .filter(|p| !shared.contains(p))
+        .take(10)
+        .collect();
+    assert_eq!(take_candidates(&mut a, t0, 10), untested);
 }
 
 #[test]
