@@ -607,10 +607,7 @@ fn cooperative_peers_divide_the_exponents_without_overlap_or_gaps() {
     );
     let mut all: Vec<u32> = mine_a.iter().chain(&mine_b).copied().collect();
     all.sort_unstable();
-    let lowest_primes: Vec<u32> = (2..)
-        .filter(|n| super::lucas_lehmer::is_prime(*n))
-        .take(all.len())
-        .collect();
+    let lowest_primes = primes_from(2, all.len());
     // Together they tested the smallest primes, give or take the window each is ahead.
     assert!(
         all.iter().filter(|p| lowest_primes.contains(p)).count() >= all.len() * 3 / 4,
@@ -625,19 +622,9 @@ fn cooperative_reports_spread_coverage_and_advance_the_bound() {
     a.on_peer_connected(t0, id(2));
     b.on_peer_connected(t0, id(1));
     a.on_tick(t0);
-    let tested: Vec<u32> = (0..5)
-        .map(|_| {
-            let p = a.next_candidate().expect("searching");
-            a.on_tested(t0, p, false);
-            p
-        })
-        .collect();
+    let tested = take_candidates(&mut a, t0, 5);
     let actions = a.on_tick(t0 + secs(1));
-    let reports: Vec<&GossipMessage> = sends(&actions)
-        .into_iter()
-        .map(|(_, m)| m)
-        .filter(|m| m.msg_type == MsgType::Tested)
-        .collect();
+    let reports = tested_reports(&actions);
     assert_eq!(reports.len(), 1);
     reports[0].verify().expect("signed");
     assert_eq!(
@@ -654,12 +641,7 @@ fn cooperative_reports_spread_coverage_and_advance_the_bound() {
     }
     assert!(b.view(t0).covered_below > 2);
     // Nothing new to report: no TESTED on the next tick.
-    let quiet = a.on_tick(t0 + secs(2));
-    assert!(
-        sends(&quiet)
-            .iter()
-            .all(|(_, m)| m.msg_type != MsgType::Tested)
-    );
+    assert!(tested_reports(&a.on_tick(t0 + secs(2))).is_empty());
 }
 
 #[test]
