@@ -25,6 +25,10 @@ pub struct NodeView {
     pub agent: String,
     /// Milliseconds since the clock origin (page load for tabs, process start for native nodes).
     pub now_ms: u64,
+    /// Milliseconds from the clock origin to the node's start. In a tab: the page's load, the
+    /// module's download and compilation and the first render, all before any networking.
+    #[serde(default)]
+    pub started_at_ms: u64,
     /// The relay link.
     pub relay: RelayView,
     /// Connected peers, excluding the relay.

@@ -118,6 +118,26 @@ async fn tabs_and_a_native_node_form_a_mesh_and_survive_a_relay_restart() -> any
             header.contains(&view.name) && header.contains("relay connected"),
             "{header}"
         );
+        // The node starts once the page has loaded, before it can reserve anything; the relay
+        // pill's tooltip says when, for a tab that is slow to join.
+        let reserved = view.relay.reservation_at_ms.unwrap_or_default();
+        assert!(
+            view.started_at_ms > 0 && view.started_at_ms < reserved,
+            "started at {} ms, reservation at {reserved} ms",
+            view.started_at_ms
+        );
+        let title = browser
+            .call(
+                tab,
+                "document.querySelector('[data-testid=relay-state]').title",
+            )
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        let title = title.as_str().unwrap_or_default();
+        assert!(
+            title.starts_with("node started") && title.contains("relay reservation at"),
+            "{title}"
+        );
     }
     browser
         .screenshot(&browser.tabs()[0], &dir.join("mesh.png"))

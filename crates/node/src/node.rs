@@ -298,6 +298,7 @@ impl Node {
             short_id: short_id(&me),
             agent: self.config.agent.clone(),
             now_ms: millis(Instant::now().saturating_duration_since(self.origin)),
+            started_at_ms: millis(self.config.clock_origin_offset),
             relay: b.relay.view(peers.relay_rtt()),
             peers: peers.view(|peer, view| {
                 view.upgrade = direct.peer_view(peer);

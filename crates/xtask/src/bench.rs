@@ -1,8 +1,8 @@
 //! `cargo xtask bench`: figures, not assertions.
 //!
 //! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped;
-//! - join time for 4 and 8 tabs: page load to relay reservation, page load to all peers
-//!   connected (median and worst over every tab of every run); opened together, also the CPU
+//! - join time for 4 and 8 tabs: page load to the app running (before any networking), to
+//!   relay reservation, to all peers connected (median and worst over every tab of every run); opened together, also the CPU
 //!   Chromium and the relay spent while they joined, by process type and thread;
 //! - the relay at scale: memory per reserved peer, CPU, and 8 tabs joining, before and under the
 //!   load of many native clients (`tabmesh-loadgen`, `--clients`);
@@ -626,13 +626,16 @@ fn summary_digits(mut values: Vec<f64>, unit: &str, decimals: usize) -> String {
 async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     // Opened one after the other (WebDriver waits for each page to load): per tab, from its
     // own page load.
+    let mut started = Vec::new();
     let mut reservation = Vec::new();
     let mut all_peers = Vec::new();
     // Opened together (all loads start at the same moment): per tab, and for the whole group
     // from the start of the loads to the last tab listing every other one.
     let mut together_tab = Vec::new();
     let mut together_all = Vec::new();
-    // Where a tab's time goes when opened together: its reservation, its first peer.
+    // Where a tab's time goes when opened together: its app running (the module downloaded,
+    // compiled and rendered once), its reservation, its first peer.
+    let mut together_started = Vec::new();
     let mut together_reserved = Vec::new();
     let mut together_first = Vec::new();
     // Where the CPU went between the start of the loads and the last tab listing every other:
@@ -664,6 +667,7 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
                     let last = view.peers.iter().map(|p| p.connected_at_ms).max();
                     let last = last.unwrap_or_default() as f64;
                     together_tab.push(last);
+                    together_started.push(view.started_at_ms as f64);
                     together_reserved.extend(view.relay.reservation_at_ms.map(|ms| ms as f64));
                     together_first.extend(
                         view.peers
@@ -690,6 +694,7 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
                 }
             } else {
                 for v in views {
+                    started.push(v.started_at_ms as f64);
                     reservation.extend(v.relay.reservation_at_ms.map(|ms| ms as f64));
                     all_peers.extend(
                         v.peers
@@ -706,9 +711,11 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     }
     println!("== join time, {tabs} tabs, {runs} runs ==");
     println!("opened one by one, per tab from its page load:");
+    println!("  to app running         {}", summary(started));
     println!("  to relay reservation   {}", summary(reservation));
     println!("  to all peers connected {}", summary(all_peers));
     println!("opened together (all pages loading at once):");
+    println!("  per tab, app running   {}", summary(together_started));
     println!("  per tab, reservation   {}", summary(together_reserved));
     println!("  per tab, first peer    {}", summary(together_first));
     println!("  per tab, to all peers  {}", summary(together_tab));

@@ -34,7 +34,7 @@ pub(crate) fn header(props: &HeaderProps) -> Html {
     let relay = props
         .view
         .as_ref()
-        .map(|v| relay_pill(&v.relay, v.direct_peers()));
+        .map(|v| relay_pill(&v.relay, v.direct_peers(), &startup(v)));
     html! {
         <header>
             <div class="brand">{ "tabmesh" }</div>
@@ -44,7 +44,21 @@ pub(crate) fn header(props: &HeaderProps) -> Html {
     }
 }
 
-fn relay_pill(relay: &RelayView, direct: usize) -> Html {
+/// How this tab started, from its page load: when its node started (the module downloaded,
+/// compiled and the page rendered once) and when the relay accepted its reservation.
+fn startup(view: &NodeView) -> String {
+    let secs = |ms: u64| ms as f64 / 1e3;
+    let mut text = format!(
+        "node started {:.2} s after the page load",
+        secs(view.started_at_ms)
+    );
+    if let Some(ms) = view.relay.reservation_at_ms {
+        text.push_str(&format!(", relay reservation at {:.2} s", secs(ms)));
+    }
+    text
+}
+
+fn relay_pill(relay: &RelayView, direct: usize, startup: &str) -> Html {
     let (class, text) = match relay.link.state {
         LinkStatus::Reserved => (
             "pill ok",
@@ -63,7 +77,10 @@ fn relay_pill(relay: &RelayView, direct: usize) -> Html {
         ),
         LinkStatus::Connecting => ("pill warn", "relay: connecting…".to_owned()),
     };
-    html! { <div class={class} data-testid="relay-state" data-state={relay.link.state.as_str()}>{ text }</div> }
+    html! {
+        <div class={class} data-testid="relay-state" data-state={relay.link.state.as_str()}
+            title={startup.to_owned()}>{ text }</div>
+    }
 }
 
 /// Properties of [`RelayBanner`].
