@@ -1,5 +1,6 @@
 //! The page: header, relay banner, the GIMPS panels, the Services, Tracing, Snapshot and DHT panels (full
-//! width), and the Peers and Event log panels, with loading and error states.
+//! width), and the Peers and Event log panels, with loading and error states. The root's
+//! `data-view-ms` is the `now_ms` of the view the page shows.
 
 use yew::prelude::*;
 
@@ -107,6 +108,8 @@ pub(crate) fn app(props: &AppProps) -> Html {
         </>
     };
     html! {
-        <div class="app"><ContextProvider<Ui> context={ui}>{ page }</ContextProvider<Ui>></div>
+        <div class="app" data-view-ms={state.view.as_ref().map(|v| v.now_ms.to_string())}>
+            <ContextProvider<Ui> context={ui}>{ page }</ContextProvider<Ui>>
+        </div>
     }
 }

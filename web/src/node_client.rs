@@ -6,7 +6,9 @@
 //! commands leave through it ([`NodeClient::send`], [`NodeClient::dht`], [`NodeClient::perf`]),
 //! and every view the node publishes arrives through it, kept as the latest (for
 //! `window.tabmesh.state()`) and passed to the page's reducer as an
-//! [`Action`](crate::state::Action). Components reach it through a Yew context.
+//! [`Action`](crate::state::Action), except while the page is hidden: a background tab renders
+//! nothing and shows the latest view when it is visible again. Components reach it through a
+//! Yew context.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -44,6 +46,8 @@ struct Shared {
     fatal: RefCell<Option<String>>,
     listener: RefCell<Option<Callback<Update>>>,
     next_request: Cell<u64>,
+    /// Views arrived while the page was hidden, and the page has not shown the latest yet.
+    unshown: Cell<bool>,
 }
 
 impl Shared {
@@ -53,6 +57,34 @@ impl Shared {
             listener.emit(update);
         }
     }
+
+    /// Passes `view` to the page, unless the page is hidden (a background tab, a minimised
+    /// window): nobody would see it rendered, so a hidden tab spends no CPU on rendering, and
+    /// shows the latest view the moment it is visible again ([`Self::on_visibility_change`]).
+    fn show(&self, view: Rc<NodeView>) {
+        if page_hidden() {
+            self.unshown.set(true);
+        } else {
+            self.tell(Update::View(view));
+        }
+    }
+
+    fn on_visibility_change(&self) {
+        if page_hidden() || !self.unshown.replace(false) {
+            return;
+        }
+        let latest = self.latest.borrow().clone();
+        if let Some(view) = latest {
+            self.tell(Update::View(view));
+        }
+    }
+}
+
+/// Whether the page is hidden (`document.hidden`).
+fn page_hidden() -> bool {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .is_some_and(|d| d.hidden())
 }
 
 /// The handle to this tab's node.
@@ -76,6 +108,7 @@ impl NodeClient {
     /// Builds the node (this tab's identity, the settings in the page's URL) and starts it,
     /// in a task of its own that runs after the page's first render, which was queued before.
     pub(crate) fn launch(&self) {
+        self.follow_visibility();
         let shared = self.shared.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let mut config = NodeConfig::new(
@@ -100,10 +133,31 @@ impl NodeClient {
                 if let NodeEvent::View(view) = event {
                     let view = Rc::new(*view);
                     *shared.latest.borrow_mut() = Some(view.clone());
-                    shared.tell(Update::View(view));
+                    shared.show(view);
                 }
             }
         });
+    }
+
+    /// Shows the latest view when the page becomes visible again, for the page's lifetime.
+    fn follow_visibility(&self) {
+        let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+            return;
+        };
+        let shared = Rc::downgrade(&self.shared);
+        let listener = wasm_bindgen::closure::Closure::<dyn Fn()>::new(move || {
+            if let Some(shared) = shared.upgrade() {
+                shared.on_visibility_change();
+            }
+        });
+        let added = document.add_event_listener_with_callback(
+            "visibilitychange",
+            listener.as_ref().unchecked_ref(),
+        );
+        if added.is_ok() {
+            // Called for as long as the page lives.
+            listener.forget();
+        }
     }
 
     /// Calls `listener` with what the node tells from now on (the page's reducer), starting

@@ -1,8 +1,9 @@
 //! Foundation end to end: real relay process, real native node, four headless Chromium tabs.
 //!
 //! Every tab must list the other three (and the native node) with a measured RTT, both in
-//! `window.tabmesh.state()` and on the visible page; after the relay restarts, every tab must
-//! show that it lost the relay and then reconnect by itself.
+//! `window.tabmesh.state()` and on the visible page; a hidden tab must render nothing and catch
+//! up once visible; after the relay restarts, every tab must show that it lost the relay and
+//! then reconnect by itself.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -57,6 +58,26 @@ async fn all_views(browser: &Browser) -> anyhow::Result<Result<Vec<NodeView>, St
         }
     }
     Ok(Ok(views))
+}
+
+/// A script that makes the page hidden or visible, as the browser does for a background tab.
+fn set_hidden(hidden: bool) -> String {
+    format!(
+        "(Object.defineProperty(document, 'hidden', {{ configurable: true, get: () => {hidden} }}), \
+         document.dispatchEvent(new Event('visibilitychange')), null)"
+    )
+}
+
+/// The `now_ms` of the view the page shows (the app's `data-view-ms`).
+async fn shown_view_ms(browser: &Browser, tab: &tabmesh_e2e::Tab) -> anyhow::Result<u64> {
+    let value = browser
+        .call(tab, "document.querySelector('.app').dataset.viewMs")
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    value
+        .as_str()
+        .and_then(|ms| ms.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("the page shows no view ({value})"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,6 +163,47 @@ async fn tabs_and_a_native_node_form_a_mesh_and_survive_a_relay_restart() -> any
     browser
         .screenshot(&browser.tabs()[0], &dir.join("mesh.png"))
         .await?;
+
+    // A hidden page (a background tab, a minimised window) renders no views while its node
+    // goes on, and shows the latest one as soon as it is visible again. The page is told the
+    // way the browser tells a tab sent to the background: `document.hidden` and a
+    // `visibilitychange` event.
+    let tab = &browser.tabs()[0];
+    browser
+        .call(tab, &set_hidden(true))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    // A view handed to the page just before it was hidden may still be rendering.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let shown = shown_view_ms(&browser, tab).await?;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let latest = browser.state(tab).await?.map(|v| v.now_ms).unwrap_or(0);
+    assert_eq!(
+        shown_view_ms(&browser, tab).await?,
+        shown,
+        "a hidden page renders no views"
+    );
+    assert!(
+        latest >= shown + 1000,
+        "the node went on meanwhile (views at {shown} and {latest} ms)"
+    );
+    browser
+        .call(tab, &set_hidden(false))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    wait_until(
+        "the page shows the latest view once visible",
+        PATIENCE,
+        || async {
+            let now = shown_view_ms(&browser, tab).await?;
+            Ok(if now >= latest {
+                Ok(())
+            } else {
+                Err(format!("the page shows the view at {now} ms"))
+            })
+        },
+    )
+    .await?;
 
     // A native node joins and shows up everywhere.
     let node = NativeNode::start(&relay.url(), dir.join("node.log"))?;
