@@ -2,8 +2,9 @@
 //!
 //! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped;
 //! - join time for 4 and 8 tabs: page load to the app running (before any networking), to
-//!   relay reservation, to all peers connected (median and worst over every tab of every run); opened together, also the CPU
-//!   Chromium and the relay spent while they joined, by process type and thread;
+//!   relay reservation, to all peers connected (median and worst over every tab of every run);
+//!   opened together, also the CPU Chromium and the relay spent while they joined, by process
+//!   type and thread;
 //! - the relay at scale: memory per reserved peer, CPU, and 8 tabs joining, before and under the
 //!   load of many native clients (`tabmesh-loadgen`, `--clients`);
 //! - GIMPS gossip: native Lucas-Lehmer times, and from the deterministic simulation the share of

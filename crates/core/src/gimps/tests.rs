@@ -546,6 +546,14 @@ fn cooperative(seed: u8, t0: Instant) -> GossipNode {
     )
 }
 
+/// Two cooperative nodes (ids 1 and 2), connected to each other at `t0`.
+fn cooperative_pair(t0: Instant) -> (GossipNode, GossipNode) {
+    let (mut a, mut b) = (cooperative(1, t0), cooperative(2, t0));
+    a.on_peer_connected(t0, id(2));
+    b.on_peer_connected(t0, id(1));
+    (a, b)
+}
+
 /// The `TESTED` reports among `actions`.
 fn tested_reports(actions: &[GossipAction]) -> Vec<&GossipMessage> {
     sends(actions)
@@ -584,9 +592,7 @@ fn primes_from(from: u32, n: usize) -> Vec<u32> {
 #[test]
 fn cooperative_peers_divide_the_exponents_without_overlap_or_gaps() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (cooperative(1, t0), cooperative(2, t0));
-    a.on_peer_connected(t0, id(2));
-    b.on_peer_connected(t0, id(1));
+    let (mut a, mut b) = cooperative_pair(t0);
     // Each one's first tick says, with an empty TESTED, that it takes part.
     let (from_a, from_b) = (a.on_tick(t0), b.on_tick(t0));
     deliver_reports(&from_a, id(1), &mut b, t0);
@@ -618,9 +624,7 @@ fn cooperative_peers_divide_the_exponents_without_overlap_or_gaps() {
 #[test]
 fn cooperative_reports_spread_coverage_and_advance_the_bound() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (cooperative(1, t0), cooperative(2, t0));
-    a.on_peer_connected(t0, id(2));
-    b.on_peer_connected(t0, id(1));
+    let (mut a, mut b) = cooperative_pair(t0);
     a.on_tick(t0);
     let tested = take_candidates(&mut a, t0, 5);
     let actions = a.on_tick(t0 + secs(1));
@@ -659,9 +663,7 @@ fn a_racing_peer_owns_no_share_of_the_cooperative_search() {
 #[test]
 fn a_cooperative_peer_keeps_its_share_with_empty_reports_and_loses_it_when_silent() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (cooperative(1, t0), cooperative(2, t0));
-    a.on_peer_connected(t0, id(2));
-    b.on_peer_connected(t0, id(1));
+    let (mut a, mut b) = cooperative_pair(t0);
     // Nothing tested yet: b's first tick sends an empty TESTED, then none until half the
     // stale timeout (5 s) has passed.
     let first = b.on_tick(t0);
