@@ -30,6 +30,7 @@ pub(crate) struct Ui {
 /// The root component.
 #[function_component(App)]
 pub(crate) fn app(props: &AppProps) -> Html {
+    crate::renders::count("app");
     let state = use_reducer(AppState::default);
     {
         let dispatcher = state.dispatcher();

@@ -20,6 +20,9 @@
 //!   WebAssembly memory (it grows and never shrinks: the most it ever held, with the allocator's
 //!   free space) and the page's JavaScript heap in use (`performance.memory`, Chromium only;
 //!   `null` elsewhere). The soak reads it.
+//! - `renders()` returns how many times each part of the page rendered since it loaded, by
+//!   name (`{app, header, relay_banner, gimps, gimps_log, services, tracing, snapshot, dht,
+//!   peers, event_log}`): a panel renders only when what it shows changed.
 //! - `perf(peerId, uploadBytes, downloadBytes)`: libp2p's perf protocol to a connected peer over
 //!   the connection we have to it; resolves to `{peer_id, connection, upload_bytes, upload_ms,
 //!   download_bytes, download_ms}` (at most 64 MiB each way).
@@ -114,6 +117,15 @@ pub(crate) fn install(client: &NodeClient) {
     let memory = Closure::<dyn Fn() -> JsValue>::new(memory_use);
     let _ = js_sys::Reflect::set(&api, &"memory".into(), memory.as_ref());
     memory.forget();
+    let renders = Closure::<dyn Fn() -> JsValue>::new(|| {
+        let out = js_sys::Object::new();
+        for (part, n) in crate::renders::counts() {
+            let _ = js_sys::Reflect::set(&out, &part.into(), &(n as f64).into());
+        }
+        out.into()
+    });
+    let _ = js_sys::Reflect::set(&api, &"renders".into(), renders.as_ref());
+    renders.forget();
     let node = client.clone();
     let perf = Closure::<dyn Fn(JsValue, JsValue, JsValue) -> js_sys::Promise>::new(
         move |peer: JsValue, upload: JsValue, download: JsValue| {

@@ -10,6 +10,7 @@ mod app;
 mod components;
 mod js_api;
 mod node_client;
+mod renders;
 mod state;
 
 use wasm_bindgen::prelude::wasm_bindgen;

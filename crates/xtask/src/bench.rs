@@ -4,7 +4,7 @@
 //! - join time for 4 and 8 tabs: page load to the app running (before any networking), to
 //!   relay reservation, to all peers connected (median and worst over every tab of every run);
 //!   opened together, also the CPU Chromium and the relay spent while they joined, by process
-//!   type and thread;
+//!   type and thread, and how often each part of a tab's page rendered meanwhile;
 //! - the relay at scale: memory per reserved peer, CPU, and 8 tabs joining, before and under the
 //!   load of many native clients (`tabmesh-loadgen`, `--clients`);
 //! - GIMPS gossip: native Lucas-Lehmer times, and from the deterministic simulation the share of
@@ -639,6 +639,8 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     let mut together_started = Vec::new();
     let mut together_reserved = Vec::new();
     let mut together_first = Vec::new();
+    // How often each part of a tab's page rendered until then (`window.tabmesh.renders()`).
+    let mut together_renders = std::collections::BTreeMap::<String, Vec<f64>>::new();
     // Where the CPU went between the start of the loads and the last tab listing every other:
     // seconds by process type and thread, and the spans measured, summed over the runs.
     let mut together_cpu = std::collections::BTreeMap::<&str, f64>::new();
@@ -679,6 +681,14 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
                     );
                     loads.push(origin);
                     listed.push(origin + last);
+                }
+                for tab in browser.tabs() {
+                    let renders = browser.call(tab, "window.tabmesh.renders()").await?;
+                    let renders = renders.map_err(|e| anyhow::anyhow!("renders(): {e}"))?;
+                    for (part, n) in renders.as_object().into_iter().flatten() {
+                        let n = n.as_f64().unwrap_or_default();
+                        together_renders.entry(part.clone()).or_default().push(n);
+                    }
                 }
                 let first_load = loads.iter().copied().fold(f64::INFINITY, f64::min);
                 let last_listed = listed.iter().copied().fold(0.0, f64::max);
@@ -726,6 +736,19 @@ async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     );
     if together_measured > 0 {
         print_join_cpu(&together_cpu, together_span, together_measured);
+    }
+    if !together_renders.is_empty() {
+        let medians: Vec<String> = together_renders
+            .into_iter()
+            .map(|(part, mut n)| {
+                n.sort_by(f64::total_cmp);
+                format!("{part} {}", n[n.len() / 2])
+            })
+            .collect();
+        println!(
+            "  page renders per tab until then, median by part: {}",
+            medians.join(", ")
+        );
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ pub(crate) struct DhtPanelProps {
 /// The DHT panel.
 #[function_component(DhtPanel)]
 pub(crate) fn dht_panel(props: &DhtPanelProps) -> Html {
+    crate::renders::count("dht");
     let Some(dht) = &props.dht else {
         return html! {
             <section class="panel dht" data-testid="dht-panel">

@@ -15,6 +15,7 @@ pub(crate) struct EventLogProps {
 /// The Event log panel.
 #[function_component(EventLog)]
 pub(crate) fn event_log(props: &EventLogProps) -> Html {
+    crate::renders::count("event_log");
     let as_text: String = props
         .events
         .iter()

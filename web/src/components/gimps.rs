@@ -51,6 +51,7 @@ const KNOWN_SHOWN: usize = 12;
 /// The GIMPS State panel with its controls and search progress.
 #[function_component(GimpsPanel)]
 pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
+    crate::renders::count("gimps");
     let g = &props.gimps;
     let s = &g.state;
     let ui = use_context::<Ui>();
@@ -304,6 +305,7 @@ pub(crate) struct GimpsLogProps {
 /// The last 20 gossip messages, newest first, with their six fields.
 #[function_component(GimpsLog)]
 pub(crate) fn gimps_log(props: &GimpsLogProps) -> Html {
+    crate::renders::count("gimps_log");
     let log = &props.gimps.state.log;
     let text: String = log
         .iter()

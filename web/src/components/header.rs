@@ -19,6 +19,7 @@ pub(crate) struct HeaderProps {
 /// Brand, our name and id with a copy button, and the relay state.
 #[function_component(Header)]
 pub(crate) fn header(props: &HeaderProps) -> Html {
+    crate::renders::count("header");
     let identity = match &props.view {
         None => html! { <span class="muted">{ "starting…" }</span> },
         Some(view) => html! {
@@ -95,6 +96,7 @@ pub(crate) struct RelayBannerProps {
 /// Says what is wrong with the relay link and what happens next; hidden while all is well.
 #[function_component(RelayBanner)]
 pub(crate) fn relay_banner(props: &RelayBannerProps) -> Html {
+    crate::renders::count("relay_banner");
     let link = &props.relay.link;
     let message = match link.state {
         LinkStatus::Reserved => return Html::default(),

@@ -21,6 +21,7 @@ pub(crate) struct PeersPanelProps {
 /// The Peers panel.
 #[function_component(PeersPanel)]
 pub(crate) fn peers_panel(props: &PeersPanelProps) -> Html {
+    crate::renders::count("peers");
     let body = if props.peers.is_empty() {
         html! {
             <p class="empty">

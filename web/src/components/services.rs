@@ -54,6 +54,7 @@ fn read_catalog(ui: &Ui) {
 /// The Services panel.
 #[function_component(ServicesPanel)]
 pub(crate) fn services_panel(props: &ServicesPanelProps) -> Html {
+    crate::renders::count("services");
     let ui = use_context::<Ui>();
     {
         let ui = ui.clone();

@@ -42,6 +42,7 @@ pub(crate) struct SnapshotPanelProps {
 /// The Snapshot panel.
 #[function_component(SnapshotPanel)]
 pub(crate) fn snapshot_panel(props: &SnapshotPanelProps) -> Html {
+    crate::renders::count("snapshot");
     let ui = use_context::<Ui>();
     // A snapshot being taken (naive or not), and the last failure.
     let pending = use_state(|| None::<bool>);

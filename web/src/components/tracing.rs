@@ -89,6 +89,7 @@ fn ping(ui: &Ui) {
 /// The Tracing panel.
 #[function_component(TracingPanel)]
 pub(crate) fn tracing_panel(props: &TracingPanelProps) -> Html {
+    crate::renders::count("tracing");
     let ui = use_context::<Ui>();
     let Some(section) = &props.section else {
         return html! {
