@@ -49,50 +49,53 @@ pub(crate) fn app(props: &AppProps) -> Html {
         dispatch: state.dispatcher(),
     };
 
-    let body = match (&state.view, &state.fatal) {
-        (_, Some(error)) => html! {
+    let body = match (&state.view, &state.parts, &state.fatal) {
+        (_, _, Some(error)) => html! {
             <div class="banner error" role="alert">
                 <strong>{ "The node could not start. " }</strong>{ error }
             </div>
         },
-        (None, None) => html! {
+        (Some(view), Some(parts), None) => {
+            let me = AttrValue::from(view.peer_id.clone());
+            html! {
+                <>
+                    <RelayBanner relay={parts.relay.clone()} direct={view.direct_peers()} />
+                    <main>
+                        if view.gimps.is_some() {
+                            <div class="panels gimps">
+                                <GimpsPanel gimps={parts.gimps.clone()} name={view.name.clone()} peer_id={me.clone()} />
+                                <GimpsLog log={parts.gimps_log.clone()} />
+                            </div>
+                        }
+                        <div class="panels full">
+                            <ServicesPanel services={parts.services.clone()} me={me.clone()} peers={parts.peer_links.clone()}
+                                catalog={state.catalog.clone()} call={state.call.clone()}
+                                note={state.offer_note.clone()} />
+                        </div>
+                        <div class="panels full">
+                            <TracingPanel section={parts.trace.clone()} me={me.clone()}
+                                trace={state.trace.clone()} ping_note={state.ping_note.clone()} />
+                        </div>
+                        <div class="panels full">
+                            <SnapshotPanel section={parts.snapshot.clone()} me={me.clone()} />
+                        </div>
+                        <div class="panels full">
+                            <DhtPanel dht={parts.dht.clone()} relay={view.relay.peer_id.clone()}
+                                request={state.dht_request.clone()} />
+                        </div>
+                        <div class="panels">
+                            <PeersPanel peers={parts.peers.clone()} banned={parts.banned.clone()} />
+                            <EventLog events={parts.wire.clone()} />
+                        </div>
+                    </main>
+                </>
+            }
+        }
+        _ => html! {
             <div class="loading" aria-busy="true">
                 <div class="spinner"></div>
                 <p>{ "Starting the node…" }</p>
             </div>
-        },
-        (Some(view), None) => html! {
-            <>
-                <RelayBanner relay={view.relay.clone()} direct={view.direct_peers()} />
-                <main>
-                    if let Some(gimps) = &view.gimps {
-                        <div class="panels gimps">
-                            <GimpsPanel gimps={gimps.clone()} name={view.name.clone()} peer_id={view.peer_id.clone()} />
-                            <GimpsLog gimps={gimps.clone()} />
-                        </div>
-                    }
-                    <div class="panels full">
-                        <ServicesPanel services={view.services.clone()} me={view.peer_id.clone()} peers={view.peers.clone()}
-                            catalog={state.catalog.clone()} call={state.call.clone()}
-                            note={state.offer_note.clone()} />
-                    </div>
-                    <div class="panels full">
-                        <TracingPanel section={view.trace.clone()} me={view.peer_id.clone()}
-                            trace={state.trace.clone()} ping_note={state.ping_note.clone()} />
-                    </div>
-                    <div class="panels full">
-                        <SnapshotPanel section={view.snapshot.clone()} me={view.peer_id.clone()} />
-                    </div>
-                    <div class="panels full">
-                        <DhtPanel dht={view.dht.clone()} relay={view.relay.peer_id.clone()}
-                            request={state.dht_request.clone()} />
-                    </div>
-                    <div class="panels">
-                        <PeersPanel peers={view.peers.clone()} banned={view.banned.clone()} />
-                        <EventLog events={view.wire.clone()} />
-                    </div>
-                </main>
-            </>
         },
     };
 

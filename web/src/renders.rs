@@ -1,7 +1,8 @@
 //! How often each part of the page has rendered since it loaded (`window.tabmesh.renders()`):
 //! what the page costs, for the benchmark and for anyone wondering why a tab is busy.
 //!
-//! Each panel counts itself when Yew runs it, which it does only when its properties changed.
+//! Each panel counts itself when Yew runs it, which it does only when its properties changed
+//! (see [`Part`](crate::state::Part)).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -3,11 +3,20 @@
 //! Everything the page shows comes from here: components dispatch [`Action`]s and never keep
 //! node state of their own; commands leave through the [`NodeClient`](crate::node_client).
 
+use std::ops::Deref;
 use std::rc::Rc;
 
-use tabmesh_core::dht::DhtReply;
+use tabmesh_core::dht::{DhtReply, DhtSection};
+use tabmesh_core::gimps::node::LoggedMessage;
+use tabmesh_core::ledger::BanView;
+use tabmesh_core::peers::PeerView;
 use tabmesh_core::services::Catalog;
+use tabmesh_core::services::ServicesSection;
+use tabmesh_core::snapshot::state::SnapshotSection;
+use tabmesh_core::trace::TraceSection;
 use tabmesh_core::trace::assemble::Trace;
+use tabmesh_core::view::{GimpsSection, RelayView};
+use tabmesh_core::wire_log::WireEvent;
 use tabmesh_node::NodeView;
 use tabmesh_node::services::CallAnswer;
 use yew::Reducible;
@@ -56,11 +65,165 @@ pub(crate) struct CatalogLine {
     pub(crate) error: Option<String>,
 }
 
+/// One part of the node's view, as a panel's property: read in place from the view it came
+/// in, with a version that changes only when what the panel shows of it does.
+///
+/// Two parts compare by version: when Yew checks a panel's properties nothing is copied out of
+/// the view or compared field by field again, and a panel whose part is unchanged is not
+/// rendered again. `same` says what counts as a change when a panel shows less than its part
+/// holds: the Services panel needs to know which peers are connected and how, not when each
+/// was last heard; the DHT panel shows times to expiry to the second or the minute. A part
+/// keeps the view it was read from alive, so the page holds at most one view per part.
+pub(crate) struct Part<T: ?Sized + 'static> {
+    view: Rc<NodeView>,
+    read: fn(&NodeView) -> &T,
+    /// Whether two values of the part show the same (equality, unless the panel shows less
+    /// than the part holds).
+    same: fn(&T, &T) -> bool,
+    version: u64,
+}
+
+impl<T: ?Sized + PartialEq> Part<T> {
+    fn new(view: &Rc<NodeView>, read: fn(&NodeView) -> &T) -> Self {
+        Self::shown(view, read, T::eq)
+    }
+}
+
+impl<T: ?Sized> Part<T> {
+    /// A part that changes only when `same` says it does.
+    fn shown(view: &Rc<NodeView>, read: fn(&NodeView) -> &T, same: fn(&T, &T) -> bool) -> Self {
+        Self {
+            view: Rc::clone(view),
+            read,
+            same,
+            version: 0,
+        }
+    }
+
+    /// The part as read from `view`: this one if it shows the same, else a new version.
+    fn next(&self, view: &Rc<NodeView>) -> Self {
+        if (self.same)((self.read)(view), self) {
+            self.clone()
+        } else {
+            Self {
+                view: Rc::clone(view),
+                version: self.version + 1,
+                ..*self
+            }
+        }
+    }
+}
+
+impl<T: ?Sized> Clone for Part<T> {
+    fn clone(&self) -> Self {
+        Self {
+            view: Rc::clone(&self.view),
+            read: self.read,
+            same: self.same,
+            version: self.version,
+        }
+    }
+}
+
+impl<T: ?Sized> Deref for Part<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        (self.read)(&self.view)
+    }
+}
+
+impl<T: ?Sized> PartialEq for Part<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && Rc::ptr_eq(&self.view, &other.view)
+    }
+}
+
+impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for Part<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Part")
+            .field("version", &self.version)
+            .field("value", &&**self)
+            .finish()
+    }
+}
+
+/// The parts of the latest view the panels show, each versioned on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Parts {
+    /// The relay link.
+    pub(crate) relay: Part<RelayView>,
+    /// Connected peers.
+    pub(crate) peers: Part<[PeerView]>,
+    /// Connected peers, changing only when one comes, goes or changes how it is reached.
+    pub(crate) peer_links: Part<[PeerView]>,
+    /// Banned peers.
+    pub(crate) banned: Part<[BanView]>,
+    /// The latest wire events.
+    pub(crate) wire: Part<[WireEvent]>,
+    /// The GIMPS section.
+    pub(crate) gimps: Part<Option<GimpsSection>>,
+    /// The GIMPS gossip log alone (it changes far less often than the search's figures).
+    pub(crate) gimps_log: Part<[LoggedMessage]>,
+    /// The DHT section.
+    pub(crate) dht: Part<Option<DhtSection>>,
+    /// The Services section.
+    pub(crate) services: Part<Option<ServicesSection>>,
+    /// The Tracing section.
+    pub(crate) trace: Part<Option<TraceSection>>,
+    /// The Snapshot section.
+    pub(crate) snapshot: Part<Option<SnapshotSection>>,
+}
+
+impl Parts {
+    fn new(view: &Rc<NodeView>) -> Self {
+        Self {
+            relay: Part::new(view, |v| &v.relay),
+            peers: Part::new(view, |v| &v.peers),
+            peer_links: Part::shown(view, |v| &v.peers, same_links),
+            banned: Part::new(view, |v| &v.banned),
+            wire: Part::new(view, |v| &v.wire),
+            gimps: Part::new(view, |v| &v.gimps),
+            gimps_log: Part::new(view, |v| v.gimps.as_ref().map_or(&[], |g| &g.state.log)),
+            dht: Part::shown(view, |v| &v.dht, crate::components::same_dht),
+            services: Part::new(view, |v| &v.services),
+            trace: Part::new(view, |v| &v.trace),
+            snapshot: Part::new(view, |v| &v.snapshot),
+        }
+    }
+
+    fn next(&self, view: &Rc<NodeView>) -> Self {
+        Self {
+            relay: self.relay.next(view),
+            peers: self.peers.next(view),
+            peer_links: self.peer_links.next(view),
+            banned: self.banned.next(view),
+            wire: self.wire.next(view),
+            gimps: self.gimps.next(view),
+            gimps_log: self.gimps_log.next(view),
+            dht: self.dht.next(view),
+            services: self.services.next(view),
+            trace: self.trace.next(view),
+            snapshot: self.snapshot.next(view),
+        }
+    }
+}
+
+/// Whether two lists of peers hold the same peers, reached the same way.
+fn same_links(a: &[PeerView], b: &[PeerView]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(a, b)| a.peer_id == b.peer_id && a.connection == b.connection)
+}
+
 /// What the UI knows.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct AppState {
     /// The latest view of our node; `None` while it starts.
     pub(crate) view: Option<Rc<NodeView>>,
+    /// The panels' parts of it.
+    pub(crate) parts: Option<Parts>,
     /// Why the node could not start, if it could not.
     pub(crate) fatal: Option<String>,
     /// The DHT form's latest request.
@@ -119,6 +282,7 @@ impl Reducible for AppState {
     fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
         let mut next = Self {
             view: self.view.clone(),
+            parts: self.parts.clone(),
             fatal: self.fatal.clone(),
             dht_request: self.dht_request.clone(),
             call: self.call.clone(),
@@ -128,7 +292,13 @@ impl Reducible for AppState {
             ping_note: self.ping_note.clone(),
         };
         match action {
-            Action::View(view) => next.view = Some(view),
+            Action::View(view) => {
+                next.parts = Some(match &self.parts {
+                    Some(parts) => parts.next(&view),
+                    None => Parts::new(&view),
+                });
+                next.view = Some(view);
+            }
             Action::Fatal(error) => next.fatal = Some(error),
             Action::DhtAsked { id, asked } => {
                 next.dht_request = Some(DhtRequestLine {

@@ -2,7 +2,7 @@
 //!
 //! Every tab must list the other three (and the native node) with a measured RTT, both in
 //! `window.tabmesh.state()` and on the visible page; a hidden tab must render nothing and catch
-//! up once visible; after the relay restarts, every tab must show that it lost the relay and
+//! up once visible, and a panel with nothing new to show must not render again; after the relay restarts, every tab must show that it lost the relay and
 //! then reconnect by itself.
 
 use std::collections::BTreeSet;
@@ -78,6 +78,14 @@ async fn shown_view_ms(browser: &Browser, tab: &tabmesh_e2e::Tab) -> anyhow::Res
         .as_str()
         .and_then(|ms| ms.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("the page shows no view ({value})"))
+}
+
+/// How often each part of the page has rendered (`window.tabmesh.renders()`).
+async fn renders(browser: &Browser, tab: &tabmesh_e2e::Tab) -> anyhow::Result<serde_json::Value> {
+    browser
+        .call(tab, "window.tabmesh.renders()")
+        .await?
+        .map_err(anyhow::Error::msg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,6 +211,46 @@ async fn tabs_and_a_native_node_form_a_mesh_and_survive_a_relay_restart() -> any
             })
         },
     )
+    .await?;
+
+    // A panel renders only when what it shows changed. Over a quiet 2 s (no peer coming,
+    // going or changing how it is reached, no service offered or called), the header renders
+    // with every view (its clock moves) while the Services panel does not, although every
+    // view carries new "last heard" times for the peers it lists providers against. It also
+    // renders when it re-reads the catalog (every 30 s), so a window that catches one is
+    // tried again; rendering with every view never passes.
+    let count = |r: &serde_json::Value, part: &str| r[part].as_u64().unwrap_or_default();
+    wait_until("a quiet 2 s in which the Services panel does not render", PATIENCE, || async {
+        let first = browser.state(tab).await?;
+        let before = renders(&browser, tab).await?;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let after = renders(&browser, tab).await?;
+        let last = browser.state(tab).await?;
+        let links = |v: &NodeView| {
+            let links: Vec<_> = v.peers.iter().map(|p| (p.peer_id.clone(), p.connection)).collect();
+            links
+        };
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(Err("no state".to_owned()));
+        };
+        if links(&first) != links(&last) {
+            return Ok(Err(format!("the peers changed meanwhile: {:?}", links(&last))));
+        }
+        if first.services != last.services {
+            return Ok(Err(format!(
+                "the services section changed meanwhile: {:?} then {:?}",
+                first.services, last.services
+            )));
+        }
+        let again = count(&after, "services") - count(&before, "services");
+        Ok(if count(&after, "header") < count(&before, "header") + 2 {
+            Err(format!("the header did not follow the views: {before} then {after}"))
+        } else if again != 0 || count(&before, "services") == 0 {
+            Err(format!("the Services panel rendered {again} times with nothing new: {before} then {after}"))
+        } else {
+            Ok(())
+        })
+    })
     .await?;
 
     // A native node joins and shows up everywhere.

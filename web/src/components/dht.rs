@@ -18,13 +18,13 @@ use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
 use crate::app::Ui;
-use crate::state::{Action, DhtRequestLine};
+use crate::state::{Action, DhtRequestLine, Part};
 
 /// Properties of [`DhtPanel`].
 #[derive(Properties, PartialEq)]
 pub(crate) struct DhtPanelProps {
     /// The `dht` section of the node's view; `None` until the DHT reports.
-    pub(crate) dht: Option<DhtSection>,
+    pub(crate) dht: Part<Option<DhtSection>>,
     /// The relay's peer id, to mark it in the routing table and lookup paths.
     pub(crate) relay: Option<String>,
     /// The form's latest request and its answer.
@@ -35,7 +35,7 @@ pub(crate) struct DhtPanelProps {
 #[function_component(DhtPanel)]
 pub(crate) fn dht_panel(props: &DhtPanelProps) -> Html {
     crate::renders::count("dht");
-    let Some(dht) = &props.dht else {
+    let Some(dht) = props.dht.as_ref() else {
         return html! {
             <section class="panel dht" data-testid="dht-panel">
                 <h2>{ "DHT" }</h2>
@@ -85,6 +85,103 @@ pub(crate) fn dht_panel(props: &DhtPanelProps) -> Html {
             <p class="dht-meta muted" data-testid="dht-config">{ config_text(&dht.config) }</p>
         </section>
     }
+}
+
+/// Whether two DHT sections show the same: equal but for the records' and provider records'
+/// times to expiry, compared as shown (to the second or minute, not the millisecond that
+/// changes with every view).
+pub(crate) fn same_dht(a: &Option<DhtSection>, b: &Option<DhtSection>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return a.is_none() && b.is_none();
+    };
+    let DhtSection {
+        records,
+        providers,
+        routing_table,
+        routing_table_size,
+        last_lookup,
+        running_lookups,
+        queries,
+        counters,
+        config,
+    } = a;
+    records.len() == b.records.len()
+        && records
+            .iter()
+            .zip(&b.records)
+            .all(|(x, y)| same_record(x, y))
+        && providers.len() == b.providers.len()
+        && providers
+            .iter()
+            .zip(&b.providers)
+            .all(|(x, y)| same_provider(x, y))
+        && (
+            routing_table,
+            routing_table_size,
+            last_lookup,
+            running_lookups,
+        ) == (
+            &b.routing_table,
+            &b.routing_table_size,
+            &b.last_lookup,
+            &b.running_lookups,
+        )
+        && (queries, counters, config) == (&b.queries, &b.counters, &b.config)
+}
+
+fn same_record(a: &RecordView, b: &RecordView) -> bool {
+    let RecordView {
+        key,
+        old_key,
+        value,
+        preview,
+        value_bytes,
+        publisher,
+        publisher_name,
+        mine,
+        seq,
+        expires_at_unix_ms,
+        expires_in_ms,
+        tombstone,
+        from,
+    } = a;
+    (key, old_key, value, preview, value_bytes, publisher)
+        == (
+            &b.key,
+            &b.old_key,
+            &b.value,
+            &b.preview,
+            &b.value_bytes,
+            &b.publisher,
+        )
+        && (
+            publisher_name,
+            mine,
+            seq,
+            expires_at_unix_ms,
+            tombstone,
+            from,
+        ) == (
+            &b.publisher_name,
+            &b.mine,
+            &b.seq,
+            &b.expires_at_unix_ms,
+            &b.tombstone,
+            &b.from,
+        )
+        && span_text(*expires_in_ms) == span_text(b.expires_in_ms)
+}
+
+fn same_provider(a: &ProviderView, b: &ProviderView) -> bool {
+    let ProviderView {
+        key,
+        peer_id,
+        name,
+        mine,
+        expires_in_ms,
+    } = a;
+    (key, peer_id, name, mine) == (&b.key, &b.peer_id, &b.name, &b.mine)
+        && expires_in_ms.map(span_text) == b.expires_in_ms.map(span_text)
 }
 
 /// The operations of the form's buttons.

@@ -4,12 +4,13 @@ use tabmesh_core::wire_log::{Direction, WireEvent};
 use yew::prelude::*;
 
 use super::CopyButton;
+use crate::state::Part;
 
 /// Properties of [`EventLog`].
 #[derive(Properties, PartialEq)]
 pub(crate) struct EventLogProps {
     /// Events, oldest first (as the node keeps them).
-    pub(crate) events: Vec<WireEvent>,
+    pub(crate) events: Part<[WireEvent]>,
 }
 
 /// The Event log panel.

@@ -1,6 +1,7 @@
 //! The GIMPS dashboard: the node's state (with any further fields shown automatically), the
 //! Sleep/Wake and Reset buttons, search progress, and the last 20 messages sent and received.
 
+use tabmesh_core::gimps::node::LoggedMessage;
 use tabmesh_core::gimps::pace::{SearchPace, SearchPlace};
 use tabmesh_core::names::short_text;
 use tabmesh_core::view::GimpsSection;
@@ -10,12 +11,13 @@ use yew::prelude::*;
 use super::tracing::name_of;
 use super::{CopyButton, ago};
 use crate::app::Ui;
+use crate::state::Part;
 
 /// Properties of [`GimpsPanel`].
 #[derive(Properties, PartialEq)]
 pub(crate) struct GimpsPanelProps {
     /// The `gimps` section of the node's view.
-    pub(crate) gimps: GimpsSection,
+    pub(crate) gimps: Part<Option<GimpsSection>>,
     /// Our name.
     pub(crate) name: AttrValue,
     /// Our peer id.
@@ -52,9 +54,11 @@ const KNOWN_SHOWN: usize = 12;
 #[function_component(GimpsPanel)]
 pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
     crate::renders::count("gimps");
-    let g = &props.gimps;
-    let s = &g.state;
     let ui = use_context::<Ui>();
+    let Some(g) = props.gimps.as_ref() else {
+        return Html::default();
+    };
+    let s = &g.state;
     let command = |make: fn(bool) -> Command, arg: bool| {
         let ui = ui.clone();
         Callback::from(move |_: MouseEvent| {
@@ -298,15 +302,15 @@ fn extra_fields(g: &GimpsSection) -> Vec<(String, String)> {
 /// Properties of [`GimpsLog`].
 #[derive(Properties, PartialEq)]
 pub(crate) struct GimpsLogProps {
-    /// The `gimps` section of the node's view.
-    pub(crate) gimps: GimpsSection,
+    /// The gossip log of the node's `gimps` section.
+    pub(crate) log: Part<[LoggedMessage]>,
 }
 
 /// The last 20 gossip messages, newest first, with their six fields.
 #[function_component(GimpsLog)]
 pub(crate) fn gimps_log(props: &GimpsLogProps) -> Html {
     crate::renders::count("gimps_log");
-    let log = &props.gimps.state.log;
+    let log: &[LoggedMessage] = &props.log;
     let text: String = log
         .iter()
         .map(|m| {

@@ -8,6 +8,7 @@ use tabmesh_node::NodeView;
 use yew::prelude::*;
 
 use super::CopyButton;
+use crate::state::Part;
 
 /// Properties of [`Header`].
 #[derive(Properties, PartialEq)]
@@ -88,7 +89,7 @@ fn relay_pill(relay: &RelayView, direct: usize, startup: &str) -> Html {
 #[derive(Properties, PartialEq)]
 pub(crate) struct RelayBannerProps {
     /// The relay as the node sees it.
-    pub(crate) relay: RelayView,
+    pub(crate) relay: Part<RelayView>,
     /// Peers reached without the relay (they stay while it is gone).
     pub(crate) direct: usize,
 }

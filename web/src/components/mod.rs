@@ -9,7 +9,7 @@ mod services;
 mod snapshot;
 mod tracing;
 
-pub(crate) use dht::DhtPanel;
+pub(crate) use dht::{DhtPanel, same_dht};
 pub(crate) use event_log::EventLog;
 pub(crate) use gimps::{GimpsLog, GimpsPanel};
 pub(crate) use header::{Header, RelayBanner};

@@ -8,14 +8,15 @@ use tabmesh_core::peers::{ConnectionKind, PeerView};
 use yew::prelude::*;
 
 use super::ago;
+use crate::state::Part;
 
 /// Properties of [`PeersPanel`].
 #[derive(Properties, PartialEq)]
 pub(crate) struct PeersPanelProps {
     /// Connected peers.
-    pub(crate) peers: Vec<PeerView>,
+    pub(crate) peers: Part<[PeerView]>,
     /// Banned peers.
-    pub(crate) banned: Vec<BanView>,
+    pub(crate) banned: Part<[BanView]>,
 }
 
 /// The Peers panel.

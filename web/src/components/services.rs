@@ -19,7 +19,7 @@ use yew::prelude::*;
 
 use crate::app::Ui;
 use crate::node_client::error_text;
-use crate::state::{Action, CallLine, CatalogLine};
+use crate::state::{Action, CallLine, CatalogLine, Part};
 
 /// How often the network's catalog is read while the panel is shown, in ms.
 const CATALOG_EVERY_MS: u32 = 30_000;
@@ -28,11 +28,11 @@ const CATALOG_EVERY_MS: u32 = 30_000;
 #[derive(Properties, PartialEq)]
 pub(crate) struct ServicesPanelProps {
     /// The `services` section of the node's view; `None` until it reports.
-    pub(crate) services: Option<ServicesSection>,
+    pub(crate) services: Part<Option<ServicesSection>>,
     /// This tab's peer id, to mark it among providers.
     pub(crate) me: AttrValue,
     /// Our peers now, to tell providers we are connected to from those that may have left.
-    pub(crate) peers: Vec<PeerView>,
+    pub(crate) peers: Part<[PeerView]>,
     /// The network's catalog.
     pub(crate) catalog: CatalogLine,
     /// The form's latest call.
@@ -66,7 +66,7 @@ pub(crate) fn services_panel(props: &ServicesPanelProps) -> Html {
             move || drop(timer)
         });
     }
-    let Some(services) = &props.services else {
+    let Some(services) = props.services.as_ref() else {
         return html! {
             <section class="panel services" data-testid="services-panel">
                 <h2>{ "Services" }</h2>

@@ -24,6 +24,7 @@ use yew::prelude::*;
 
 use crate::app::Ui;
 use crate::components::tracing::{name_of, peer_colour};
+use crate::state::Part;
 
 /// Height of the cut diagram's time axis, px.
 const CUT_HEIGHT: f64 = 300.0;
@@ -34,7 +35,7 @@ const MAX_LANES: usize = 12;
 #[derive(Properties, PartialEq)]
 pub(crate) struct SnapshotPanelProps {
     /// The `snapshot` section of the node's view; `None` until it reports.
-    pub(crate) section: Option<SnapshotSection>,
+    pub(crate) section: Part<Option<SnapshotSection>>,
     /// This tab's peer id.
     pub(crate) me: AttrValue,
 }
@@ -48,7 +49,7 @@ pub(crate) fn snapshot_panel(props: &SnapshotPanelProps) -> Html {
     let pending = use_state(|| None::<bool>);
     let error = use_state(|| None::<String>);
     let chosen = use_state(|| None::<String>);
-    let Some(section) = &props.section else {
+    let Some(section) = props.section.as_ref() else {
         return html! {
             <section class="panel snapshot" data-testid="snapshot-panel">
                 <h2>{ "Snapshots" }</h2>

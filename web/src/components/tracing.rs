@@ -25,7 +25,7 @@ use yew::prelude::*;
 
 use crate::app::Ui;
 use crate::components::CopyButton;
-use crate::state::{Action, TraceLine};
+use crate::state::{Action, Part, TraceLine};
 
 /// How long slow motion holds each traced copy, ms.
 const SLOW_MOTION_MS: u64 = 1_000;
@@ -38,7 +38,7 @@ const LANES_HEIGHT: f64 = 380.0;
 #[derive(Properties, PartialEq)]
 pub(crate) struct TracingPanelProps {
     /// The `trace` section of the node's view; `None` until it reports.
-    pub(crate) section: Option<TraceSection>,
+    pub(crate) section: Part<Option<TraceSection>>,
     /// This tab's peer id.
     pub(crate) me: AttrValue,
     /// The trace shown.
@@ -91,7 +91,7 @@ fn ping(ui: &Ui) {
 pub(crate) fn tracing_panel(props: &TracingPanelProps) -> Html {
     crate::renders::count("tracing");
     let ui = use_context::<Ui>();
-    let Some(section) = &props.section else {
+    let Some(section) = props.section.as_ref() else {
         return html! {
             <section class="panel tracing" data-testid="tracing-panel">
                 <h2>{ "Tracing" }</h2>
