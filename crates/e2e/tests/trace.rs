@@ -207,6 +207,31 @@ async fn a_prime_spread_is_one_trace_across_four_tabs_and_a_node_drawn_in_the_pa
     let a = browser.tabs()[0].clone();
     let a_id = browser.state(&a).await?.expect("A runs").peer_id;
     let trace_id = reset_and_await_prime_trace(&browser, &a, PATIENCE).await?;
+    // A's page keeps its list of recent traces still while it shows this one, as it does for a
+    // pointer resting on it: new traces arrive every few seconds while the tabs search again,
+    // and the gathering below may take long enough for this one to leave the 20 shown.
+    let hold = format!(
+        "(() => {{ const list = document.querySelector('[data-testid=trace-recent]'); \
+         if (!list) return 'no list yet'; \
+         if (list.classList.contains('held') && list.querySelector(\"button[data-trace='{trace_id}']\")) \
+           return 'held'; \
+         list.dispatchEvent(new PointerEvent('pointerleave')); \
+         list.dispatchEvent(new PointerEvent('pointerenter')); \
+         return 'not held with the trace yet'; }})()"
+    );
+    wait_until(
+        "A's page holds its list with the trace",
+        PATIENCE,
+        || async {
+            let held = browser.call(&a, &hold).await?.map_err(anyhow::Error::msg)?;
+            Ok(if held == "held" {
+                Ok(())
+            } else {
+                Err(held.to_string())
+            })
+        },
+    )
+    .await?;
     // The copies are acknowledged (their send spans end) within moments; gather until every
     // peer's receive is in, and the send of every receive gathered (a send span is gathered
     // once it ends: a copy received before its sender heard the acknowledgement has none yet).
@@ -283,8 +308,7 @@ async fn a_prime_spread_is_one_trace_across_four_tabs_and_a_node_drawn_in_the_pa
     // The panel: the trace is listed, drawn as lanes (an arrow per copy) and as a waterfall.
     browser.switch(&a).await?;
     let copies = spans_named(&trace, "gimps.receive").len();
-    // (Clicked from the page: the list moves as A keeps finding primes, so a click at the
-    // button's place a moment later could land on its neighbour.)
+    // (Clicked from the page's script, on the button that names the trace.)
     browser
         .call(
             &a,
