@@ -439,12 +439,34 @@ async fn a_prime_spread_is_one_trace_across_four_tabs_and_a_node_drawn_in_the_pa
     // the node) copy it on to nobody; only A, which floods as the exercise does, copies it on.
     // Once B's held copies are long delivered: one first-hand receive per peer, from B, and no
     // send but B's and A's.
+    // (A gathering asks every peer; one busy on a loaded machine may answer the next one.)
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let settled = gathered(&browser, &b, &slow_id).await?;
-    let first_hand: Vec<&Value> = spans_named(&settled, "gimps.receive PRIME")
-        .into_iter()
-        .filter(|r| r["attributes"]["gimps.duplicate"] == "false")
-        .collect();
+    let first_hand_of = |trace: &Value| -> Vec<Value> {
+        spans_named(trace, "gimps.receive PRIME")
+            .into_iter()
+            .filter(|r| r["attributes"]["gimps.duplicate"] == "false")
+            .cloned()
+            .collect()
+    };
+    let settled = wait_until(
+        "every peer's first-hand receive of B's PRIME is gathered",
+        PATIENCE,
+        || async {
+            let trace = gathered(&browser, &b, &slow_id).await?;
+            let first_hand = first_hand_of(&trace);
+            let receivers: BTreeSet<&str> = first_hand
+                .iter()
+                .filter_map(|r| r["peer"].as_str())
+                .collect();
+            Ok(if receivers.len() >= 4 {
+                Ok(trace)
+            } else {
+                Err(format!("first-hand receives on {receivers:?}"))
+            })
+        },
+    )
+    .await?;
+    let first_hand = first_hand_of(&settled);
     let receivers: BTreeSet<&str> = first_hand
         .iter()
         .filter_map(|r| r["peer"].as_str())
