@@ -267,12 +267,22 @@ async fn services_are_offered_found_called_through_any_node_and_fail_over() -> a
     // A native node has no WebRTC: it reaches a tab through the relay.
     assert_eq!(answered["call"]["link"], json!("relayed"), "{answers:?}");
     assert_eq!(refused["code"], json!("bad_data"), "{answers:?}");
-    let catalog = client.services().await?;
-    assert!(catalog.iter().any(|s| s.name == "sum"), "{catalog:?}");
-    assert!(
-        catalog.iter().any(|s| s.name == "lucas-lehmer"),
-        "{catalog:?}"
-    );
+    // (The catalog is read from the DHT's provider records, which the offer publishes while
+    // the first calls already reach the provider: read until both services are listed.)
+    wait_until(
+        "the catalog lists sum and lucas-lehmer",
+        PATIENCE,
+        || async {
+            let catalog = client.services().await?;
+            let listed = |name: &str| catalog.iter().any(|s| s.name == name);
+            Ok(if listed("sum") && listed("lucas-lehmer") {
+                Ok(())
+            } else {
+                Err(format!("{catalog:?}"))
+            })
+        },
+    )
+    .await?;
     assert_eq!(handled(&browser, &a).await?, 4);
 
     // Tab B offers the same service; D calls in a loop while A, being called, is closed.
