@@ -13,16 +13,15 @@ mod node_client;
 mod renders;
 mod state;
 
-use wasm_bindgen::prelude::wasm_bindgen;
-
 /// The system allocator, counting the bytes in use. WebAssembly memory only grows, so its size
 /// is the most the app ever held at once; what it holds now (`window.tabmesh.memory()`'s
 /// `heap_bytes`) is what tells a leak from a peak.
 #[global_allocator]
 static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
-/// Entry point, run by the generated JS glue when the module is instantiated.
-#[wasm_bindgen(start)]
+/// Entry point, run by the generated JS glue when the module is instantiated (not in the unit
+/// tests' module, whose page has no app).
+#[cfg_attr(not(test), wasm_bindgen::prelude::wasm_bindgen(start))]
 pub fn start() {
     std::panic::set_hook(Box::new(|info| {
         console_error_panic_hook::hook(info);
@@ -70,3 +69,7 @@ fn show_crash(message: &str) {
     )));
     let _ = body.prepend_with_node_1(&banner);
 }
+
+// The unit tests run in headless Chromium, as the app does (`cargo xtask test`).
+#[cfg(test)]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);

@@ -348,3 +348,103 @@ impl Reducible for AppState {
         Rc::new(next)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tabmesh_core::peers::{ConnectionKind, PeerKind};
+    use tabmesh_core::view::Counters;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+
+    fn peer(name: &str, connection: ConnectionKind, last_heard_ms_ago: u64) -> PeerView {
+        PeerView {
+            peer_id: format!("id-{name}"),
+            name: name.to_owned(),
+            short_id: name.to_owned(),
+            connection,
+            connections: 1,
+            rtt_ms: Some(0.5),
+            last_heard_ms_ago,
+            connected_at_ms: 100,
+            kind: PeerKind::Tab,
+            agent: None,
+            strikes: 0,
+            upgrade: None,
+        }
+    }
+
+    fn view(now_ms: u64, peers: Vec<PeerView>) -> Rc<NodeView> {
+        Rc::new(NodeView {
+            peer_id: "id-us".to_owned(),
+            name: "us".to_owned(),
+            short_id: "us".to_owned(),
+            agent: "test".to_owned(),
+            now_ms,
+            started_at_ms: 0,
+            relay: RelayView::default(),
+            peers,
+            listen_addrs: Vec::new(),
+            wire: Vec::new(),
+            counters: Counters::default(),
+            banned: Vec::new(),
+            gimps: None,
+            dht: None,
+            services: None,
+            trace: None,
+            snapshot: None,
+        })
+    }
+
+    #[wasm_bindgen_test]
+    fn a_part_keeps_its_version_while_what_it_shows_is_the_same() {
+        let first = view(1_000, vec![peer("a", ConnectionKind::Relayed, 10)]);
+        let parts = Parts::new(&first);
+        // Only the time and when the peer was last heard moved.
+        let second = view(1_250, vec![peer("a", ConnectionKind::Relayed, 260)]);
+        let next = parts.next(&second);
+
+        assert_ne!(next.peers, parts.peers, "the peers part shows last_heard");
+        assert_eq!(next.peers.version, parts.peers.version + 1);
+        assert_eq!(
+            next.peers[0].last_heard_ms_ago, 260,
+            "read from the new view"
+        );
+        assert_eq!(
+            next.peer_links, parts.peer_links,
+            "same peers, reached the same way"
+        );
+        assert_eq!(
+            next.peer_links[0].last_heard_ms_ago, 10,
+            "still the first view's"
+        );
+        assert_eq!(next.dht, parts.dht);
+        assert_eq!(next.relay, parts.relay);
+    }
+
+    #[wasm_bindgen_test]
+    fn the_links_part_changes_when_a_peer_is_reached_another_way_or_comes() {
+        let parts = Parts::new(&view(1_000, vec![peer("a", ConnectionKind::Relayed, 10)]));
+        let direct = parts.next(&view(1_250, vec![peer("a", ConnectionKind::Direct, 10)]));
+        assert_ne!(direct.peer_links, parts.peer_links);
+        assert_eq!(direct.peer_links[0].connection, ConnectionKind::Direct);
+
+        let more = direct.next(&view(
+            1_500,
+            vec![
+                peer("a", ConnectionKind::Direct, 10),
+                peer("b", ConnectionKind::Relayed, 0),
+            ],
+        ));
+        assert_ne!(more.peer_links, direct.peer_links);
+        assert_eq!(more.peer_links.version, direct.peer_links.version + 1);
+    }
+
+    #[wasm_bindgen_test]
+    fn parts_read_from_different_views_differ_even_at_the_same_version() {
+        let a = Parts::new(&view(1_000, Vec::new()));
+        let b = Parts::new(&view(1_000, Vec::new()));
+        assert_eq!(a.peers.version, b.peers.version);
+        assert_ne!(a.peers, b.peers);
+    }
+}

@@ -125,24 +125,29 @@ fn build_js_interop_peer() -> anyhow::Result<()> {
     )
 }
 
-/// The WebRTC crate's tests that need a browser (peer connections, data channels), run by
-/// wasm-bindgen's test runner in headless Chromium, loopback only. The runner's capabilities
-/// (Chromium's WebRTC-on-loopback flags) are in `crates/webrtc/webdriver.json`.
+/// The wasm crates' tests, run by wasm-bindgen's test runner in headless Chromium, loopback
+/// only: the WebRTC crate's (peer connections, data channels) and the web app's unit tests
+/// (what the page compares to decide whether a panel renders again). Each crate's runner
+/// capabilities (Chromium's flags, WebRTC on loopback for the WebRTC crate) are in its
+/// `webdriver.json`.
 fn run_wasm_browser_tests() -> anyhow::Result<()> {
     const RUNNER: &str = "wasm-bindgen-test-runner";
     setup::test_runner()?;
-    let wasm_test = |offline: bool| {
-        let mut cmd = cargo();
-        cmd.arg("test");
-        if offline {
-            cmd.arg("--offline");
-        }
-        cmd.args(["-p", "tabmesh-webrtc", "--target", "wasm32-unknown-unknown"])
-            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", RUNNER)
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "60")
-            .current_dir(shell::root().join("crates/webrtc"));
-        cmd
-    };
-    shell::run(wasm_test(false).arg("--no-run"))?;
-    shell::run(&mut shell::in_loopback_namespace(&wasm_test(true))?)
+    for (package, dir) in [("tabmesh-webrtc", "crates/webrtc"), ("tabmesh-web", "web")] {
+        let wasm_test = |offline: bool| {
+            let mut cmd = cargo();
+            cmd.arg("test");
+            if offline {
+                cmd.arg("--offline");
+            }
+            cmd.args(["-p", package, "--target", "wasm32-unknown-unknown"])
+                .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", RUNNER)
+                .env("WASM_BINDGEN_TEST_TIMEOUT", "60")
+                .current_dir(shell::root().join(dir));
+            cmd
+        };
+        shell::run(wasm_test(false).arg("--no-run"))?;
+        shell::run(&mut shell::in_loopback_namespace(&wasm_test(true))?)?;
+    }
+    Ok(())
 }

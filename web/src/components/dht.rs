@@ -662,3 +662,106 @@ fn queries_text(queries: &std::collections::BTreeMap<String, usize>) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use tabmesh_core::dht::DhtConfig;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+
+    fn record(key: &str, seq: u64, expires_in_ms: u64) -> RecordView {
+        RecordView {
+            key: key.to_owned(),
+            old_key: false,
+            value: Some("v".to_owned()),
+            preview: "v".to_owned(),
+            value_bytes: 1,
+            publisher: "id-p".to_owned(),
+            publisher_name: "p".to_owned(),
+            mine: false,
+            seq,
+            expires_at_unix_ms: 1_000_000 + seq,
+            expires_in_ms,
+            tombstone: false,
+            from: None,
+        }
+    }
+
+    fn provider(key: &str, expires_in_ms: Option<u64>) -> ProviderView {
+        ProviderView {
+            key: key.to_owned(),
+            peer_id: "id-p".to_owned(),
+            name: "p".to_owned(),
+            mine: false,
+            expires_in_ms,
+        }
+    }
+
+    fn section(records: Vec<RecordView>, providers: Vec<ProviderView>) -> Option<DhtSection> {
+        Some(DhtSection {
+            records,
+            providers,
+            routing_table: Vec::new(),
+            routing_table_size: 3,
+            last_lookup: None,
+            running_lookups: 0,
+            queries: BTreeMap::new(),
+            counters: DhtCounters::default(),
+            config: DhtConfigView::from(&DhtConfig::default()),
+        })
+    }
+
+    #[wasm_bindgen_test]
+    fn times_to_expiry_count_as_shown() {
+        let a = section(
+            vec![record("k", 1, 42_900)],
+            vec![provider("svc", Some(170_000))],
+        );
+        // 42.1 s still shows "42 s", 150 s still "2 min".
+        let b = section(
+            vec![record("k", 1, 42_100)],
+            vec![provider("svc", Some(150_000))],
+        );
+        assert!(same_dht(&a, &b));
+        assert!(same_dht(&a, &a.clone()));
+
+        let record_crossed = section(
+            vec![record("k", 1, 41_900)],
+            vec![provider("svc", Some(170_000))],
+        );
+        assert!(!same_dht(&a, &record_crossed), "42 s became 41 s");
+        let provider_crossed = section(
+            vec![record("k", 1, 42_900)],
+            vec![provider("svc", Some(119_000))],
+        );
+        assert!(!same_dht(&a, &provider_crossed), "2 min became 1 min");
+        let no_expiry = section(vec![record("k", 1, 42_900)], vec![provider("svc", None)]);
+        assert!(!same_dht(&a, &no_expiry));
+    }
+
+    #[wasm_bindgen_test]
+    fn anything_else_that_changed_counts() {
+        let a = section(vec![record("k", 1, 42_900)], Vec::new());
+        let newer = section(vec![record("k", 2, 42_900)], Vec::new());
+        assert!(!same_dht(&a, &newer), "a new version of the record");
+        let more = section(
+            vec![record("k", 1, 42_900), record("l", 1, 42_900)],
+            Vec::new(),
+        );
+        assert!(!same_dht(&a, &more));
+        let mut busier = a.clone();
+        if let Some(section) = busier.as_mut() {
+            section.running_lookups = 1;
+        }
+        assert!(!same_dht(&a, &busier));
+        let mut refused = a.clone();
+        if let Some(section) = refused.as_mut() {
+            section.counters.records_refused = 1;
+        }
+        assert!(!same_dht(&a, &refused));
+        assert!(same_dht(&None, &None));
+        assert!(!same_dht(&a, &None));
+        assert!(!same_dht(&None, &a));
+    }
+}
