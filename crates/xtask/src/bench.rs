@@ -49,6 +49,7 @@ use crate::shell;
 use crate::web::{self, mb};
 
 mod cpu;
+mod join;
 mod services;
 mod snapshot;
 mod tabs;
@@ -175,7 +176,7 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
         if args.wants(Section::Join) {
             for tabs in [4, 8] {
-                join_times(tabs, args.runs).await?;
+                join::join_times(tabs, args.runs).await?;
             }
         }
         if args.wants(Section::Gimps) {
@@ -603,7 +604,7 @@ fn gimps_figures() {
     }
 }
 
-fn summary(values: Vec<f64>) -> String {
+pub(super) fn summary(values: Vec<f64>) -> String {
     summary_in(values, "ms")
 }
 
@@ -624,162 +625,8 @@ fn summary_digits(mut values: Vec<f64>, unit: &str, decimals: usize) -> String {
     )
 }
 
-async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
-    // Opened one after the other (WebDriver waits for each page to load): per tab, from its
-    // own page load.
-    let mut started = Vec::new();
-    let mut reservation = Vec::new();
-    let mut all_peers = Vec::new();
-    // Opened together (all loads start at the same moment): per tab, and for the whole group
-    // from the start of the loads to the last tab listing every other one.
-    let mut together_tab = Vec::new();
-    let mut together_all = Vec::new();
-    // Where a tab's time goes when opened together: its app running (the module downloaded,
-    // compiled and rendered once), its reservation, its first peer.
-    let mut together_started = Vec::new();
-    let mut together_reserved = Vec::new();
-    let mut together_first = Vec::new();
-    // How often each part of a tab's page rendered until then (`window.tabmesh.renders()`).
-    let mut together_renders = std::collections::BTreeMap::<String, Vec<f64>>::new();
-    // Where the CPU went between the start of the loads and the last tab listing every other:
-    // seconds by process type and thread, and the spans measured, summed over the runs.
-    let mut together_cpu = std::collections::BTreeMap::<&str, f64>::new();
-    let mut together_span = 0.0;
-    let mut together_measured = 0;
-    for run in 0..runs {
-        for together in [false, true] {
-            let mode = if together { "together" } else { "sequential" };
-            let dir = run_dir(&format!("bench-join-{tabs}-{mode}-{run}"))?;
-            let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
-            let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-            let mut sampler = None;
-            if together {
-                sampler = Some(cpu::CpuSampler::start(browser.driver_pid(), relay.pid()));
-                browser.open_tabs_together(tabs, &relay.url()).await?;
-            } else {
-                for _ in 0..tabs {
-                    browser.open_tab(&relay.url()).await?;
-                }
-            }
-            let views = all_listed(&browser, tabs).await?;
-            if together {
-                let mut loads = Vec::new();
-                let mut listed = Vec::new();
-                for (tab, view) in browser.tabs().iter().zip(&views) {
-                    let origin = browser.time_origin(tab).await?;
-                    let last = view.peers.iter().map(|p| p.connected_at_ms).max();
-                    let last = last.unwrap_or_default() as f64;
-                    together_tab.push(last);
-                    together_started.push(view.started_at_ms as f64);
-                    together_reserved.extend(view.relay.reservation_at_ms.map(|ms| ms as f64));
-                    together_first.extend(
-                        view.peers
-                            .iter()
-                            .map(|p| p.connected_at_ms)
-                            .min()
-                            .map(|ms| ms as f64),
-                    );
-                    loads.push(origin);
-                    listed.push(origin + last);
-                }
-                for tab in browser.tabs() {
-                    let renders = browser.call(tab, "window.tabmesh.renders()").await?;
-                    let renders = renders.map_err(|e| anyhow::anyhow!("renders(): {e}"))?;
-                    for (part, n) in renders.as_object().into_iter().flatten() {
-                        let n = n.as_f64().unwrap_or_default();
-                        together_renders.entry(part.clone()).or_default().push(n);
-                    }
-                }
-                let first_load = loads.iter().copied().fold(f64::INFINITY, f64::min);
-                let last_listed = listed.iter().copied().fold(0.0, f64::max);
-                together_all.push(last_listed - first_load);
-                let spent = sampler
-                    .as_ref()
-                    .and_then(|s| s.between(first_load, last_listed));
-                if let Some((by_part, span)) = spent {
-                    for (part, secs) in by_part {
-                        *together_cpu.entry(part).or_default() += secs;
-                    }
-                    together_span += span;
-                    together_measured += 1;
-                }
-            } else {
-                for v in views {
-                    started.push(v.started_at_ms as f64);
-                    reservation.extend(v.relay.reservation_at_ms.map(|ms| ms as f64));
-                    all_peers.extend(
-                        v.peers
-                            .iter()
-                            .map(|p| p.connected_at_ms)
-                            .max()
-                            .map(|ms| ms as f64),
-                    );
-                }
-            }
-            browser.quit().await?;
-            relay.stop()?;
-        }
-    }
-    println!("== join time, {tabs} tabs, {runs} runs ==");
-    println!("opened one by one, per tab from its page load:");
-    println!("  to app running         {}", summary(started));
-    println!("  to relay reservation   {}", summary(reservation));
-    println!("  to all peers connected {}", summary(all_peers));
-    println!("opened together (all pages loading at once):");
-    println!("  per tab, app running   {}", summary(together_started));
-    println!("  per tab, reservation   {}", summary(together_reserved));
-    println!("  per tab, first peer    {}", summary(together_first));
-    println!("  per tab, to all peers  {}", summary(together_tab));
-    println!(
-        "  from the loads to every tab listing every other {}",
-        summary(together_all)
-    );
-    if together_measured > 0 {
-        print_join_cpu(&together_cpu, together_span, together_measured);
-    }
-    if !together_renders.is_empty() {
-        let medians: Vec<String> = together_renders
-            .into_iter()
-            .map(|(part, mut n)| {
-                n.sort_by(f64::total_cmp);
-                format!("{part} {}", n[n.len() / 2])
-            })
-            .collect();
-        println!(
-            "  page renders per tab until then, median by part: {}",
-            medians.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// What the machine's cores did while tabs opened together joined (mean per run): the CPU
-/// seconds Chromium and the relay spent from the start of the loads until the last tab listed
-/// every other one (to the sampler's 100 ms), against the seconds the cores had, by part
-/// (`cpu::CpuSampler`).
-fn print_join_cpu(by_part: &std::collections::BTreeMap<&str, f64>, span: f64, runs: usize) {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let runs_f = runs as f64;
-    let total: f64 = by_part.values().sum::<f64>() / runs_f;
-    let span = span / runs_f;
-    let mut top: Vec<(&str, f64)> = by_part.iter().map(|(n, s)| (*n, s / runs_f)).collect();
-    top.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let top: Vec<String> = top
-        .iter()
-        .take(8)
-        .map(|(name, secs)| format!("{name} {secs:.2}"))
-        .collect();
-    println!(
-        "  CPU while they joined (mean of {runs}): {total:.1} s of the {:.1} s {cores} cores had \
-         ({:.0}%); by part, s: {}",
-        span * cores as f64,
-        100.0 * total / (span * cores as f64).max(f64::EPSILON),
-        top.join(", ")
-    );
-}
-
 /// Waits until every tab lists every other one (and holds a reservation); their views.
-async fn all_listed(
+pub(super) async fn all_listed(
     browser: &Browser,
     tabs: usize,
 ) -> anyhow::Result<Vec<tabmesh_core::view::NodeView>> {
