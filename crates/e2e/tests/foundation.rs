@@ -15,6 +15,9 @@ use tabmesh_e2e::{
 
 const PATIENCE: Duration = Duration::from_secs(90);
 
+/// How long the page may take to draw what the node's view already holds.
+const PAGE: Duration = Duration::from_secs(10);
+
 /// Checks that every tab's view lists exactly `expected` minus itself, each with an RTT.
 fn check_mesh(views: &[NodeView], expected: &BTreeSet<String>) -> Result<(), String> {
     for view in views {
@@ -126,27 +129,41 @@ async fn tabs_and_a_native_node_form_a_mesh_and_survive_a_relay_restart() -> any
         );
     }
 
-    // The visible page says the same: each tab's Peers panel names the other three.
+    // The visible page says the same: each tab's Peers panel names the other three (read until
+    // it does: the page draws a view a moment after the node has made it).
     for (tab, view) in browser.tabs().iter().zip(&views) {
-        let panel = browser.text(tab, "[data-testid=peers-panel]").await?;
-        for other in views.iter().filter(|v| v.peer_id != view.peer_id) {
-            assert!(
-                panel.contains(&other.name),
-                "{} panel lacks {}:\n{panel}",
-                view.name,
-                other.name
-            );
-        }
+        let others: Vec<&str> = views
+            .iter()
+            .filter(|v| v.peer_id != view.peer_id)
+            .map(|v| v.name.as_str())
+            .collect();
+        let panel = wait_until("the Peers panel names the other 3", PAGE, || {
+            let others = others.clone();
+            let browser = &browser;
+            async move {
+                let panel = browser.text(tab, "[data-testid=peers-panel]").await?;
+                Ok(match others.iter().find(|name| !panel.contains(**name)) {
+                    Some(name) => Err(format!("{} panel lacks {name}:\n{panel}", view.name)),
+                    None => Ok(panel),
+                })
+            }
+        })
+        .await?;
         // Relayed at first, direct once the tabs have moved to WebRTC (see tests/webrtc.rs).
         assert!(
             panel.contains("relayed") || panel.contains("direct"),
             "connection kind is shown:\n{panel}"
         );
-        let header = browser.text(tab, "header").await?;
-        assert!(
-            header.contains(&view.name) && header.contains("relay connected"),
-            "{header}"
-        );
+        let header = wait_until("the header shows the relay connected", PAGE, || async {
+            let header = browser.text(tab, "header").await?;
+            Ok(if header.contains("relay connected") {
+                Ok(header)
+            } else {
+                Err(header)
+            })
+        })
+        .await?;
+        assert!(header.contains(&view.name), "{header}");
         // The node starts once the page has loaded, before it can reserve anything; the relay
         // pill's tooltip says when, for a tab that is slow to join.
         let reserved = view.relay.reservation_at_ms.unwrap_or_default();
