@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: figures, not assertions.
 //!
 //! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped;
-//! - join time for 4 and 8 tabs: page load to the app running (before any networking), to
-//!   relay reservation, to all peers connected (median and worst over every tab of every run);
+//! - join time for 4 and 8 tabs: page load to the app running (before any networking) and to
+//!   relay reservation (median and worst over every tab of every run), and the last tab opened
+//!   to all peers connected (it joins a mesh already there);
 //!   opened together, also the CPU Chromium and the relay spent while they joined, by process
 //!   type and thread, and how often each part of a tab's page rendered meanwhile;
 //! - the relay at scale: memory per reserved peer, CPU, and 8 tabs joining, before and under the
