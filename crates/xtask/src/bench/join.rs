@@ -1,6 +1,8 @@
-//! Join time for 4 and 8 tabs (`cargo xtask bench --only join`): opened one by one, per tab from
-//! its page load, to the app running (before any networking) and to the relay reservation, and
-//! for the last tab opened (the others already meshed), to all peers connected; opened together (all loads at once), the same per tab plus the first
+//! Join time for 4 and 8 tabs (`cargo xtask bench --only join`).
+//!
+//! Opened one by one: per tab from its page load, to the app running (before any networking)
+//! and to the relay reservation; and for the last tab opened (the others already meshed), to
+//! all peers connected. Opened together (all loads at once): the same per tab plus the first
 //! peer, the time from the start of the loads to every tab listing every other one, the CPU
 //! Chromium and the relay spent meanwhile (by process type and thread) and how often each part
 //! of a tab's page rendered.
@@ -10,8 +12,8 @@ use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, run_dir};
 use super::{all_listed, cpu, summary};
 
 pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
-    // Opened one after the other (WebDriver waits for each page to load): per tab, from its
-    // own page load.
+    // Opened one after the other (WebDriver waits for each page to load): per tab from its own
+    // page load, and the last tab's time to all its peers.
     let mut started = Vec::new();
     let mut reservation = Vec::new();
     let mut all_peers = Vec::new();
