@@ -85,10 +85,18 @@ impl DiscoverySchedule {
     }
 }
 
+/// `HOP` streams that libp2p's relay client and server each handle at once on one connection
+/// (libp2p-relay's `MAX_CONCURRENT_STREAMS_PER_CONNECTION`); more are dropped, and the dial
+/// that opened one fails after its timeout.
+pub const RELAY_HOP_STREAMS_PER_CONNECTION: usize = 10;
+
 /// Dials through the relay in flight at most (discovery's and Kademlia's). Each is one `HOP`
-/// stream on our connection to the relay, and libp2p's relay client and server handle at most
-/// 10 of those per connection at once (more are dropped, and the dial fails).
-pub const MAX_DIALS_IN_FLIGHT: usize = 6;
+/// stream on our connection to the relay. Two of the relay's streams are left over: one for the
+/// reservation's renewal, which can fall in the middle of a join, and one spare. A tab that
+/// joins 8 peers or fewer dials them all at once.
+pub const MAX_DIALS_IN_FLIGHT: usize = 8;
+
+const _: () = assert!(MAX_DIALS_IN_FLIGHT + 2 <= RELAY_HOP_STREAMS_PER_CONNECTION);
 
 /// Peers waiting for a dial at most; beyond, the oldest is forgotten (a later lookup names it
 /// again if it is still around).
@@ -207,26 +215,24 @@ mod tests {
 
     #[test]
     fn dials_are_paced_queued_in_order_and_freed_when_they_end() {
+        const M: u32 = MAX_DIALS_IN_FLIGHT as u32;
         let t0 = Instant::now();
         let mut pacer = DialPacer::new();
-        let started: Vec<_> = (0..10u32).filter_map(|p| pacer.want(p, (), t0)).collect();
+        let started: Vec<_> = (0..M + 4).filter_map(|p| pacer.want(p, (), t0)).collect();
         assert_eq!(started.len(), MAX_DIALS_IN_FLIGHT);
-        assert_eq!(
-            pacer.counts(),
-            (MAX_DIALS_IN_FLIGHT, 10 - MAX_DIALS_IN_FLIGHT)
-        );
+        assert_eq!(pacer.counts(), (MAX_DIALS_IN_FLIGHT, 4));
         assert_eq!(pacer.want(0, (), t0), None, "in flight already");
-        assert_eq!(pacer.want(9, (), t0), None, "queued already");
+        assert_eq!(pacer.want(M + 3, (), t0), None, "queued already");
         assert!(pacer.next(t0, |_| false).is_empty(), "no room yet");
         // Two end; the next two in the order found start, skipping one connected meanwhile.
         pacer.done(&0);
         pacer.done(&1);
         let next: Vec<u32> = pacer
-            .next(t0, |p| *p == 6)
+            .next(t0, |p| *p == M)
             .into_iter()
             .map(|(p, ())| p)
             .collect();
-        assert_eq!(next, [7, 8]);
+        assert_eq!(next, [M + 1, M + 2]);
         assert_eq!(pacer.counts(), (MAX_DIALS_IN_FLIGHT, 1));
     }
 
