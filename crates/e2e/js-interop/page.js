@@ -1,6 +1,7 @@
 // A js-libp2p browser node for the interop test (crates/e2e/tests/interop.rs): it reserves a
 // slot on the tabmesh relay over WebSocket, listens on /webrtc, and exposes a few functions on
 // `window` for the test to drive it. Bundled by `cargo xtask test` (esbuild), served by the relay.
+import { rtcEvents } from './rtc-log.js'
 import { createLibp2p } from 'libp2p'
 import { webSockets } from '@libp2p/websockets'
 import { webRTC } from '@libp2p/webrtc'
@@ -47,7 +48,8 @@ async function start () {
     limited: c.limits != null
   }))
   // A failed dial says how far it got: js-libp2p reports each step of a dial as a progress
-  // event (for /webrtc: relay dial, signaling stream, SDP offer and answer, ICE candidates).
+  // event (for /webrtc: relay dial, signaling stream, SDP offer and answer, ICE candidates),
+  // and the browser's WebRTC objects say what they did (./rtc-log.js).
   window.jsDial = async (addr) => {
     const started = performance.now()
     const steps = []
@@ -58,7 +60,9 @@ async function start () {
       })
       return connection.remoteAddr.toString()
     } catch (e) {
-      throw new Error(`${e.name}: ${e.message} after ${at()}; steps: ${steps.join(', ') || 'none'}`)
+      const rtc = rtcEvents().join(', ') || 'none'
+      throw new Error(`${e.name}: ${e.message} after ${at()}; steps: ${steps.join(', ') || 'none'}; ` +
+        `WebRTC (ms since the page loaded; dial started at ${Math.round(started)} ms): ${rtc}`)
     }
   }
   // A ping that is not answered fails within 30 s and says which connections were open.
