@@ -321,7 +321,7 @@ async fn upgrade_times() -> anyhow::Result<()> {
 }
 
 /// Every tab's view once each has a direct connection to every other tab.
-async fn all_direct(
+pub(super) async fn all_direct(
     browser: &Browser,
 ) -> anyhow::Result<Result<Vec<tabmesh_core::view::NodeView>, String>> {
     let others = browser.tabs().len() - 1;

@@ -2,16 +2,16 @@
 //!
 //! Opened one by one: per tab from its page load, to the app running (before any networking)
 //! and to the relay reservation; and for the last tab, opened once the others have met and gone
-//! direct, to all peers connected. Opened together (all loads at once): the same per tab plus the first
-//! peer, the time from the start of the loads to every tab listing every other one, the CPU
-//! Chromium and the relay spent meanwhile (by process type and thread) and how often each part
-//! of a tab's page rendered.
+//! direct, to all peers connected. Opened together (all loads at once): the same per tab plus
+//! the first peer, the time from the start of the loads to every tab listing every other one,
+//! the CPU Chromium and the relay spent meanwhile (by process type and thread) and how often
+//! each part of a tab's page rendered.
 
 use std::time::Duration;
 
 use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, run_dir, wait_until};
 
-use super::{all_listed, cpu, summary};
+use super::{all_direct, all_listed, cpu, summary};
 
 pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     // Opened one after the other (WebDriver waits for each page to load): per tab from its own
@@ -51,7 +51,8 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
                 for _ in 0..tabs - 1 {
                     browser.open_tab(&relay.url()).await?;
                 }
-                settled(&browser, tabs - 1).await?;
+                let settle = Duration::from_secs(120);
+                wait_until("the first tabs are direct", settle, || all_direct(&browser)).await?;
                 browser.open_tab(&relay.url()).await?;
             }
             let views = all_listed(&browser, tabs).await?;
@@ -178,26 +179,4 @@ fn print_join_cpu(by_part: &std::collections::BTreeMap<&str, f64>, span: f64, ru
         100.0 * total / (span * cores as f64).max(f64::EPSILON),
         top.join(", ")
     );
-}
-
-/// Waits until each of the `tabs` open tabs lists the others, every one of them direct.
-async fn settled(browser: &Browser, tabs: usize) -> anyhow::Result<()> {
-    all_listed(browser, tabs).await?;
-    wait_until(
-        "the tabs' connections are direct",
-        Duration::from_secs(60),
-        || async move {
-            for tab in browser.tabs() {
-                let Some(view) = browser.state(tab).await? else {
-                    return Ok(Err("a tab has no state".into()));
-                };
-                if view.direct_peers() < tabs - 1 {
-                    let direct = view.direct_peers();
-                    return Ok(Err(format!("{} has {direct} direct peers", view.name)));
-                }
-            }
-            Ok(Ok(()))
-        },
-    )
-    .await
 }
