@@ -1,6 +1,7 @@
 //! Where a tab's Lucas-Lehmer search runs, in headless Chromium: in the tab's Web Worker at a
-//! gentle pace by default, at full speed when the GIMPS panel's switch says so; and, when the
-//! worker cannot be loaded, on the page, with the reason shown.
+//! gentle pace by default, at full speed when the GIMPS panel's switch says so; with the search
+//! off, no worker until a test asks for one; and, when the worker cannot be loaded, on the page,
+//! with the reason shown.
 
 use std::time::Duration;
 
@@ -104,6 +105,59 @@ async fn view_tests(browser: &Browser, tab: &Tab) -> anyhow::Result<u64> {
         .await?
         .and_then(|v| v.gimps)
         .map_or(0, |g| g.tested_total))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_search_off_a_tab_loads_no_worker_until_a_test_needs_one() -> anyhow::Result<()> {
+    let dir = run_dir("search-off")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let tab = browser
+        .open_tab(&format!("{}/?search=off&search_interval=1", relay.url()))
+        .await?;
+
+    // Rounds come every second; with the search off none of them tests, so no worker loads.
+    let view = wait_until("the tab shows its view", PATIENCE, || {
+        let (browser, tab) = (&browser, &tab);
+        async move {
+            Ok(match browser.state(tab).await? {
+                Some(v) if v.gimps.is_some() => Ok(v),
+                _ => Err("no GIMPS view yet".to_owned()),
+            })
+        }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let gimps = browser.state(&tab).await?.and_then(|v| v.gimps);
+    let gimps = gimps.expect("gimps");
+    assert_eq!(gimps.tested_total, 0, "{view:?}");
+    assert_eq!(gimps.search.place, SearchPlace::Idle, "{:?}", gimps.search);
+    let shown = browser.text(&tab, "[data-testid=search-place]").await?;
+    assert!(
+        shown.contains("starts with the first test") && !shown.contains("starting"),
+        "{shown}"
+    );
+
+    // A test, here the benchmark's, loads it.
+    let reply = browser
+        .call(&tab, "window.tabmesh.benchSearch(127)")
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(reply["prime"].as_bool(), Some(true), "{reply}");
+    wait_until("the panel says the worker runs", PATIENCE, || {
+        let (browser, tab) = (&browser, &tab);
+        async move {
+            let shown = browser.text(tab, "[data-testid=search-place]").await?;
+            Ok(if shown.contains("Web Worker") {
+                Ok(())
+            } else {
+                Err(shown)
+            })
+        }
+    })
+    .await?;
+    browser.quit().await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

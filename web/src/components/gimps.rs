@@ -92,6 +92,13 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
             "muted",
         ),
         SearchPlace::Thread => ("on a thread".to_owned(), String::new(), "muted"),
+        SearchPlace::Idle => (
+            "worker starts with the first test".to_owned(),
+            "No test has run yet: the search worker (search/worker.js) loads when the search \
+             first needs it"
+                .to_owned(),
+            "muted",
+        ),
         SearchPlace::Starting => (
             "worker starting…".to_owned(),
             "Loading the search worker (search/worker.js)".to_owned(),

@@ -63,6 +63,9 @@ pub enum SearchPlace {
     Thread,
     /// In the tab's Web Worker, off the UI thread.
     Worker,
+    /// No test has asked for the tab's worker yet: it is loaded by the first test, so a tab
+    /// whose search is off, or waiting for its first round, has none.
+    Idle,
     /// The tab's worker is loading.
     Starting,
     /// On the tab's UI thread, in slices, because the worker could not run (the reason).

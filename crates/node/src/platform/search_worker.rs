@@ -65,7 +65,8 @@ thread_local! {
 /// Where tests run now.
 pub(crate) fn place() -> SearchPlace {
     STATE.with(|s| match &s.borrow().link {
-        Link::NotStarted | Link::Starting { .. } => SearchPlace::Starting,
+        Link::NotStarted => SearchPlace::Idle,
+        Link::Starting { .. } => SearchPlace::Starting,
         Link::Ready => SearchPlace::Worker,
         Link::Failed(reason) => SearchPlace::Page(reason.clone()),
     })
