@@ -96,7 +96,8 @@ pub struct NodeConfig {
     pub peer_table: PeerTableConfig,
     /// Interval between pings on each connection.
     pub ping_interval: Duration,
-    /// How often a [`NodeView`] is published.
+    /// How often a [`NodeView`] is published (the first one within this time of start, sooner
+    /// when the first connection comes).
     pub view_interval: Duration,
     /// Wire events kept in the view.
     pub wire_log_capacity: usize,

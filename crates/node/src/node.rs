@@ -92,8 +92,13 @@ impl Node {
 
     /// Runs the node until a [`Command::Shutdown`] arrives or the handle is dropped.
     pub async fn run(mut self) {
-        let mut next_view = futures_timer::Delay::new(std::time::Duration::ZERO).fuse();
-        let mut next_view_at = Instant::now();
+        // The first view waits for the first connection (the relay's, normally ~0.1 s after
+        // start: a connection brings the view forward, below) or for one view interval. Shown at
+        // once, its render would take the page's thread while the relay's address is fetched and
+        // dialled: a tab opened alone reached its reservation ~0.1 s later that way. Until then
+        // the page says the node is starting.
+        let mut next_view = futures_timer::Delay::new(self.config.view_interval).fuse();
+        let mut next_view_at = Instant::now() + self.config.view_interval;
         loop {
             futures::select! {
                 event = self.swarm.select_next_some() => {
