@@ -1,7 +1,8 @@
 //! What a tab costs at idle, against its number of connections: 8, 16 and 24 tabs opened
 //! together on this machine, not searching (`?search=off`). Once every tab holds a
 //! reservation, and two minutes after the loads (joining and upgrades have mostly settled),
-//! the figures: connections per tab and the share of them direct, the browser's CPU over 20 s
+//! the figures: connections per tab and the share of them direct, when the mesh was full (from
+//! the first page load to the last tab listing every other), the browser's CPU over 20 s
 //! (all its processes) and the relay's, and resident memory (the browser's processes together,
 //! and each tab's renderer).
 
@@ -20,10 +21,11 @@ const SETTLED_AFTER: Duration = Duration::from_secs(120);
 pub(super) async fn idle_cost() -> anyhow::Result<()> {
     println!("== tabs at idle (no search), opened together; measured 2 min after the loads ==");
     println!(
-        "{:>5} {:>16} {:>8} {:>11} {:>11} {:>11} {:>13} {:>13}",
+        "{:>5} {:>16} {:>8} {:>11} {:>11} {:>11} {:>11} {:>13} {:>13}",
         "tabs",
         "connections/tab",
         "direct",
+        "full mesh",
         "CPU total",
         "CPU/tab",
         "relay CPU",
@@ -33,10 +35,10 @@ pub(super) async fn idle_cost() -> anyhow::Result<()> {
     for n in [8, 16, 24] {
         idle_tabs(n).await?;
     }
-    println!("(CPU in cores of this 2-core machine; connections/tab: median [min-max]; renderer");
-    println!(
-        " RSS: median per tab's renderer process; browser RSS counts shared memory once per process)"
-    );
+    println!("(CPU in cores of this 2-core machine; connections/tab: median [min-max]; full mesh:");
+    println!(" from the first page load to the last tab listing every other, or how many tabs did");
+    println!(" not; renderer RSS: median per tab's renderer process; browser RSS counts shared");
+    println!(" memory once per process)");
     Ok(())
 }
 
@@ -99,16 +101,27 @@ async fn idle_tabs(n: usize) -> anyhow::Result<()> {
     renderers.sort_unstable();
     let mut connections = Vec::new();
     let mut direct = 0;
+    // When the mesh was whole: the tabs' page loads (time origins) and when each tab's last
+    // peer connected, on one clock.
+    let mut loads = Vec::new();
+    let mut whole_at = Vec::new();
     for tab in &tabs {
         if let Some(view) = browser.state(tab).await? {
             connections.push(view.peers.len());
             direct += view.direct_peers();
+            let origin = browser.time_origin(tab).await?;
+            loads.push(origin);
+            if view.peers.len() + 1 >= n {
+                let last = view.peers.iter().map(|p| p.connected_at_ms).max();
+                whole_at.push(origin + last.unwrap_or_default() as f64);
+            }
         }
     }
+    let mesh = full_mesh(&loads, &whole_at, n);
     connections.sort_unstable();
     let total: usize = connections.iter().sum();
     println!(
-        "{n:>5} {:>16} {:>7.0}% {:>11.2} {:>11.3} {:>11.3} {:>10.0} MB {:>10.0} MB",
+        "{n:>5} {:>16} {:>7.0}% {mesh:>11} {:>11.2} {:>11.3} {:>11.3} {:>10.0} MB {:>10.0} MB",
         format!(
             "{} [{}-{}]",
             connections.get(connections.len() / 2).copied().unwrap_or(0),
@@ -131,6 +144,18 @@ async fn idle_tabs(n: usize) -> anyhow::Result<()> {
     browser.quit().await?;
     relay.stop()?;
     Ok(())
+}
+
+/// When `n` tabs whose pages loaded at `loads` were a full mesh, from `whole_at` (each tab that
+/// lists all the others: when its last peer connected; same clock): seconds from the first load
+/// to the last tab whole, or how many tabs were not whole.
+fn full_mesh(loads: &[f64], whole_at: &[f64], n: usize) -> String {
+    if whole_at.len() < n {
+        return format!("{} short", n - whole_at.len());
+    }
+    let first_load = loads.iter().copied().fold(f64::INFINITY, f64::min);
+    let last_whole = whole_at.iter().copied().fold(0.0, f64::max);
+    format!("{:.1} s", (last_whole - first_load) / 1000.0)
 }
 
 /// CPU seconds so far of every thread of `pids`, summed by thread name (Chromium names its
@@ -157,4 +182,16 @@ fn thread_cpu(pids: &[u32]) -> std::collections::BTreeMap<String, f64> {
         }
     }
     by_name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::full_mesh;
+
+    #[test]
+    fn the_full_mesh_runs_from_the_first_load_to_the_last_tab_whole() {
+        let loads = [1_000.0, 1_200.0, 1_100.0];
+        assert_eq!(full_mesh(&loads, &[3_000.0, 4_600.0, 2_500.0], 3), "3.6 s");
+        assert_eq!(full_mesh(&loads, &[3_000.0], 3), "2 short");
+    }
 }
