@@ -5,7 +5,8 @@
 //!   the relay restarts, and a reloaded tab has its records back from sessionStorage. Oversized
 //!   input is refused with the reason on the page and in the Promise.
 //! - Native nodes only: what the relay stored survives its restart (redb), found by a peer that
-//!   joins after every peer that stored it has left.
+//!   joins after every peer that stored it has left; and more peers than a lookup's reply can
+//!   name (26: each has 25 others, a reply names 20) still all meet.
 
 use std::time::Duration;
 
@@ -347,5 +348,45 @@ async fn the_relay_keeps_its_records_across_a_restart() -> anyhow::Result<()> {
     assert_eq!(value, "persistence pays");
     reader.stop()?;
     relay.stop()?;
+    Ok(())
+}
+
+/// Peers joining together, more than a lookup's reply names (Kademlia's k, 20): each of 26
+/// native peers has 25 others, and every one lists every other within a minute (today in ~4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_peers_than_a_lookup_reply_names_all_meet() -> anyhow::Result<()> {
+    const PEERS: usize = 26;
+    let dir = run_dir("dht-many-peers")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let url = relay.url();
+    let nodes = (0..PEERS)
+        .map(|i| {
+            NativeNode::start_with(
+                &tabmesh_e2e::bin_path("tabmesh-node"),
+                &url,
+                &["--no-search"],
+                dir.join(format!("node-{i}.log")),
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    wait_until(
+        "every peer lists the 25 others",
+        Duration::from_secs(60),
+        || {
+            let nodes = &nodes;
+            async move {
+                let counts: Vec<usize> = nodes
+                    .iter()
+                    .map(|n| n.state().map_or(0, |v| v.peers.len()))
+                    .collect();
+                Ok(if counts.iter().all(|&c| c >= PEERS - 1) {
+                    Ok(())
+                } else {
+                    Err(format!("peers listed by each: {counts:?}"))
+                })
+            }
+        },
+    )
+    .await?;
     Ok(())
 }
