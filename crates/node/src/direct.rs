@@ -18,8 +18,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{
-    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, ListenOpts, NetworkBehaviour,
-    THandler, THandlerInEvent, ToSwarm,
+    CloseConnection, ConnectionDenied, ConnectionId, DialError, FromSwarm, ListenOpts,
+    NetworkBehaviour, THandler, THandlerInEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 use tabmesh_core::bootstrap::{IceServer, with_peer_id};
@@ -275,9 +275,9 @@ impl NetworkBehaviour for Behaviour {
                 }
             }
             FromSwarm::DialFailure(e) => {
-                let text = truncate(&error_chain(e.error), 300);
-                if let Some(peer) = self.upgrades.on_dial_failed(now, e.connection_id, text) {
-                    let text = error_chain(e.error);
+                let text = dial_failure_text(e.error);
+                let shown = truncate(&text, 300);
+                if let Some(peer) = self.upgrades.on_dial_failed(now, e.connection_id, shown) {
                     tracing::info!(%peer, %text, "direct WebRTC connection failed");
                     self.wire.local(
                         Topic::Webrtc,
@@ -353,9 +353,66 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
+/// Why a direct dial failed, for the Peers panel and the Event log: the transport's own words,
+/// without the address dialed. That address (the peer's `/webrtc` address behind the relay)
+/// names the relay and two peer ids, ~200 characters: with it first, the text cut to fit the
+/// panel ended before the cause ("Failed to negotiate transport protocol(s): [(/ip4/…").
+fn dial_failure_text(error: &DialError) -> String {
+    match error {
+        DialError::Transport(attempts) if !attempts.is_empty() => {
+            let mut causes: Vec<String> = Vec::new();
+            for (_, why) in attempts {
+                // A transport error's own text may be empty, its cause following a ": ".
+                let why = error_chain(why);
+                let why = why.trim_start_matches([':', ' ']);
+                let why = if why.is_empty() {
+                    "no reason given"
+                } else {
+                    why
+                };
+                if !causes.iter().any(|c| c == why) {
+                    causes.push(why.to_owned());
+                }
+            }
+            causes.join("; ")
+        }
+        other => error_chain(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_dial_says_why_without_the_address() {
+        use libp2p::core::transport::TransportError;
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/9091/ws/p2p/12D3KooWNS3VLfddC167V74FaeCbaxbYJj6ZJJmCh7uMtmXehf1X/p2p-circuit/webrtc/p2p/12D3KooWKKFfRqFZ2K2rNkz2SKENtWMB3oXzPdZV5WrFpBhRbgLY"
+            .parse()
+            .unwrap();
+        let error = DialError::Transport(vec![(
+            addr.clone(),
+            TransportError::Other(std::io::Error::other("no answer to the offer in 10 s")),
+        )]);
+        assert_eq!(dial_failure_text(&error), "no answer to the offer in 10 s");
+        // The same cause twice is said once; another one is added.
+        let error = DialError::Transport(vec![
+            (
+                addr.clone(),
+                TransportError::Other(std::io::Error::other("ICE failed")),
+            ),
+            (
+                addr.clone(),
+                TransportError::Other(std::io::Error::other("ICE failed")),
+            ),
+            (addr, TransportError::Other(std::io::Error::other("closed"))),
+        ]);
+        assert_eq!(dial_failure_text(&error), "ICE failed; closed");
+        assert_eq!(
+            dial_failure_text(&DialError::NoAddresses),
+            DialError::NoAddresses.to_string()
+        );
+    }
 
     #[test]
     fn webrtc_listens_behind_the_circuit_not_behind_our_own_id() {
