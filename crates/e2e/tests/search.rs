@@ -131,12 +131,15 @@ async fn with_its_search_off_a_tab_loads_no_worker_until_a_test_needs_one() -> a
     let gimps = browser.state(&tab).await?.and_then(|v| v.gimps);
     let gimps = gimps.expect("gimps");
     assert_eq!(gimps.tested_total, 0, "{view:?}");
+    assert!(!gimps.state.search_on);
     assert_eq!(gimps.search.place, SearchPlace::Idle, "{:?}", gimps.search);
     let shown = browser.text(&tab, "[data-testid=search-place]").await?;
     assert!(
-        shown.contains("starts with the first test") && !shown.contains("starting"),
+        shown.contains("the search is off") && !shown.contains("starting"),
         "{shown}"
     );
+    let search = browser.text(&tab, "[data-testid=search]").await?;
+    assert!(search.starts_with("off"), "{search}");
 
     // A test, here the benchmark's, loads it.
     let reply = browser

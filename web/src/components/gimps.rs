@@ -92,6 +92,11 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
             "muted",
         ),
         SearchPlace::Thread => ("on a thread".to_owned(), String::new(), "muted"),
+        SearchPlace::Idle if !s.search_on => (
+            "no worker: the search is off".to_owned(),
+            "This tab runs no Lucas-Lehmer test, so it loads no search worker".to_owned(),
+            "muted",
+        ),
         SearchPlace::Idle => (
             "worker starts with the first test".to_owned(),
             "No test has run yet: the search worker (search/worker.js) loads when the search \
@@ -168,6 +173,7 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
             g.tests_per_sec, g.tested_total
         ),
         _ if !s.awake => "paused (asleep)".to_owned(),
+        _ if !s.search_on => "off: tests nothing, still forwards PRIMEs (?search=off)".to_owned(),
         _ => format!(
             "{mode}: idle until the next round · {} tested",
             g.tested_total

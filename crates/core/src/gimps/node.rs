@@ -284,6 +284,10 @@ pub struct GimpsView {
     pub my_primes: Vec<u32>,
     /// Whether a search round is running.
     pub searching: bool,
+    /// Whether rounds test anything: `false` when the search is switched off (a tab's
+    /// `?search=off`, a node's `--no-search`) and the cooperative mode, which searches
+    /// regardless, is off.
+    pub search_on: bool,
     /// The exponent being tested, if any.
     pub testing: Option<u32>,
     /// Peers whose originated `PRIME`s were fake, most recent last (at most
@@ -1014,6 +1018,7 @@ impl GossipNode {
             }),
             my_primes: self.my_primes.clone(),
             searching: self.searching,
+            search_on: self.config.search || self.config.cooperative,
             testing: self.testing,
             misbehaving: self.misbehaving.iter().map(|p| p.to_base58()).collect(),
             counters: self.counters.clone(),
