@@ -140,6 +140,9 @@ async fn with_its_search_off_a_tab_loads_no_worker_until_a_test_needs_one() -> a
     );
     let search = browser.text(&tab, "[data-testid=search]").await?;
     assert!(search.starts_with("off"), "{search}");
+    // Said once, in words: not also as a raw field among the panel's extra ones.
+    let panel = browser.text(&tab, "[data-testid=gimps-state]").await?;
+    assert!(!panel.contains("search_on"), "{panel}");
 
     // A test, here the benchmark's, loads it.
     let reply = browser

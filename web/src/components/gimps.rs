@@ -32,6 +32,7 @@ const SHOWN: &[&str] = &[
     "biggest",
     "my_primes",
     "searching",
+    "search_on",
     "testing",
     "log",
     "counters",
