@@ -34,7 +34,7 @@ use web_time::Instant;
 use crate::forward::forward_to;
 use crate::platform::DirectTransport;
 use crate::relay_link::is_circuit;
-use crate::report::{Report, WireSink, error_chain, truncate};
+use crate::report::{Report, WireSink, error_chain, transport_error_text, truncate};
 use crate::timer::Timer;
 
 /// The WebRTC side of a tab: the signaling behaviour and the transport's settings.
@@ -362,16 +362,12 @@ fn dial_failure_text(error: &DialError) -> String {
         DialError::Transport(attempts) if !attempts.is_empty() => {
             let mut causes: Vec<String> = Vec::new();
             for (_, why) in attempts {
-                // A transport error's own text may be empty, its cause following a ": ".
-                let why = error_chain(why);
-                let why = why.trim_start_matches([':', ' ']);
-                let why = if why.is_empty() {
-                    "no reason given"
-                } else {
-                    why
-                };
-                if !causes.iter().any(|c| c == why) {
-                    causes.push(why.to_owned());
+                let mut why = transport_error_text(why);
+                if why.is_empty() {
+                    why = "no reason given".to_owned();
+                }
+                if !causes.contains(&why) {
+                    causes.push(why);
                 }
             }
             causes.join("; ")

@@ -31,7 +31,7 @@ use tabmesh_core::wire_log::Topic;
 use web_time::{Duration, Instant};
 
 use crate::forward::forward_to;
-use crate::report::{Report, WireSink, error_chain, truncate};
+use crate::report::{Report, WireSink, error_chain, transport_error_text, truncate};
 use crate::timer::Timer;
 use crate::{BootstrapSource, platform};
 
@@ -206,10 +206,11 @@ impl Behaviour {
                 let (addr, why) = attempts
                     .iter()
                     .find(|(addr, _)| without_p2p(addr) == ours)?;
-                // A transport error's own text may be empty, its cause following a ": ".
-                let why = error_chain(why);
-                let why = why.trim_start_matches([':', ' ']);
-                Some(format!("{}: {why}", without_p2p(addr)))
+                Some(format!(
+                    "{}: {}",
+                    without_p2p(addr),
+                    transport_error_text(why)
+                ))
             }
             other => Some(error_chain(other)),
         }

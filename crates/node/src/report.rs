@@ -179,6 +179,12 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
     cut
 }
 
+/// What a transport said when a dial to one address failed: its error chain, without the
+/// leading ": " left when the error's own text is empty and its cause follows.
+pub fn transport_error_text(error: &libp2p::TransportError<std::io::Error>) -> String {
+    error_chain(error).trim_start_matches([':', ' ']).to_owned()
+}
+
 /// An error with its sources, skipping sources whose text is already included.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
