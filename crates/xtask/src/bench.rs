@@ -605,6 +605,14 @@ fn gimps_figures() {
     }
 }
 
+/// From the first of `loads` to the last of `done` (page times on one clock, in ms): how long a
+/// group of tabs opened together took to get somewhere, as (start, end).
+pub(super) fn group_span(loads: &[f64], done: &[f64]) -> (f64, f64) {
+    let first = loads.iter().copied().fold(f64::INFINITY, f64::min);
+    let last = done.iter().copied().fold(0.0, f64::max);
+    (first, last)
+}
+
 pub(super) fn summary(values: Vec<f64>) -> String {
     summary_in(values, "ms")
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, run_dir, wait_until};
 
-use super::{all_direct, all_listed, cpu, summary};
+use super::{all_direct, all_listed, cpu, group_span, summary};
 
 pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     // Opened one after the other (WebDriver waits for each page to load): per tab from its own
@@ -84,8 +84,7 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
                         together_renders.entry(part.clone()).or_default().push(n);
                     }
                 }
-                let first_load = loads.iter().copied().fold(f64::INFINITY, f64::min);
-                let last_listed = listed.iter().copied().fold(0.0, f64::max);
+                let (first_load, last_listed) = group_span(&loads, &listed);
                 together_all.push(last_listed - first_load);
                 let spent = sampler
                     .as_ref()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, run_dir, wait_until};
 
-use super::{cpu_seconds, rss_kb, stat_cpu_seconds};
+use super::{cpu_seconds, group_span, rss_kb, stat_cpu_seconds};
 
 /// How long CPU use is measured.
 const WINDOW: Duration = Duration::from_secs(20);
@@ -153,8 +153,7 @@ fn full_mesh(loads: &[f64], whole_at: &[f64], n: usize) -> String {
     if whole_at.len() < n {
         return format!("{} short", n - whole_at.len());
     }
-    let first_load = loads.iter().copied().fold(f64::INFINITY, f64::min);
-    let last_whole = whole_at.iter().copied().fold(0.0, f64::max);
+    let (first_load, last_whole) = group_span(loads, whole_at);
     format!("{:.1} s", (last_whole - first_load) / 1000.0)
 }
 
