@@ -80,6 +80,18 @@ pub fn reached_no_address(error: &DialError) -> bool {
         if !tried.iter().all(|(a, _)| tabmesh_webrtc::addr::is_webrtc(a)))
 }
 
+/// Whether a failed dial was made at all. The swarm also reports, as failures, dials it
+/// refused to start because the peer was connected or being dialed by then (two protocols, or
+/// both ends of a pair, reaching for the same peer at once) and dials our own clean-up
+/// aborted: nothing failed there, and 24 tabs joining at once logged a handful of such
+/// "dial failed" lines per tab.
+pub fn dial_was_made(error: &DialError) -> bool {
+    !matches!(
+        error,
+        DialError::DialPeerConditionFalse(_) | DialError::Aborted
+    )
+}
+
 mod protocols {
     // The derive generates `ProtocolsEvent` with one undocumented variant per field.
     #![allow(missing_docs)]
@@ -293,6 +305,10 @@ impl Behaviour {
     }
 
     fn on_dial_failure(&mut self, e: &DialFailure<'_>) {
+        if !dial_was_made(e.error) {
+            tracing::debug!(peer = ?e.peer_id, "dial not made: {}", e.error);
+            return;
+        }
         self.counters.dial_failures += 1;
         let Some(peer) = e.peer_id else {
             return;
@@ -536,6 +552,26 @@ mod tests {
     use libp2p::swarm::StreamUpgradeError;
 
     use super::*;
+
+    #[test]
+    fn a_dial_refused_because_the_peer_is_connected_is_no_failure() {
+        use libp2p::swarm::dial_opts::PeerCondition;
+        for condition in [
+            PeerCondition::Disconnected,
+            PeerCondition::NotDialing,
+            PeerCondition::DisconnectedAndNotDialing,
+        ] {
+            assert!(!dial_was_made(&DialError::DialPeerConditionFalse(
+                condition
+            )));
+        }
+        assert!(!dial_was_made(&DialError::Aborted));
+        assert!(dial_was_made(&DialError::NoAddresses));
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().expect("an address");
+        let tried = vec![(addr, libp2p::TransportError::Other(refused))];
+        assert!(dial_was_made(&DialError::Transport(tried)));
+    }
 
     #[test]
     fn only_a_wrong_echo_is_misbehaviour_not_a_slow_or_lost_ping() {
