@@ -542,6 +542,7 @@ impl RelayNode {
             Report::RelayKnown { .. }
             | Report::Identified { .. }
             | Report::Heard(_)
+            | Report::Answered { .. }
             | Report::Gossip { .. }
             | Report::GossipArrived { .. } => {}
         }

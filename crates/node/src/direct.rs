@@ -144,6 +144,13 @@ impl Behaviour {
         self.upgrades.on_addresses(Instant::now(), peer, dialable);
     }
 
+    /// `peer` answered on `connection`: if it is a direct one, the relayed connections go after
+    /// the grace.
+    pub fn on_answered(&mut self, peer: PeerId, connection: ConnectionId) {
+        let actions = self.upgrades.on_answered(Instant::now(), peer, connection);
+        self.apply(actions);
+    }
+
     /// Where the move of `peer` stands, for the Peers panel.
     pub fn peer_view(&self, peer: &PeerId) -> Option<UpgradeView> {
         self.upgrades.peer_view(Instant::now(), peer)
@@ -239,7 +246,7 @@ impl NetworkBehaviour for Behaviour {
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
                 if let Some(kind) = upgrade_kind(e.endpoint) {
-                    let (change, actions) = self.upgrades.on_connection_established(
+                    let change = self.upgrades.on_connection_established(
                         now,
                         e.peer_id,
                         e.connection_id,
@@ -256,7 +263,6 @@ impl NetworkBehaviour for Behaviour {
                             format!("direct WebRTC connection up{took}"),
                         );
                     }
-                    self.apply(actions);
                 }
             }
             FromSwarm::ConnectionClosed(e) => {

@@ -181,6 +181,9 @@ impl Node {
                 }
             }
             Report::Heard(peer) => behaviours.peers.on_heard(&peer),
+            Report::Answered { peer, connection } => {
+                behaviours.direct.on_answered(peer, connection);
+            }
             Report::Span(span) if self.config.tracing => behaviours.trace.record(span),
             Report::Span(_) => {}
             Report::Dht { request, reply } => behaviours.dht.start(request, reply),

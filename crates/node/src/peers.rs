@@ -353,7 +353,15 @@ impl Behaviour {
 
     fn on_identify(&mut self, now: Instant, event: identify::Event) {
         match event {
-            identify::Event::Received { peer_id, info, .. } => {
+            identify::Event::Received {
+                peer_id,
+                info,
+                connection_id,
+            } => {
+                self.report(Report::Answered {
+                    peer: peer_id,
+                    connection: connection_id,
+                });
                 self.table.on_identified(now, &peer_id, &info.agent_version);
                 self.wire.received(
                     Topic::Identify,
@@ -395,6 +403,10 @@ impl Behaviour {
                 if is_relay {
                     self.relay_rtt = Some(rtt);
                 } else {
+                    self.report(Report::Answered {
+                        peer,
+                        connection: event.connection,
+                    });
                     self.table
                         .on_ping_success(now, &peer, event.connection, rtt);
                 }

@@ -137,6 +137,14 @@ pub enum Report {
     },
     /// An application message arrived from `peer` (liveness for the Peers panel).
     Heard(PeerId),
+    /// `peer` answered on `connection` (its identify, or a ping's echo): the connection is in
+    /// use at its end too, which a direct connection must show before the relayed one goes.
+    Answered {
+        /// The peer.
+        peer: PeerId,
+        /// The connection it answered on.
+        connection: libp2p::swarm::ConnectionId,
+    },
     /// A protocol finished a span of a trace: the node hands it to the tracing behaviour's
     /// store.
     Span(tabmesh_core::trace::Span),

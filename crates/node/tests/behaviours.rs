@@ -2,7 +2,8 @@
 //!
 //! - direct upgrade: two direct connections from offers crossing are resolved the same way on
 //!   both sides (both keep the one the smaller id dialed); the relayed connection is closed
-//!   after its grace once the direct one is up, also one that arrives later;
+//!   after its grace once the peer has answered on the direct one, also one that arrives later,
+//!   and stays while it has not;
 //! - misbehaviour ledger with GIMPS gossip: a peer sending garbage is banned at its third
 //!   strike, refused while banned when it comes back, accepted again when the ban has expired,
 //!   and banned longer when it offends again;
@@ -239,6 +240,41 @@ async fn drive_until<A: NetworkBehaviour, B: NetworkBehaviour>(
     }
 }
 
+/// [`drive_until`] for two direct-upgrade behaviours whose peers answer on every connection
+/// as it comes up, as the peers behaviour reports when identify arrives on it.
+async fn drive_answering_until(
+    a: &mut Swarm<direct::Behaviour>,
+    b: &mut Swarm<direct::Behaviour>,
+    seen: &mut (Connections, Connections),
+    mut done: impl FnMut(&Connections, &Connections) -> bool,
+) {
+    fn answer(swarm: &mut Swarm<direct::Behaviour>, event: &SwarmEvent<Report>) {
+        if let SwarmEvent::ConnectionEstablished {
+            peer_id,
+            connection_id,
+            ..
+        } = event
+        {
+            swarm.behaviour_mut().on_answered(*peer_id, *connection_id);
+        }
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    while !done(&seen.0, &seen.1) {
+        tokio::select! {
+            event = a.select_next_some() => {
+                answer(a, &event);
+                seen.0.on(&event);
+            }
+            event = b.select_next_some() => {
+                answer(b, &event);
+                seen.1.on(&event);
+            }
+            () = &mut deadline => panic!("not reached in 20 s: {seen:?}"),
+        }
+    }
+}
+
 fn upgrade_config() -> UpgradeConfig {
     UpgradeConfig {
         relayed_grace: Duration::from_millis(300),
@@ -270,7 +306,7 @@ async fn both_sides_keep_the_direct_connection_the_smaller_id_dialed() {
     a.dial(dial_twice_allowed(b_id, b_direct)).unwrap();
     b.dial(dial_twice_allowed(a_id, a_direct)).unwrap();
     let mut seen = Default::default();
-    drive_until(&mut a, &mut b, &mut seen, |x, y| {
+    drive_answering_until(&mut a, &mut b, &mut seen, |x, y| {
         x.established == 2 && y.established == 2 && x.open.len() == 1 && y.open.len() == 1
     })
     .await;
@@ -295,13 +331,13 @@ async fn the_relayed_connection_closes_after_its_grace_and_a_late_one_too() {
     // Met through the relay.
     a.dial(dial_twice_allowed(b_id, b_relayed)).unwrap();
     let mut seen = Default::default();
-    drive_until(&mut a, &mut b, &mut seen, |x, y| {
+    drive_answering_until(&mut a, &mut b, &mut seen, |x, y| {
         x.established == 1 && y.established == 1
     })
     .await;
     // Going direct: the relayed connection goes once its grace is over.
     a.dial(dial_twice_allowed(b_id, b_direct)).unwrap();
-    drive_until(&mut a, &mut b, &mut seen, |x, y| {
+    drive_answering_until(&mut a, &mut b, &mut seen, |x, y| {
         x.established == 2 && x.open.len() == 1 && y.open.len() == 1
     })
     .await;
@@ -314,7 +350,7 @@ async fn the_relayed_connection_closes_after_its_grace_and_a_late_one_too() {
     );
     // The peer's own discovery dial arrives later through the relay: it goes too.
     b.dial(dial_twice_allowed(a_id, a_relayed)).unwrap();
-    drive_until(&mut a, &mut b, &mut seen, |x, y| {
+    drive_answering_until(&mut a, &mut b, &mut seen, |x, y| {
         x.established == 3 && x.open.len() == 1 && y.open.len() == 1 && x.closed.len() == 2
     })
     .await;
@@ -323,6 +359,33 @@ async fn the_relayed_connection_closes_after_its_grace_and_a_late_one_too() {
         seen.0.closed.iter().all(ConnectedPoint::is_relayed),
         "{seen:?}"
     );
+}
+
+#[tokio::test]
+async fn the_relayed_connection_stays_while_the_peer_has_not_answered_on_the_direct_one() {
+    let (mut a, mut b) = (direct_peer(), direct_peer());
+    let b_relayed = listen(&mut b, "/p2p-circuit").await;
+    let b_direct = listen(&mut b, "/p2p-circuit/webrtc").await;
+    let b_id = *b.local_peer_id();
+    a.dial(dial_twice_allowed(b_id, b_relayed)).unwrap();
+    a.dial(dial_twice_allowed(b_id, b_direct)).unwrap();
+    let mut seen = Default::default();
+    drive_until(&mut a, &mut b, &mut seen, |x, y| {
+        x.established == 2 && y.established == 2
+    })
+    .await;
+    // Nobody answers (no identify, no ping here): ten graces later both connections are open.
+    let quiet = tokio::time::sleep(upgrade_config().relayed_grace * 10);
+    tokio::pin!(quiet);
+    loop {
+        tokio::select! {
+            event = a.select_next_some() => seen.0.on(&event),
+            event = b.select_next_some() => seen.1.on(&event),
+            () = &mut quiet => break,
+        }
+    }
+    assert_eq!(seen.0.open.len(), 2, "{seen:?}");
+    assert_eq!(seen.1.open.len(), 2, "{seen:?}");
 }
 
 /// A peer running GIMPS gossip and the misbehaviour ledger, with the node's routing of
