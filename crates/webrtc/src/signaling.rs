@@ -22,8 +22,11 @@ use crate::pb::{self, Field, PbError};
 pub const PROTOCOL: &str = "/webrtc-signaling/0.0.1";
 /// Largest signaling message accepted (an SDP is a few KB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Time a side gives the whole exchange (js-libp2p's listener allows 10 s).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a side gives the whole exchange, offer to connected. js-libp2p's listener allows 10 s,
+/// enough for two idle tabs (a few hundred ms); 24 tabs joining at once on two cores took 5 to
+/// 20 s per exchange, and at 10 s a third of them were given up on by one side just as the
+/// other finished, which made each side start again.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a signaling message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

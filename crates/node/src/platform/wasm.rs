@@ -230,6 +230,14 @@ pub(crate) fn build_swarm(
             c.with_idle_connection_timeout(Duration::from_secs(60))
                 .with_dial_concurrency_factor(std::num::NonZeroU8::MIN)
         })
+        // A handshake (relayed: noise and yamux over the circuit; direct: the signaling, ICE,
+        // DTLS and noise) given up on by one side as the other finishes leaves the other with a
+        // connection nobody answers on; the pair then loses each other and meets again from
+        // the start. libp2p's 10 s did that dozens of times a minute with 24 tabs joining on two
+        // cores, where handshakes take 5 to 20 s. Dead ends fail sooner anyway: the relay
+        // refuses a circuit to a peer it does not know, a WebRTC dial fails with its signaling
+        // timeout (`tabmesh_webrtc::signaling::DEFAULT_TIMEOUT`, shorter than this).
+        .with_connection_timeout(Duration::from_secs(30))
         .build();
     Ok(swarm)
 }
