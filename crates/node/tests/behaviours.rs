@@ -227,17 +227,9 @@ async fn drive_until<A: NetworkBehaviour, B: NetworkBehaviour>(
     a: &mut Swarm<A>,
     b: &mut Swarm<B>,
     seen: &mut (Connections, Connections),
-    mut done: impl FnMut(&Connections, &Connections) -> bool,
+    done: impl FnMut(&Connections, &Connections) -> bool,
 ) {
-    let deadline = tokio::time::sleep(Duration::from_secs(20));
-    tokio::pin!(deadline);
-    while !done(&seen.0, &seen.1) {
-        tokio::select! {
-            event = a.select_next_some() => seen.0.on(&event),
-            event = b.select_next_some() => seen.1.on(&event),
-            () = &mut deadline => panic!("not reached in 20 s: {seen:?}"),
-        }
-    }
+    drive_hooked(a, b, seen, done, |_, _| {}, |_, _| {}).await;
 }
 
 /// [`drive_until`] for two direct-upgrade behaviours whose peers answer on every connection
@@ -246,7 +238,7 @@ async fn drive_answering_until(
     a: &mut Swarm<direct::Behaviour>,
     b: &mut Swarm<direct::Behaviour>,
     seen: &mut (Connections, Connections),
-    mut done: impl FnMut(&Connections, &Connections) -> bool,
+    done: impl FnMut(&Connections, &Connections) -> bool,
 ) {
     fn answer(swarm: &mut Swarm<direct::Behaviour>, event: &SwarmEvent<Report>) {
         if let SwarmEvent::ConnectionEstablished {
@@ -258,16 +250,28 @@ async fn drive_answering_until(
             swarm.behaviour_mut().on_answered(*peer_id, *connection_id);
         }
     }
+    drive_hooked(a, b, seen, done, answer, answer).await;
+}
+
+/// The loop of [`drive_until`]: each swarm's events go to its hook, then into `seen`.
+async fn drive_hooked<A: NetworkBehaviour, B: NetworkBehaviour>(
+    a: &mut Swarm<A>,
+    b: &mut Swarm<B>,
+    seen: &mut (Connections, Connections),
+    mut done: impl FnMut(&Connections, &Connections) -> bool,
+    mut on_a: impl FnMut(&mut Swarm<A>, &SwarmEvent<A::ToSwarm>),
+    mut on_b: impl FnMut(&mut Swarm<B>, &SwarmEvent<B::ToSwarm>),
+) {
     let deadline = tokio::time::sleep(Duration::from_secs(20));
     tokio::pin!(deadline);
     while !done(&seen.0, &seen.1) {
         tokio::select! {
             event = a.select_next_some() => {
-                answer(a, &event);
+                on_a(a, &event);
                 seen.0.on(&event);
             }
             event = b.select_next_some() => {
-                answer(b, &event);
+                on_b(b, &event);
                 seen.1.on(&event);
             }
             () = &mut deadline => panic!("not reached in 20 s: {seen:?}"),
