@@ -85,7 +85,7 @@ pub(crate) fn app(props: &AppProps) -> Html {
                         </div>
                         <div class="panels">
                             <PeersPanel peers={parts.peers.clone()} banned={parts.banned.clone()} />
-                            <EventLog events={parts.wire.clone()} />
+                            <EventLog events={parts.wire.clone()} kept={view.wire_kept} />
                         </div>
                     </main>
                 </>

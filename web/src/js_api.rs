@@ -4,6 +4,9 @@
 //! - `window.tabmesh.state()` returns the node's current [`NodeView`](tabmesh_node::NodeView)
 //!   as a plain object (`null` until the node has published its first view). Its fields are a
 //!   stable interface that end-to-end tests read; later protocols add sections to it.
+//! - `wireLog()` returns a `Promise` of every wire event the node keeps, oldest first (`state()`
+//!   has the newest 50; `?wire_log=N` in the page's URL keeps N, 500 by default), each as in
+//!   `state().wire`: `{seq, at_ms, direction, protocol, peer, summary}`.
 //! - `sleep()`, `wake()`, `reset()`: the GIMPS node's buttons.
 //! - `benchLucasLehmer(p)`: times one whole Lucas-Lehmer test on the page, in milliseconds
 //!   (blocks the tab; for benchmarks). `benchSearch(p)`: a `Promise` of `{ prime, ms }` for
@@ -78,6 +81,14 @@ pub(crate) fn install(client: &NodeClient) {
     let _ = js_sys::Reflect::set(&api, &"state".into(), state.as_ref());
     // The closures live as long as the page.
     state.forget();
+    let node = client.clone();
+    let wire_log = Closure::<dyn Fn() -> js_sys::Promise>::new(move || {
+        let node = node.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            plain_object(&node.wire_log().await.map_err(js_error)?)
+        })
+    });
+    set(&api, "wireLog", wire_log);
     type NamedCommand = (&'static str, fn() -> Command);
     let commands: [NamedCommand; 3] = [
         ("sleep", || Command::Sleep),

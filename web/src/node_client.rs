@@ -21,6 +21,7 @@ use tabmesh_core::dht::{DhtConfig, DhtError, DhtReply, DhtRequest};
 use tabmesh_core::gimps::pace::SearchPace;
 use tabmesh_core::protocol::AGENT_WEB;
 use tabmesh_core::services::{CallError, CallRequest, Catalog, Descriptor};
+use tabmesh_core::wire_log::{MAX_CAPACITY, WireEvent};
 use tabmesh_node::perf::PerfReport;
 use tabmesh_node::services::{CallAnswer, HOST_QUEUE, HostCall, ServiceCommand};
 use tabmesh_node::{BootstrapSource, Command, Node, NodeConfig, NodeEvent, NodeView, platform};
@@ -240,6 +241,18 @@ impl NodeClient {
             reply,
         };
         self.ask(command, PATIENCE, Unanswered::error).await
+    }
+
+    /// Every wire event the node keeps (`?wire_log=N` of them), oldest first.
+    pub(crate) async fn wire_log(&self) -> Result<Vec<WireEvent>, String> {
+        let mut unanswered = None;
+        let events = self
+            .ask(Command::WireLog, PATIENCE, |why| {
+                unanswered = Some(why);
+                Vec::new()
+            })
+            .await;
+        unanswered.map_or(Ok(events), Unanswered::error)
     }
 }
 
@@ -470,6 +483,16 @@ fn url_settings(config: &mut NodeConfig) {
     }
     if let Some(tracing) = params.get("tracing") {
         config.tracing = !matches!(tracing.as_str(), "0" | "false" | "off" | "no");
+    }
+    if let Some(raw) = params.get("wire_log") {
+        match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX_CAPACITY).contains(&n) => config.wire_log_capacity = n,
+            _ => tracing::warn!(
+                raw,
+                max = MAX_CAPACITY,
+                "ignoring a bad wire_log in the URL (events to keep, 1 to max)"
+            ),
+        }
     }
     if let Some(direct) = params.get("direct") {
         config.direct_upgrade = !matches!(direct.as_str(), "0" | "false" | "off" | "no");

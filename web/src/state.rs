@@ -386,6 +386,7 @@ mod tests {
             peers,
             listen_addrs: Vec::new(),
             wire: Vec::new(),
+            wire_kept: 0,
             counters: Counters::default(),
             banned: Vec::new(),
             gimps: None,

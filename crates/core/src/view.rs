@@ -35,8 +35,12 @@ pub struct NodeView {
     pub peers: Vec<PeerView>,
     /// Our listen addresses (relay circuit addresses for tabs).
     pub listen_addrs: Vec<String>,
-    /// The most recent wire events, oldest first.
+    /// The most recent wire events (the node keeps more: its whole log is a command away),
+    /// oldest first.
     pub wire: Vec<WireEvent>,
+    /// How many wire events the node keeps now (at most its log's capacity).
+    #[serde(default)]
+    pub wire_kept: usize,
     /// Counters of rejected input and failures.
     pub counters: Counters,
     /// Peers banned by the misbehaviour ledger, with the reason and the time left.

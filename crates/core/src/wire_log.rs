@@ -101,6 +101,10 @@ pub struct WireEvent {
     pub summary: String,
 }
 
+/// The most events a [`WireLog`] keeps, whatever it is asked for (~2.5 MB at the size of a
+/// typical event): enough for minutes of a busy tab's traffic.
+pub const MAX_CAPACITY: usize = 10_000;
+
 /// The last `capacity` wire events, oldest first.
 #[derive(Debug, Clone)]
 pub struct WireLog {
@@ -111,14 +115,22 @@ pub struct WireLog {
 }
 
 impl WireLog {
-    /// An empty log keeping `capacity` events, stamping them relative to `origin`.
+    /// An empty log keeping `capacity` events (at least one, at most [`MAX_CAPACITY`]),
+    /// stamping them relative to `origin`.
     pub fn new(origin: Instant, capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
         Self {
             origin,
             capacity,
             next_seq: 1,
-            events: VecDeque::with_capacity(capacity),
+            // It fills only as events come: a large log costs nothing until then.
+            events: VecDeque::with_capacity(capacity.min(64)),
         }
+    }
+
+    /// How many events it keeps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Appends an event, dropping the oldest when full.
@@ -148,6 +160,11 @@ impl WireLog {
     /// The kept events, oldest first.
     pub fn events(&self) -> impl ExactSizeIterator<Item = &WireEvent> {
         self.events.iter()
+    }
+
+    /// The newest `n` kept events (all of them if fewer), oldest first.
+    pub fn recent(&self, n: usize) -> impl ExactSizeIterator<Item = &WireEvent> {
+        self.events.range(self.events.len().saturating_sub(n)..)
     }
 
     /// Events logged since start, including dropped ones.
@@ -180,6 +197,37 @@ mod tests {
             .collect();
         assert_eq!(kept, vec![(3, 20, "#2"), (4, 30, "#3"), (5, 40, "#4")]);
         assert_eq!(log.total(), 5);
+    }
+
+    fn log_of(capacity: usize, pushes: u64) -> WireLog {
+        let origin = Instant::now();
+        let mut log = WireLog::new(origin, capacity);
+        for i in 0..pushes {
+            log.push(origin, Direction::Local, Topic::Conn, None, format!("#{i}"));
+        }
+        log
+    }
+
+    #[test]
+    fn recent_gives_the_newest_events_oldest_first() {
+        let log = log_of(10, 7);
+        let seqs = |n| log.recent(n).map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(3), vec![5, 6, 7]);
+        assert_eq!(seqs(7), (1..=7).collect::<Vec<_>>());
+        assert_eq!(seqs(50), (1..=7).collect::<Vec<_>>());
+        assert!(seqs(0).is_empty());
+    }
+
+    #[test]
+    fn a_capacity_of_zero_keeps_one_event_and_a_huge_one_is_capped() {
+        // Zero would otherwise never drop anything (the log would grow without bound).
+        let log = log_of(0, 5);
+        assert_eq!(log.capacity(), 1);
+        assert_eq!(log.events().map(|e| e.seq).collect::<Vec<_>>(), vec![5]);
+        assert_eq!(log.total(), 5);
+        let log = log_of(usize::MAX, 3);
+        assert_eq!(log.capacity(), MAX_CAPACITY);
+        assert_eq!(log.events().len(), 3);
     }
 
     #[test]

@@ -371,3 +371,122 @@ async fn tabs_and_a_native_node_form_a_mesh_and_survive_a_relay_restart() -> any
     relay.stop()?;
     Ok(())
 }
+
+/// The wire events `wireLog()` returns, as `(seq, summary)`.
+async fn wire_log(browser: &Browser, tab: &tabmesh_e2e::Tab) -> anyhow::Result<Vec<(u64, String)>> {
+    let events = browser
+        .call(tab, "window.tabmesh.wireLog()")
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let events = events.as_array().cloned().unwrap_or_default();
+    Ok(events
+        .iter()
+        .map(|e| {
+            let seq = e["seq"].as_u64().unwrap_or_default();
+            (seq, e["summary"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect())
+}
+
+/// Waits until the tab has logged more than `n` wire events.
+async fn logged_more_than(browser: &Browser, tab: &tabmesh_e2e::Tab, n: u64) -> anyhow::Result<()> {
+    wait_until("the tab logs enough wire events", PATIENCE, || async move {
+        Ok(match browser.state(tab).await? {
+            Some(v) if v.counters.wire_events > n => Ok(()),
+            Some(v) => Err(format!("{} wire events", v.counters.wire_events)),
+            None => Err("no view yet".to_owned()),
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_keeps_as_many_wire_events_as_its_url_asks_and_copies_them_all() -> anyhow::Result<()>
+{
+    let dir = run_dir("wire-log")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    // Pings to the relay every 0.1 s: a line each in the Event log.
+    let url = |wire_log: &str| {
+        format!(
+            "{}/?search=off&libp2p_ping=0.1&wire_log={wire_log}",
+            relay.url()
+        )
+    };
+    // Big enough that nothing rolls over while the test runs (~30 events a second).
+    let big = browser.open_tab(&url("4000")).await?;
+    let small = browser.open_tab(&url("5")).await?;
+    let bad = browser.open_tab(&url("lots")).await?;
+
+    // A big log: the view carries the newest 50, wireLog() all of them from the first.
+    logged_more_than(&browser, &big, 120).await?;
+    let view = browser.state(&big).await?.expect("a view");
+    assert_eq!(view.wire.len(), 50, "{:?}", view.wire.len());
+    assert!(view.wire_kept > 120, "kept {}", view.wire_kept);
+    let log = wire_log(&browser, &big).await?;
+    assert!(log.len() > 120, "{} events", log.len());
+    let seqs: Vec<u64> = log.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs[0], 1, "nothing dropped yet");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let newest_in_view = view.wire.last().expect("events").seq;
+    assert!(*seqs.last().expect("events") >= newest_in_view);
+    wait_until("the panel says how many it keeps", PAGE, || {
+        let (browser, tab) = (&browser, &big);
+        async move {
+            let shown = browser.text(tab, "[data-testid=event-log] h2").await?;
+            Ok(
+                if shown.contains("newest 50 of") && shown.contains("kept") {
+                    Ok(())
+                } else {
+                    Err(shown)
+                },
+            )
+        }
+    })
+    .await?;
+    // The copy button copies the whole log, not the 50 rows shown (the clipboard is caught).
+    browser
+        .call(
+            &big,
+            "Object.defineProperty(navigator.clipboard, 'writeText', { configurable: true, \
+             value: t => { window.copied = t; return Promise.resolve(); } })",
+        )
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    browser
+        .click(&big, "[data-testid=event-log] button.copy")
+        .await?;
+    let copied = wait_until("the copy button copies", PAGE, || {
+        let (browser, tab) = (&browser, &big);
+        async move {
+            Ok(match browser.call(tab, "window.copied").await? {
+                Ok(serde_json::Value::String(text)) => Ok(text),
+                other => Err(format!("{other:?}")),
+            })
+        }
+    })
+    .await?;
+    let lines: Vec<&str> = copied.lines().collect();
+    assert!(lines.len() >= log.len(), "{} lines copied", lines.len());
+    assert!(lines[0].ends_with(&log[0].1), "{} / {}", lines[0], log[0].1);
+
+    // A log of 5 keeps the newest 5.
+    logged_more_than(&browser, &small, 20).await?;
+    let log = wire_log(&browser, &small).await?;
+    let seqs: Vec<u64> = log.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs.len(), 5, "{seqs:?}");
+    assert!(
+        seqs[0] > 15 && seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "{seqs:?}"
+    );
+    let view = browser.state(&small).await?.expect("a view");
+    assert!(view.wire.len() <= 5 && view.wire_kept == 5, "{view:?}");
+
+    // A value that is not a count is ignored: the default (500) applies.
+    logged_more_than(&browser, &bad, 60).await?;
+    let log = wire_log(&browser, &bad).await?;
+    assert!(log.len() > 60 && log[0].0 == 1, "{} events", log.len());
+
+    browser.quit().await?;
+    Ok(())
+}

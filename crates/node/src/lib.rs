@@ -99,7 +99,8 @@ pub struct NodeConfig {
     /// How often a [`NodeView`] is published (the first one within this time of start, sooner
     /// when the first connection comes).
     pub view_interval: Duration,
-    /// Wire events kept in the view.
+    /// Wire events the node keeps ([`Command::WireLog`] gives them all; the view carries the
+    /// newest [`VIEW_WIRE_EVENTS`]). At most [`tabmesh_core::wire_log::MAX_CAPACITY`].
     pub wire_log_capacity: usize,
     /// Also send each wire event as it happens ([`NodeEvent::Wire`]); otherwise they are only
     /// in the views (a UI that renders views needs nothing more).
@@ -142,7 +143,7 @@ impl NodeConfig {
             peer_table: PeerTableConfig::default(),
             ping_interval: Duration::from_secs(5),
             view_interval: Duration::from_millis(500),
-            wire_log_capacity: 50,
+            wire_log_capacity: 500,
             stream_wire_events: false,
             clock_origin_offset: Duration::ZERO,
             seed: 0,
@@ -204,7 +205,12 @@ pub enum Command {
     SlowMotion(Option<Duration>),
     /// Take a snapshot, or switch the token demo.
     Snapshot(snapshot::SnapshotCommand),
+    /// Every wire event the node keeps, oldest first (the view has only the newest).
+    WireLog(futures::channel::oneshot::Sender<Vec<tabmesh_core::wire_log::WireEvent>>),
 }
+
+/// The wire events a [`NodeView`] carries: the newest this many.
+pub const VIEW_WIRE_EVENTS: usize = 50;
 
 /// The caller's side of a node: its events and a way to send it commands.
 #[derive(Debug)]

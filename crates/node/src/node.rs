@@ -233,6 +233,11 @@ impl Node {
                 self.refresh_snapshot_facts();
                 self.swarm.behaviour_mut().snapshot.command(command);
             }
+            Command::WireLog(reply) => {
+                // With what the behaviours logged since the last flush.
+                self.flush_log();
+                let _ = reply.send(self.wire.events().cloned().collect());
+            }
             Command::Shutdown => {}
         }
     }
@@ -313,7 +318,8 @@ impl Node {
                 view.strikes = ledger.strikes(peer);
             }),
             listen_addrs,
-            wire: self.wire.events().cloned().collect(),
+            wire: self.wire.recent(crate::VIEW_WIRE_EVENTS).cloned().collect(),
+            wire_kept: self.wire.events().len(),
             counters,
             banned: ledger.view(),
             gimps: Some(b.gimps.view()),
