@@ -8,21 +8,23 @@
 //! - `GET /api/traces/{trace_id}`: the trace gathered from the peers it crossed, starting from
 //!   the relay's own spans (the calls that came in over HTTP): `{trace_id, spans, peers, missing,
 //!   offsets_ms, refused}`, or with `?format=otlp` as OTLP/JSON; 400 for a malformed id;
-//! - everything else: files of the built web app, with `index.html` for unknown paths, or a page
-//!   that says how to build the app when it is missing.
+//! - everything else: files of the built web app, with `index.html` for unknown paths (gzipped
+//!   when the build left a `.gz` beside the file and the browser accepts gzip; revalidated at
+//!   every load), or a page that says how to build the app when it is missing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures::channel::{mpsc, oneshot};
 use tabmesh_core::trace::TraceId;
 use tabmesh_node::trace::TraceCommand;
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::SetResponseHeader;
 
 use crate::network::SharedState;
 
@@ -46,7 +48,24 @@ pub fn router(
         .merge(gateway);
     let index = web_dir.join("index.html");
     if index.is_file() {
-        api.fallback_service(ServeDir::new(&web_dir).fallback(ServeFile::new(index)))
+        // Gzipped where the build wrote a `.gz` beside a file (`cargo xtask build-web` does for
+        // every one) and the browser accepts it. Browsers revalidate each file at every load
+        // (a 304 when unchanged): the names carry no hash, so a rebuilt app must never be
+        // mixed with a cached part of the old one.
+        let files = ServeDir::new(&web_dir)
+            .precompressed_gzip()
+            .fallback(ServeFile::new(index).precompressed_gzip());
+        // Caches between the relay and the browser (a proxy) must keep the two apart.
+        let files = SetResponseHeader::if_not_present(
+            files,
+            header::VARY,
+            HeaderValue::from_static("accept-encoding"),
+        );
+        api.fallback_service(SetResponseHeader::overriding(
+            files,
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
     } else {
         tracing::warn!(dir = %web_dir.display(), "no built web app found; serving a notice at /");
         let notice = missing_app_notice(&web_dir);

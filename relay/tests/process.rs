@@ -261,6 +261,90 @@ async fn the_relay_starts_without_warnings() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn the_app_is_served_gzipped_where_the_build_left_a_gz_and_always_revalidated()
+-> anyhow::Result<()> {
+    use std::io::Read;
+    let dir = run_dir("relay-gzip")?;
+    let mut options = options(&dir);
+    options.web_dir = dir.join("web");
+    let web = &options.web_dir;
+    std::fs::create_dir_all(web.join("search"))?;
+    let gzip = |bytes: &[u8]| -> anyhow::Result<Vec<u8>> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes)?;
+        Ok(encoder.finish()?)
+    };
+    let index = b"<!doctype html><title>tabmesh</title>".repeat(20);
+    let module: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(web.join("index.html"), &index)?;
+    std::fs::write(web.join("index.html.gz"), gzip(&index)?)?;
+    std::fs::write(web.join("search/app_bg.wasm"), &module)?;
+    std::fs::write(web.join("search/app_bg.wasm.gz"), gzip(&module)?)?;
+    // A file the build did not compress (a directory built by another tool, say).
+    std::fs::write(web.join("style.css"), "body { margin: 0 }")?;
+    let relay = Relay::start(options.clone(), dir.join("relay.log")).await?;
+    let client = reqwest::Client::new();
+    let get = |path: &str, gzip_ok: bool| {
+        let request = client.get(format!("{}{path}", relay.url()));
+        if gzip_ok {
+            request.header("accept-encoding", "gzip, deflate")
+        } else {
+            request
+        }
+    };
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let gunzip = |bytes: &[u8]| -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)?;
+        Ok(out)
+    };
+
+    // Accepted: the .gz, as the module it stands for.
+    let r = get("/search/app_bg.wasm", true).send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-encoding"), "gzip");
+    assert_eq!(header(&r, "content-type"), "application/wasm");
+    assert_eq!(header(&r, "cache-control"), "no-cache");
+    assert!(
+        header(&r, "vary")
+            .to_lowercase()
+            .contains("accept-encoding")
+    );
+    let last_modified = header(&r, "last-modified");
+    let body = r.bytes().await?;
+    assert!(body.len() < module.len() / 2, "{} bytes sent", body.len());
+    assert_eq!(gunzip(&body)?, module);
+    // Not accepted: the file itself.
+    let r = get("/search/app_bg.wasm", false).send().await?;
+    assert_eq!(header(&r, "content-encoding"), "");
+    assert_eq!(r.bytes().await?.as_ref(), module.as_slice());
+    // Unchanged since the last load: 304, nothing sent again.
+    let r = get("/search/app_bg.wasm", true)
+        .header("if-modified-since", &last_modified)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 304);
+    // An unknown path gets the page, gzipped too.
+    let r = get("/some/route", true).send().await?;
+    assert_eq!(header(&r, "content-encoding"), "gzip");
+    assert_eq!(gunzip(&r.bytes().await?)?, index);
+    // No .gz beside it: served as it is.
+    let r = get("/style.css", true).send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-encoding"), "");
+    assert_eq!(header(&r, "cache-control"), "no-cache");
+    assert_eq!(r.text().await?, "body { margin: 0 }");
+    relay.stop()?;
+    Ok(())
+}
+
 /// A running `tabmesh-loadgen`, holding its clients until dropped.
 struct Loadgen(std::process::Child);
 
