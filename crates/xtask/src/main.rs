@@ -3,7 +3,7 @@
 //! - `demo`: build the web app, start the relay serving it, print the URL to open in tabs;
 //! - `test`: formatting, clippy (native and wasm32), unit and integration tests, and the browser
 //!   end-to-end tests inside a loopback-only network namespace;
-//! - `build-web`: build the web app into `dist/`;
+//! - `build-web`: build the web app into `dist/` (optimised, with gzipped copies);
 //! - `net up|down|status`: a local network of a relay, headless tabs and native nodes;
 //! - `bench`: sizes, join times, relay footprint, GIMPS and DHT figures, printed as figures;
 //! - `soak`: the relay, tabs and native peers under churn for a long time (`--minutes 30`),
@@ -51,7 +51,8 @@ enum Task {
         #[arg(long)]
         no_fuzz: bool,
     },
-    /// Build the web app into dist/.
+    /// Build the web app into dist/: optimised by wasm-opt (installed into .tools/ when
+    /// missing) and gzipped beside each file for the relay to serve.
     BuildWeb {
         /// Debug build (faster to build, larger and slower).
         #[arg(long)]
@@ -104,7 +105,10 @@ fn main() -> std::process::ExitCode {
             no_fuzz,
         } => test::run(!no_e2e, !e2e_only, !no_fuzz && !e2e_only),
         Task::BuildWeb { dev, no_opt } => {
-            web::build(web::Profile::from_dev(dev), !no_opt).map(|_| ())
+            // The build a relay deploys: optimised, as `demo` and `test` build it.
+            let optimize = !dev && !no_opt;
+            let tools = if optimize { setup::wasm_opt() } else { Ok(()) };
+            tools.and_then(|()| web::build(web::Profile::from_dev(dev), !no_opt).map(|_| ()))
         }
         Task::Net { action } => net::run(action),
         Task::Bench(args) => bench::run(args),
