@@ -26,7 +26,7 @@ use tabmesh_core::bootstrap::{IceServer, with_peer_id};
 use tabmesh_core::direct_upgrade::{
     CloseReason, DirectUpgrades, LinkChange, UpgradeAction, UpgradeConfig, UpgradeView,
 };
-use tabmesh_core::peers::ConnectionKind;
+use tabmesh_core::peers::{ConnectionKind, PeerKind};
 use tabmesh_core::wire_log::Topic;
 use tabmesh_webrtc::addr::{is_webrtc, parse_dial_addr};
 use web_time::Instant;
@@ -134,8 +134,12 @@ impl Behaviour {
         })
     }
 
-    /// `peer` announced its listen addresses: its `/webrtc` ones are how we go direct.
-    pub fn on_identified(&mut self, peer: PeerId, listen_addrs: &[Multiaddr]) {
+    /// `peer` told who it is (`agent`: a tabmesh tab runs the same upgrade rules, so its lead
+    /// is waited for patiently) and announced its listen addresses: its `/webrtc` ones are how
+    /// we go direct.
+    pub fn on_identified(&mut self, peer: PeerId, agent: &str, listen_addrs: &[Multiaddr]) {
+        let runs_these_rules = PeerKind::of_agent(Some(agent)) == PeerKind::Tab;
+        self.upgrades.on_agent(peer, runs_these_rules);
         let dialable = listen_addrs
             .iter()
             .filter(|a| is_webrtc(a))
@@ -485,7 +489,7 @@ mod tests {
                     .clone()
                     .with(Protocol::P2pCircuit)
                     .with(Protocol::WebRTC);
-                direct.on_identified(peer, &[webrtc_addr]);
+                direct.on_identified(peer, "test", &[webrtc_addr]);
             }
             let mut cx = Context::from_waker(futures::task::noop_waker_ref());
             let mut dials = 0;

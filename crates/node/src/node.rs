@@ -169,6 +169,7 @@ impl Node {
             }
             Report::Identified {
                 peer,
+                agent,
                 listen_addrs,
                 protocols,
             } => {
@@ -177,7 +178,7 @@ impl Node {
                     .on_identified(peer, &listen_addrs, &protocols);
                 behaviours.snapshot.on_identified(peer, &protocols);
                 if Some(peer) != self.relay {
-                    behaviours.direct.on_identified(peer, &listen_addrs);
+                    behaviours.direct.on_identified(peer, &agent, &listen_addrs);
                 }
             }
             Report::Heard(peer) => behaviours.peers.on_heard(&peer),

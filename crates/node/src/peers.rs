@@ -370,6 +370,7 @@ impl Behaviour {
                 );
                 self.report(Report::Identified {
                     peer: peer_id,
+                    agent: info.agent_version,
                     listen_addrs: info.listen_addrs,
                     protocols: info.protocols,
                 });

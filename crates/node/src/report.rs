@@ -130,6 +130,8 @@ pub enum Report {
     Identified {
         /// The peer.
         peer: PeerId,
+        /// Its agent (which implementation it runs).
+        agent: String,
         /// Its listen addresses (checked to belong to it).
         listen_addrs: Vec<Multiaddr>,
         /// The protocols it speaks.

@@ -10,6 +10,10 @@
 //!    circuit, as js-libp2p does): it dials after `first_delay`; the side that was dialed waits
 //!    `takeover_delay` for the leader's offer and dials only if nothing direct appeared (covers
 //!    peers that never upgrade by themselves, such as js-libp2p nodes dialing a plain circuit).
+//!    A leader known to run these rules (a tabmesh tab, by its identify agent) is given
+//!    `patient_takeover_delay` instead: its offer is sure to come, though a tab meeting many
+//!    peers at once queues its attempts (`max_concurrent`), and an offer of ours sent sooner
+//!    would cross it (24 tabs on two cores: ~170 pairs with two direct connections a run).
 //!    If both dialed a relayed connection, the smaller peer id leads (looked at again as each
 //!    relayed connection comes up: each side may see the other's first). An offer from the
 //!    peer postpones ours; failures back off exponentially; few attempts at once.
@@ -35,13 +39,15 @@
 
 pub mod schedule;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
 use crate::peers::ConnectionKind;
-pub use schedule::{ScheduleAction, UpgradeConfig, UpgradeSchedule, UpgradeState, UpgradeView};
+pub use schedule::{
+    ScheduleAction, Turn, UpgradeConfig, UpgradeSchedule, UpgradeState, UpgradeView,
+};
 use web_time::Instant;
 
 /// Peers whose `/webrtc` addresses are kept at most (connected peers only; the peer table holds
@@ -119,6 +125,8 @@ pub struct DirectUpgrades<C> {
     schedule: UpgradeSchedule,
     links: HashMap<PeerId, Vec<Link<C>>>,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Connected peers that run these rules themselves (rule 1).
+    rule_followers: HashSet<PeerId>,
     dials: HashMap<C, PeerId>,
     relayed_closing: VecDeque<(Instant, PeerId)>,
 }
@@ -134,6 +142,7 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
             schedule: UpgradeSchedule::new(local, config),
             links: HashMap::new(),
             addrs: HashMap::new(),
+            rule_followers: HashSet::new(),
             dials: HashMap::new(),
             relayed_closing: VecDeque::new(),
         }
@@ -167,6 +176,18 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
     /// Peers with `/webrtc` addresses known (bounded by connected peers).
     pub fn peers_with_addrs(&self) -> usize {
         self.addrs.len()
+    }
+
+    /// `peer` told who it is: `runs_these_rules` when it is a node that applies these same
+    /// rules (a tabmesh tab), so that its lead is waited for patiently (rule 1). Before its
+    /// addresses ([`on_addresses`](Self::on_addresses)), which plan the first attempt.
+    pub fn on_agent(&mut self, peer: PeerId, runs_these_rules: bool) {
+        if !runs_these_rules {
+            self.rule_followers.remove(&peer);
+        } else if self.links.contains_key(&peer) && self.rule_followers.len() < MAX_PEERS_WITH_ADDRS
+        {
+            self.rule_followers.insert(peer);
+        }
     }
 
     /// `peer` announced these listen addresses; `dialable` keeps the `/webrtc` ones we can dial
@@ -310,14 +331,15 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
             // The peer is gone altogether: forget everything about it.
             self.links.remove(&peer);
             self.addrs.remove(&peer);
+            self.rule_followers.remove(&peer);
             self.schedule.on_disconnected(&peer);
             self.relayed_closing.retain(|(_, p)| *p != peer);
             return LinkChange::None;
         }
         if closed.kind == ConnectionKind::Direct && !self.is_direct(&peer) {
             // Rule 5: still reached through the relay, so try to go direct again.
-            let leads = self.leads(&peer);
-            self.schedule.on_direct_closed(now, peer, leads);
+            let turn = self.turn(&peer);
+            self.schedule.on_direct_closed(now, peer, turn);
             return LinkChange::DirectLost;
         }
         LinkChange::None
@@ -348,8 +370,19 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
 
     fn maybe_plan(&mut self, now: Instant, peer: PeerId) {
         if self.enabled && !self.is_direct(&peer) && self.addrs.contains_key(&peer) {
-            let leads = self.leads(&peer);
-            self.schedule.on_relayed(now, peer, leads);
+            let turn = self.turn(&peer);
+            self.schedule.on_relayed(now, peer, turn);
+        }
+    }
+
+    /// Rule 1: who dials first, and how long the other side waits.
+    fn turn(&self, peer: &PeerId) -> Turn {
+        if self.leads(peer) {
+            Turn::Ours
+        } else if self.rule_followers.contains(peer) {
+            Turn::TheirsSurely
+        } else {
+            Turn::Theirs
         }
     }
 
@@ -484,6 +517,55 @@ mod tests {
         // The peer leaves: its addresses go with it.
         u.on_connection_closed(t0, large, 1);
         assert_eq!(u.peers_with_addrs(), 0);
+    }
+
+    #[test]
+    fn rule_1_a_leader_that_runs_these_rules_is_waited_for_patiently() {
+        let (small, large) = ordered_pair();
+        let config = UpgradeConfig::default();
+        assert!(config.patient_takeover_delay > config.takeover_delay);
+        let t0 = Instant::now();
+        let dial = vec![UpgradeAction::Dial {
+            peer: large,
+            addrs: vec![webrtc_addr()],
+        }];
+        // The larger id dialed the circuit and leads; it is a tabmesh tab: its offer may wait in
+        // its queue past the ordinary takeover, and ours would cross it.
+        let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, false);
+        u.on_agent(large, true);
+        u.on_addresses(t0, large, [webrtc_addr()]);
+        assert_eq!(u.poll_timeout(), Some(t0 + config.patient_takeover_delay));
+        assert_eq!(u.poll(t0 + config.takeover_delay), vec![]);
+        // Its offer never came after all: we take over, later.
+        assert_eq!(u.poll(t0 + config.patient_takeover_delay), dial);
+        // A lost direct connection is retried with the same patience.
+        u.on_connection_established(t0, large, 2, ConnectionKind::Direct, true);
+        let t1 = t0 + config.patient_takeover_delay;
+        u.on_connection_closed(t1, large, 2);
+        assert_eq!(u.poll(t1 + config.takeover_delay), vec![]);
+        assert_eq!(u.poll(t1 + config.patient_takeover_delay), dial);
+        // Another kind of peer (a js-libp2p node, say) gets the ordinary takeover.
+        let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, false);
+        u.on_agent(large, false);
+        u.on_addresses(t0, large, [webrtc_addr()]);
+        assert_eq!(u.poll(t0 + config.takeover_delay), dial);
+        // What a peer said of itself goes with it: after it left and came back unidentified,
+        // the ordinary takeover again.
+        let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, false);
+        u.on_agent(large, true);
+        u.on_connection_closed(t0, large, 1);
+        u.on_connection_established(t0, large, 3, ConnectionKind::Relayed, false);
+        u.on_addresses(t0, large, [webrtc_addr()]);
+        assert_eq!(u.poll_timeout(), Some(t0 + config.takeover_delay));
+        // We lead toward such a peer as toward any other when we dialed the circuit.
+        let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        u.on_agent(large, true);
+        u.on_addresses(t0, large, [webrtc_addr()]);
+        assert_eq!(u.poll(t0 + config.first_delay), dial);
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct UpgradeConfig {
     pub first_delay: Duration,
     /// How long the other side waits for the leading one before dialing itself.
     pub takeover_delay: Duration,
+    /// The same when the leading side runs these rules too (a tabmesh tab): its offer is sure
+    /// to come, but it may wait in its queue of attempts (`max_concurrent`) for a while when
+    /// it meets many peers at once; dialing sooner would cross it.
+    pub patient_takeover_delay: Duration,
     /// First retry delay after a failure; doubles per failure.
     pub initial_backoff: Duration,
     /// Longest retry delay.
@@ -46,6 +50,7 @@ impl Default for UpgradeConfig {
         Self {
             first_delay: Duration::ZERO,
             takeover_delay: Duration::from_secs(8),
+            patient_takeover_delay: Duration::from_secs(30),
             initial_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
             max_concurrent: 8,
@@ -53,6 +58,19 @@ impl Default for UpgradeConfig {
             max_addrs_per_peer: 4,
         }
     }
+}
+
+/// Who dials first toward a direct connection to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// We do, after `first_delay`.
+    Ours,
+    /// The peer should; we take over after `takeover_delay` if nothing direct appeared (a peer
+    /// that may never offer, such as a js-libp2p node that dialed a plain circuit).
+    Theirs,
+    /// The peer will: it runs these rules too. We take over only after
+    /// `patient_takeover_delay`, in case its attempts never reach us.
+    TheirsSurely,
 }
 
 /// Where a peer stands.
@@ -134,12 +152,11 @@ impl UpgradeSchedule {
         }
     }
 
-    /// `peer` is connected through the relay (and not directly); `leads` tells whether we are
-    /// the side that dials first. Called again when that may have changed (another relayed
-    /// connection): a side that finds it leads after all dials at once, unless the peer's offer
-    /// already came.
-    pub fn on_relayed(&mut self, now: Instant, peer: PeerId, leads: bool) {
-        let at = now + self.delay(leads);
+    /// `peer` is connected through the relay (and not directly); `turn` tells who dials first.
+    /// Called again when that may have changed (another relayed connection): a side that finds
+    /// it leads after all dials at once, unless the peer's offer already came.
+    pub fn on_relayed(&mut self, now: Instant, peer: PeerId, turn: Turn) {
+        let at = now + self.delay(turn);
         let entry = self.peers.entry(peer).or_insert(Entry {
             state: State::Waiting { at },
             failures: 0,
@@ -207,8 +224,8 @@ impl UpgradeSchedule {
 
     /// The direct connection to `peer` closed while the relayed one is still there: try again,
     /// with the same delays as for a new peer (so the two sides do not offer at once).
-    pub fn on_direct_closed(&mut self, now: Instant, peer: PeerId, leads: bool) {
-        let delay = self.delay(leads);
+    pub fn on_direct_closed(&mut self, now: Instant, peer: PeerId, turn: Turn) {
+        let delay = self.delay(turn);
         if let Some(entry) = self.peers.get_mut(&peer)
             && entry.state == State::Direct
         {
@@ -223,11 +240,11 @@ impl UpgradeSchedule {
     }
 
     /// The leading side dials at once; the other only takes over later.
-    fn delay(&self, leads: bool) -> Duration {
-        if leads {
-            self.config.first_delay
-        } else {
-            self.config.takeover_delay
+    fn delay(&self, turn: Turn) -> Duration {
+        match turn {
+            Turn::Ours => self.config.first_delay,
+            Turn::Theirs => self.config.takeover_delay,
+            Turn::TheirsSurely => self.config.patient_takeover_delay,
         }
     }
 
@@ -343,8 +360,8 @@ mod tests {
         let t0 = Instant::now();
         let mut at_small = UpgradeSchedule::new(small, config.clone());
         let mut at_large = UpgradeSchedule::new(large, config.clone());
-        at_small.on_relayed(t0, large, true);
-        at_large.on_relayed(t0, small, false);
+        at_small.on_relayed(t0, large, Turn::Ours);
+        at_large.on_relayed(t0, small, Turn::Theirs);
         let soon = t0 + config.first_delay;
         assert_eq!(soon, t0, "by default the leading side dials at once");
         assert_eq!(at_small.poll(soon), vec![ScheduleAction::Dial(large)]);
@@ -352,7 +369,7 @@ mod tests {
         assert_eq!(at_large.poll_timeout(), Some(t0 + config.takeover_delay));
         // The large side's offer arrives first: the small side does not cross it.
         let mut crossing = UpgradeSchedule::new(small, config.clone());
-        crossing.on_relayed(t0, large, true);
+        crossing.on_relayed(t0, large, Turn::Ours);
         crossing.on_remote_attempt(t0, large);
         assert_eq!(crossing.poll(soon), vec![]);
         assert_eq!(crossing.poll_timeout(), Some(t0 + config.takeover_delay));
@@ -373,7 +390,7 @@ mod tests {
         let config = UpgradeConfig::default();
         let t0 = Instant::now();
         let mut u = UpgradeSchedule::new(small, config.clone());
-        u.on_relayed(t0, large, true);
+        u.on_relayed(t0, large, Turn::Ours);
         let mut now = t0 + config.first_delay;
         for failures in 1..=8u32 {
             assert_eq!(
@@ -410,7 +427,7 @@ mod tests {
             .map(|_| Keypair::generate_ed25519().public().to_peer_id())
             .collect();
         for p in &peers {
-            u.on_relayed(t0, *p, false);
+            u.on_relayed(t0, *p, Turn::Theirs);
         }
         let later = t0 + config.takeover_delay;
         let first = u.poll(later);
@@ -427,7 +444,7 @@ mod tests {
         );
         assert_eq!(u.poll(later).len(), 1);
         // The direct connection drops: back to waiting, dialed again later (same delays).
-        u.on_direct_closed(later, done, false);
+        u.on_direct_closed(later, done, Turn::Theirs);
         let view = u.peer_view(later, &done).expect("still tracked");
         assert_eq!(view.state, UpgradeState::Waiting);
         assert!(view.next_attempt_in_ms.is_some());

@@ -160,7 +160,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     swarm.behaviour_mut().peers.set_relay(peer);
                     swarm.behaviour_mut().dht.set_relay(peer, addr);
                 }
-                SwarmEvent::Behaviour(RogueEvent::Peers(Report::Identified { peer, listen_addrs, protocols })) => {
+                SwarmEvent::Behaviour(RogueEvent::Peers(Report::Identified { peer, listen_addrs, protocols, .. })) => {
                     swarm.behaviour_mut().dht.on_identified(peer, &listen_addrs, &protocols);
                     if Some(peer) != relay {
                         let addrs: Vec<Multiaddr> = listen_addrs.into_iter().filter(is_dialable)
