@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: figures, not assertions.
 //!
-//! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped;
+//! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped, and what
+//!   a tab downloads from the relay;
 //! - join time for 4 and 8 tabs: page load to the app running (before any networking) and to
 //!   relay reservation (median and worst over every tab of every run), and the last tab opened
 //!   to all peers connected (it joins a mesh already there);
@@ -137,6 +138,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!(
             "search worker      {:>10} gzipped (loaded after the app, off its thread)",
             mb(build.worker_gzipped)
+        );
+        println!(
+            "a tab downloads    {:>10} (every file as the relay serves it; {} uncompressed)",
+            mb(build.files_served),
+            mb(build.files)
         );
     }
     if args.wants(Section::Gimps) {

@@ -40,6 +40,10 @@ pub(crate) struct WebBuild {
     pub(crate) gzipped: u64,
     /// The search worker's module, gzipped.
     pub(crate) worker_gzipped: u64,
+    /// Every file a tab loads (page, style, glue, modules, the worker's), as built and as the
+    /// relay serves them (gzipped where a `.gz` is beside the file).
+    pub(crate) files: u64,
+    pub(crate) files_served: u64,
 }
 
 /// Adds the wasm target if rustup lacks it.
@@ -130,6 +134,7 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
     )?)?;
     // The relay serves the `.gz` files to browsers that accept gzip (all do): a third of the
     // bytes. The modules' ones are written above, with their sizes.
+    let (mut files, mut files_served) = (0, 0);
     for dir in [&staging, &search] {
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -137,9 +142,16 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
                 .extension()
                 .and_then(|e| e.to_str())
                 .unwrap_or_default();
-            if matches!(ext, "js" | "css" | "html") {
-                gzip_beside(&path)?;
+            if !path.is_file() || ext == "gz" {
+                continue;
             }
+            let gz = if matches!(ext, "js" | "css" | "html") {
+                Some(gzip_beside(&path)?)
+            } else {
+                Some(PathBuf::from(format!("{}.gz", path.display()))).filter(|gz| gz.is_file())
+            };
+            files += file_size(&path)?;
+            files_served += file_size(gz.as_deref().unwrap_or(&path))?;
         }
     }
     let _ = std::fs::remove_dir_all(&dist);
@@ -151,6 +163,8 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
         optimized,
         gzipped,
         worker_gzipped,
+        files,
+        files_served,
     };
     eprintln!(
         "web app built in {}: wasm {} raw, {} after wasm-bindgen, {} after wasm-opt, {} gzipped",
@@ -386,6 +400,8 @@ mod tests {
             optimized: optimized.then_some(0),
             gzipped,
             worker_gzipped: 30_000,
+            files: 0,
+            files_served: 0,
         }
     }
 
