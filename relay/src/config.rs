@@ -43,6 +43,11 @@ pub struct RelayArgs {
     #[arg(long, default_value = "dist")]
     pub web_dir: PathBuf,
 
+    /// When the web app is sent gzipped (from the `.gz` files `cargo xtask build-web` writes
+    /// beside it) to a browser that accepts gzip.
+    #[arg(long, value_enum, default_value_t = Gzip::Auto)]
+    pub gzip: Gzip,
+
     /// STUN or TURN server URL handed to tabs for direct WebRTC (repeatable), e.g.
     /// `stun:stun.example.org:3478` or `turn:turn.example.org:3478`. None are needed on
     /// loopback or a LAN.
@@ -162,6 +167,19 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// When the web app is sent gzipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Gzip {
+    /// To browsers on other machines; browsers on this one (loopback, not forwarded by a
+    /// proxy) get the files as they are: there, gzip saves no transfer and costs every tab an
+    /// inflate of its 3 MB module.
+    Auto,
+    /// To every browser that accepts it.
+    Always,
+    /// Never.
+    Never,
 }
 
 fn parse_ice_url(url: &str) -> Result<String, String> {

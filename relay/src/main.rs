@@ -72,7 +72,13 @@ async fn run(args: RelayArgs) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let gateway = tabmesh_gateway::router(node.service_commands(), &args.gateway.config());
-    let app = http::router(shared, args.web_dir.clone(), gateway, node.trace_commands());
+    let app = http::router(
+        shared,
+        args.web_dir.clone(),
+        args.gzip,
+        gateway,
+        node.trace_commands(),
+    );
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(

@@ -268,6 +268,8 @@ async fn the_app_is_served_gzipped_where_the_build_left_a_gz_and_always_revalida
     let dir = run_dir("relay-gzip")?;
     let mut options = options(&dir);
     options.web_dir = dir.join("web");
+    // This test's client is on loopback, which `auto` (the default) serves uncompressed.
+    options.extra_args = vec!["--gzip".into(), "always".into()];
     let web = &options.web_dir;
     std::fs::create_dir_all(web.join("search"))?;
     let gzip = |bytes: &[u8]| -> anyhow::Result<Vec<u8>> {
@@ -341,6 +343,22 @@ async fn the_app_is_served_gzipped_where_the_build_left_a_gz_and_always_revalida
     assert_eq!(header(&r, "content-encoding"), "");
     assert_eq!(header(&r, "cache-control"), "no-cache");
     assert_eq!(r.text().await?, "body { margin: 0 }");
+    relay.stop()?;
+
+    // By default a browser on this machine gets the files as they are, whatever it accepts.
+    let mut options = self::options(&dir);
+    options.web_dir = dir.join("web");
+    let relay = Relay::start(options, dir.join("relay-auto.log")).await?;
+    for (path, file) in [("/search/app_bg.wasm", &module), ("/some/route", &index)] {
+        let r = client
+            .get(format!("{}{path}", relay.url()))
+            .header("accept-encoding", "gzip, deflate")
+            .send()
+            .await?;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "content-encoding"), "", "{path}");
+        assert_eq!(r.bytes().await?.as_ref(), file.as_slice(), "{path}");
+    }
     relay.stop()?;
     Ok(())
 }

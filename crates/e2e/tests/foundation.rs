@@ -2,8 +2,9 @@
 //!
 //! Every tab must list the other three (and the native node) with a measured RTT, both in
 //! `window.tabmesh.state()` and on the visible page; a hidden tab must render nothing and catch
-//! up once visible, and a panel with nothing new to show must not render again; after the relay restarts, every tab must show that it lost the relay and
-//! then reconnect by itself.
+//! up once visible, and a panel with nothing new to show must not render again; after the relay
+//! restarts, every tab must show that it lost the relay and then reconnect by itself. Also: the
+//! Event log a tab keeps and copies, and the app sent gzipped or as it is.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -487,6 +488,64 @@ async fn a_tab_keeps_as_many_wire_events_as_its_url_asks_and_copies_them_all() -
     let log = wire_log(&browser, &bad).await?;
     assert!(log.len() > 60 && log[0].0 == 1, "{} events", log.len());
 
+    browser.quit().await?;
+    Ok(())
+}
+
+/// The app's module as the tab fetched it: bytes on the wire and bytes decoded (Resource Timing).
+async fn module_transfer(browser: &Browser, tab: &tabmesh_e2e::Tab) -> anyhow::Result<(u64, u64)> {
+    let entry = browser
+        .call(
+            tab,
+            "performance.getEntriesByType('resource')\
+               .filter(e => /\\/tabmesh_web[^/]*_bg\\.wasm$/.test(new URL(e.name).pathname))\
+               .map(e => [e.encodedBodySize, e.decodedBodySize])",
+        )
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let sizes: Vec<(u64, u64)> = serde_json::from_value(entry)?;
+    match sizes.as_slice() {
+        [sizes] => Ok(*sizes),
+        other => anyhow::bail!("the module fetched {} times: {other:?}", other.len()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_runs_the_app_sent_gzipped_and_gets_it_as_it_is_on_loopback() -> anyhow::Result<()> {
+    let dir = run_dir("gzip")?;
+    // As the relay serves a browser on another machine (here every client is on loopback).
+    let mut options = RelayOptions::new(&dir.join("always"))?;
+    options.extra_args = vec!["--gzip".into(), "always".into()];
+    let gzipped = Relay::start(options, dir.join("relay-always.log")).await?;
+    // The default: loopback clients get the files as they are.
+    let plain = Relay::start(
+        RelayOptions::new(&dir.join("auto"))?,
+        dir.join("relay-auto.log"),
+    )
+    .await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    for (relay, compressed) in [(&gzipped, true), (&plain, false)] {
+        let tab = browser
+            .open_tab(&format!("{}/?search=off", relay.url()))
+            .await?;
+        wait_until("the app runs", PATIENCE, || {
+            let (browser, tab) = (&browser, &tab);
+            async move {
+                // A view: the module was fetched, compiled and runs.
+                Ok(match browser.state(tab).await? {
+                    Some(_) => Ok(()),
+                    None => Err("no view yet".to_owned()),
+                })
+            }
+        })
+        .await?;
+        let (on_wire, decoded) = module_transfer(&browser, &tab).await?;
+        if compressed {
+            assert!(on_wire < decoded / 2, "{on_wire} bytes sent for {decoded}");
+        } else {
+            assert_eq!(on_wire, decoded, "sent as it is");
+        }
+    }
     browser.quit().await?;
     Ok(())
 }

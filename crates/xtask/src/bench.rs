@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: figures, not assertions.
 //!
 //! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped, and what
-//!   a tab downloads from the relay;
+//!   a tab on another machine downloads from the relay;
 //! - join time for 4 and 8 tabs: page load to the app running (before any networking) and to
 //!   relay reservation (median and worst over every tab of every run), and the last tab opened
 //!   to all peers connected (it joins a mesh already there);
@@ -140,7 +140,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             mb(build.worker_gzipped)
         );
         println!(
-            "a tab downloads    {:>10} (every file as the relay serves it; {} uncompressed)",
+            "a tab downloads    {:>10} (every file as the relay serves it to another machine; \
+             {} uncompressed, on this one)",
             mb(build.files_served),
             mb(build.files)
         );
