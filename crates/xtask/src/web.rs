@@ -4,8 +4,9 @@
 //! wasm-bindgen (the `wasm-bindgen-cli-support` library at the exact version libp2p pins, so
 //! there is no CLI to install), then `wasm-opt -Oz` when a working binaryen is available, and an
 //! `index.html` derived from the trunk one. Every file is also written gzipped beside itself
-//! (`.gz`), which the relay serves to browsers that accept it. The search worker (`crates/search-worker`) is built
-//! the same way into `search/`, for speed rather than size, with its entry `search/worker.js`.
+//! (`.gz`), which the relay serves to browsers on other machines that accept it. The search
+//! worker (`crates/search-worker`) is built the same way into `search/`, for speed rather than
+//! size, with its entry `search/worker.js`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,10 +47,10 @@ pub(crate) struct WebBuild {
     pub(crate) files_served: u64,
 }
 
-/// Adds the wasm target if rustup lacks it.
 /// The wasm-bindgen version the workspace pins (`Cargo.toml`); tools must match it.
 pub(crate) const WASM_BINDGEN_VERSION: &str = "0.2.108";
 
+/// Adds the wasm target if rustup lacks it.
 pub(crate) fn ensure_wasm_target() -> anyhow::Result<()> {
     let installed = shell::output(Command::new("rustup").args(["target", "list", "--installed"]));
     match installed {
@@ -132,8 +133,8 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
     let worker_gzipped = file_size(&gzip_beside(
         &search.join(format!("{WORKER_CRATE}_bg.wasm")),
     )?)?;
-    // The relay serves the `.gz` files to browsers that accept gzip (all do): a third of the
-    // bytes. The modules' ones are written above, with their sizes.
+    // The relay serves the `.gz` files to browsers on other machines that accept gzip (all
+    // do): a third of the bytes. The modules' ones are written above, with their sizes.
     let (mut files, mut files_served) = (0, 0);
     for dir in [&staging, &search] {
         for entry in std::fs::read_dir(dir)? {
@@ -148,7 +149,7 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
             let gz = if matches!(ext, "js" | "css" | "html") {
                 Some(gzip_beside(&path)?)
             } else {
-                Some(PathBuf::from(format!("{}.gz", path.display()))).filter(|gz| gz.is_file())
+                Some(gz_path(&path)).filter(|gz| gz.is_file())
             };
             files += file_size(&path)?;
             files_served += file_size(gz.as_deref().unwrap_or(&path))?;
@@ -300,18 +301,23 @@ fn file_size(path: &Path) -> anyhow::Result<u64> {
         .len())
 }
 
-/// Writes `path` gzipped (best compression) to `path.gz`, which the relay serves to browsers
+/// Writes `path` gzipped (best compression) to [`gz_path`], which the relay serves to browsers
 /// that accept it; returns that path.
 fn gzip_beside(path: &Path) -> anyhow::Result<PathBuf> {
     use std::io::Write;
     let bytes = std::fs::read(path).with_context(|| format!("missing {}", path.display()))?;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     encoder.write_all(&bytes)?;
-    let mut name = path.as_os_str().to_owned();
-    name.push(".gz");
-    let out = PathBuf::from(name);
+    let out = gz_path(path);
     std::fs::write(&out, encoder.finish()?)?;
     Ok(out)
+}
+
+/// Where the gzipped `path` is: `path.gz`, the name the relay looks for.
+fn gz_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".gz");
+    PathBuf::from(name)
 }
 
 /// `index.html` for the trunk-less build: trunk's `data-trunk` links become the stylesheet and
