@@ -143,7 +143,7 @@ pub struct RelayView {
     pub rtt_ms: Option<f64>,
 }
 
-/// Counters of what the node refused or lost.
+/// Counters of what the node refused or lost, and of what its moves to direct connections cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// Protocol violations by connected peers (garbled pings, failed identify exchanges,
@@ -169,4 +169,13 @@ pub struct Counters {
     pub dials_backed_off: u64,
     /// Wire events logged since start.
     pub wire_events: u64,
+    /// Direct connections dialed: WebRTC offers sent through the relay.
+    #[serde(default)]
+    pub webrtc_offers: u64,
+    /// Direct connections closed because another one to the same peer stays (crossing offers).
+    #[serde(default)]
+    pub direct_duplicates_closed: u64,
+    /// Direct dials that failed (retried after a backoff).
+    #[serde(default)]
+    pub direct_dials_failed: u64,
 }

@@ -134,6 +134,9 @@ async fn four_tabs_go_direct_and_keep_talking_when_the_relay_stops() -> anyhow::
         .filter(|p| p.upgrade.as_ref().and_then(|u| u.upgrade_ms).is_some())
         .count();
     assert!(timed >= 6, "{timed} peer entries carry an upgrade time");
+    // Each direct pair took one offer at least, counted by the tab that made it.
+    let offers: u64 = views_now.iter().map(|v| v.counters.webrtc_offers).sum();
+    assert!(offers >= 6, "{offers} offers for 6 direct pairs");
     browser.screenshot(first, &dir.join("direct.png")).await?;
 
     // The relay goes away. The tabs keep their direct connections and keep gossiping.

@@ -165,6 +165,11 @@ impl Behaviour {
         self.upgrades.is_enabled()
     }
 
+    /// What the moves to direct connections have cost so far.
+    pub fn counters(&self) -> tabmesh_core::direct_upgrade::UpgradeCounters {
+        self.upgrades.counters()
+    }
+
     fn report(&mut self, report: Report) {
         self.events.push_back(ToSwarm::GenerateEvent(report));
     }

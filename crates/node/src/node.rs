@@ -295,6 +295,7 @@ impl Node {
         let (peers, ledger, direct) = (&b.peers, &b.ledger, &b.direct);
         let peer_counters = peers.counters();
         let bans = ledger.counters();
+        let upgrades = direct.counters();
         let counters = Counters {
             violations: bans.strikes,
             bans: bans.bans,
@@ -305,6 +306,9 @@ impl Node {
             dial_failures: peer_counters.dial_failures,
             dials_backed_off: peer_counters.backed_off,
             wire_events: self.wire.total(),
+            webrtc_offers: upgrades.offers,
+            direct_duplicates_closed: upgrades.duplicates_closed,
+            direct_dials_failed: upgrades.failed,
         };
         NodeView {
             peer_id: me.to_base58(),

@@ -117,6 +117,18 @@ struct Link<C> {
     answered: bool,
 }
 
+/// What the moves to direct connections have cost one node so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpgradeCounters {
+    /// Direct connections we dialed: each a WebRTC offer sent through the relay.
+    pub offers: u64,
+    /// Direct connections we closed because another one to the same peer stays (rule 3): what
+    /// crossing offers cost.
+    pub duplicates_closed: u64,
+    /// Our direct dials that failed (rule 5 retries them after a backoff).
+    pub failed: u64,
+}
+
 /// The upgrade bookkeeping of one node, for connection ids `C`.
 #[derive(Debug, Clone)]
 pub struct DirectUpgrades<C> {
@@ -129,6 +141,7 @@ pub struct DirectUpgrades<C> {
     rule_followers: HashSet<PeerId>,
     dials: HashMap<C, PeerId>,
     relayed_closing: VecDeque<(Instant, PeerId)>,
+    counters: UpgradeCounters,
 }
 
 impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
@@ -145,7 +158,13 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
             rule_followers: HashSet::new(),
             dials: HashMap::new(),
             relayed_closing: VecDeque::new(),
+            counters: UpgradeCounters::default(),
         }
+    }
+
+    /// What the upgrades have cost so far.
+    pub fn counters(&self) -> UpgradeCounters {
+        self.counters
     }
 
     /// Whether this node moves peers to direct connections itself.
@@ -283,7 +302,7 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
             .find(|l| l.dialer == smaller)
             .or(direct.last())
             .map(|l| l.id);
-        direct
+        let closes: Vec<_> = direct
             .iter()
             .filter(|l| Some(l.id) != keep)
             .map(|l| UpgradeAction::Close {
@@ -291,7 +310,9 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
                 connection: l.id,
                 reason: CloseReason::DuplicateDirect,
             })
-            .collect()
+            .collect();
+        self.counters.duplicates_closed += closes.len() as u64;
+        closes
     }
 
     /// `peer` answered on connection `id` (identify or ping): a direct connection it answers on
@@ -352,6 +373,7 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
 
     /// Our dial for `peer` (from [`UpgradeAction::Dial`]) has connection id `id`.
     pub fn on_dialing(&mut self, peer: PeerId, id: C) {
+        self.counters.offers += 1;
         self.dials.insert(id, peer);
     }
 
@@ -364,6 +386,7 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
     /// attempt, retried after a backoff).
     pub fn on_dial_failed(&mut self, now: Instant, id: C, error: String) -> Option<PeerId> {
         let peer = self.dials.remove(&id)?;
+        self.counters.failed += 1;
         self.schedule.on_attempt_failed(now, peer, error);
         Some(peer)
     }
@@ -671,6 +694,10 @@ mod tests {
             closes(&at_large.on_answered(t0, small, 107)),
             vec![(108, CloseReason::DuplicateDirect)]
         );
+        // Each side counts the one it closed.
+        for side in [&at_small, &at_large] {
+            assert_eq!(side.counters().duplicates_closed, 1);
+        }
         // Either order of arrival and of answers gives the same answer.
         let mut reversed = DirectUpgrades::<u32>::new(small, UpgradeConfig::default(), true);
         reversed.on_connection_established(t0, large, 8, ConnectionKind::Direct, false);
@@ -807,5 +834,12 @@ mod tests {
             LinkChange::DirectLost
         );
         assert_eq!(u.poll_timeout(), Some(t2 + config.first_delay));
+        // Two offers, one failed, nothing closed as a duplicate.
+        let counted = UpgradeCounters {
+            offers: 2,
+            duplicates_closed: 0,
+            failed: 1,
+        };
+        assert_eq!(u.counters(), counted);
     }
 }

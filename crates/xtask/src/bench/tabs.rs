@@ -3,8 +3,9 @@
 //! reservation, and two minutes after the loads (joining and upgrades have mostly settled),
 //! the figures: connections per tab and the share of them direct, when the mesh was full (from
 //! the first page load to the last tab listing every other), the browser's CPU over 20 s
-//! (all its processes) and the relay's, and resident memory (the browser's processes together,
-//! and each tab's renderer).
+//! (all its processes) and the relay's, resident memory (the browser's processes together,
+//! and each tab's renderer), and what the moves to direct connections cost all the tabs
+//! together: WebRTC offers, duplicate direct connections closed (crossing offers), failed dials.
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,7 @@ async fn idle_tabs(n: usize) -> anyhow::Result<()> {
     renderers.sort_unstable();
     let mut connections = Vec::new();
     let mut direct = 0;
+    let (mut offers, mut duplicates, mut failed) = (0, 0, 0);
     // When the mesh was whole: the tabs' page loads (time origins) and when each tab's last
     // peer connected, on one clock.
     let mut loads = Vec::new();
@@ -109,6 +111,9 @@ async fn idle_tabs(n: usize) -> anyhow::Result<()> {
         if let Some(view) = browser.state(tab).await? {
             connections.push(view.peers.len());
             direct += view.direct_peers();
+            offers += view.counters.webrtc_offers;
+            duplicates += view.counters.direct_duplicates_closed;
+            failed += view.counters.direct_dials_failed;
             let origin = browser.time_origin(tab).await?;
             loads.push(origin);
             if view.peers.len() + 1 >= n {
@@ -141,6 +146,11 @@ async fn idle_tabs(n: usize) -> anyhow::Result<()> {
         .map(|(name, cores)| format!("{name} {cores:.2}"))
         .collect();
     println!("      where: {}", top.join(", "));
+    println!(
+        "      going direct: {offers} WebRTC offers, {duplicates} duplicates closed, {failed} \
+         dials failed ({} pairs)",
+        n * (n - 1) / 2
+    );
     browser.quit().await?;
     relay.stop()?;
     Ok(())
