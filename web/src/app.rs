@@ -84,7 +84,8 @@ pub(crate) fn app(props: &AppProps) -> Html {
                                 request={state.dht_request.clone()} />
                         </div>
                         <div class="panels">
-                            <PeersPanel peers={parts.peers.clone()} banned={parts.banned.clone()} />
+                            <PeersPanel peers={parts.peers.clone()} banned={parts.banned.clone()}
+                                upgrades={parts.upgrades.clone()} />
                             <EventLog events={parts.wire.clone()} kept={view.wire_kept} />
                         </div>
                     </main>

@@ -15,7 +15,7 @@ use tabmesh_core::services::ServicesSection;
 use tabmesh_core::snapshot::state::SnapshotSection;
 use tabmesh_core::trace::TraceSection;
 use tabmesh_core::trace::assemble::Trace;
-use tabmesh_core::view::{GimpsSection, RelayView};
+use tabmesh_core::view::{Counters, GimpsSection, RelayView};
 use tabmesh_core::wire_log::WireEvent;
 use tabmesh_node::NodeView;
 use tabmesh_node::services::CallAnswer;
@@ -159,6 +159,8 @@ pub(crate) struct Parts {
     pub(crate) peer_links: Part<[PeerView]>,
     /// Banned peers.
     pub(crate) banned: Part<[BanView]>,
+    /// The counters, changing only when the moves to direct connections' ones do.
+    pub(crate) upgrades: Part<Counters>,
     /// The latest wire events.
     pub(crate) wire: Part<[WireEvent]>,
     /// The GIMPS section.
@@ -182,6 +184,7 @@ impl Parts {
             peers: Part::new(view, |v| &v.peers),
             peer_links: Part::shown(view, |v| &v.peers, same_links),
             banned: Part::new(view, |v| &v.banned),
+            upgrades: Part::shown(view, |v| &v.counters, same_upgrades),
             wire: Part::new(view, |v| &v.wire),
             gimps: Part::new(view, |v| &v.gimps),
             gimps_log: Part::new(view, |v| v.gimps.as_ref().map_or(&[], |g| &g.state.log)),
@@ -198,6 +201,7 @@ impl Parts {
             peers: self.peers.next(view),
             peer_links: self.peer_links.next(view),
             banned: self.banned.next(view),
+            upgrades: self.upgrades.next(view),
             wire: self.wire.next(view),
             gimps: self.gimps.next(view),
             gimps_log: self.gimps_log.next(view),
@@ -215,6 +219,21 @@ fn same_links(a: &[PeerView], b: &[PeerView]) -> bool {
         && a.iter()
             .zip(b)
             .all(|(a, b)| a.peer_id == b.peer_id && a.connection == b.connection)
+}
+
+/// Whether two sets of counters hold the same counts of the moves to direct connections (the
+/// others, the wire events' among them, change all the time and the Peers panel does not show
+/// them).
+fn same_upgrades(a: &Counters, b: &Counters) -> bool {
+    (
+        a.webrtc_offers,
+        a.direct_duplicates_closed,
+        a.direct_dials_failed,
+    ) == (
+        b.webrtc_offers,
+        b.direct_duplicates_closed,
+        b.direct_dials_failed,
+    )
 }
 
 /// What the UI knows.
@@ -439,6 +458,25 @@ mod tests {
         ));
         assert_ne!(more.peer_links, direct.peer_links);
         assert_eq!(more.peer_links.version, direct.peer_links.version + 1);
+    }
+
+    #[wasm_bindgen_test]
+    fn the_upgrades_part_changes_only_with_the_upgrade_counts() {
+        let with = |wire_events, webrtc_offers| {
+            let mut v = Rc::unwrap_or_clone(view(1_000, Vec::new()));
+            v.counters = Counters {
+                wire_events,
+                webrtc_offers,
+                ..Counters::default()
+            };
+            Rc::new(v)
+        };
+        let parts = Parts::new(&with(10, 1));
+        let busier = parts.next(&with(500, 1));
+        assert_eq!(busier.upgrades, parts.upgrades, "wire events are not shown");
+        let offered = busier.next(&with(510, 2));
+        assert_ne!(offered.upgrades, busier.upgrades);
+        assert_eq!(offered.upgrades.webrtc_offers, 2);
     }
 
     #[wasm_bindgen_test]

@@ -151,8 +151,10 @@ async fn tabs_and_a_native_node_form_a_mesh_and_survive_a_relay_restart() -> any
         })
         .await?;
         // Relayed at first, direct once the tabs have moved to WebRTC (see tests/webrtc.rs).
+        let kind = "[data-testid=peers-panel] td .badge.relayed, [data-testid=peers-panel] td \
+                    .badge.direct";
         assert!(
-            panel.contains("relayed") || panel.contains("direct"),
+            browser.exists(tab, kind).await?,
             "connection kind is shown:\n{panel}"
         );
         let header = wait_until("the header shows the relay connected", PAGE, || async {

@@ -137,6 +137,27 @@ async fn four_tabs_go_direct_and_keep_talking_when_the_relay_stops() -> anyhow::
     // Each direct pair took one offer at least, counted by the tab that made it.
     let offers: u64 = views_now.iter().map(|v| v.counters.webrtc_offers).sum();
     assert!(offers >= 6, "{offers} offers for 6 direct pairs");
+    // A tab that made offers says so on its Peers panel.
+    let offering = views_now
+        .iter()
+        .position(|v| v.counters.webrtc_offers > 0)
+        .expect("a tab made offers");
+    let offering = &browser.tabs()[offering];
+    wait_until("the Peers panel counts the offers", PAGE, || async {
+        let line = "[data-testid=upgrade-costs]";
+        if !browser.exists(offering, line).await? {
+            return Ok(Err("no line yet".to_owned()));
+        }
+        let shown = browser.text(offering, line).await?;
+        Ok(
+            if shown.starts_with("Going direct: ") && shown.contains("offer") {
+                Ok(())
+            } else {
+                Err(shown)
+            },
+        )
+    })
+    .await?;
     browser.screenshot(first, &dir.join("direct.png")).await?;
 
     // The relay goes away. The tabs keep their direct connections and keep gossiping.

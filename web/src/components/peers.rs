@@ -1,10 +1,12 @@
 //! The Peers panel: every connected peer with how it is reached (direct WebRTC or through the
 //! relay, and where the move to direct stands), its RTT, when last heard and the strikes the
-//! misbehaviour ledger holds against it; below, the peers that are banned, why and for how long.
+//! misbehaviour ledger holds against it; what the moves to direct connections have cost (offers,
+//! duplicates closed, failed dials); below, the peers that are banned, why and for how long.
 
 use tabmesh_core::direct_upgrade::UpgradeState;
 use tabmesh_core::ledger::BanView;
 use tabmesh_core::peers::{ConnectionKind, PeerView};
+use tabmesh_core::view::Counters;
 use yew::prelude::*;
 
 use super::ago;
@@ -17,6 +19,8 @@ pub(crate) struct PeersPanelProps {
     pub(crate) peers: Part<[PeerView]>,
     /// Banned peers.
     pub(crate) banned: Part<[BanView]>,
+    /// The counters of the moves to direct connections.
+    pub(crate) upgrades: Part<Counters>,
 }
 
 /// The Peers panel.
@@ -47,10 +51,35 @@ pub(crate) fn peers_panel(props: &PeersPanelProps) -> Html {
         <section class="panel" data-testid="peers-panel">
             <h2>{ "Peers " }<span class="count">{ props.peers.len() }</span></h2>
             { body }
+            { upgrade_costs(&props.upgrades) }
             if !props.banned.is_empty() {
                 { banned_table(&props.banned) }
             }
         </section>
+    }
+}
+
+/// One line on what going direct has cost this tab so far, once it has tried.
+fn upgrade_costs(c: &Counters) -> Html {
+    if c.webrtc_offers == 0 {
+        return Html::default();
+    }
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    html! {
+        <p class="upgrade-costs muted" data-testid="upgrade-costs">
+            { "Going direct: " }
+            <span title="Direct connections this tab dialed: each a WebRTC offer sent through the relay">
+                { plural(c.webrtc_offers, "offer", "offers") }
+            </span>
+            { " · " }
+            <span title="Direct connections this tab closed because another one to the same peer stays:                          two offers crossed">
+                { plural(c.direct_duplicates_closed, "duplicate closed", "duplicates closed") }
+            </span>
+            { " · " }
+            <span title="This tab's direct dials that failed; each is retried after a backoff (the                          reason is in the Event log)">
+                { format!("{} failed", c.direct_dials_failed) }
+            </span>
+        </p>
     }
 }
 

@@ -147,8 +147,8 @@ async fn idle_tabs(n: usize) -> anyhow::Result<()> {
         .collect();
     println!("      where: {}", top.join(", "));
     println!(
-        "      going direct: {offers} WebRTC offers, {duplicates} duplicates closed, {failed} \
-         dials failed ({} pairs)",
+        "      going direct: WebRTC offers {offers}, duplicates closed {duplicates}, dials failed \
+         {failed} ({} pairs)",
         n * (n - 1) / 2
     );
     browser.quit().await?;
