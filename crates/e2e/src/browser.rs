@@ -40,6 +40,10 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--proxy-bypass-list=127.0.0.1;localhost;[::1]",
 ];
 
+/// The environment variable whose flags (separated by spaces) every Chromium started here also
+/// gets: `--trace-startup=…` to trace the tabs of a benchmark, say.
+const EXTRA_ARGS_VAR: &str = "TABMESH_CHROMIUM_ARGS";
+
 /// Where ChromeDriver and Chromium are.
 #[derive(Debug, Clone)]
 pub struct BrowserOptions {
@@ -106,6 +110,10 @@ impl Browser {
             options.dir.join("profile").display()
         ));
         args.push("--enable-logging=stderr".into());
+        // More flags for a run, e.g. to trace or profile the tabs.
+        if let Ok(extra) = std::env::var(EXTRA_ARGS_VAR) {
+            args.extend(extra.split_whitespace().map(str::to_owned));
+        }
         let mut chrome = json!({ "args": args });
         if let Some(bin) = &options.chromium {
             chrome["binary"] = json!(bin);
