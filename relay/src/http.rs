@@ -96,9 +96,9 @@ fn app_files(web_dir: &std::path::Path, gzip: Gzip) -> Router {
 
 /// Serves a browser on this machine the files as they are, whatever it accepts: over loopback
 /// gzip saves no transfer and costs every tab an inflate of the module before it runs (with 8
-/// tabs opened together each tab's app ran 50–80 ms later gzipped). A request forwarded by a proxy on
-/// this machine (`Forwarded` or `X-Forwarded-For`, as Caddy and most proxies add) comes from
-/// elsewhere; a client that forges the header only gets what it accepts.
+/// tabs opened together each tab's app ran 50–80 ms later gzipped). A request forwarded by a
+/// proxy on this machine (`Forwarded` or `X-Forwarded-For`, as Caddy and most proxies add)
+/// comes from elsewhere; a client that forges the header only gets what it accepts.
 async fn uncompressed_on_loopback(mut request: Request, next: Next) -> Response {
     let loopback = request
         .extensions()

@@ -72,11 +72,13 @@ fn upgrade_costs(c: &Counters) -> Html {
                 { plural(c.webrtc_offers, "offer", "offers") }
             </span>
             { " · " }
-            <span title="Direct connections this tab closed because another one to the same peer stays:                          two offers crossed">
+            <span title="Direct connections this tab closed because another one to the same peer stays: \
+                         two offers crossed">
                 { plural(c.direct_duplicates_closed, "duplicate closed", "duplicates closed") }
             </span>
             { " · " }
-            <span title="This tab's direct dials that failed; each is retried after a backoff (the                          reason is in the Event log)">
+            <span title="This tab's direct dials that failed; each is retried after a backoff (the \
+                         reason is in the Event log)">
                 { format!("{} failed", c.direct_dials_failed) }
             </span>
         </p>
