@@ -525,6 +525,15 @@ fn url_settings(config: &mut NodeConfig) {
     if let Some(search) = params.get("search") {
         g.search = !matches!(search.as_str(), "0" | "false" | "off" | "no");
     }
+    if let Some(raw) = params.get("search_settle") {
+        // Zero is allowed here: the first round starts at once.
+        match raw.parse::<f64>() {
+            Ok(v) if (0.0..=3_600.0).contains(&v) => {
+                g.settle = tabmesh_core::Duration::from_secs_f64(v);
+            }
+            _ => tracing::warn!(raw, "ignoring a bad search_settle in the URL"),
+        }
+    }
     if let Some(prune) = params.get("prune") {
         g.prune = !matches!(prune.as_str(), "0" | "false" | "off" | "no");
     }

@@ -109,6 +109,10 @@ pub struct GimpsConfigView {
     pub max_ttl: u8,
     /// Whether this peer searches at all (`?search=off`, `--no-search`).
     pub search: bool,
+    /// Quiet (no peer connecting) before the first search round (`?search_settle`,
+    /// `--search-settle`).
+    #[serde(default)]
+    pub settle_ms: u64,
 }
 
 impl From<&GossipConfig> for GimpsConfigView {
@@ -121,6 +125,7 @@ impl From<&GossipConfig> for GimpsConfigView {
             initial_ttl: c.initial_ttl,
             max_ttl: c.max_ttl,
             search: c.search,
+            settle_ms: millis(c.settle),
         }
     }
 }

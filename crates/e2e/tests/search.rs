@@ -1,6 +1,6 @@
 //! Where a tab's Lucas-Lehmer search runs, in headless Chromium: in the tab's Web Worker at a
-//! gentle pace by default, at full speed when the GIMPS panel's switch says so; with the search
-//! off, no worker until a test asks for one; and, when the worker cannot be loaded, on the page,
+//! gentle pace by default, at full speed when the GIMPS panel's switch says so; not before the
+//! tab has settled into the group; with the search off, no worker until a test asks for one; and, when the worker cannot be loaded, on the page,
 //! with the reason shown.
 
 use std::time::Duration;
@@ -105,6 +105,56 @@ async fn view_tests(browser: &Browser, tab: &Tab) -> anyhow::Result<u64> {
         .await?
         .and_then(|v| v.gimps)
         .map_or(0, |g| g.tested_total))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tab_settles_into_the_group_before_its_first_test_and_loads_no_worker_meanwhile()
+-> anyhow::Result<()> {
+    let dir = run_dir("search-settle")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    // Alone, the tab's first round starts 8 s after it starts: long enough to watch it settle
+    // (its view comes well within a second).
+    let tab = browser
+        .open_tab(&format!("{}/?search_settle=8", relay.url()))
+        .await?;
+    let gimps = wait_until("the tab shows its view", PATIENCE, || {
+        let (browser, tab) = (&browser, &tab);
+        async move {
+            Ok(match browser.state(tab).await?.and_then(|v| v.gimps) {
+                Some(g) => Ok(g),
+                None => Err("no GIMPS view yet".to_owned()),
+            })
+        }
+    })
+    .await?;
+    assert!(gimps.state.settling, "{gimps:?}");
+    assert_eq!(gimps.config.settle_ms, 8_000);
+    assert_eq!((gimps.tested_total, gimps.state.testing), (0, None));
+    assert_eq!(
+        gimps.search.place,
+        SearchPlace::Idle,
+        "no worker while settling"
+    );
+    let search = browser.text(&tab, "[data-testid=search]").await?;
+    assert!(
+        search.contains("settling in") && search.contains("8.0 s"),
+        "{search}"
+    );
+
+    let view = after_tests(&browser, &tab, 1).await?;
+    let gimps = view.gimps.expect("gimps");
+    assert!(!gimps.state.settling, "{gimps:?}");
+    assert_eq!(
+        gimps.search.place,
+        SearchPlace::Worker,
+        "{:?}",
+        gimps.search
+    );
+    let search = browser.text(&tab, "[data-testid=search]").await?;
+    assert!(!search.contains("settling"), "{search}");
+    browser.quit().await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,6 +57,11 @@ struct NodeArgs {
     #[arg(long, default_value_t = 10.0, value_parser = positive_secs)]
     search_interval: f64,
 
+    /// GIMPS: seconds without a peer connecting before the first search round (at most one
+    /// search interval); 0 starts it at once.
+    #[arg(long, default_value_t = 2.0, value_parser = settle_secs)]
+    search_settle: f64,
+
     /// GIMPS: never search; still ping, receive and forward PRIMEs (in cooperative mode every
     /// peer searches its share regardless).
     #[arg(long)]
@@ -146,6 +151,15 @@ fn positive_secs(s: &str) -> Result<f64, String> {
     }
 }
 
+fn settle_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=3_600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 3600"
+        )),
+    }
+}
+
 fn parse_bootstrap(s: &str) -> Result<BootstrapSource, String> {
     if s.starts_with('/') {
         let addr: Multiaddr = s.parse().map_err(|e| format!("not a multiaddr: {e}"))?;
@@ -218,6 +232,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     config.gossip.initial_ttl = args.ttl;
     config.gossip.cooperative = args.cooperative;
     config.gossip.search = !args.no_search;
+    config.gossip.settle = Duration::from_secs_f64(args.search_settle);
     config.gossip.prune = !args.no_prune;
     config.search_pace = tabmesh_core::gimps::pace::SearchPace::per_mille(args.search_pace * 10);
     config.gossip.max_ttl = config.gossip.max_ttl.max(args.ttl);

@@ -32,6 +32,7 @@ const SHOWN: &[&str] = &[
     "biggest",
     "my_primes",
     "searching",
+    "settling",
     "search_on",
     "testing",
     "log",
@@ -175,6 +176,10 @@ pub(crate) fn gimps_panel(props: &GimpsPanelProps) -> Html {
         ),
         _ if !s.awake => "paused (asleep)".to_owned(),
         _ if !s.search_on => "off: tests nothing, still forwards PRIMEs (?search=off)".to_owned(),
+        _ if s.settling => format!(
+            "{mode}: settling in, the first round starts once no peer has joined for {:.1} s",
+            g.config.settle_ms as f64 / 1e3
+        ),
         _ => format!(
             "{mode}: idle until the next round · {} tested",
             g.tested_total

@@ -15,6 +15,11 @@
 //! first copy is the originator's, so it forwards with the most hops left). With `prune` off,
 //! the exercise's flood: every forwarder copies to every peer.
 //!
+//! Also beyond the exercise: a new node settles into the group before its first search round
+//! (`settle`: the round starts once no peer has connected for that long, at most one
+//! `search_interval` after the start), so that it searches from what the group knows and leaves
+//! the CPU to joining.
+//!
 //! Also beyond the exercise: `PRIME`s are signed (forged credit is rejected), claimed exponents are
 //! checked against the verified list of Mersenne primes (fakes are rejected and their originator
 //! is marked misbehaving, in a bounded list), TTLs above `max_ttl`, forged forwarders and
@@ -99,6 +104,13 @@ pub struct GossipConfig {
     /// message's originator sent it to itself. Off: every forwarder copies to every peer.
     #[serde(default = "prunes")]
     pub prune: bool,
+    /// A new node settles into the group before it searches: its first round starts once no
+    /// peer has connected for this long, and at the latest one `search_interval` after the
+    /// start. It then searches from what the group knows (the largest prime, who takes part)
+    /// instead of testing what others already did, and leaves the CPU to joining, which is
+    /// what many tabs opened together are short of. Zero: the first round starts at once.
+    #[serde(default = "settles")]
+    pub settle: Duration,
 }
 
 fn prunes() -> bool {
@@ -107,6 +119,10 @@ fn prunes() -> bool {
 
 fn searches() -> bool {
     true
+}
+
+fn settles() -> Duration {
+    GossipConfig::default().settle
 }
 
 impl Default for GossipConfig {
@@ -124,6 +140,7 @@ impl Default for GossipConfig {
             cooperative: false,
             search: true,
             prune: true,
+            settle: Duration::from_secs(2),
         }
     }
 }
@@ -284,6 +301,9 @@ pub struct GimpsView {
     pub my_primes: Vec<u32>,
     /// Whether a search round is running.
     pub searching: bool,
+    /// Whether the node is still settling into the group before its first search round.
+    #[serde(default)]
+    pub settling: bool,
     /// Whether rounds test anything: `false` when the search is switched off (a tab's
     /// `?search=off`, a node's `--no-search`) and the cooperative mode, which searches
     /// regardless, is off.
@@ -377,6 +397,9 @@ pub struct GossipNode {
     /// Originators of fake primes, oldest first, bounded: anyone can sign fakes with fresh keys.
     misbehaving: VecDeque<PeerId>,
     next_search: Instant,
+    /// While the node settles into the group before its first round: the latest that round
+    /// may start (see [`GossipConfig::settle`]).
+    settle_by: Option<Instant>,
     next_evict: Instant,
     next_ping: Instant,
     searching: bool,
@@ -403,14 +426,16 @@ pub struct GossipNode {
 
 impl GossipNode {
     /// A node with identity `key`, started at `now`; `origin` is the clock origin of its views.
-    /// The first search round starts at once; the first eviction and ping rounds after their
-    /// intervals.
+    /// The first search round starts once the node has settled into the group
+    /// ([`GossipConfig::settle`]); the first eviction and ping rounds after their intervals.
     pub fn new(key: Keypair, config: GossipConfig, origin: Instant, now: Instant) -> Self {
         let me = key.public().to_peer_id();
         Self {
             me,
             seen: SeenCache::new(config.seen_capacity),
-            next_search: now,
+            next_search: now + config.settle,
+            settle_by: (!config.settle.is_zero())
+                .then(|| now + config.settle.max(config.search_interval)),
             next_evict: now + config.evict_interval,
             next_ping: now + config.ping_interval,
             key,
@@ -483,6 +508,10 @@ impl GossipNode {
         let mut out = Vec::new();
         let new = peer != self.me && !self.peers.contains_key(&peer);
         self.heard(now, peer);
+        if new && let Some(by) = self.settle_by {
+            // Still joining: the first round waits until the arrivals stop.
+            self.next_search = self.next_search.max(now + self.config.settle).min(by);
+        }
         if new && self.awake && self.peers.contains_key(&peer) {
             let known: Vec<GossipMessage> = self.announcements.values().cloned().collect();
             for m in known {
@@ -761,11 +790,13 @@ impl GossipNode {
         }
         if now >= self.next_search {
             self.next_search = now + self.config.search_interval;
+            self.settle_by = None;
             self.searching = self.config.search;
         }
         if self.config.cooperative {
-            // Cooperative search is continuous; what was tested is reported every eviction tick.
-            self.searching = true;
+            // Cooperative search is continuous (once settled); what was tested is reported every
+            // eviction tick.
+            self.searching |= self.settle_by.is_none();
             self.report_coverage(now, &mut out);
         }
         out
@@ -841,7 +872,7 @@ impl GossipNode {
     /// Turns the cooperative search mode on or off.
     pub fn set_cooperative(&mut self, on: bool) {
         self.config.cooperative = on;
-        if on {
+        if on && self.settle_by.is_none() {
             self.searching = true;
         }
     }
@@ -982,6 +1013,7 @@ impl GossipNode {
         self.next_evict = now + self.config.evict_interval;
         self.next_ping = now;
         self.next_search = now;
+        self.settle_by = None;
     }
 
     /// Forget everything learnt (peer list aside from connected peers is rebuilt by the driver):
@@ -1018,6 +1050,7 @@ impl GossipNode {
             }),
             my_primes: self.my_primes.clone(),
             searching: self.searching,
+            settling: self.settle_by.is_some(),
             search_on: self.config.search || self.config.cooperative,
             testing: self.testing,
             misbehaving: self.misbehaving.iter().map(|p| p.to_base58()).collect(),

@@ -18,8 +18,17 @@ fn id(seed: u8) -> PeerId {
     key(seed).public().to_peer_id()
 }
 
+/// The exercise's rules as stated: the first search round starts at once, without settling
+/// into the group first (which has its own test).
+fn exercise() -> GossipConfig {
+    GossipConfig {
+        settle: Duration::ZERO,
+        ..GossipConfig::default()
+    }
+}
+
 fn node(t0: Instant) -> GossipNode {
-    GossipNode::new(key(1), GossipConfig::default(), t0, t0)
+    GossipNode::new(key(1), exercise(), t0, t0)
 }
 
 fn sends(actions: &[GossipAction]) -> Vec<(PeerId, &GossipMessage)> {
@@ -68,6 +77,61 @@ fn rule_1_search_rounds_test_successive_prime_exponents_and_announce_finds() {
     assert_eq!(n.view(t0).my_primes, vec![13]);
 }
 
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+#[test]
+fn a_new_node_settles_into_the_group_before_its_first_search_round() {
+    let t0 = Instant::now();
+    let config = GossipConfig::default();
+    assert_eq!(config.settle, secs(2), "on by default");
+    let mut n = GossipNode::new(key(1), config, t0, t0);
+    n.on_tick(t0);
+    assert_eq!(n.next_candidate(), None, "settling: no round at the start");
+    assert!(n.view(t0).settling);
+    // Each peer that connects pushes the first round back to `settle` after it.
+    n.on_peer_connected(t0 + ms(1500), id(2));
+    n.on_tick(t0 + ms(2000));
+    assert_eq!(n.next_candidate(), None, "a peer arrived 0.5 s ago");
+    n.on_peer_connected(t0 + ms(3000), id(3));
+    // A peer we know connecting again is no arrival; nor is an originator we only heard of.
+    n.on_peer_connected(t0 + ms(4000), id(2));
+    n.on_tick(t0 + ms(4999));
+    assert_eq!(n.next_candidate(), None);
+    // The cooperative mode, switched on meanwhile, waits too.
+    n.set_cooperative(true);
+    assert_eq!(n.next_candidate(), None);
+    n.on_tick(t0 + ms(5000));
+    assert!(!n.view(t0).settling);
+    assert!(
+        n.next_candidate().is_some(),
+        "2 s without arrivals: the round starts"
+    );
+    // Settled once: later arrivals change nothing.
+    n.on_peer_connected(t0 + ms(5100), id(4));
+    assert!(n.next_candidate().is_some());
+}
+
+#[test]
+fn arrivals_that_never_stop_hold_the_first_round_back_by_one_search_interval_at_most() {
+    let t0 = Instant::now();
+    let config = GossipConfig::default();
+    let interval = config.search_interval;
+    let mut n = GossipNode::new(key(1), config, t0, t0);
+    let mut started = None;
+    for s in 1..=20u8 {
+        let now = t0 + secs(u64::from(s));
+        n.on_peer_connected(now, id(s + 1));
+        n.on_tick(now);
+        if n.next_candidate().is_some() {
+            started = Some(now);
+            break;
+        }
+    }
+    assert_eq!(started, Some(t0 + interval));
+}
+
 #[test]
 fn rule_2_silent_peers_are_evicted_after_the_stale_timeout() {
     let t0 = Instant::now();
@@ -114,7 +178,7 @@ fn a_peer_that_does_not_search_never_tests_but_still_pings_and_forwards() {
     let t0 = Instant::now();
     let config = GossipConfig {
         search: false,
-        ..GossipConfig::default()
+        ..exercise()
     };
     let mut n = GossipNode::new(key(1), config, t0, t0);
     for p in [2, 3] {
@@ -539,7 +603,7 @@ fn cooperative(seed: u8, t0: Instant) -> GossipNode {
         key(seed),
         GossipConfig {
             cooperative: true,
-            ..GossipConfig::default()
+            ..exercise()
         },
         t0,
         t0,
@@ -744,7 +808,7 @@ fn cooperative_search_skips_nothing_when_a_peer_leaves() {
         seed: 5,
         gossip: GossipConfig {
             cooperative: true,
-            ..GossipConfig::default()
+            ..exercise()
         },
         ..SimConfig::default()
     });
@@ -788,7 +852,7 @@ fn a_peer_that_joins_later_receives_the_primes_found_before_it() {
     // A known peer reconnecting does not get them again.
     assert!(sends(&n.on_peer_connected(t0 + secs(2), id(3))).is_empty());
     // And the late joiner accepts them.
-    let mut late = GossipNode::new(key(3), GossipConfig::default(), t0, t0);
+    let mut late = GossipNode::new(key(3), exercise(), t0, t0);
     for (_, m) in sent {
         late.on_message(t0, id(1), &m.encode());
     }
@@ -896,7 +960,7 @@ fn spread(
 fn mesh_pruning(n: u8, t0: Instant, traced: bool, prune: bool) -> Vec<GossipNode> {
     let config = GossipConfig {
         prune,
-        ..GossipConfig::default()
+        ..exercise()
     };
     let mut nodes: Vec<GossipNode> = (1..=n)
         .map(|s| GossipNode::new(key(s), config.clone(), t0, t0))
@@ -940,7 +1004,7 @@ fn forwarders_skip_the_peers_the_originator_sent_its_message_to() {
     }
 
     // A line 1 - 2 - 3 with 2 - 4 as well, and 1 - 4: 2 forwards to 3 only (4 has it from 1).
-    let config = GossipConfig::default();
+    let config = exercise();
     let mut two = GossipNode::new(key(2), config.clone(), t0, t0);
     for s in [1, 3, 4] {
         two.on_peer_connected(t0, id(s));
@@ -1063,7 +1127,7 @@ fn untraced_nodes_record_nothing_and_pass_a_context_on_unchanged() {
     traced.trace_with(0, 9);
     traced.reset(t0);
     assert!(traced.is_tracing(), "a reset keeps tracing on");
-    let mut quiet = GossipNode::new(key(7), GossipConfig::default(), t0, t0);
+    let mut quiet = GossipNode::new(key(7), exercise(), t0, t0);
     quiet.on_peer_connected(t0, id(8));
     traced.on_peer_connected(t0, id(7));
     let out = traced.on_tested(t0, 17, true);
