@@ -6,7 +6,8 @@
 //! `index.html` derived from the trunk one. Every file is also written gzipped beside itself
 //! (`.gz`), which the relay serves to browsers on other machines that accept it. The search
 //! worker (`crates/search-worker`) is built the same way into `search/`, for speed rather than
-//! size, with its entry `search/worker.js`.
+//! size, with its entry `search/worker.js`. When cargo's modules and the copied files are those
+//! `dist/` was built from (`target/dist-stamp.json`), the rest is skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,6 +94,22 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
         profile,
     )?;
     let dist = root().join("dist");
+    let tool = match (optimize, profile) {
+        (true, Profile::Release) => wasm_opt(),
+        _ => None,
+    };
+    let stamp = tabmesh_e2e::target_dir().join("dist-stamp.json");
+    let key = build_key(&[&input, &worker], profile, optimize, tool.as_deref())?;
+    if let Some(build) = unchanged(&stamp, key, &dist) {
+        eprintln!(
+            "web app unchanged since the last build in {} ({} gzipped); not built again",
+            dist.display(),
+            mb(build.gzipped)
+        );
+        return Ok(build);
+    }
+    // A build that fails half way must not leave a stamp that matches.
+    let _ = std::fs::remove_file(&stamp);
     let staging = root().join("target/dist-staging");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
@@ -110,13 +127,13 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
     let bindgen = file_size(&wasm)?;
 
     let mut optimized = None;
-    match (optimize, profile, wasm_opt()) {
+    match (optimize, profile, &tool) {
         (true, Profile::Release, Some(tool)) => {
-            if run_wasm_opt(&tool, APP_OPT, &wasm) {
+            if run_wasm_opt(tool, APP_OPT, &wasm) {
                 optimized = Some(file_size(&wasm)?);
             }
             run_wasm_opt(
-                &tool,
+                tool,
                 &["-O3"],
                 &search.join(format!("{WORKER_CRATE}_bg.wasm")),
             );
@@ -175,7 +192,86 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
         optimized.map_or_else(|| "(no wasm-opt)".to_owned(), mb),
         mb(gzipped)
     );
+    // wasm-opt that failed (said above) is tried again next time.
+    if tool.is_none() || optimized.is_some() {
+        std::fs::write(&stamp, stamp_json(key, &build).to_string())?;
+    }
     Ok(build)
+}
+
+/// What a build of `dist/` is made from: the two modules cargo built, the files copied or
+/// rewritten beside them, how it is built and this xtask itself (its size and time), which
+/// decides the rest. The same key means the same `dist/`.
+fn build_key(
+    modules: &[&Path],
+    profile: Profile,
+    optimize: bool,
+    wasm_opt: Option<&Path>,
+) -> anyhow::Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let copied = [
+        root().join("index.html"),
+        root().join("web/style.css"),
+        root().join("web/search/worker.js"),
+    ];
+    for path in modules
+        .iter()
+        .copied()
+        .chain(copied.iter().map(PathBuf::as_path))
+    {
+        std::fs::read(path)
+            .with_context(|| format!("missing {}", path.display()))?
+            .hash(&mut hasher);
+    }
+    (profile == Profile::Release, optimize, wasm_opt).hash(&mut hasher);
+    let exe = std::env::current_exe().and_then(std::fs::metadata)?;
+    (exe.len(), exe.modified()?).hash(&mut hasher);
+    Ok(hasher.finish())
+}
+
+/// The build `stamp` records, if it was made with `key` and `dist` still holds it.
+fn unchanged(stamp: &Path, key: u64, dist: &Path) -> Option<WebBuild> {
+    let held = [
+        dist.join("index.html"),
+        dist.join(format!("{CRATE}_bg.wasm")),
+        dist.join("search").join(format!("{WORKER_CRATE}_bg.wasm")),
+    ];
+    if !held.iter().all(|p| p.is_file()) {
+        return None;
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stamp).ok()?).ok()?;
+    stamp_build(&json, key)
+}
+
+fn stamp_json(key: u64, build: &WebBuild) -> serde_json::Value {
+    serde_json::json!({
+        "key": format!("{key:016x}"),
+        "raw": build.raw,
+        "bindgen": build.bindgen,
+        "optimized": build.optimized,
+        "gzipped": build.gzipped,
+        "worker_gzipped": build.worker_gzipped,
+        "files": build.files,
+        "files_served": build.files_served,
+    })
+}
+
+fn stamp_build(json: &serde_json::Value, key: u64) -> Option<WebBuild> {
+    if json["key"].as_str()? != format!("{key:016x}") {
+        return None;
+    }
+    let size = |field: &str| json[field].as_u64();
+    Some(WebBuild {
+        raw: size("raw")?,
+        bindgen: size("bindgen")?,
+        optimized: size("optimized"),
+        gzipped: size("gzipped")?,
+        worker_gzipped: size("worker_gzipped")?,
+        files: size("files")?,
+        files_served: size("files_served")?,
+    })
 }
 
 /// Most bytes the web app may take gzipped, its module and the search worker's together: the
@@ -409,6 +505,44 @@ mod tests {
             files: 0,
             files_served: 0,
         }
+    }
+
+    #[test]
+    fn a_build_is_reused_only_with_the_same_key_and_its_files_still_in_dist() {
+        let dir = std::env::temp_dir().join(format!("tabmesh-stamp-{}", std::process::id()));
+        let dist = dir.join("dist");
+        std::fs::create_dir_all(dist.join("search")).expect("dirs");
+        let stamp = dir.join("stamp.json");
+        let made = build(1_000_000, true);
+        std::fs::write(&stamp, stamp_json(7, &made).to_string()).expect("stamp");
+        assert!(unchanged(&stamp, 7, &dist).is_none(), "dist/ is empty");
+        for file in [
+            dist.join("index.html"),
+            dist.join(format!("{CRATE}_bg.wasm")),
+            dist.join("search").join(format!("{WORKER_CRATE}_bg.wasm")),
+        ] {
+            std::fs::write(file, b"x").expect("file");
+        }
+        let reused = unchanged(&stamp, 7, &dist).expect("same key");
+        assert_eq!(
+            (
+                reused.raw,
+                reused.optimized,
+                reused.gzipped,
+                reused.files_served
+            ),
+            (made.raw, made.optimized, made.gzipped, made.files_served)
+        );
+        assert!(unchanged(&stamp, 8, &dist).is_none(), "another key");
+        let unoptimised = build(1_000_000, false);
+        std::fs::write(&stamp, stamp_json(7, &unoptimised).to_string()).expect("stamp");
+        assert_eq!(
+            unchanged(&stamp, 7, &dist).expect("same key").optimized,
+            None
+        );
+        std::fs::write(&stamp, "{").expect("stamp");
+        assert!(unchanged(&stamp, 7, &dist).is_none(), "unreadable");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
