@@ -793,8 +793,10 @@ async fn the_bootstrap_node_lists_a_peer_as_soon_as_its_reservation_is_accepted(
     assert!(!found.contains(&c_id), "{found:?}");
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_discovery_lookup_dials_every_peer_the_relay_names_at_once() {
+/// A tab's discovery when the relay holds the reservations of `n` other peers (unreachable
+/// here): the peers it dialed through the relay once it has dialed them all, and the Event log's
+/// line when its lookup ended.
+async fn discovery_among(n: usize) -> (usize, String) {
     use libp2p::StreamProtocol;
     use libp2p::core::transport::ListenerId;
     use libp2p::swarm::{FromSwarm, NewListenAddr};
@@ -804,8 +806,8 @@ async fn a_discovery_lookup_dials_every_peer_the_relay_names_at_once() {
     let mut relay = swarm(dht_peer(tabmesh_node::dht::Role::Bootstrap));
     let relay_addr = listen(&mut relay, "").await;
     let relay_id = *relay.local_peer_id();
-    // Seven peers hold reservations; the relay lists them at addresses of its own making.
-    let others: Vec<PeerId> = (0..7).map(|_| PeerId::random()).collect();
+    // The peers hold reservations; the relay lists them at addresses of its own making.
+    let others: Vec<PeerId> = (0..n).map(|_| PeerId::random()).collect();
     let elsewhere: Multiaddr = format!("/memory/{}", next_port()).parse().unwrap();
     let listed = elsewhere
         .with(Protocol::P2p(relay_id))
@@ -821,9 +823,19 @@ async fn a_discovery_lookup_dials_every_peer_the_relay_names_at_once() {
             .on_reserved(*peer, vec![listed.clone()]);
     }
     // A tab: its relay is known, and its reservation was just accepted (discovery starts).
-    let mut tab = swarm(dht_peer(tabmesh_node::dht::Role::Peer {
-        discovery: Some(DiscoveryConfig::default()),
-    }));
+    let wire = WireSink::default();
+    let mut tab = swarm(|key: &libp2p::identity::Keypair| DhtPeer {
+        ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
+        dht: tabmesh_node::dht::Behaviour::new(
+            key.clone(),
+            tabmesh_core::dht::DhtConfig::default(),
+            Box::new(tabmesh_node::dht::MemoryBackend),
+            tabmesh_node::dht::Role::Peer {
+                discovery: Some(DiscoveryConfig::default()),
+            },
+            wire.clone(),
+        ),
+    });
     tab.behaviour_mut()
         .dht
         .set_relay(relay_id, relay_addr.clone());
@@ -837,12 +849,14 @@ async fn a_discovery_lookup_dials_every_peer_the_relay_names_at_once() {
             listener_id: ListenerId::next(),
             addr: &circuit,
         }));
-    // Each of the seven is dialed through the tab's own relay address (Kademlia's dials use
-    // the addresses in the reply, three at a time).
+    // Each of them is dialed through the tab's own relay address (Kademlia's dials, when its
+    // lookup goes on, use the addresses in the reply, three at a time).
     let mut dialed_through_relay = std::collections::HashSet::new();
+    let mut done = None;
     let deadline = tokio::time::sleep(Duration::from_secs(20));
     tokio::pin!(deadline);
-    while dialed_through_relay.len() < others.len() {
+    // (Discovery dials at most 16 of one reply; Kademlia's lookup reaches the rest.)
+    while dialed_through_relay.len() < others.len().min(16) || done.is_none() {
         tokio::select! {
             event = tab.select_next_some() => {
                 // (Over the memory transport, a circuit address reaches the relay itself.)
@@ -857,16 +871,45 @@ async fn a_discovery_lookup_dials_every_peer_the_relay_names_at_once() {
                         dialed_through_relay.insert(*peer);
                     }
                 }
+                done = done.or_else(|| {
+                    wire.take()
+                        .into_iter()
+                        .map(|note| note.summary)
+                        .find(|line| line.starts_with("lookup done"))
+                });
             }
             _ = relay.select_next_some() => {}
             () = &mut deadline => panic!(
-                "dialed through the relay in 20 s: {} of {}",
+                "dialed through the relay in 20 s: {} of {}; lookup: {done:?}",
                 dialed_through_relay.len(),
                 others.len()
             ),
         }
     }
-    assert!(others.iter().all(|p| dialed_through_relay.contains(p)));
+    (dialed_through_relay.len(), done.expect("the lookup ended"))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_discovery_lookup_dials_every_peer_the_relay_names_at_once_and_ends_with_its_answer() {
+    // Seven others: fewer than k, so the relay named every peer there is, and asking them
+    // would only hear the same.
+    let (dialed, lookup) = discovery_among(7).await;
+    assert_eq!(dialed, 7);
+    assert_eq!(lookup, "lookup done: the relay named 7 peer(s), 1 asked");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_discovery_lookup_goes_on_when_the_relay_names_k_peers() {
+    // Twenty others, k of them named: there may be more than the relay said, closer to us.
+    let (dialed, lookup) = discovery_among(20).await;
+    assert!(dialed >= 16, "{dialed}");
+    let asked: usize = lookup
+        .rsplit(", ")
+        .next()
+        .and_then(|a| a.strip_suffix(" asked"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{lookup}"));
+    assert!(asked > 1, "{lookup}");
 }
 
 /// A peer offering services, with the misbehaviour ledger.

@@ -108,6 +108,8 @@ pub struct Behaviour {
     relay_addr: Option<Multiaddr>,
     /// The discovery lookup running, whose replies are watched.
     discovery_query: Option<kad::QueryId>,
+    /// How many peers the relay named in its answer to that lookup.
+    discovery_named: Option<usize>,
     connected: HashSet<PeerId>,
     circuit_only: HashSet<PeerId>,
     /// Peers whose identify said they speak our Kademlia.
@@ -197,6 +199,7 @@ impl Behaviour {
             relay: None,
             relay_addr: None,
             discovery_query: None,
+            discovery_named: None,
             connected: HashSet::new(),
             circuit_only: HashSet::new(),
             speaks_kad: HashSet::new(),
@@ -368,26 +371,32 @@ impl Behaviour {
                 id,
                 result: kad::QueryResult::GetClosestPeers(result),
                 step,
-                ..
+                stats,
             } => {
+                let mut named = None;
                 if step.last && self.discovery_query == Some(id) {
                     self.kad.unwatch(&id);
                     self.discovery_query = None;
+                    named = self.discovery_named.take();
                 }
                 let peers = match result {
                     Ok(ok) => ok.peers,
                     Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
                 };
                 if step.last {
-                    let others = peers
+                    let answered = peers
                         .iter()
                         .filter(|p| Some(p.peer_id) != self.relay)
                         .count();
-                    self.wire.received(
-                        Topic::Kad,
-                        None,
-                        format!("lookup done: {others} peer(s) near us"),
-                    );
+                    let asked = stats.num_requests();
+                    let line = match named {
+                        // Ended with the relay's answer: what it named is what was found.
+                        Some(named) if asked <= 1 => {
+                            format!("lookup done: the relay named {named} peer(s), 1 asked")
+                        }
+                        _ => format!("lookup done: {answered} peer(s) near us, {asked} asked"),
+                    };
+                    self.wire.received(Topic::Kad, None, line);
                 }
                 for info in peers {
                     self.dial_discovered(info.peer_id, info.addrs);
@@ -434,11 +443,23 @@ impl Behaviour {
         self.log(note.peer, note.summary);
     }
 
-    /// The relay answered our discovery lookup naming `closer`: each is dialed through the
-    /// relay now (a few at a time, [`DialPacer`]) rather than three at a time as Kademlia asks
-    /// them (its α), so a tab opened among many meets them all in one round. Kademlia's own
-    /// requests then find the connections made.
-    fn on_discovery_reply(&mut self, closer: &[PeerId]) {
+    /// The relay answered our discovery lookup (`query`) naming `closer`: each is dialed
+    /// through the relay now (a few at a time, [`DialPacer`]) rather than three at a time as
+    /// Kademlia asks them (its α), so a tab opened among many meets them all in one round.
+    ///
+    /// When the relay named fewer than k peers, its answer is complete: it lists every peer
+    /// that holds a reservation, none of its buckets can be full, so those are all the peers
+    /// there are, and the lookup ends with it. Asking on would only send each of them a
+    /// `FIND_NODE` through the relay, answered with what the relay already said (8 tabs joining
+    /// together sent 56 such requests with their first lookups). With k or more, the lookup
+    /// goes on as Kademlia's does, through the closest of them.
+    fn on_discovery_reply(&mut self, query: kad::QueryId, closer: &[PeerId]) {
+        self.discovery_named = Some(closer.len());
+        if closer.len() < self.config.replication_factor
+            && let Some(mut lookup) = self.kad.query_mut(&query)
+        {
+            lookup.finish();
+        }
         let (Some(relay), Some(relay_addr)) = (self.relay, self.relay_addr.clone()) else {
             return;
         };
@@ -555,6 +576,7 @@ impl Behaviour {
         if let Some(previous) = self.discovery_query.replace(query) {
             self.kad.unwatch(&previous);
         }
+        self.discovery_named = None;
         self.kad.watch(query);
         self.wire
             .sent(Topic::Kad, None, "lookup: FIND_NODE for our own id");

@@ -96,7 +96,7 @@ impl Behaviour {
                     kind,
                 } => {
                     if Some(query) == self.discovery_query && Some(peer) == self.relay {
-                        self.on_discovery_reply(&closer);
+                        self.on_discovery_reply(query, &closer);
                     }
                     if let Some(running) = self.ops.get_mut(&query) {
                         running.op.trace_mut().on_reply(at, peer, &closer, found);
