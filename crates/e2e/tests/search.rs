@@ -35,6 +35,17 @@ async fn after_tests(browser: &Browser, tab: &Tab, tests: u64) -> anyhow::Result
     .await
 }
 
+/// The tab's first view that has its GIMPS section.
+async fn with_gimps(browser: &Browser, tab: &Tab) -> anyhow::Result<NodeView> {
+    wait_until("the tab shows its view", PATIENCE, || async move {
+        Ok(match browser.state(tab).await? {
+            Some(v) if v.gimps.is_some() => Ok(v),
+            _ => Err("no GIMPS view yet".to_owned()),
+        })
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tab_searches_in_its_worker_gently_and_at_full_speed_when_switched() -> anyhow::Result<()>
 {
@@ -118,16 +129,7 @@ async fn a_new_tab_settles_into_the_group_before_its_first_test_and_loads_no_wor
     let tab = browser
         .open_tab(&format!("{}/?search_settle=8", relay.url()))
         .await?;
-    let gimps = wait_until("the tab shows its view", PATIENCE, || {
-        let (browser, tab) = (&browser, &tab);
-        async move {
-            Ok(match browser.state(tab).await?.and_then(|v| v.gimps) {
-                Some(g) => Ok(g),
-                None => Err("no GIMPS view yet".to_owned()),
-            })
-        }
-    })
-    .await?;
+    let gimps = with_gimps(&browser, &tab).await?.gimps.expect("gimps");
     assert!(gimps.state.settling, "{gimps:?}");
     assert_eq!(gimps.config.settle_ms, 8_000);
     assert_eq!((gimps.tested_total, gimps.state.testing), (0, None));
@@ -167,16 +169,7 @@ async fn with_its_search_off_a_tab_loads_no_worker_until_a_test_needs_one() -> a
         .await?;
 
     // Rounds come every second; with the search off none of them tests, so no worker loads.
-    let view = wait_until("the tab shows its view", PATIENCE, || {
-        let (browser, tab) = (&browser, &tab);
-        async move {
-            Ok(match browser.state(tab).await? {
-                Some(v) if v.gimps.is_some() => Ok(v),
-                _ => Err("no GIMPS view yet".to_owned()),
-            })
-        }
-    })
-    .await?;
+    let view = with_gimps(&browser, &tab).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let gimps = browser.state(&tab).await?.and_then(|v| v.gimps);
     let gimps = gimps.expect("gimps");
