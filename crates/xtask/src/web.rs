@@ -146,9 +146,10 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
     }
     write_index(&staging)?;
     std::fs::copy(root().join("web/style.css"), staging.join("style.css"))?;
-    let gzipped = file_size(&gzip_beside(&wasm)?)?;
+    let gzipped = file_size(&gzip_beside(&wasm, profile)?)?;
     let worker_gzipped = file_size(&gzip_beside(
         &search.join(format!("{WORKER_CRATE}_bg.wasm")),
+        profile,
     )?)?;
     // The relay serves the `.gz` files to browsers on other machines that accept gzip (all
     // do): a third of the bytes. The modules' ones are written above, with their sizes.
@@ -164,7 +165,7 @@ pub(crate) fn build(profile: Profile, optimize: bool) -> anyhow::Result<WebBuild
                 continue;
             }
             let gz = if matches!(ext, "js" | "css" | "html") {
-                Some(gzip_beside(&path)?)
+                Some(gzip_beside(&path, profile)?)
             } else {
                 Some(gz_path(&path)).filter(|gz| gz.is_file())
             };
@@ -278,7 +279,7 @@ fn stamp_build(json: &serde_json::Value, key: u64) -> Option<WebBuild> {
 /// test command fails above it, so a change that grows the download says so. The goal is 600 KB
 /// (issue 13); lower the budget as the app shrinks, and raise it only with the reason in the
 /// commit message.
-pub(crate) const SIZE_BUDGET_GZIPPED: u64 = 1_140_000;
+pub(crate) const SIZE_BUDGET_GZIPPED: u64 = 1_100_000;
 
 /// Fails when `build` (optimised with wasm-opt) is over [`SIZE_BUDGET_GZIPPED`].
 pub(crate) fn check_size_budget(build: &WebBuild) -> anyhow::Result<()> {
@@ -397,15 +398,37 @@ fn file_size(path: &Path) -> anyhow::Result<u64> {
         .len())
 }
 
-/// Writes `path` gzipped (best compression) to [`gz_path`], which the relay serves to browsers
-/// that accept it; returns that path.
-fn gzip_beside(path: &Path) -> anyhow::Result<PathBuf> {
+/// Writes `path` gzipped to [`gz_path`], which the relay serves to browsers that accept it;
+/// returns that path. A release build is compressed with Zopfli: the same gzip format, which
+/// every browser inflates as before, found by a slower search for repeated strings (the app's
+/// module 3.4% smaller than `gzip -9`, in ~3 s, once per build). A dev build, some tens of MB,
+/// gets zlib's best, in about a second.
+fn gzip_beside(path: &Path, profile: Profile) -> anyhow::Result<PathBuf> {
     use std::io::Write;
     let bytes = std::fs::read(path).with_context(|| format!("missing {}", path.display()))?;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(&bytes)?;
+    let gzipped = match profile {
+        Profile::Release => zopfli_gzip(&bytes)?,
+        Profile::Dev => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            encoder.write_all(&bytes)?;
+            encoder.finish()?
+        }
+    };
     let out = gz_path(path);
-    std::fs::write(&out, encoder.finish()?)?;
+    std::fs::write(&out, gzipped)?;
+    Ok(out)
+}
+
+/// `bytes` in the gzip format, compressed by Zopfli with one iteration: more iterations took
+/// twice as long for 0.06% less.
+fn zopfli_gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let options = zopfli::Options {
+        iteration_count: std::num::NonZeroU64::MIN,
+        ..zopfli::Options::default()
+    };
+    let mut out = Vec::with_capacity(bytes.len() / 2);
+    zopfli::compress(options, zopfli::Format::Gzip, bytes, &mut out)?;
     Ok(out)
 }
 
@@ -494,6 +517,30 @@ pub(crate) fn demo(relay_args: &[String]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_release_build_is_gzipped_smaller_than_zlib_does_and_inflates_to_the_same_bytes() {
+        use std::io::{Read, Write};
+        // Text with the repetition a module's names and strings have.
+        let bytes: Vec<u8> = (0..4_000u32)
+            .flat_map(|i| format!("peer {} sent FIND_NODE {}; ", i % 97, i % 13).into_bytes())
+            .collect();
+        let gzipped = zopfli_gzip(&bytes).expect("compresses");
+        let mut inflated = Vec::new();
+        flate2::read::GzDecoder::new(&gzipped[..])
+            .read_to_end(&mut inflated)
+            .expect("a gzip stream");
+        assert_eq!(inflated, bytes);
+        let mut zlib = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        zlib.write_all(&bytes).expect("compresses");
+        let zlib = zlib.finish().expect("compresses");
+        assert!(
+            gzipped.len() < zlib.len(),
+            "{} bytes against zlib's {}",
+            gzipped.len(),
+            zlib.len()
+        );
+    }
 
     fn build(gzipped: u64, optimized: bool) -> WebBuild {
         WebBuild {
