@@ -793,10 +793,45 @@ async fn the_bootstrap_node_lists_a_peer_as_soon_as_its_reservation_is_accepted(
     assert!(!found.contains(&c_id), "{found:?}");
 }
 
+/// What a tab's discovery did among `n` other peers ([`discovery_among`]).
+struct DiscoveryAmong {
+    /// The peers it dialed through the relay.
+    dialed: usize,
+    /// The Event log's line when its lookup ended.
+    lookup: String,
+    /// In the tab, then in the relay, within 1.5 s of that line: Kademlia's own bootstrap
+    /// steps, and the `FIND_NODE` requests received.
+    tab_kad: (usize, usize),
+    relay_kad: (usize, usize),
+}
+
+/// Counts in `dht` Kademlia's bootstrap steps and the `FIND_NODE` requests it receives.
+fn count_kad(
+    dht: &mut tabmesh_node::dht::Behaviour,
+) -> std::sync::Arc<std::sync::Mutex<(usize, usize)>> {
+    use libp2p::kad::{Event, InboundRequest, QueryResult};
+    let counts = std::sync::Arc::new(std::sync::Mutex::new((0, 0)));
+    let seen = counts.clone();
+    dht.observe_kad(Box::new(move |event| {
+        let mut seen = seen.lock().unwrap();
+        match event {
+            Event::OutboundQueryProgressed {
+                result: QueryResult::Bootstrap(_),
+                ..
+            } => seen.0 += 1,
+            Event::InboundRequest {
+                request: InboundRequest::FindNode { .. },
+            } => seen.1 += 1,
+            _ => {}
+        }
+    }));
+    counts
+}
+
 /// A tab's discovery when the relay holds the reservations of `n` other peers (unreachable
-/// here): the peers it dialed through the relay once it has dialed them all, and the Event log's
-/// line when its lookup ended.
-async fn discovery_among(n: usize) -> (usize, String) {
+/// here), watched until it has dialed them all, its lookup has ended and Kademlia's own
+/// bootstrap (500 ms after the relay entered the tab's table) has had time to run.
+async fn discovery_among(n: usize) -> DiscoveryAmong {
     use libp2p::StreamProtocol;
     use libp2p::core::transport::ListenerId;
     use libp2p::swarm::{FromSwarm, NewListenAddr};
@@ -839,6 +874,8 @@ async fn discovery_among(n: usize) -> (usize, String) {
     tab.behaviour_mut()
         .dht
         .set_relay(relay_id, relay_addr.clone());
+    let tab_kad = count_kad(&mut tab.behaviour_mut().dht);
+    let relay_kad = count_kad(&mut relay.behaviour_mut().dht);
     let circuit = relay_addr
         .clone()
         .with(Protocol::P2p(relay_id))
@@ -886,23 +923,62 @@ async fn discovery_among(n: usize) -> (usize, String) {
             ),
         }
     }
-    (dialed_through_relay.len(), done.expect("the lookup ended"))
+    let settle = tokio::time::sleep(Duration::from_millis(1500));
+    tokio::pin!(settle);
+    loop {
+        tokio::select! {
+            _ = tab.select_next_some() => {}
+            _ = relay.select_next_some() => {}
+            () = &mut settle => break,
+        }
+    }
+    DiscoveryAmong {
+        dialed: dialed_through_relay.len(),
+        lookup: done.expect("the lookup ended"),
+        tab_kad: *tab_kad.lock().unwrap(),
+        relay_kad: *relay_kad.lock().unwrap(),
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_discovery_lookup_dials_every_peer_the_relay_names_at_once_and_ends_with_its_answer() {
     // Seven others: fewer than k, so the relay named every peer there is, and asking them
     // would only hear the same.
-    let (dialed, lookup) = discovery_among(7).await;
-    assert_eq!(dialed, 7);
-    assert_eq!(lookup, "lookup done: the relay named 7 peer(s), 1 asked");
+    let found = discovery_among(7).await;
+    assert_eq!(found.dialed, 7);
+    assert_eq!(
+        found.lookup,
+        "lookup done: the relay named 7 peer(s), 1 asked"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn kademlias_own_bootstraps_ask_no_one_once_the_relay_has_named_every_peer() {
+    // The tab's bootstrap (the relay entered its table) and the relay's (the tab entered its)
+    // start, and each step ends before it sends a request: the relay hears only the tab's
+    // discovery lookup, the tab nothing.
+    let found = discovery_among(7).await;
+    let (tab_steps, tab_asked) = found.tab_kad;
+    let (relay_steps, relay_asked) = found.relay_kad;
+    assert!(tab_steps >= 1, "the tab's bootstrap did not start");
+    assert!(relay_steps >= 1, "the relay's bootstrap did not start");
+    assert_eq!(relay_asked, 1, "FIND_NODEs the relay received");
+    assert_eq!(tab_asked, 0, "FIND_NODEs the tab received");
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_discovery_lookup_goes_on_when_the_relay_names_k_peers() {
     // Twenty others, k of them named: there may be more than the relay said, closer to us.
-    let (dialed, lookup) = discovery_among(20).await;
+    let found = discovery_among(20).await;
+    let (dialed, lookup) = (found.dialed, found.lookup);
     assert!(dialed >= 16, "{dialed}");
+    // There may be more peers than the relay named: Kademlia's bootstrap runs and asks.
+    let (steps, _) = found.tab_kad;
+    let (_, relay_asked) = found.relay_kad;
+    assert!(
+        steps >= 1 && relay_asked > 1,
+        "{steps} step(s), the relay asked {relay_asked} time(s)"
+    );
     let asked: usize = lookup
         .rsplit(", ")
         .next()

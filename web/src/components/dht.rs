@@ -603,6 +603,12 @@ fn counters_text(c: &DhtCounters) -> String {
         "records accepted {} · refused {} (provider records {}) · handed over {} · restored {}",
         c.records_accepted, c.records_refused, c.providers_refused, c.handed_over, c.restored
     );
+    if c.bootstraps_skipped > 0 {
+        text.push_str(&format!(
+            " · Kademlia's own bootstrap steps skipped {} (the relay had named every peer)",
+            c.bootstraps_skipped
+        ));
+    }
     if let Some(reason) = &c.last_refusal {
         text.push_str(&format!(" · last refusal: {reason}"));
     }

@@ -437,6 +437,10 @@ pub struct DhtCounters {
     /// Peers dropped from the routing table because none of their addresses answered a dial.
     #[serde(default)]
     pub forgotten_unreachable: u64,
+    /// Steps of Kademlia's own bootstraps ended before they asked anyone: the relay had named
+    /// every peer there is (or this is the relay).
+    #[serde(default)]
+    pub bootstraps_skipped: u64,
     /// The last refusal, to show why.
     pub last_refusal: Option<String>,
 }

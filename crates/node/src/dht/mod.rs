@@ -174,6 +174,9 @@ impl Behaviour {
     ) -> Self {
         let local = keypair.public().to_peer_id();
         let mut kad = kademlia::kademlia(local, &config, backend);
+        // The relay's table fills from reservations and identify; asking its peers for the
+        // peers nearest itself would only bring back those.
+        kad.skip_own_bootstraps(matches!(role, Role::Bootstrap));
         let restored = kad.store_mut().restored();
         move_own_records(&mut kad, &keypair);
         let discovery = match &role {
@@ -453,12 +456,23 @@ impl Behaviour {
     /// `FIND_NODE` through the relay, answered with what the relay already said (8 tabs joining
     /// together sent 56 such requests with their first lookups). With k or more, the lookup
     /// goes on as Kademlia's does, through the closest of them.
+    ///
+    /// A complete answer also makes Kademlia's own bootstraps pointless (each a lookup of our
+    /// id, then one per farther bucket, 500 ms after a peer enters our routing table while it
+    /// holds fewer than k): they end before they ask anyone until an answer names k or more.
+    /// Then the group has outgrown what the relay can name, and the bootstraps skipped meanwhile
+    /// are made up for with one: its lookups of far buckets find the peers that neither our
+    /// lookups nor theirs name (the relay names the k closest to whoever asks).
     fn on_discovery_reply(&mut self, query: kad::QueryId, closer: &[PeerId]) {
         self.discovery_named = Some(closer.len());
-        if closer.len() < self.config.replication_factor
-            && let Some(mut lookup) = self.kad.query_mut(&query)
-        {
+        let complete = closer.len() < self.config.replication_factor;
+        let skipped = self.kad.skips_own_bootstraps();
+        self.kad.skip_own_bootstraps(complete);
+        if complete && let Some(mut lookup) = self.kad.query_mut(&query) {
             lookup.finish();
+        }
+        if skipped && !complete {
+            let _ = self.kad.bootstrap();
         }
         let (Some(relay), Some(relay_addr)) = (self.relay, self.relay_addr.clone()) else {
             return;

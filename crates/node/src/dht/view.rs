@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use libp2p::kad::{self, KBucketKey, PutRecordContext, QueryInfo};
 use tabmesh_core::dht::record::key_text;
-use tabmesh_core::dht::{BucketView, DhtSection, ProviderView, RecordView, RoutingPeerView};
+use tabmesh_core::dht::{
+    BucketView, DhtCounters, DhtSection, ProviderView, RecordView, RoutingPeerView,
+};
 use tabmesh_core::names::peer_name;
 use web_time::Instant;
 
@@ -52,7 +54,10 @@ impl Behaviour {
             last_lookup,
             running_lookups: self.ops.len(),
             queries: self.queries_by_kind(),
-            counters: self.counters.clone(),
+            counters: DhtCounters {
+                bootstraps_skipped: self.kad.skipped_bootstraps(),
+                ..self.counters.clone()
+            },
             config: (&self.config).into(),
         }
     }
