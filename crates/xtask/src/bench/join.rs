@@ -4,8 +4,9 @@
 //! and to the relay reservation; and for the last tab, opened once the others have met and gone
 //! direct, to all peers connected. Opened together (all loads at once): the same per tab plus
 //! the first peer, the time from the start of the loads to every tab listing every other one,
-//! the CPU Chromium and the relay spent meanwhile (by process type and thread) and how often
-//! each part of a tab's page rendered.
+//! the CPU Chromium and the relay spent meanwhile (by process type and thread), what each tab
+//! sent and received by then (its wire log, by protocol) and how often each part of a tab's page
+//! rendered.
 
 use std::time::Duration;
 
@@ -30,6 +31,12 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     let mut together_first = Vec::new();
     // How often each part of a tab's page rendered until then (`window.tabmesh.renders()`).
     let mut together_renders = std::collections::BTreeMap::<String, Vec<f64>>::new();
+    // What the tabs said on the wire until then, by protocol and direction (their wire logs),
+    // summed over the tabs of all runs; and whether a log had dropped its oldest events (the
+    // first is number 1).
+    let mut together_said = std::collections::BTreeMap::<String, f64>::new();
+    let mut together_said_tabs = 0;
+    let mut together_said_partial = false;
     // Where the CPU went between the start of the loads and the last tab listing every other:
     // seconds by process type and thread, and the spans measured, summed over the runs.
     let mut together_cpu = std::collections::BTreeMap::<&str, f64>::new();
@@ -83,6 +90,23 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
                         let n = n.as_f64().unwrap_or_default();
                         together_renders.entry(part.clone()).or_default().push(n);
                     }
+                }
+                for tab in browser.tabs() {
+                    let log = browser.call(tab, "window.tabmesh.wireLog()").await?;
+                    let log = log.map_err(|e| anyhow::anyhow!("wireLog(): {e}"))?;
+                    let events = log.as_array().cloned().unwrap_or_default();
+                    together_said_partial |= events
+                        .first()
+                        .is_some_and(|e| e["seq"].as_u64().unwrap_or_default() > 1);
+                    for event in &events {
+                        let said = format!(
+                            "{} {}",
+                            event["protocol"].as_str().unwrap_or("?"),
+                            event["direction"].as_str().unwrap_or("?")
+                        );
+                        *together_said.entry(said).or_default() += 1.0;
+                    }
+                    together_said_tabs += 1;
                 }
                 let (first_load, last_listed) = group_span(&loads, &listed);
                 together_all.push(last_listed - first_load);
@@ -138,6 +162,27 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     );
     if together_measured > 0 {
         print_join_cpu(&together_cpu, together_span, together_measured);
+    }
+    if together_said_tabs > 0 {
+        let mut said: Vec<(String, f64)> = together_said
+            .into_iter()
+            .filter(|(kind, _)| !kind.ends_with(" local"))
+            .map(|(kind, n)| (kind, n / together_said_tabs as f64))
+            .collect();
+        said.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let said: Vec<String> = said
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n:.0}"))
+            .collect();
+        println!(
+            "  what a tab sent and received until then (wire log events, mean per tab{}): {}",
+            if together_said_partial {
+                "; some logs had dropped their oldest, so these are at least"
+            } else {
+                ""
+            },
+            said.join(", ")
+        );
     }
     if !together_renders.is_empty() {
         let medians: Vec<String> = together_renders
