@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: figures, not assertions.
 //!
-//! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped, and what
-//!   a tab on another machine downloads from the relay;
+//! - wasm size of the web app: raw, after wasm-bindgen, after `wasm-opt -Oz`, gzipped, what
+//!   a tab on another machine downloads from the relay, and what the module is made of, by crate
+//!   and by kind of code (`bench/size.rs`);
 //! - join time for 4 and 8 tabs: page load to the app running (before any networking) and to
 //!   relay reservation (median and worst over every tab of every run), and the last tab opened
 //!   to all peers connected (it joins a mesh already there);
@@ -53,6 +54,7 @@ use crate::web::{self, mb};
 mod cpu;
 mod join;
 mod services;
+mod size;
 mod snapshot;
 mod tabs;
 mod trace;
@@ -145,6 +147,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             mb(build.files_served),
             mb(build.files)
         );
+        size::report()?;
     }
     if args.wants(Section::Gimps) {
         gimps_figures();

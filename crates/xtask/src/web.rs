@@ -309,6 +309,43 @@ pub(crate) fn check_size_budget(build: &WebBuild) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The app's module as [`build`] optimises it, but with its function names kept, and names that
+/// carry their generic arguments (`-C symbol-mangling-version=v0`, so that a `BTreeMap<PeerId,
+/// _>`'s code can be told from a `BTreeMap<String, _>`'s): built into `target/size-report/`, whose
+/// different flags leave the served build's alone. `None` without wasm-opt.
+pub(crate) fn build_with_names() -> anyhow::Result<Option<PathBuf>> {
+    let Some(tool) = wasm_opt() else {
+        return Ok(None);
+    };
+    let target = tabmesh_e2e::target_dir().join("size-report");
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "-p",
+        "tabmesh-web",
+        "--lib",
+        "--target",
+        WASM_TARGET,
+    ])
+    .args(["--profile", "wasm-release"])
+    .env("CARGO_TARGET_DIR", &target)
+    .env("RUSTFLAGS", "-C symbol-mangling-version=v0");
+    shell::run(&mut cmd)?;
+    let input = target
+        .join(WASM_TARGET)
+        .join("wasm-release")
+        .join(format!("{CRATE}.wasm"));
+    let dir = target.join("bindgen");
+    let _ = std::fs::remove_dir_all(&dir);
+    bindgen(&input, CRATE, &dir, Profile::Release)?;
+    let wasm = dir.join(format!("{CRATE}_bg.wasm"));
+    let settings: Vec<&str> = APP_OPT.iter().copied().chain(["-g"]).collect();
+    if !run_wasm_opt(&tool, &settings, &wasm) {
+        bail!("wasm-opt failed on {}", wasm.display());
+    }
+    Ok(Some(wasm))
+}
+
 /// `cargo build` of `package`'s wasm library, with `release_profile` for a release build; the
 /// module it wrote (`artifact` is the library's name).
 fn build_wasm(
