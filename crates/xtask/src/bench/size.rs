@@ -154,7 +154,14 @@ pub(super) fn report() -> anyhow::Result<()> {
 
 fn print_report(functions: &[(String, usize)], data: usize, wasm: &Path) {
     let code: usize = functions.iter().map(|(_, size)| size).sum();
-    let share = |bytes: usize| 100.0 * bytes as f64 / code.max(1) as f64;
+    let row = |bytes: usize, what: &str| {
+        let share = 100.0 * bytes as f64 / code.max(1) as f64;
+        println!("  {:>8.1} KB {share:>5.1}%  {what}", bytes as f64 / 1e3);
+    };
+    // The bytes of the rows `keep` selects.
+    let total = |rows: &mut dyn Iterator<Item = (&str, usize)>, keep: &dyn Fn(&str) -> bool| {
+        rows.filter(|(what, _)| keep(what)).map(|(_, b)| b).sum()
+    };
     let mut by_crate = BTreeMap::<&str, usize>::new();
     for (name, size) in functions {
         *by_crate.entry(owner(name)).or_default() += size;
@@ -173,43 +180,25 @@ fn print_report(functions: &[(String, usize)], data: usize, wasm: &Path) {
     );
     let shown = 24;
     for (krate, bytes) in by_crate.iter().take(shown) {
-        println!(
-            "  {:>8.1} KB {:>5.1}%  {krate}",
-            *bytes as f64 / 1e3,
-            share(*bytes)
-        );
+        row(*bytes, krate);
     }
-    let rest: usize = by_crate.iter().skip(shown).map(|(_, b)| b).sum();
-    println!(
-        "  {:>8.1} KB {:>5.1}%  {} other crates",
-        rest as f64 / 1e3,
-        share(rest),
-        by_crate.len().saturating_sub(shown)
+    let others = by_crate.len().saturating_sub(shown);
+    row(
+        total(&mut by_crate.iter().skip(shown).copied(), &|_| true),
+        &format!("{others} other crates"),
     );
     for prefix in ["tabmesh_", "libp2p_"] {
-        let bytes: usize = by_crate
-            .iter()
-            .filter(|(krate, _)| krate.starts_with(prefix))
-            .map(|(_, b)| b)
-            .sum();
-        println!(
-            "  {:>8.1} KB {:>5.1}%  all {prefix}* crates together",
-            bytes as f64 / 1e3,
-            share(bytes)
+        row(
+            total(&mut by_crate.iter().copied(), &|krate| {
+                krate.starts_with(prefix)
+            }),
+            &format!("all {prefix}* crates together"),
         );
     }
     println!("by kind, across crates:");
     for (kind, piece) in KINDS {
-        let bytes: usize = functions
-            .iter()
-            .filter(|(name, _)| name.contains(piece))
-            .map(|(_, size)| size)
-            .sum();
-        println!(
-            "  {:>8.1} KB {:>5.1}%  {kind}",
-            bytes as f64 / 1e3,
-            share(bytes)
-        );
+        let mut named = functions.iter().map(|(name, size)| (name.as_str(), *size));
+        row(total(&mut named, &|name| name.contains(piece)), kind);
     }
 }
 
