@@ -799,8 +799,8 @@ struct DiscoveryAmong {
     dialed: usize,
     /// The Event log's line when its lookup ended.
     lookup: String,
-    /// In the tab, then in the relay, within 1.5 s of that line: Kademlia's own bootstrap
-    /// steps, and the `FIND_NODE` requests received.
+    /// In the tab, then in the relay: Kademlia's own bootstrap steps ended, and the `FIND_NODE`
+    /// requests received.
     tab_kad: (usize, usize),
     relay_kad: (usize, usize),
 }
@@ -830,7 +830,7 @@ fn count_kad(
 
 /// A tab's discovery when the relay holds the reservations of `n` other peers (unreachable
 /// here), watched until it has dialed them all, its lookup has ended and Kademlia's own
-/// bootstrap (500 ms after the relay entered the tab's table) has had time to run.
+/// bootstraps (500 ms after a peer entered a table) have ended a step.
 async fn discovery_among(n: usize) -> DiscoveryAmong {
     use libp2p::StreamProtocol;
     use libp2p::core::transport::ListenerId;
@@ -923,13 +923,20 @@ async fn discovery_among(n: usize) -> DiscoveryAmong {
             ),
         }
     }
-    let settle = tokio::time::sleep(Duration::from_millis(1500));
-    tokio::pin!(settle);
-    loop {
+    // Until Kademlia's own bootstraps have ended a step (reported once any request it sent was
+    // answered): the tab's, and the relay's while its table (the others and the tab) is under k.
+    let k = tabmesh_core::dht::DhtConfig::default().replication_factor;
+    let bootstrapped =
+        || tab_kad.lock().unwrap().0 > 0 && (n + 1 >= k || relay_kad.lock().unwrap().0 > 0);
+    while !bootstrapped() {
         tokio::select! {
             _ = tab.select_next_some() => {}
             _ = relay.select_next_some() => {}
-            () = &mut settle => break,
+            () = &mut deadline => panic!(
+                "no bootstrap step in 20 s: tab {:?}, relay {:?}",
+                *tab_kad.lock().unwrap(),
+                *relay_kad.lock().unwrap()
+            ),
         }
     }
     DiscoveryAmong {

@@ -321,9 +321,10 @@ impl NetworkBehaviour for ObservedKad {
         while self.skip_own_bootstraps
             && let Some((query, step)) = self.own_bootstrap()
         {
-            // Kademlia sends a query's first request in the poll that starts it (or asks to
-            // dial for it): that request is dropped with the step, and the next step, which
-            // Kademlia starts under the same id when one ends, goes the same way.
+            // Kademlia sends a query's first request in the poll that starts it: that request
+            // is dropped with the step, and the next step, which Kademlia starts under the same
+            // id when one ends, goes the same way. (A step whose peer needs a dial first still
+            // has the dial go out; nothing is sent on it for the finished step.)
             let request = matches!(&polled, Poll::Ready(ToSwarm::NotifyHandler { event, .. })
                 if query_number(&format!("{event:?}")) == Some(&number_of(&query)));
             if let Some(mut running) = self.inner.query_mut(&query) {

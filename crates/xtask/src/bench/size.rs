@@ -158,10 +158,6 @@ fn print_report(functions: &[(String, usize)], data: usize, wasm: &Path) {
         let share = 100.0 * bytes as f64 / code.max(1) as f64;
         println!("  {:>8.1} KB {share:>5.1}%  {what}", bytes as f64 / 1e3);
     };
-    // The bytes of the rows `keep` selects.
-    let total = |rows: &mut dyn Iterator<Item = (&str, usize)>, keep: &dyn Fn(&str) -> bool| {
-        rows.filter(|(what, _)| keep(what)).map(|(_, b)| b).sum()
-    };
     let mut by_crate = BTreeMap::<&str, usize>::new();
     for (name, size) in functions {
         *by_crate.entry(owner(name)).or_default() += size;
@@ -183,22 +179,24 @@ fn print_report(functions: &[(String, usize)], data: usize, wasm: &Path) {
         row(*bytes, krate);
     }
     let others = by_crate.len().saturating_sub(shown);
-    row(
-        total(&mut by_crate.iter().skip(shown).copied(), &|_| true),
-        &format!("{others} other crates"),
-    );
+    let rest = by_crate.iter().skip(shown).map(|(_, bytes)| bytes).sum();
+    row(rest, &format!("{others} other crates"));
     for prefix in ["tabmesh_", "libp2p_"] {
-        row(
-            total(&mut by_crate.iter().copied(), &|krate| {
-                krate.starts_with(prefix)
-            }),
-            &format!("all {prefix}* crates together"),
-        );
+        let together = by_crate
+            .iter()
+            .filter(|(krate, _)| krate.starts_with(prefix))
+            .map(|(_, bytes)| bytes)
+            .sum();
+        row(together, &format!("all {prefix}* crates together"));
     }
     println!("by kind, across crates:");
     for (kind, piece) in KINDS {
-        let mut named = functions.iter().map(|(name, size)| (name.as_str(), *size));
-        row(total(&mut named, &|name| name.contains(piece)), kind);
+        let bytes = functions
+            .iter()
+            .filter(|(name, _)| name.contains(piece))
+            .map(|(_, size)| size)
+            .sum();
+        row(bytes, kind);
     }
 }
 
