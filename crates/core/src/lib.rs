@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod bootstrap;
+pub mod crossing_dials;
 pub mod dht;
 pub mod dial_backoff;
 pub mod direct_upgrade;
