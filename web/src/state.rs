@@ -221,15 +221,17 @@ fn same_links(a: &[PeerView], b: &[PeerView]) -> bool {
             .all(|(a, b)| a.peer_id == b.peer_id && a.connection == b.connection)
 }
 
-/// Whether two sets of counters hold the same counts of the moves to direct connections (the
-/// others, the wire events' among them, change all the time and the Peers panel does not show
-/// them).
+/// Whether two sets of counters hold the same counts of crossed dials and of the moves to direct
+/// connections (the others, the wire events' among them, change all the time and the Peers
+/// panel does not show them).
 fn same_upgrades(a: &Counters, b: &Counters) -> bool {
     (
+        a.crossed_dials,
         a.webrtc_offers,
         a.direct_duplicates_closed,
         a.direct_dials_failed,
     ) == (
+        b.crossed_dials,
         b.webrtc_offers,
         b.direct_duplicates_closed,
         b.direct_dials_failed,

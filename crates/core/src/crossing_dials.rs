@@ -16,10 +16,13 @@
 //!    which is expected, not a failure of the peer). Both sides decide alike without talking.
 //! 2. **A refusal can overtake the circuit it answers**: the smaller peer's circuit and its
 //!    refusal of ours travel through the relay side by side, and our dial may fail first (8
-//!    tabs opened together: 8 of 18 refusals). So a dial of ours to a peer with a smaller id
-//!    that could not even negotiate its handshake is held for [`HOLD`] before it counts as
-//!    failed: if that peer's circuit arrives meanwhile, the two crossed.
-//! 3. **A peer whose circuit is coming in is not dialed**: its connection is on its way.
+//!    tabs opened together: 8 of 18 refusals). So a dial of ours through the relay to a peer
+//!    with a smaller id that reached no one is held for [`HOLD`] before it counts as failed:
+//!    if that peer's circuit arrives meanwhile, the two crossed.
+//! 3. **A peer whose circuit is coming in is not dialed by discovery** (the node's DHT keeps
+//!    track of the circuits arriving): its connection is on its way. Other dials, a request
+//!    to the peer say, still go (rule 1 settles them if they cross): refused, they would fail
+//!    the request.
 //! 4. Only dials that are still on their way count: once a connection is up, a new circuit
 //!    from the same peer is accepted (it may have lost its side of the first one), and the
 //!    rules of the peer table decide about it.
@@ -91,14 +94,9 @@ impl<P: Ord + Clone, C: Hash + Eq + Copy> CrossingDials<P, C> {
         }
     }
 
-    /// We want to dial `peer` on `connection`: `false` if its circuit is coming in (rule 3),
-    /// and the dial should not be made.
-    pub fn on_dial(&mut self, connection: C, peer: P) -> bool {
-        if self.is_incoming(&peer) {
-            return false;
-        }
+    /// We dial `peer` on `connection`.
+    pub fn on_dial(&mut self, connection: C, peer: P) {
         self.dialing.insert(connection, peer);
-        true
     }
 
     /// A circuit from `peer` is coming in on `connection` (rules 1 and 2).
@@ -136,17 +134,17 @@ impl<P: Ord + Clone, C: Hash + Eq + Copy> CrossingDials<P, C> {
         self.yielded.remove(connection);
     }
 
-    /// `connection`, either way, failed or was refused at `now`. `handshake_failed`: the
-    /// transport reached no address (for a circuit: also the peer dropping it at once, which is
-    /// how a refusal looks from here) — only such a failure of ours can be held (rule 2).
-    pub fn on_failed(&mut self, connection: &C, handshake_failed: bool, now: Instant) -> Failed {
+    /// `connection`, either way, failed or was refused at `now`. `circuit_failed`: it was a
+    /// dial through the relay that reached no one (a refusal looks like that from here): only
+    /// such a failure of ours can be held (rule 2).
+    pub fn on_failed(&mut self, connection: &C, circuit_failed: bool, now: Instant) -> Failed {
         self.incoming.remove(connection);
         let peer = self.dialing.remove(connection);
         if self.yielded.remove(connection) {
             return Failed::Yielded;
         }
         match peer {
-            Some(peer) if handshake_failed && peer < self.local => {
+            Some(peer) if circuit_failed && peer < self.local => {
                 self.held.push((*connection, peer, now + HOLD));
                 Failed::Held
             }
@@ -168,7 +166,7 @@ impl<P: Ord + Clone, C: Hash + Eq + Copy> CrossingDials<P, C> {
         self.held.iter().map(|(_, _, until)| *until).min()
     }
 
-    /// Whether a circuit from `peer` is coming in.
+    /// Whether a circuit from `peer` is coming in (rule 3).
     pub fn is_incoming(&self, peer: &P) -> bool {
         self.incoming.values().any(|p| p == peer)
     }
@@ -195,7 +193,7 @@ mod tests {
     fn rule_1_the_smaller_id_refuses_the_circuit_that_crossed_its_dial() {
         let now = Instant::now();
         let mut small = CrossingDials::new(SMALL);
-        assert!(small.on_dial(10, LARGE));
+        small.on_dial(10, LARGE);
         assert_eq!(small.on_incoming(11, LARGE), Incoming::Refuse);
         assert_eq!(small.crossed(), 1);
         assert!(
@@ -212,7 +210,7 @@ mod tests {
     fn rule_1_the_larger_id_accepts_it_and_expects_its_own_dial_refused() {
         let now = Instant::now();
         let mut large = CrossingDials::new(LARGE);
-        assert!(large.on_dial(20, SMALL));
+        large.on_dial(20, SMALL);
         assert_eq!(large.on_incoming(21, SMALL), Incoming::Crossed);
         assert_eq!(large.crossed(), 1);
         assert_eq!(large.on_failed(&20, true, now), Failed::Yielded);
@@ -226,8 +224,8 @@ mod tests {
         // Each dials the other; each sees the other's circuit while its own dial is on its way.
         let mut small = CrossingDials::new(SMALL);
         let mut large = CrossingDials::new(LARGE);
-        assert!(small.on_dial(1, LARGE));
-        assert!(large.on_dial(2, SMALL));
+        small.on_dial(1, LARGE);
+        large.on_dial(2, SMALL);
         let at_small = small.on_incoming(3, LARGE);
         let at_large = large.on_incoming(4, SMALL);
         assert_eq!((at_small, at_large), (Incoming::Refuse, Incoming::Crossed));
@@ -238,7 +236,7 @@ mod tests {
     fn rule_2_a_refusal_that_overtook_the_circuit_is_held_and_then_crossed() {
         let t0 = Instant::now();
         let mut large = CrossingDials::new(LARGE);
-        assert!(large.on_dial(1, SMALL));
+        large.on_dial(1, SMALL);
         assert_eq!(large.on_failed(&1, true, t0), Failed::Held);
         assert_eq!(large.poll_timeout(), Some(t0 + HOLD));
         assert_eq!(large.on_incoming(2, SMALL), Incoming::Crossed);
@@ -251,8 +249,8 @@ mod tests {
     fn rule_2_a_held_failure_is_a_failure_when_no_circuit_comes() {
         let t0 = Instant::now();
         let mut large = CrossingDials::new(LARGE);
-        assert!(large.on_dial(1, SMALL));
-        assert!(large.on_dial(2, 0));
+        large.on_dial(1, SMALL);
+        large.on_dial(2, 0);
         assert_eq!(large.on_failed(&1, true, t0), Failed::Held);
         assert_eq!(large.on_failed(&2, true, t0 + HOLD / 2), Failed::Held);
         assert!(large.expired(t0 + HOLD / 2).is_empty());
@@ -265,17 +263,17 @@ mod tests {
     }
 
     #[test]
-    fn rule_2_only_a_failed_handshake_to_a_smaller_id_is_held() {
+    fn rule_2_only_a_failed_circuit_to_a_smaller_id_is_held() {
         let now = Instant::now();
         let mut small = CrossingDials::new(SMALL);
-        assert!(small.on_dial(1, LARGE));
+        small.on_dial(1, LARGE);
         assert_eq!(
             small.on_failed(&1, true, now),
             Failed::Failed,
             "larger peer"
         );
         let mut large = CrossingDials::new(LARGE);
-        assert!(large.on_dial(1, SMALL));
+        large.on_dial(1, SMALL);
         assert_eq!(
             large.on_failed(&1, false, now),
             Failed::Failed,
@@ -291,31 +289,29 @@ mod tests {
     #[test]
     fn a_circuit_from_a_peer_we_are_not_dialing_is_accepted_without_crossing() {
         let mut d = CrossingDials::new(SMALL);
-        assert!(d.on_dial(1, 7));
+        d.on_dial(1, 7);
         assert_eq!(d.on_incoming(2, LARGE), Incoming::Accept);
         assert_eq!(d.crossed(), 0);
         assert_eq!(d.on_failed(&1, true, Instant::now()), Failed::Failed);
     }
 
     #[test]
-    fn rule_3_a_peer_whose_circuit_is_coming_in_is_not_dialed_until_it_has_come_or_failed() {
+    fn rule_3_a_peer_is_incoming_while_its_accepted_circuit_is_on_its_way() {
         let now = Instant::now();
         let mut d = CrossingDials::new(SMALL);
         assert_eq!(d.on_incoming(5, LARGE), Incoming::Accept);
-        assert!(!d.on_dial(6, LARGE));
-        assert!(!d.is_dialing(&LARGE));
+        assert!(d.is_incoming(&LARGE));
         d.on_failed(&5, false, now);
-        assert!(d.on_dial(6, LARGE), "the circuit failed: dial it");
-        let mut d = CrossingDials::new(SMALL);
-        assert_eq!(d.on_incoming(5, LARGE), Incoming::Accept);
-        d.on_established(&5);
-        assert!(d.on_dial(6, LARGE), "up: the peer table decides");
+        assert!(!d.is_incoming(&LARGE), "the circuit failed");
+        assert_eq!(d.on_incoming(6, LARGE), Incoming::Accept);
+        d.on_established(&6);
+        assert!(!d.is_incoming(&LARGE), "up");
     }
 
     #[test]
     fn rule_4_a_circuit_after_our_dial_came_up_is_accepted() {
         let mut d = CrossingDials::new(SMALL);
-        assert!(d.on_dial(1, LARGE));
+        d.on_dial(1, LARGE);
         d.on_established(&1);
         assert_eq!(d.on_incoming(2, LARGE), Incoming::Accept);
         assert_eq!(d.crossed(), 0);

@@ -152,16 +152,16 @@ impl<P: PartialEq + Clone, A> DialPacer<P, A> {
         self.queue.retain(|(p, _)| p != peer);
     }
 
-    /// The queued dials to start now, skipping peers `skip` says need none any more (already
-    /// connected); they count as in flight.
-    pub fn next(&mut self, now: Instant, mut skip: impl FnMut(&P) -> bool) -> Vec<(P, A)> {
+    /// The queued dials to start now, skipping those `skip` says are needed no more (the peer
+    /// is connected, say); they count as in flight.
+    pub fn next(&mut self, now: Instant, mut skip: impl FnMut(&P, &A) -> bool) -> Vec<(P, A)> {
         self.expire(now);
         let mut start = Vec::new();
         while self.in_flight.len() < MAX_DIALS_IN_FLIGHT {
             let Some((peer, addrs)) = self.queue.pop_front() else {
                 break;
             };
-            if skip(&peer) {
+            if skip(&peer, &addrs) {
                 continue;
             }
             self.in_flight.push((peer.clone(), now));
@@ -223,12 +223,12 @@ mod tests {
         assert_eq!(pacer.counts(), (MAX_DIALS_IN_FLIGHT, 4));
         assert_eq!(pacer.want(0, (), t0), None, "in flight already");
         assert_eq!(pacer.want(M + 3, (), t0), None, "queued already");
-        assert!(pacer.next(t0, |_| false).is_empty(), "no room yet");
+        assert!(pacer.next(t0, |_, _| false).is_empty(), "no room yet");
         // Two end; the next two in the order found start, skipping one connected meanwhile.
         pacer.done(&0);
         pacer.done(&1);
         let next: Vec<u32> = pacer
-            .next(t0, |p| *p == M)
+            .next(t0, |p, _| *p == M)
             .into_iter()
             .map(|(p, ())| p)
             .collect();
@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(pacer.counts(), (MAX_DIALS_IN_FLIGHT, MAX_QUEUED_DIALS));
         let later = t0 + DIAL_STALE;
         let next: Vec<usize> = pacer
-            .next(later, |_| false)
+            .next(later, |_, _| false)
             .into_iter()
             .map(|(p, ())| p)
             .collect();

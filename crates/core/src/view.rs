@@ -161,7 +161,7 @@ pub struct Counters {
     #[serde(default)]
     pub refused_banned: u64,
     /// Incoming connections that failed before being established (garbage instead of a
-    /// handshake, or the losing side of two peers dialing each other at once).
+    /// handshake, say).
     pub incoming_errors: u64,
     /// Connections closed for failed pings (bans are counted in `bans`).
     pub disconnects: u64,
@@ -172,6 +172,10 @@ pub struct Counters {
     /// Dials refused before going out: the peer was unreachable a moment ago (dial backoff).
     #[serde(default)]
     pub dials_backed_off: u64,
+    /// Dials that crossed the peer's dial to us through the relay: of the two, the smaller peer
+    /// id's was kept (`crate::crossing_dials`).
+    #[serde(default)]
+    pub crossed_dials: u64,
     /// Wire events logged since start.
     pub wire_events: u64,
     /// Direct connections dialed: WebRTC offers sent through the relay.

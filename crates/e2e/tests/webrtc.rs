@@ -142,6 +142,8 @@ async fn four_tabs_go_direct_and_keep_talking_when_the_relay_stops() -> anyhow::
         .iter()
         .position(|v| v.counters.webrtc_offers > 0)
         .expect("a tab made offers");
+    // (Tabs that dialed each other at once say so on the same line.)
+    let crossed = views_now[offering].counters.crossed_dials;
     let offering = &browser.tabs()[offering];
     wait_until("the Peers panel counts the offers", PAGE, || async {
         let line = "[data-testid=upgrade-costs]";
@@ -149,8 +151,13 @@ async fn four_tabs_go_direct_and_keep_talking_when_the_relay_stops() -> anyhow::
             return Ok(Err("no line yet".to_owned()));
         }
         let shown = browser.text(offering, line).await?;
+        let crossings_said = match crossed {
+            0 => !shown.contains("crossed"),
+            1 => shown.starts_with("1 dial crossed · "),
+            n => shown.starts_with(&format!("{n} dials crossed · ")),
+        };
         Ok(
-            if shown.starts_with("Going direct: ") && shown.contains("offer") {
+            if shown.contains("Going direct: ") && shown.contains("offer") && crossings_said {
                 Ok(())
             } else {
                 Err(shown)

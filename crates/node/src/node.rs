@@ -305,6 +305,7 @@ impl Node {
             refused_connections: peer_counters.refused,
             dial_failures: peer_counters.dial_failures,
             dials_backed_off: peer_counters.backed_off,
+            crossed_dials: peer_counters.crossed_dials,
             wire_events: self.wire.total(),
             webrtc_offers: upgrades.offers,
             direct_duplicates_closed: upgrades.duplicates_closed,

@@ -13,8 +13,14 @@
 //! of a peer's addresses, any behaviour's further dials to that peer are refused here, before
 //! anything goes on the wire, until its wait is over or a connection to it comes up. Without it,
 //! a departed peer is dialed again by every lookup that names it (see the core module).
+//!
+//! And it settles dials that cross (`tabmesh_core::crossing_dials`): two peers named to each
+//! other at the same moment both dial through the relay; of the two, the smaller peer id's is
+//! kept. The other side's circuit is refused here when it arrives while our dial to it is on its
+//! way, and a failed dial to a peer with a smaller id is held half a second before it counts,
+//! since that peer's refusal can overtake its circuit through the relay.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll};
 
 use libp2p::core::transport::PortUse;
@@ -26,6 +32,7 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId, identify, ping};
 use serde::{Deserialize, Serialize};
+use tabmesh_core::crossing_dials::{CrossingDials, Failed, Incoming};
 use tabmesh_core::dial_backoff::{DialBackoff, DialBackoffConfig};
 use tabmesh_core::peers::{
     Admission, ConnectionKind, PeerTable, PeerTableConfig, PeerView, Verdict,
@@ -36,6 +43,7 @@ use web_time::{Duration, Instant};
 
 use crate::forward::forward_to;
 use crate::report::{Report, WireSink, error_chain, truncate};
+use crate::timer::Timer;
 
 /// Whether a failed identify exchange was the peer's fault, and why: it sent a message that does
 /// not decode (a bad protobuf, address or public key). A timeout, a closed stream or connection,
@@ -121,6 +129,9 @@ pub struct PeerCounters {
     pub refused: u64,
     /// Dials refused locally: the peer was unreachable a moment ago (dial backoff).
     pub backed_off: u64,
+    /// Dials that crossed the peer's dial to us (one of the two was refused).
+    #[serde(default)]
+    pub crossed_dials: u64,
 }
 
 /// Whether a connection goes through a relay circuit or straight to the peer. In a tab, a
@@ -146,6 +157,10 @@ pub struct Behaviour {
     relay_rtt: Option<Duration>,
     counters: PeerCounters,
     backoff: DialBackoff<PeerId>,
+    crossing: CrossingDials<PeerId, ConnectionId>,
+    /// Failed dials the crossing rules hold for a moment, what to say if they stay failures.
+    held: HashMap<ConnectionId, DialFailed>,
+    timer: Timer,
     events: VecDeque<ToSwarm<Report, THandlerInEvent<Protocols>>>,
     wire: WireSink,
 }
@@ -181,6 +196,9 @@ impl Behaviour {
             relay_rtt: None,
             counters: PeerCounters::default(),
             backoff: DialBackoff::new(DialBackoffConfig::default()),
+            crossing: CrossingDials::new(key.public().to_peer_id()),
+            held: HashMap::new(),
+            timer: Timer::default(),
             events: VecDeque::new(),
             wire,
         }
@@ -222,6 +240,7 @@ impl Behaviour {
     pub fn counters(&self) -> PeerCounters {
         PeerCounters {
             backed_off: self.backoff.refused(),
+            crossed_dials: self.crossing.crossed(),
             ..self.counters
         }
     }
@@ -251,6 +270,7 @@ impl Behaviour {
     }
 
     fn on_connection_established(&mut self, now: Instant, e: &ConnectionEstablished<'_>) {
+        self.crossing.on_established(&e.connection_id);
         self.backoff.connected(&e.peer_id);
         if self.is_relay(&e.peer_id) {
             return;
@@ -304,28 +324,52 @@ impl Behaviour {
         }
     }
 
-    fn on_dial_failure(&mut self, e: &DialFailure<'_>) {
-        if !dial_was_made(e.error) {
-            tracing::debug!(peer = ?e.peer_id, "dial not made: {}", e.error);
+    fn on_dial_failure(&mut self, now: Instant, e: &DialFailure<'_>) {
+        let circuit_failed = matches!(e.error, DialError::Transport(tried)
+            if !tried.is_empty() && tried.iter().all(|(a, _)| crate::relay_link::is_circuit(a)
+                && !tabmesh_webrtc::addr::is_webrtc(a)));
+        let held = self
+            .crossing
+            .on_failed(&e.connection_id, circuit_failed, now);
+        if held == Failed::Yielded || !dial_was_made(e.error) {
+            tracing::debug!(peer = ?e.peer_id, "dial not made or refused for crossing: {}", e.error);
             return;
         }
-        self.counters.dial_failures += 1;
         let Some(peer) = e.peer_id else {
+            self.counters.dial_failures += 1;
             return;
         };
         // The relay link logs its own failures, the upgrade rules theirs (dials of `/webrtc`
         // addresses only), the denying behaviour its refusals.
         let webrtc_only = matches!(e.error, DialError::Transport(tried)
             if !tried.is_empty() && tried.iter().all(|(a, _)| tabmesh_webrtc::addr::is_webrtc(a)));
-        if self.is_relay(&peer) || webrtc_only || matches!(e.error, DialError::Denied { .. }) {
+        let quiet =
+            self.is_relay(&peer) || webrtc_only || matches!(e.error, DialError::Denied { .. });
+        let failed = DialFailed {
+            peer,
+            text: error_chain(e.error),
+            reached_no_address: reached_no_address(e.error),
+            quiet,
+        };
+        if held == Failed::Held {
+            self.held.insert(e.connection_id, failed);
+        } else {
+            self.dial_failed(now, failed);
+        }
+    }
+
+    /// A dial failed (and the crossing rules do not explain it).
+    fn dial_failed(&mut self, now: Instant, failed: DialFailed) {
+        self.counters.dial_failures += 1;
+        if failed.quiet {
             return;
         }
-        let text = error_chain(e.error);
+        let DialFailed { peer, text, .. } = failed;
         tracing::debug!(%peer, %text, "dial failed");
         // Every address was tried and none answered: the peer waits before the next dial. (A
         // second connection that failed while one is up says nothing about the peer.)
-        let wait = if reached_no_address(e.error) && !self.table.contains(&peer) {
-            let wait = self.backoff.failed(Instant::now(), peer);
+        let wait = if failed.reached_no_address && !self.table.contains(&peer) {
+            let wait = self.backoff.failed(now, peer);
             format!("; not dialed again for {} s", wait.as_secs())
         } else {
             String::new()
@@ -337,11 +381,15 @@ impl Behaviour {
         );
     }
 
-    fn on_listen_failure(&mut self, e: &ListenFailure<'_>) {
-        self.counters.incoming_errors += 1;
-        if matches!(e.error, ListenError::Denied { .. }) {
+    fn on_listen_failure(&mut self, now: Instant, e: &ListenFailure<'_>) {
+        self.crossing.on_failed(&e.connection_id, false, now);
+        if let ListenError::Denied { cause } = e.error {
+            if cause.downcast_ref::<CrossedDial>().is_none() {
+                self.counters.incoming_errors += 1;
+            }
             return;
         }
+        self.counters.incoming_errors += 1;
         let text = format!(
             "incoming connection from {} failed: {}",
             e.send_back_addr,
@@ -448,6 +496,34 @@ impl Behaviour {
     }
 }
 
+/// A failed dial, as logged.
+struct DialFailed {
+    peer: PeerId,
+    text: String,
+    reached_no_address: bool,
+    /// Counted, not logged: another part logs it (the relay link, the upgrade, a refusal).
+    quiet: bool,
+}
+
+/// The reason a circuit is refused when it crossed our own dial to the same peer.
+#[derive(Debug, thiserror::Error)]
+#[error("it crossed our dial to the same peer, which is the one kept")]
+pub struct CrossedDial;
+
+/// The peer a circuit coming in is from (the relay client names it as the connection's remote
+/// address); `None` for any other connection, a `/webrtc` one among them.
+pub(crate) fn circuit_source(local_addr: &Multiaddr, remote_addr: &Multiaddr) -> Option<PeerId> {
+    use libp2p::multiaddr::Protocol;
+    if !crate::relay_link::is_circuit(local_addr) || tabmesh_webrtc::addr::is_webrtc(local_addr) {
+        return None;
+    }
+    let mut remote = remote_addr.iter();
+    match (remote.next(), remote.next()) {
+        (Some(Protocol::P2p(peer)), None) => Some(peer),
+        _ => None,
+    }
+}
+
 /// The reason a connection is denied when the peer table is full.
 #[derive(Debug, thiserror::Error)]
 #[error("the peer table is full")]
@@ -457,7 +533,41 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<Protocols>;
     type ToSwarm = Report;
 
-    forward_to!(inner: pending_inbound, handler_event);
+    forward_to!(inner: handler_event);
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        if let Some(peer) = circuit_source(local_addr, remote_addr)
+            && !self.is_relay(&peer)
+        {
+            match self.crossing.on_incoming(connection_id, peer) {
+                Incoming::Accept => {}
+                Incoming::Crossed => {
+                    // Our dial to it is (or was already) refused over there.
+                    self.held.retain(|_, f| f.peer != peer);
+                    self.wire.local(
+                        Topic::Conn,
+                        Some(peer),
+                        "its circuit crossed our dial to it: its dial is kept (the smaller peer id's)",
+                    );
+                }
+                Incoming::Refuse => {
+                    self.wire.local(
+                        Topic::Conn,
+                        Some(peer),
+                        "refused its circuit: it crossed our dial to it, which is kept (the smaller peer id's)",
+                    );
+                    return Err(ConnectionDenied::new(CrossedDial));
+                }
+            }
+        }
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
 
     fn handle_pending_outbound_connection(
         &mut self,
@@ -472,6 +582,10 @@ impl NetworkBehaviour for Behaviour {
             self.backoff
                 .check(Instant::now(), &peer)
                 .map_err(ConnectionDenied::new)?;
+            // A direct upgrade's dial (to `/webrtc` addresses) is not one that crosses.
+            if !addresses.iter().any(tabmesh_webrtc::addr::is_webrtc) {
+                self.crossing.on_dial(connection_id, peer);
+            }
         }
         self.inner.handle_pending_outbound_connection(
             connection_id,
@@ -520,8 +634,8 @@ impl NetworkBehaviour for Behaviour {
         match &event {
             FromSwarm::ConnectionEstablished(e) => self.on_connection_established(now, e),
             FromSwarm::ConnectionClosed(e) => self.on_connection_closed(e),
-            FromSwarm::DialFailure(e) => self.on_dial_failure(e),
-            FromSwarm::ListenFailure(e) => self.on_listen_failure(e),
+            FromSwarm::DialFailure(e) => self.on_dial_failure(now, e),
+            FromSwarm::ListenFailure(e) => self.on_listen_failure(now, e),
             _ => {}
         }
         self.inner.on_swarm_event(event);
@@ -531,6 +645,19 @@ impl NetworkBehaviour for Behaviour {
         loop {
             if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(event);
+            }
+            let now = Instant::now();
+            for connection in self.crossing.expired(now) {
+                if let Some(failed) = self.held.remove(&connection) {
+                    self.dial_failed(now, failed);
+                }
+            }
+            if self
+                .timer
+                .poll_at(self.crossing.poll_timeout(), cx)
+                .is_ready()
+            {
+                continue;
             }
             match self.inner.poll(cx) {
                 Poll::Ready(ToSwarm::GenerateEvent(event)) => {

@@ -59,14 +59,22 @@ pub(crate) fn peers_panel(props: &PeersPanelProps) -> Html {
     }
 }
 
-/// One line on what going direct has cost this tab so far, once it has tried.
+/// One line on what meeting peers and going direct has cost this tab so far, once it has
+/// had a dial cross or an offer out.
 fn upgrade_costs(c: &Counters) -> Html {
-    if c.webrtc_offers == 0 {
+    if c.webrtc_offers == 0 && c.crossed_dials == 0 {
         return Html::default();
     }
     let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     html! {
         <p class="upgrade-costs muted" data-testid="upgrade-costs">
+            if c.crossed_dials > 0 {
+                <span title="Peers this tab dialed through the relay while they dialed it: of the \
+                             two dials, the smaller peer id's was kept and the other refused">
+                    { plural(c.crossed_dials, "dial crossed", "dials crossed") }
+                </span>
+                { " · " }
+            }
             { "Going direct: " }
             <span title="Direct connections this tab dialed: each a WebRTC offer sent through the relay">
                 { plural(c.webrtc_offers, "offer", "offers") }

@@ -129,6 +129,10 @@ pub struct Behaviour {
     /// The connection of each of those dials: its own outcome frees its place (not another
     /// connection to the same peer, say one it dialed us on).
     dialing: HashMap<libp2p::swarm::ConnectionId, PeerId>,
+    /// Circuits coming in, from whom: such a peer is not dialed by discovery, its connection is
+    /// on its way, and it is reachable whatever a dial of ours to it did (one that crossed its
+    /// circuit is refused over there: `tabmesh_core::crossing_dials`, kept in `crate::peers`).
+    arriving: HashMap<libp2p::swarm::ConnectionId, PeerId>,
 }
 
 /// A dial waiting for its turn in the DHT's dial pacer.
@@ -215,6 +219,7 @@ impl Behaviour {
             timer: Timer::default(),
             dials: DialPacer::new(),
             dialing: HashMap::new(),
+            arriving: HashMap::new(),
         }
     }
 
@@ -491,6 +496,7 @@ impl Behaviour {
             || peer == self.local
             || Some(peer) == self.relay
             || self.connected.contains(&peer)
+            || self.is_arriving(&peer)
         {
             return;
         }
@@ -538,6 +544,7 @@ impl Behaviour {
             || !matches!(self.role, Role::Peer { .. })
             || self.connected.contains(&peer)
             || Some(peer) == self.relay
+            || self.is_arriving(&peer)
         {
             return;
         }
@@ -553,10 +560,20 @@ impl Behaviour {
 
     /// Starts the queued dials there is room for.
     fn dial_queued(&mut self) {
-        let connected = &self.connected;
-        for (peer, dial) in self.dials.next(Instant::now(), |p| connected.contains(p)) {
+        let (connected, arriving) = (&self.connected, &self.arriving);
+        let skip = |peer: &PeerId, dial: &PacedDial| {
+            connected.contains(peer)
+                || (matches!(dial, PacedDial::Discovered(_))
+                    && arriving.values().any(|p| p == peer))
+        };
+        for (peer, dial) in self.dials.next(Instant::now(), skip) {
             self.dial(peer, dial);
         }
+    }
+
+    /// Whether a circuit from `peer` is coming in.
+    fn is_arriving(&self, peer: &PeerId) -> bool {
+        self.arriving.values().any(|p| p == peer)
     }
 
     fn dial(&mut self, peer: PeerId, dial: PacedDial) {
@@ -628,7 +645,20 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<ObservedKad>;
     type ToSwarm = Report;
 
-    forward_to!(kad: pending_inbound, established_inbound, established_outbound, handler_event);
+    forward_to!(kad: established_inbound, established_outbound, handler_event);
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: libp2p::swarm::ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        if let Some(peer) = crate::peers::circuit_source(local_addr, remote_addr) {
+            self.arriving.insert(connection_id, peer);
+        }
+        self.kad
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
 
     /// Kademlia's addresses for the peer, less those the dial already has. Kademlia keeps
     /// addresses ending in `/p2p/<peer>`, and libp2p's swarm drops duplicate addresses before
@@ -660,8 +690,12 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
+                self.arriving.remove(&e.connection_id);
                 self.connected.insert(e.peer_id);
                 self.dial_ended(e.connection_id);
+            }
+            FromSwarm::ListenFailure(e) => {
+                self.arriving.remove(&e.connection_id);
             }
             FromSwarm::DialFailure(e) => {
                 self.dial_ended(e.connection_id);
