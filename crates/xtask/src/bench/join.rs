@@ -5,8 +5,8 @@
 //! direct, to all peers connected. Opened together (all loads at once): the same per tab plus
 //! the first peer, the time from the start of the loads to every tab listing every other one,
 //! the CPU Chromium and the relay spent meanwhile (by process type and thread), what each tab
-//! sent and received by then (its wire log, by protocol) and how often each part of a tab's page
-//! rendered.
+//! sent and received by then (its wire log, by protocol, and its dials that crossed another
+//! tab's) and how often each part of a tab's page rendered.
 
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     // first is number 1).
     let mut together_said = std::collections::BTreeMap::<String, f64>::new();
     let mut together_said_tabs = 0;
+    // Dials that crossed another tab's dial to it (each crossing counts on both sides).
+    let mut together_crossed = 0;
     let mut together_said_partial = false;
     // Where the CPU went between the start of the loads and the last tab listing every other:
     // seconds by process type and thread, and the spans measured, summed over the runs.
@@ -71,6 +73,7 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
                     let last = view.peers.iter().map(|p| p.connected_at_ms).max();
                     let last = last.unwrap_or_default() as f64;
                     together_tab.push(last);
+                    together_crossed += view.counters.crossed_dials;
                     together_started.push(view.started_at_ms as f64);
                     together_reserved.extend(view.relay.reservation_at_ms.map(|ms| ms as f64));
                     together_first.extend(
@@ -175,13 +178,15 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
             .map(|(kind, n)| format!("{kind} {n:.0}"))
             .collect();
         println!(
-            "  what a tab sent and received until then (wire log events, mean per tab{}): {}",
+            "  what a tab sent and received until then (wire log events, mean per tab{}): {}; \
+             dials that crossed another tab's {:.1}",
             if together_said_partial {
                 "; some logs had dropped their oldest, so these are at least"
             } else {
                 ""
             },
-            said.join(", ")
+            said.join(", "),
+            together_crossed as f64 / together_said_tabs as f64
         );
     }
     if !together_renders.is_empty() {
