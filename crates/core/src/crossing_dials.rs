@@ -5,7 +5,7 @@
 //! that reserved close together are named to each other, and both dial. Each accepts the
 //! other's circuit, and the pair holds two relayed connections, each with its own handshake,
 //! identify, ping and a start of the direct upgrade (8 tabs opened together: about a third
-//! of the 28 pairs, and one pair in two of those also ended up with two direct connections).
+//! of the 28 pairs, and two in five of those also ended up with two direct connections).
 //! A swarm cannot take back a dial it has started, but each side sees the other's circuit
 //! arrive (the relay's `STOP` names its source) while its own dial is still on its way, and
 //! that is where the rule applies:
