@@ -10,6 +10,8 @@
 //! - misbehaviour ledger with the DHT and with services: a peer storing forged records, or
 //!   sending unreadable, oversized or wrongly shaped service requests, is banned at its third
 //!   strike and nothing it sent is kept or reaches a handler;
+//! - service calls: a call whose connection closes under it while another connection to the
+//!   provider is up is sent again over that one (the only provider is not set aside);
 //! - DHT deadline: a put to peers that never answer is answered by its deadline, with why;
 //! - dial backoff: a peer none of whose addresses answer leaves the routing table and is not
 //!   dialed again (by any behaviour) until its wait is over or it connects;
@@ -1179,6 +1181,118 @@ async fn a_peer_sending_malformed_or_oversized_service_requests_is_refused_and_b
     let log = wire.take();
     assert!(
         line_about(&log, caller_id, "banned for").is_some(),
+        "{:?}",
+        log.iter().map(|n| &n.summary).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_whose_connection_closes_under_it_goes_again_over_the_other_one() {
+    use tabmesh_core::dht::{DhtError, DhtReply, DhtRequest, LookupStats, ProviderView};
+    use tabmesh_core::services::calls::CallRequest;
+    use tabmesh_core::services::message::{ServiceReply, ServiceRequest};
+    use tabmesh_node::services::ServiceCommand;
+    use tabmesh_node::services::codec::{PROTOCOL, ServiceCodec};
+
+    // The provider holds every request it gets, so that the test decides when one is answered.
+    let mut provider = swarm(|_| {
+        request_response::Behaviour::with_codec(
+            ServiceCodec,
+            [(PROTOCOL, ProtocolSupport::Inbound)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+        )
+    });
+    let addr = listen(&mut provider, "").await;
+    let provider_id = *provider.local_peer_id();
+    let wire = WireSink::default();
+    let mut caller = swarm(|key| {
+        tabmesh_node::services::Behaviour::new(
+            key.public().to_peer_id(),
+            "caller".to_owned(),
+            web_time::Instant::now(),
+            wire.clone(),
+        )
+    });
+    caller.dial(addr.clone()).unwrap();
+    let (reply, mut answer) = futures::channel::oneshot::channel();
+    let mut call = Some(ServiceCommand::Call(
+        CallRequest {
+            service: "echo".to_owned(),
+            message_type: "echo".to_owned(),
+            data: serde_json::json!({"n": 7}),
+            deadline_ms: Some(15_000),
+            origin: None,
+        },
+        reply,
+    ));
+    // The first connection carries the call; once the provider holds it, a second connection
+    // comes up and the caller closes the first (as the direct upgrade closes a relayed one).
+    let mut first = None;
+    let mut held = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    let answer = loop {
+        tokio::select! {
+            event = caller.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { connection_id, .. } => match first {
+                    None => {
+                        first = Some(connection_id);
+                        caller.behaviour_mut().command(call.take().unwrap());
+                    }
+                    Some(first) => {
+                        assert!(caller.close_connection(first));
+                    }
+                },
+                SwarmEvent::Behaviour(Report::Dht { request, reply }) => {
+                    let _ = reply.send(match request {
+                        DhtRequest::Providers { key } => Ok(DhtReply::Providers {
+                            providers: vec![ProviderView {
+                                key: key.clone(),
+                                peer_id: provider_id.to_base58(),
+                                name: "provider".to_owned(),
+                                mine: false,
+                                expires_in_ms: None,
+                            }],
+                            key,
+                            duration_ms: 0,
+                            trace_id: None,
+                            lookup: LookupStats::default(),
+                        }),
+                        // No descriptor: the call goes unchecked.
+                        _ => Err(DhtError::Failed("not in this test".to_owned())),
+                    });
+                }
+                _ => {}
+            },
+            event = provider.select_next_some() => {
+                if let SwarmEvent::Behaviour(request_response::Event::Message {
+                    connection_id,
+                    message: request_response::Message::Request { request, channel, .. },
+                    ..
+                }) = event
+                {
+                    let request = ServiceRequest::decode(&request).unwrap();
+                    held.push((connection_id, channel));
+                    if held.len() == 1 {
+                        caller.dial(dial_twice_allowed(provider_id, addr.clone())).unwrap();
+                    } else {
+                        let (_, channel) = held.pop().unwrap();
+                        let ok = ServiceReply::Ok { data: request.data, ms: 0 };
+                        provider.behaviour_mut().send_response(channel, ok.encode()).unwrap();
+                    }
+                }
+            }
+            result = &mut answer => break result.unwrap(),
+            () = &mut deadline => panic!("no answer in 20 s; held {}", held.len()),
+        }
+    };
+    let answer = answer.unwrap_or_else(|e| panic!("the call failed: {e}"));
+    assert_eq!(answer.reply, serde_json::json!({"n": 7}));
+    // Sent twice: the first request, over the closed connection, is still unanswered.
+    assert_eq!(held.len(), 1);
+    let log = wire.take();
+    assert!(
+        line_about(&log, provider_id, "its connection closed mid-call").is_some(),
         "{:?}",
         log.iter().map(|n| &n.summary).collect::<Vec<_>>()
     );

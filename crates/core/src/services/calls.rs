@@ -16,7 +16,10 @@
 //! 5. **Failover**: a provider that cannot be reached, goes away mid-call, says it is overloaded
 //!    or no longer offers the service, or answers something unreadable is set aside and the next
 //!    one is tried, up to `max_attempts`; a cached provider list that runs out is looked up
-//!    afresh once. With nobody left, the call fails with "no provider".
+//!    afresh once. With nobody left, the call fails with "no provider". A connection that closes
+//!    under a call while another one to the provider stays up (the relayed one giving way to a
+//!    direct one) does not set the provider aside: the call is sent to it again over that one,
+//!    once per provider.
 //! 6. **Deadline**: every call ends by its deadline ("timed out after N ms"), whatever it waits
 //!    for; a reply that comes later is dropped.
 //!
@@ -101,8 +104,14 @@ pub type CallId = u64;
 /// How an attempt ended without a reply (beside a provider's [`Refusal`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// It could not be reached, or the connection went away mid-call.
+    /// It could not be reached.
     Unreachable(String),
+    /// The connection the attempt went over closed before the reply; `still_linked`: another
+    /// connection to the provider is up.
+    ConnectionClosed {
+        /// Another connection to the provider is up.
+        still_linked: bool,
+    },
     /// It answered something unreadable (a violation, reported separately).
     Malformed(String),
     /// It refused the call.
@@ -112,7 +121,7 @@ pub enum Failure {
 impl Failure {
     fn try_another(&self) -> bool {
         match self {
-            Self::Unreachable(_) | Self::Malformed(_) => true,
+            Self::Unreachable(_) | Self::ConnectionClosed { .. } | Self::Malformed(_) => true,
             Self::Refused(refusal) => refusal.try_another(),
         }
     }
@@ -121,6 +130,7 @@ impl Failure {
     pub fn summary(&self) -> String {
         match self {
             Self::Unreachable(why) => why.clone(),
+            Self::ConnectionClosed { .. } => "connection closed".to_owned(),
             Self::Malformed(why) => format!("answered garbage ({why})"),
             Self::Refused(refusal) => refusal.to_string(),
         }
@@ -279,6 +289,10 @@ struct Call {
     providers: Option<Vec<PeerId>>,
     looked_up: bool,
     tried: Vec<(PeerId, String)>,
+    /// Providers the call was sent to again after its connection closed (rule 5).
+    resent: Vec<PeerId>,
+    /// The provider to send to next, its connection having closed under the call.
+    again: Option<PeerId>,
     waiting: Waiting,
 }
 
@@ -362,6 +376,8 @@ impl Calls {
                 providers: None,
                 looked_up: false,
                 tried: Vec::new(),
+                resent: Vec::new(),
+                again: None,
                 waiting: Waiting::Nothing,
             },
         );
@@ -425,28 +441,30 @@ impl Calls {
         // Rule 3: the best provider not tried yet.
         let tried: HashSet<PeerId> = call.tried.iter().map(|(p, _)| *p).collect();
         let load = &self.load;
-        let best = call
-            .providers
-            .iter()
-            .flatten()
-            .filter(|p| !tried.contains(p))
-            .map(|p| {
-                let l = load.get(p).copied().unwrap_or_default();
-                let reach = link(p);
-                (
+        let again = call.again.take().map(|p| (p, link(&p)));
+        let best = again.or_else(|| {
+            call.providers
+                .iter()
+                .flatten()
+                .filter(|p| !tried.contains(p))
+                .map(|p| {
+                    let l = load.get(p).copied().unwrap_or_default();
+                    let reach = link(p);
                     (
-                        reach == Link::None,
-                        reach != Link::Local,
-                        l.in_flight,
-                        l.sent,
-                        p.to_bytes(),
-                    ),
-                    *p,
-                    reach,
-                )
-            })
-            .min_by(|a, b| a.0.cmp(&b.0))
-            .map(|(_, p, reach)| (p, reach));
+                        (
+                            reach == Link::None,
+                            reach != Link::Local,
+                            l.in_flight,
+                            l.sent,
+                            p.to_bytes(),
+                        ),
+                        *p,
+                        reach,
+                    )
+                })
+                .min_by(|a, b| a.0.cmp(&b.0))
+                .map(|(_, p, reach)| (p, reach))
+        });
         let attempts = u32::try_from(call.tried.len()).unwrap_or(u32::MAX);
         let Some((provider, reach)) = best.filter(|_| attempts < config.max_attempts) else {
             // Rule 5: a cached list that ran out is looked up afresh, once.
@@ -592,6 +610,14 @@ impl Calls {
                     provider_ms,
                 }),
             }),
+            // Rule 5: the provider is still linked; the call goes to it again over that link.
+            Err(Failure::ConnectionClosed { still_linked: true })
+                if !call.resent.contains(&provider) =>
+            {
+                call.resent.push(provider);
+                call.again = Some(provider);
+                None
+            }
             Err(failure) if failure.try_another() => {
                 call.tried.push((provider, failure.summary()));
                 // A provider that is gone or no longer offers the service leaves the cache.
@@ -930,6 +956,45 @@ mod tests {
             [Step::Done { result: Err(e), .. }] => {
                 assert_eq!(e.to_string(), "no provider: nobody offers \"echo\"");
                 assert_eq!(e.code(), "unknown_service");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rule_5_a_connection_that_closes_under_a_call_while_another_is_up_is_not_a_failover() {
+        let mut calls = Calls::new(CallConfig::default());
+        let now = Instant::now();
+        let (a, b) = (peer(1), peer(2));
+        let id = calls.start(call(json!({"n": 1})), now).unwrap();
+        let first = sent_to(&drive(&mut calls, &[a, b], now, connected))[0];
+        let other = if first == a { b } else { a };
+        // The relayed connection closed (the direct one took over): the same provider is asked
+        // again, although the other one has fewer calls sent.
+        let replaced = Failure::ConnectionClosed { still_linked: true };
+        assert_eq!(calls.on_reply(id, first, Err(replaced.clone()), now), None);
+        assert_eq!(sent_to(&calls.advance(now, connected)), vec![first]);
+        // Once per provider: a second close sets it aside like any failure.
+        assert_eq!(calls.on_reply(id, first, Err(replaced), now), None);
+        assert_eq!(
+            sent_to(&drive(&mut calls, &[a, b], now, connected)),
+            vec![other]
+        );
+        // A close that leaves no link is a failover at once.
+        let gone = Failure::ConnectionClosed {
+            still_linked: false,
+        };
+        assert_eq!(calls.on_reply(id, other, Err(gone), now), None);
+        match &calls.advance(now, connected)[..] {
+            [Step::Done { result: Err(e), .. }] => {
+                assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "no provider of \"echo\" answered (tried {}: connection closed; {}: connection closed)",
+                        peer_name(&first),
+                        peer_name(&other)
+                    )
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -533,9 +533,23 @@ impl Behaviour {
                 let Some((id, provider)) = self.requests.remove(&request_id) else {
                     return;
                 };
-                self.wire
-                    .local(Topic::Service, Some(peer), format!("call failed: {error}"));
-                let failure = Failure::Unreachable(outbound_failure(&error));
+                let failure = match error {
+                    // (The swarm told us of the closed connection before request-response did.)
+                    request_response::OutboundFailure::ConnectionClosed => {
+                        Failure::ConnectionClosed {
+                            still_linked: self.links.contains_key(&peer),
+                        }
+                    }
+                    _ => Failure::Unreachable(outbound_failure(&error)),
+                };
+                let what = match failure {
+                    Failure::ConnectionClosed { still_linked: true } => {
+                        "its connection closed mid-call; another one is up, the call goes again"
+                            .to_owned()
+                    }
+                    _ => format!("call failed: {error}"),
+                };
+                self.wire.local(Topic::Service, Some(peer), what);
                 self.end_attempt(id, Err(failure.summary()));
                 if let Some(step) = self.calls.on_reply(id, provider, Err(failure), now) {
                     self.carry_out(step, now);
