@@ -132,22 +132,22 @@ async fn two_peers_dialing_each_other_through_the_relay_keep_the_smaller_ids_dia
 
     // Until both have a connection, then a second longer for a second one.
     let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
-    let mut settled_at = None;
-    loop {
-        let settled = !seen_a.established.is_empty() && !seen_b.established.is_empty();
-        if settled && settled_at.is_none() {
-            settled_at = Some(tokio::time::Instant::now());
-        }
-        let quiet = settled_at.is_some_and(|t| t.elapsed() > Duration::from_secs(1));
-        if quiet {
-            break;
-        }
+    while seen_a.established.is_empty() || seen_b.established.is_empty() {
         tokio::select! {
             event = a.select_next_some() => record(&mut seen_a, event, b_id),
             event = b.select_next_some() => record(&mut seen_b, event, a_id),
             _ = relay.select_next_some() => {}
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
             () = &mut deadline => panic!("not settled in 20 s: {seen_a:?} {seen_b:?}"),
+        }
+    }
+    let window = tokio::time::sleep(Duration::from_secs(1));
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            event = a.select_next_some() => record(&mut seen_a, event, b_id),
+            event = b.select_next_some() => record(&mut seen_b, event, a_id),
+            _ = relay.select_next_some() => {}
+            () = &mut window => break,
         }
     }
 
