@@ -27,9 +27,10 @@
 //!    from the same peer is accepted (it may have lost its side of the first one), and the
 //!    rules of the peer table decide about it.
 //!
-//! `P` is the peer id, `C` the swarm's connection id; time enters as `now`. Entries leave when
-//! their connection comes up or fails (or their hold ends), so the bookkeeping is as large as
-//! the connections being set up.
+//! `P` is the peer id, `C` the swarm's connection id, `F` what the node knows of a failure (a
+//! held one is kept here and given back when it counts); time enters as `now`. Entries leave
+//! when their connection comes up or fails (or their hold ends), so the bookkeeping is as large
+//! as the connections being set up.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -55,19 +56,27 @@ pub enum Incoming {
 
 /// What a failed connection was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failed {
+pub enum Failed<F> {
     /// Our dial, refused by the peer whose circuit crossed it (rule 1): not a failure.
     Yielded,
-    /// Our dial, held (rule 2): [`CrossingDials::expired`] gives it back if no circuit from the
-    /// peer arrives in time.
+    /// Our dial, held (rule 2): [`CrossingDials::expired`] gives the failure back if no circuit
+    /// from the peer arrives in time.
     Held,
     /// A failure like any other.
-    Failed,
+    Failed(F),
+}
+
+/// A failed dial of ours, held (rule 2).
+#[derive(Debug)]
+struct Held<P, F> {
+    peer: P,
+    until: Instant,
+    failure: F,
 }
 
 /// The dials and circuits of one node that are on their way.
 #[derive(Debug)]
-pub struct CrossingDials<P, C> {
+pub struct CrossingDials<P, C, F> {
     local: P,
     /// Our dials on their way, to whom.
     dialing: HashMap<C, P>,
@@ -75,13 +84,13 @@ pub struct CrossingDials<P, C> {
     incoming: HashMap<C, P>,
     /// Our dials that crossed a circuit of a peer with a smaller id: that peer refuses them.
     yielded: HashSet<C>,
-    /// Our failed dials held until then (rule 2).
-    held: Vec<(C, P, Instant)>,
+    /// Our failed dials held (rule 2).
+    held: Vec<Held<P, F>>,
     /// Circuits refused and dials that yielded, since the start.
     crossed: u64,
 }
 
-impl<P: Ord + Clone, C: Hash + Eq + Copy> CrossingDials<P, C> {
+impl<P: Ord + Clone, C: Hash + Eq + Copy, F> CrossingDials<P, C, F> {
     /// The bookkeeping of the node `local`.
     pub fn new(local: P) -> Self {
         Self {
@@ -108,7 +117,7 @@ impl<P: Ord + Clone, C: Hash + Eq + Copy> CrossingDials<P, C> {
             .map(|(c, _)| *c)
             .collect();
         let held_before = self.held.len();
-        self.held.retain(|(_, p, _)| *p != peer);
+        self.held.retain(|h| h.peer != peer);
         let refused_already = self.held.len() < held_before;
         let verdict = if !ours.is_empty() && self.local < peer {
             Incoming::Refuse
@@ -134,10 +143,16 @@ impl<P: Ord + Clone, C: Hash + Eq + Copy> CrossingDials<P, C> {
         self.yielded.remove(connection);
     }
 
-    /// `connection`, either way, failed or was refused at `now`. `circuit_failed`: it was a
-    /// dial through the relay that reached no one (a refusal looks like that from here): only
-    /// such a failure of ours can be held (rule 2).
-    pub fn on_failed(&mut self, connection: &C, circuit_failed: bool, now: Instant) -> Failed {
+    /// `connection`, either way, failed or was refused at `now`, as `failure` says.
+    /// `circuit_failed`: it was a dial through the relay that reached no one (a refusal looks
+    /// like that from here): only such a failure of ours can be held (rule 2).
+    pub fn on_failed(
+        &mut self,
+        connection: &C,
+        circuit_failed: bool,
+        failure: F,
+        now: Instant,
+    ) -> Failed<F> {
         self.incoming.remove(connection);
         let peer = self.dialing.remove(connection);
         if self.yielded.remove(connection) {
@@ -145,25 +160,29 @@ impl<P: Ord + Clone, C: Hash + Eq + Copy> CrossingDials<P, C> {
         }
         match peer {
             Some(peer) if circuit_failed && peer < self.local => {
-                self.held.push((*connection, peer, now + HOLD));
+                self.held.push(Held {
+                    peer,
+                    until: now + HOLD,
+                    failure,
+                });
                 Failed::Held
             }
-            _ => Failed::Failed,
+            _ => Failed::Failed(failure),
         }
     }
 
     /// The held failures whose peer's circuit did not come in time: failures after all.
-    pub fn expired(&mut self, now: Instant) -> Vec<C> {
+    pub fn expired(&mut self, now: Instant) -> Vec<F> {
         let (done, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
             .into_iter()
-            .partition(|(_, _, until)| *until <= now);
+            .partition(|h| h.until <= now);
         self.held = held;
-        done.into_iter().map(|(c, _, _)| c).collect()
+        done.into_iter().map(|h| h.failure).collect()
     }
 
     /// When the next held failure expires.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.held.iter().map(|(_, _, until)| *until).min()
+        self.held.iter().map(|h| h.until).min()
     }
 
     /// Whether a circuit from `peer` is coming in (rule 3).
@@ -189,10 +208,13 @@ mod tests {
     const SMALL: u8 = 1;
     const LARGE: u8 = 2;
 
+    /// Peers, connections and failures (the connection's number) as small numbers.
+    type Dials = CrossingDials<u8, u8, u8>;
+
     #[test]
     fn rule_1_the_smaller_id_refuses_the_circuit_that_crossed_its_dial() {
         let now = Instant::now();
-        let mut small = CrossingDials::new(SMALL);
+        let mut small = Dials::new(SMALL);
         small.on_dial(10, LARGE);
         assert_eq!(small.on_incoming(11, LARGE), Incoming::Refuse);
         assert_eq!(small.crossed(), 1);
@@ -201,7 +223,7 @@ mod tests {
             "a refused circuit is not on its way"
         );
         // The refused circuit fails; our dial comes up.
-        assert_eq!(small.on_failed(&11, false, now), Failed::Failed);
+        assert_eq!(small.on_failed(&11, false, 11, now), Failed::Failed(11));
         small.on_established(&10);
         assert!(!small.is_dialing(&LARGE));
     }
@@ -209,11 +231,11 @@ mod tests {
     #[test]
     fn rule_1_the_larger_id_accepts_it_and_expects_its_own_dial_refused() {
         let now = Instant::now();
-        let mut large = CrossingDials::new(LARGE);
+        let mut large = Dials::new(LARGE);
         large.on_dial(20, SMALL);
         assert_eq!(large.on_incoming(21, SMALL), Incoming::Crossed);
         assert_eq!(large.crossed(), 1);
-        assert_eq!(large.on_failed(&20, true, now), Failed::Yielded);
+        assert_eq!(large.on_failed(&20, true, 20, now), Failed::Yielded);
         large.on_established(&21);
         assert!(!large.is_incoming(&SMALL));
         assert_eq!(large.poll_timeout(), None);
@@ -222,22 +244,25 @@ mod tests {
     #[test]
     fn rule_1_both_sides_keep_the_same_dial() {
         // Each dials the other; each sees the other's circuit while its own dial is on its way.
-        let mut small = CrossingDials::new(SMALL);
-        let mut large = CrossingDials::new(LARGE);
+        let mut small = Dials::new(SMALL);
+        let mut large = Dials::new(LARGE);
         small.on_dial(1, LARGE);
         large.on_dial(2, SMALL);
         let at_small = small.on_incoming(3, LARGE);
         let at_large = large.on_incoming(4, SMALL);
         assert_eq!((at_small, at_large), (Incoming::Refuse, Incoming::Crossed));
-        assert_eq!(large.on_failed(&2, true, Instant::now()), Failed::Yielded);
+        assert_eq!(
+            large.on_failed(&2, true, 2, Instant::now()),
+            Failed::Yielded
+        );
     }
 
     #[test]
     fn rule_2_a_refusal_that_overtook_the_circuit_is_held_and_then_crossed() {
         let t0 = Instant::now();
-        let mut large = CrossingDials::new(LARGE);
+        let mut large = Dials::new(LARGE);
         large.on_dial(1, SMALL);
-        assert_eq!(large.on_failed(&1, true, t0), Failed::Held);
+        assert_eq!(large.on_failed(&1, true, 1, t0), Failed::Held);
         assert_eq!(large.poll_timeout(), Some(t0 + HOLD));
         assert_eq!(large.on_incoming(2, SMALL), Incoming::Crossed);
         assert_eq!(large.crossed(), 1);
@@ -248,11 +273,11 @@ mod tests {
     #[test]
     fn rule_2_a_held_failure_is_a_failure_when_no_circuit_comes() {
         let t0 = Instant::now();
-        let mut large = CrossingDials::new(LARGE);
+        let mut large = Dials::new(LARGE);
         large.on_dial(1, SMALL);
         large.on_dial(2, 0);
-        assert_eq!(large.on_failed(&1, true, t0), Failed::Held);
-        assert_eq!(large.on_failed(&2, true, t0 + HOLD / 2), Failed::Held);
+        assert_eq!(large.on_failed(&1, true, 1, t0), Failed::Held);
+        assert_eq!(large.on_failed(&2, true, 2, t0 + HOLD / 2), Failed::Held);
         assert!(large.expired(t0 + HOLD / 2).is_empty());
         assert_eq!(large.expired(t0 + HOLD), vec![1]);
         assert_eq!(large.poll_timeout(), Some(t0 + HOLD / 2 + HOLD));
@@ -265,43 +290,43 @@ mod tests {
     #[test]
     fn rule_2_only_a_failed_circuit_to_a_smaller_id_is_held() {
         let now = Instant::now();
-        let mut small = CrossingDials::new(SMALL);
+        let mut small = Dials::new(SMALL);
         small.on_dial(1, LARGE);
         assert_eq!(
-            small.on_failed(&1, true, now),
-            Failed::Failed,
+            small.on_failed(&1, true, 1, now),
+            Failed::Failed(1),
             "larger peer"
         );
-        let mut large = CrossingDials::new(LARGE);
+        let mut large = Dials::new(LARGE);
         large.on_dial(1, SMALL);
         assert_eq!(
-            large.on_failed(&1, false, now),
-            Failed::Failed,
+            large.on_failed(&1, false, 1, now),
+            Failed::Failed(1),
             "refused here"
         );
         assert_eq!(
-            large.on_failed(&9, true, now),
-            Failed::Failed,
+            large.on_failed(&9, true, 9, now),
+            Failed::Failed(9),
             "not a dial we made"
         );
     }
 
     #[test]
     fn a_circuit_from_a_peer_we_are_not_dialing_is_accepted_without_crossing() {
-        let mut d = CrossingDials::new(SMALL);
+        let mut d = Dials::new(SMALL);
         d.on_dial(1, 7);
         assert_eq!(d.on_incoming(2, LARGE), Incoming::Accept);
         assert_eq!(d.crossed(), 0);
-        assert_eq!(d.on_failed(&1, true, Instant::now()), Failed::Failed);
+        assert_eq!(d.on_failed(&1, true, 1, Instant::now()), Failed::Failed(1));
     }
 
     #[test]
     fn rule_3_a_peer_is_incoming_while_its_accepted_circuit_is_on_its_way() {
         let now = Instant::now();
-        let mut d = CrossingDials::new(SMALL);
+        let mut d = Dials::new(SMALL);
         assert_eq!(d.on_incoming(5, LARGE), Incoming::Accept);
         assert!(d.is_incoming(&LARGE));
-        d.on_failed(&5, false, now);
+        d.on_failed(&5, false, 5, now);
         assert!(!d.is_incoming(&LARGE), "the circuit failed");
         assert_eq!(d.on_incoming(6, LARGE), Incoming::Accept);
         d.on_established(&6);
@@ -310,7 +335,7 @@ mod tests {
 
     #[test]
     fn rule_4_a_circuit_after_our_dial_came_up_is_accepted() {
-        let mut d = CrossingDials::new(SMALL);
+        let mut d = Dials::new(SMALL);
         d.on_dial(1, LARGE);
         d.on_established(&1);
         assert_eq!(d.on_incoming(2, LARGE), Incoming::Accept);

@@ -20,7 +20,7 @@
 //! way, and a failed dial to a peer with a smaller id is held half a second before it counts,
 //! since that peer's refusal can overtake its circuit through the relay.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::task::{Context, Poll};
 
 use libp2p::core::transport::PortUse;
@@ -157,9 +157,9 @@ pub struct Behaviour {
     relay_rtt: Option<Duration>,
     counters: PeerCounters,
     backoff: DialBackoff<PeerId>,
-    crossing: CrossingDials<PeerId, ConnectionId>,
-    /// Failed dials the crossing rules hold for a moment, what to say if they stay failures.
-    held: HashMap<ConnectionId, DialFailed>,
+    /// The crossing rules, holding for a moment the failed dials they may explain (`None`: a
+    /// failure not to log, a dial never made say).
+    crossing: CrossingDials<PeerId, ConnectionId, Option<DialFailed>>,
     timer: Timer,
     events: VecDeque<ToSwarm<Report, THandlerInEvent<Protocols>>>,
     wire: WireSink,
@@ -197,7 +197,6 @@ impl Behaviour {
             counters: PeerCounters::default(),
             backoff: DialBackoff::new(DialBackoffConfig::default()),
             crossing: CrossingDials::new(key.public().to_peer_id()),
-            held: HashMap::new(),
             timer: Timer::default(),
             events: VecDeque::new(),
             wire,
@@ -328,42 +327,42 @@ impl Behaviour {
         let circuit_failed = matches!(e.error, DialError::Transport(tried)
             if !tried.is_empty() && tried.iter().all(|(a, _)| crate::relay_link::is_circuit(a)
                 && !tabmesh_webrtc::addr::is_webrtc(a)));
-        let held = self
-            .crossing
-            .on_failed(&e.connection_id, circuit_failed, now);
-        if held == Failed::Yielded || !dial_was_made(e.error) {
-            tracing::debug!(peer = ?e.peer_id, "dial not made or refused for crossing: {}", e.error);
-            return;
-        }
-        let Some(peer) = e.peer_id else {
-            self.counters.dial_failures += 1;
-            return;
-        };
         // The relay link logs its own failures, the upgrade rules theirs (dials of `/webrtc`
         // addresses only), the denying behaviour its refusals.
         let webrtc_only = matches!(e.error, DialError::Transport(tried)
             if !tried.is_empty() && tried.iter().all(|(a, _)| tabmesh_webrtc::addr::is_webrtc(a)));
-        let quiet =
-            self.is_relay(&peer) || webrtc_only || matches!(e.error, DialError::Denied { .. });
-        let failed = DialFailed {
-            peer,
-            text: error_chain(e.error),
-            reached_no_address: reached_no_address(e.error),
-            quiet,
-        };
-        if held == Failed::Held {
-            self.held.insert(e.connection_id, failed);
-        } else {
-            self.dial_failed(now, failed);
+        let failed = e
+            .peer_id
+            .filter(|_| dial_was_made(e.error))
+            .map(|peer| DialFailed {
+                peer,
+                text: error_chain(e.error),
+                reached_no_address: reached_no_address(e.error),
+                quiet: self.is_relay(&peer)
+                    || webrtc_only
+                    || matches!(e.error, DialError::Denied { .. }),
+            });
+        match self
+            .crossing
+            .on_failed(&e.connection_id, circuit_failed, failed, now)
+        {
+            Failed::Failed(failed) if dial_was_made(e.error) => {
+                self.dial_failed(now, failed);
+            }
+            Failed::Held => {}
+            Failed::Yielded | Failed::Failed(_) => {
+                tracing::debug!(peer = ?e.peer_id, "dial not made or refused for crossing: {}", e.error);
+            }
         }
     }
 
-    /// A dial failed (and the crossing rules do not explain it).
-    fn dial_failed(&mut self, now: Instant, failed: DialFailed) {
+    /// A dial failed (and the crossing rules do not explain it); `None`: a dial without a peer
+    /// id, counted only.
+    fn dial_failed(&mut self, now: Instant, failed: Option<DialFailed>) {
         self.counters.dial_failures += 1;
-        if failed.quiet {
+        let Some(failed) = failed.filter(|f| !f.quiet) else {
             return;
-        }
+        };
         let DialFailed { peer, text, .. } = failed;
         tracing::debug!(%peer, %text, "dial failed");
         // Every address was tried and none answered: the peer waits before the next dial. (A
@@ -382,7 +381,7 @@ impl Behaviour {
     }
 
     fn on_listen_failure(&mut self, now: Instant, e: &ListenFailure<'_>) {
-        self.crossing.on_failed(&e.connection_id, false, now);
+        self.crossing.on_failed(&e.connection_id, false, None, now);
         if let ListenError::Denied { cause } = e.error {
             if cause.downcast_ref::<CrossedDial>().is_none() {
                 self.counters.incoming_errors += 1;
@@ -548,7 +547,6 @@ impl NetworkBehaviour for Behaviour {
                 Incoming::Accept => {}
                 Incoming::Crossed => {
                     // Our dial to it is (or was already) refused over there.
-                    self.held.retain(|_, f| f.peer != peer);
                     self.wire.local(
                         Topic::Conn,
                         Some(peer),
@@ -647,10 +645,8 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(event);
             }
             let now = Instant::now();
-            for connection in self.crossing.expired(now) {
-                if let Some(failed) = self.held.remove(&connection) {
-                    self.dial_failed(now, failed);
-                }
+            for failed in self.crossing.expired(now) {
+                self.dial_failed(now, failed);
             }
             if self
                 .timer
