@@ -17,7 +17,8 @@
 //!   dialed again (by any behaviour) until its wait is over or it connects;
 //! - request tracing: a traced ping is one trace with a span on each peer, gathered whole; a
 //!   peer sending malformed trace requests is banned at its third strike; a gathering that a
-//!   peer never answers is assembled by its deadline, naming that peer as missing.
+//!   peer never answers is assembled by its deadline, naming that peer as missing; a request
+//!   for spans lost with its connection while another is up is sent again over that one.
 //! - snapshots: three peers sending each other tokens take a Chandy-Lamport snapshot that
 //!   is complete, conserves every token and has every channel consistent; a peer that leaves
 //!   during one makes it incomplete, saying who; malformed frames and markers are refused,
@@ -1455,28 +1456,54 @@ async fn malformed_trace_requests_are_strikes() {
     assert_eq!(honest.behaviour().ledger.view().len(), 1);
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_gathering_that_a_peer_never_answers_is_assembled_by_its_deadline_saying_who() {
-    use tabmesh_core::trace::assemble::{KIND, REMOTE};
-    use tabmesh_core::trace::{Span, SpanStatus, TraceContext};
-    use tabmesh_node::trace::TraceCommand;
-
-    let mut a = swarm(|key| Tracer {
-        ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
-        trace: tabmesh_node::trace::Behaviour::new(key.public().to_peer_id(), WireSink::discard())
-            .with_gather_deadline(Duration::from_secs(2)),
-    });
-    // B takes requests for spans and never answers them (it keeps the streams open, so only a
-    // deadline ends the wait; a request's own timeout is 10 s).
-    let mut b = swarm(|_| {
+/// A peer that takes requests for spans and answers none by itself (it keeps the streams
+/// open, and a request's own timeout is a minute): the test holds them, or answers.
+fn spans_holder() -> Swarm<request_response::Behaviour<tabmesh_node::services::codec::ServiceCodec>>
+{
+    swarm(|_| {
         request_response::Behaviour::with_codec(
             tabmesh_node::services::codec::ServiceCodec,
             [(tabmesh_node::trace::PROTOCOL, ProtocolSupport::Inbound)],
             request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
         )
+    })
+}
+
+/// `a` sent a message to `to` in a new trace and gathers it: `to` is named, so it is asked.
+fn gather_a_trace_naming(
+    a: &mut Swarm<Tracer>,
+    to: PeerId,
+) -> futures::channel::oneshot::Receiver<Result<tabmesh_core::trace::assemble::Trace, String>> {
+    use tabmesh_core::trace::assemble::{KIND, REMOTE};
+    use tabmesh_core::trace::{Span, SpanStatus, TraceContext};
+    use tabmesh_node::trace::TraceCommand;
+
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(1);
+    let context = TraceContext::root(&mut rng);
+    let mut span = Span::start(context, None, "send", &a.local_peer_id().to_base58(), 1000);
+    span.attribute(KIND, "client");
+    span.attribute(REMOTE, to.to_base58());
+    span.end(1001, SpanStatus::Ok);
+    a.behaviour_mut().trace.record(span);
+    let (reply, rx) = futures::channel::oneshot::channel();
+    a.behaviour_mut().trace.command(TraceCommand::Gather {
+        trace_id: context.trace_id,
+        reply,
     });
+    rx
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_gathering_that_a_peer_never_answers_is_assembled_by_its_deadline_saying_who() {
+    let mut a = swarm(|key| Tracer {
+        ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
+        trace: tabmesh_node::trace::Behaviour::new(key.public().to_peer_id(), WireSink::discard())
+            .with_gather_deadline(Duration::from_secs(2)),
+    });
+    // B never answers: only a deadline ends the wait.
+    let mut b = spans_holder();
     let addr = listen(&mut b, "").await;
-    let (a_id, b_id) = (*a.local_peer_id(), *b.local_peer_id());
+    let b_id = *b.local_peer_id();
     a.dial(addr).unwrap();
     let mut held = Vec::new();
     loop {
@@ -1489,19 +1516,7 @@ async fn a_gathering_that_a_peer_never_answers_is_assembled_by_its_deadline_sayi
             _ = b.select_next_some() => {}
         }
     }
-    // A sent a message to B in a trace: B is named, so gathering asks it.
-    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(1);
-    let context = TraceContext::root(&mut rng);
-    let mut span = Span::start(context, None, "send", &a_id.to_base58(), 1000);
-    span.attribute(KIND, "client");
-    span.attribute(REMOTE, b_id.to_base58());
-    span.end(1001, SpanStatus::Ok);
-    a.behaviour_mut().trace.record(span);
-    let (reply, mut rx) = futures::channel::oneshot::channel();
-    a.behaviour_mut().trace.command(TraceCommand::Gather {
-        trace_id: context.trace_id,
-        reply,
-    });
+    let mut rx = gather_a_trace_naming(&mut a, b_id);
     let guard = tokio::time::sleep(Duration::from_secs(30));
     tokio::pin!(guard);
     let trace = loop {
@@ -1528,6 +1543,77 @@ async fn a_gathering_that_a_peer_never_answers_is_assembled_by_its_deadline_sayi
         trace.missing[0].reason.contains("gathering's 2 s"),
         "ended by the gathering's deadline, not the request's timeout: {:?}",
         trace.missing
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_for_spans_lost_with_its_connection_is_sent_again_over_the_other_one() {
+    use tabmesh_core::trace::message::TraceReply;
+
+    let wire = WireSink::default();
+    let mut a = swarm(|key| Tracer {
+        ledger: ledger::Behaviour::new(LedgerConfig::default(), WireSink::discard()),
+        trace: tabmesh_node::trace::Behaviour::new(key.public().to_peer_id(), wire.clone()),
+    });
+    let mut b = spans_holder();
+    let addr = listen(&mut b, "").await;
+    let b_id = *b.local_peer_id();
+    a.dial(addr.clone()).unwrap();
+    let first = loop {
+        tokio::select! {
+            event = a.select_next_some() => {
+                if let SwarmEvent::ConnectionEstablished { connection_id, .. } = event {
+                    break connection_id;
+                }
+            }
+            _ = b.select_next_some() => {}
+        }
+    };
+    let mut rx = gather_a_trace_naming(&mut a, b_id);
+    // Once B holds the request, a second connection comes up and A closes the first (as the
+    // direct upgrade closes a relayed one); B answers what comes over the second.
+    let mut held = Vec::new();
+    let guard = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(guard);
+    let trace = loop {
+        tokio::select! {
+            event = a.select_next_some() => {
+                if let SwarmEvent::ConnectionEstablished { connection_id, .. } = event
+                    && connection_id != first
+                {
+                    assert!(a.close_connection(first));
+                }
+            }
+            event = b.select_next_some() => {
+                if let SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. },
+                    ..
+                }) = event
+                {
+                    if held.is_empty() {
+                        held.push(channel);
+                        a.dial(dial_twice_allowed(b_id, addr.clone())).unwrap();
+                    } else {
+                        let spans = TraceReply::Spans { spans: Vec::new(), truncated: false };
+                        b.behaviour_mut().send_response(channel, spans.encode()).unwrap();
+                    }
+                }
+            }
+            answer = &mut rx => break answer.unwrap().unwrap(),
+            () = &mut guard => panic!("the gathering never answered; B held {}", held.len()),
+        }
+    };
+    assert_eq!(trace.missing, vec![], "B answered the second request");
+    assert_eq!(
+        held.len(),
+        1,
+        "the first request is the one left unanswered"
+    );
+    let log = wire.take();
+    assert!(
+        line_about(&log, b_id, "asking again for its spans").is_some(),
+        "{:?}",
+        log.iter().map(|n| &n.summary).collect::<Vec<_>>()
     );
 }
 

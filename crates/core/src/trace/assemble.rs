@@ -14,7 +14,9 @@
 //!    none does.
 //! 2. **Gaps, not errors.** A peer that did not answer (left, unreachable, refused) is listed in
 //!    `missing` with the reason; spans whose parent is not among the spans gathered are kept
-//!    and marked `orphan`, so a viewer draws them under a gap.
+//!    and marked `orphan`, so a viewer draws them under a gap. A request that was lost with
+//!    the connection it rode while the peer stays connected is not a gap: it is sent again
+//!    ([`ask_again`]).
 //! 3. **Bounded and checked.** Only spans of the trace asked for count; at most
 //!    [`MAX_SPANS`] are kept (the earliest); a peer's spans that name another peer as their
 //!    recorder are dropped and counted (`refused`): a peer speaks for itself only.
@@ -27,6 +29,17 @@ use super::{Span, SpanId, TraceId};
 
 /// Spans of one assembled trace, at most.
 pub const MAX_SPANS: usize = 2048;
+
+/// Times one gathering asks a peer for its spans, at most.
+pub const ASKS_PER_PEER: u32 = 2;
+
+/// Whether a request for a peer's spans that failed after `asked` requests is sent again: when
+/// the connection it rode closed (`connection_closed`) while the peer stays connected (a
+/// relayed connection giving way to a direct one), up to [`ASKS_PER_PEER`]. Otherwise the peer
+/// is missing, with the failure as the reason (rule 2).
+pub fn ask_again(asked: u32, connection_closed: bool, still_connected: bool) -> bool {
+    connection_closed && still_connected && asked < ASKS_PER_PEER
+}
 /// The attribute that marks a span as the client side of a request (value `client`) or the
 /// server side (value `server`), as OpenTelemetry's span kinds do.
 pub const KIND: &str = "span.kind";
@@ -650,6 +663,17 @@ mod tests {
             t.spans.iter().all(|s| s.span.start_ms >= 1000),
             "{:?}",
             t.spans
+        );
+    }
+
+    #[test]
+    fn rule_2_a_request_lost_with_its_connection_is_sent_again_while_the_peer_is_connected() {
+        assert!(ask_again(1, true, true), "the relayed connection gave way");
+        assert!(!ask_again(ASKS_PER_PEER, true, true), "asked enough");
+        assert!(!ask_again(1, true, false), "the peer is gone");
+        assert!(
+            !ask_again(1, false, true),
+            "it failed otherwise (timed out, refused)"
         );
     }
 

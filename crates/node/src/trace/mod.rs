@@ -130,6 +130,8 @@ enum Pending {
     Spans {
         gathering: u64,
         peer: PeerId,
+        /// Requests of this gathering to the peer so far, this one included.
+        asked: u32,
     },
 }
 
@@ -292,6 +294,7 @@ impl Behaviour {
         let Some(gathering) = self.gatherings.get_mut(&key) else {
             return;
         };
+        let mut to_ask = Vec::new();
         for peer in named {
             if gathering.asked.len() >= MAX_ASKED || !gathering.asked.insert(peer) {
                 continue;
@@ -302,22 +305,25 @@ impl Behaviour {
                     .push((peer.to_base58(), Err("not connected".to_owned())));
                 continue;
             }
-            let id = self.transport.send_request(
-                &peer,
-                TraceRequest::Spans {
-                    trace_id: gathering.trace_id,
-                }
-                .encode(),
-            );
             gathering.pending += 1;
-            self.pending.insert(
-                id,
-                Pending::Spans {
-                    gathering: key,
-                    peer,
-                },
-            );
+            to_ask.push(peer);
         }
+        let trace_id = gathering.trace_id;
+        for peer in to_ask {
+            self.request_spans(key, trace_id, peer, 1);
+        }
+    }
+
+    /// Sends the `asked`th request of gathering `key` to `peer` for its spans of `trace_id`.
+    fn request_spans(&mut self, key: u64, trace_id: TraceId, peer: PeerId, asked: u32) {
+        let request = TraceRequest::Spans { trace_id }.encode();
+        let id = self.transport.send_request(&peer, request);
+        let pending = Pending::Spans {
+            gathering: key,
+            peer,
+            asked,
+        };
+        self.pending.insert(id, pending);
     }
 
     fn finish_if_done(&mut self, key: u64) {
@@ -355,7 +361,9 @@ impl Behaviour {
                 .pending
                 .iter()
                 .filter_map(|(id, p)| match p {
-                    Pending::Spans { gathering, peer } if *gathering == key => Some((*id, *peer)),
+                    Pending::Spans {
+                        gathering, peer, ..
+                    } if *gathering == key => Some((*id, *peer)),
                     _ => None,
                 })
                 .collect();
@@ -473,7 +481,12 @@ impl Behaviour {
                         };
                         self.end_ping(span, peer, started_ms, now, answer, reply);
                     }
-                    (Pending::Spans { gathering, peer }, answer) => {
+                    (
+                        Pending::Spans {
+                            gathering, peer, ..
+                        },
+                        answer,
+                    ) => {
                         let answer = match answer {
                             Ok(TraceReply::Spans { spans, .. }) => Ok(spans),
                             Ok(other) => Err(format!("answered {other:?}")),
@@ -495,8 +508,31 @@ impl Behaviour {
                     let now = unix_now_ms();
                     self.end_ping(span, peer, started_ms, now, Err(error.to_string()), reply);
                 }
-                Some(Pending::Spans { gathering, peer }) => {
-                    self.on_spans(gathering, peer, Err(error.to_string()));
+                Some(Pending::Spans {
+                    gathering,
+                    peer,
+                    asked,
+                }) => {
+                    let closed =
+                        matches!(error, request_response::OutboundFailure::ConnectionClosed);
+                    let trace_id = self.gatherings.get(&gathering).map(|g| g.trace_id);
+                    match trace_id {
+                        Some(trace_id)
+                            if assemble::ask_again(
+                                asked,
+                                closed,
+                                self.connected.contains(&peer),
+                            ) =>
+                        {
+                            self.wire.local(
+                                Topic::Trace,
+                                Some(peer),
+                                "asking again for its spans: the request was lost with its connection, another is up",
+                            );
+                            self.request_spans(gathering, trace_id, peer, asked + 1);
+                        }
+                        _ => self.on_spans(gathering, peer, Err(error.to_string())),
+                    }
                 }
                 None => {}
             },
