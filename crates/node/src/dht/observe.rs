@@ -11,6 +11,14 @@
 //! connection's handler directly, out of sight; it is recorded when its answer arrives, as sent
 //! when Kademlia asked for the dial. (Requests whose dial fails are not recorded.)
 //!
+//! It also sends a query's requests to a peer over a direct connection when the peer has one
+//! beside its relayed one. Kademlia hands a request to any of the peer's connections (in
+//! whichever the swarm lists first, often the relayed one), and the direct upgrade closes the relayed connection
+//! a moment after the direct one takes over: a request still on it was lost without a word
+//! (Kademlia hears of a failure only when the peer's last connection closes), and the query
+//! waited out its peer timeout; a put's look for the key's holders could then find none and
+//! publish over them.
+//!
 //! Those messages (`HandlerIn`/`HandlerEvent`) are public types in a private module of
 //! libp2p-kad: they can be passed on but not named, so they are read through their `Debug`
 //! form: the variant name, the `query_id` and the peer ids in `closer_peers`. libp2p is pinned
@@ -20,11 +28,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::task::{Context, Poll};
 
-use libp2p::PeerId;
 use libp2p::kad;
 use libp2p::swarm::{
-    ConnectionId, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
 };
+use libp2p::{Multiaddr, PeerId};
 use web_time::Instant;
 
 use super::store::KadStore;
@@ -89,6 +98,53 @@ pub struct ObservedKad {
     skipped_bootstraps: u64,
     /// The last of them (query and step): Kademlia removes a finished step at its next poll.
     last_skipped: Option<(kad::QueryId, usize)>,
+    /// Each peer's connections that do not go through the relay.
+    direct: DirectConnections,
+}
+
+/// Each peer's connections that do not go through the relay, oldest first: a query's requests
+/// to the peer go over the first (see the module).
+#[derive(Debug, Default)]
+struct DirectConnections(HashMap<PeerId, Vec<ConnectionId>>);
+
+impl DirectConnections {
+    fn on_established(&mut self, peer: PeerId, connection: ConnectionId, remote: &Multiaddr) {
+        if !crate::relay_link::is_circuit(remote) || tabmesh_webrtc::addr::is_webrtc(remote) {
+            self.0.entry(peer).or_default().push(connection);
+        }
+    }
+
+    fn on_closed(&mut self, peer: PeerId, connection: ConnectionId) {
+        if let Some(conns) = self.0.get_mut(&peer) {
+            conns.retain(|c| *c != connection);
+            if conns.is_empty() {
+                self.0.remove(&peer);
+            }
+        }
+    }
+
+    /// `event` with a request for any of a peer's connections sent over its direct one.
+    fn steer<E>(&self, event: ToSwarm<kad::Event, E>) -> ToSwarm<kad::Event, E> {
+        match event {
+            ToSwarm::NotifyHandler {
+                peer_id,
+                handler: NotifyHandler::Any,
+                event,
+            } => {
+                let handler = self
+                    .0
+                    .get(&peer_id)
+                    .and_then(|conns| conns.first())
+                    .map_or(NotifyHandler::Any, |c| NotifyHandler::One(*c));
+                ToSwarm::NotifyHandler {
+                    peer_id,
+                    handler,
+                    event,
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 impl ObservedKad {
@@ -104,6 +160,7 @@ impl ObservedKad {
             requested_bootstraps: HashSet::new(),
             skipped_bootstraps: 0,
             last_skipped: None,
+            direct: DirectConnections::default(),
         }
     }
 
@@ -252,7 +309,20 @@ impl NetworkBehaviour for ObservedKad {
     type ConnectionHandler = THandler<kad::Behaviour<KadStore>>;
     type ToSwarm = kad::Event;
 
-    forward_to!(inner: pending_inbound, established_inbound, pending_outbound, established_outbound, swarm_event);
+    forward_to!(inner: pending_inbound, established_inbound, pending_outbound, established_outbound);
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        match &event {
+            FromSwarm::ConnectionEstablished(e) => {
+                let remote = e.endpoint.get_remote_address();
+                self.direct
+                    .on_established(e.peer_id, e.connection_id, remote);
+            }
+            FromSwarm::ConnectionClosed(e) => self.direct.on_closed(e.peer_id, e.connection_id),
+            _ => {}
+        }
+        self.inner.on_swarm_event(event);
+    }
 
     fn on_connection_handler_event(
         &mut self,
@@ -317,7 +387,7 @@ impl NetworkBehaviour for ObservedKad {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        let mut polled = self.inner.poll(cx);
+        let mut polled = self.inner.poll(cx).map(|event| self.direct.steer(event));
         while self.skip_own_bootstraps
             && let Some((query, step)) = self.own_bootstrap()
         {
@@ -336,7 +406,7 @@ impl NetworkBehaviour for ObservedKad {
             if !request {
                 break;
             }
-            polled = self.inner.poll(cx);
+            polled = self.inner.poll(cx).map(|event| self.direct.steer(event));
         }
         if self.watched.is_empty() {
             return polled;
@@ -391,5 +461,59 @@ mod tests {
         );
         assert_eq!(list_field("x: []", "x"), Some(""));
         assert_eq!(list_field("x: [", "x"), None);
+    }
+
+    #[test]
+    fn a_querys_request_goes_over_the_peers_direct_connection_while_it_has_one() {
+        let peer = PeerId::random();
+        let relay = PeerId::random();
+        let circuit: Multiaddr =
+            format!("/ip4/127.0.0.1/tcp/1/ws/p2p/{relay}/p2p-circuit/p2p/{peer}")
+                .parse()
+                .unwrap();
+        let webrtc: Multiaddr =
+            format!("/ip4/127.0.0.1/tcp/1/ws/p2p/{relay}/p2p-circuit/webrtc/p2p/{peer}")
+                .parse()
+                .unwrap();
+        let [relayed, direct, second] = [1, 2, 3].map(ConnectionId::new_unchecked);
+        let request = || ToSwarm::<kad::Event, u8>::NotifyHandler {
+            peer_id: peer,
+            handler: NotifyHandler::Any,
+            event: 7,
+        };
+        let sent_over = |d: &DirectConnections| match d.steer(request()) {
+            ToSwarm::NotifyHandler {
+                handler, event: 7, ..
+            } => handler,
+            other => panic!("{other:?}"),
+        };
+        let mut d = DirectConnections::default();
+        d.on_established(peer, relayed, &circuit);
+        assert!(
+            matches!(sent_over(&d), NotifyHandler::Any),
+            "relayed only: any"
+        );
+        d.on_established(peer, direct, &webrtc);
+        d.on_established(peer, second, &webrtc);
+        assert!(matches!(sent_over(&d), NotifyHandler::One(c) if c == direct));
+        d.on_closed(peer, direct);
+        assert!(matches!(sent_over(&d), NotifyHandler::One(c) if c == second));
+        d.on_closed(peer, second);
+        assert!(matches!(sent_over(&d), NotifyHandler::Any), "back to any");
+        assert!(
+            d.0.is_empty(),
+            "nothing kept for a peer without direct connections"
+        );
+        // A reply on a chosen connection is left alone.
+        let reply = ToSwarm::<kad::Event, u8>::NotifyHandler {
+            peer_id: peer,
+            handler: NotifyHandler::One(relayed),
+            event: 8,
+        };
+        d.on_established(peer, direct, &webrtc);
+        assert!(matches!(
+            d.steer(reply),
+            ToSwarm::NotifyHandler { handler: NotifyHandler::One(c), .. } if c == relayed
+        ));
     }
 }
