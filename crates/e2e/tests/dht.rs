@@ -83,7 +83,15 @@ async fn shown(
 ) -> anyhow::Result<String> {
     wait_until(what, PATIENCE, || async move {
         if !browser.exists(tab, ready).await? {
-            return Ok(Err(format!("{ready} not on the page yet")));
+            // What the page shows instead, so that a failure says it.
+            let instead = if browser.exists(tab, shown).await? {
+                browser.text(tab, shown).await?
+            } else {
+                "nothing".to_owned()
+            };
+            return Ok(Err(format!(
+                "{ready} not on the page yet; {shown} shows: {instead}"
+            )));
         }
         Ok(Ok(browser.text(tab, shown).await?))
     })
