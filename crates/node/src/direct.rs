@@ -33,7 +33,7 @@ use web_time::Instant;
 
 use crate::forward::forward_to;
 use crate::platform::DirectTransport;
-use crate::relay_link::is_circuit;
+use crate::relay_link::is_relayed;
 use crate::report::{Report, WireSink, error_chain, transport_error_text, truncate};
 use crate::timer::Timer;
 
@@ -307,8 +307,7 @@ impl NetworkBehaviour for Behaviour {
             // Our circuit address is up (the reservation was accepted): peers can reach us on
             // `/webrtc` through the same relay.
             FromSwarm::NewListenAddr(e)
-                if is_circuit(e.addr)
-                    && !is_webrtc(e.addr)
+                if is_relayed(e.addr)
                     && self.upgrades.is_enabled()
                     && self.listener.is_none()
                     && self.behind_our_relay_addr(e.addr) =>
@@ -317,7 +316,7 @@ impl NetworkBehaviour for Behaviour {
                 self.listener = Some(opts.listener_id());
                 self.events.push_back(ToSwarm::ListenOn { opts });
             }
-            FromSwarm::ExpiredListenAddr(e) if is_circuit(e.addr) && !is_webrtc(e.addr) => {
+            FromSwarm::ExpiredListenAddr(e) if is_relayed(e.addr) => {
                 if let Some(id) = self.listener.take() {
                     self.events.push_back(ToSwarm::RemoveListener { id });
                 }

@@ -325,8 +325,7 @@ impl Behaviour {
 
     fn on_dial_failure(&mut self, now: Instant, e: &DialFailure<'_>) {
         let circuit_failed = matches!(e.error, DialError::Transport(tried)
-            if !tried.is_empty() && tried.iter().all(|(a, _)| crate::relay_link::is_circuit(a)
-                && !tabmesh_webrtc::addr::is_webrtc(a)));
+            if !tried.is_empty() && tried.iter().all(|(a, _)| crate::relay_link::is_relayed(a)));
         // The relay link logs its own failures, the upgrade rules theirs (dials of `/webrtc`
         // addresses only), the denying behaviour its refusals.
         let webrtc_only = matches!(e.error, DialError::Transport(tried)
@@ -513,7 +512,7 @@ pub struct CrossedDial;
 /// address); `None` for any other connection, a `/webrtc` one among them.
 pub(crate) fn circuit_source(local_addr: &Multiaddr, remote_addr: &Multiaddr) -> Option<PeerId> {
     use libp2p::multiaddr::Protocol;
-    if !crate::relay_link::is_circuit(local_addr) || tabmesh_webrtc::addr::is_webrtc(local_addr) {
+    if !crate::relay_link::is_relayed(local_addr) {
         return None;
     }
     let mut remote = remote_addr.iter();

@@ -66,6 +66,12 @@ pub fn is_circuit(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)
 }
 
+/// Whether `addr` is a relayed one: through a relay circuit, and not a direct WebRTC address
+/// (`<relay>/p2p-circuit/webrtc`, reached through the relay only for signaling).
+pub fn is_relayed(addr: &Multiaddr) -> bool {
+    is_circuit(addr) && !tabmesh_webrtc::addr::is_webrtc(addr)
+}
+
 fn without_p2p(addr: &Multiaddr) -> Multiaddr {
     let mut addr = addr.clone();
     if let Some(Protocol::P2p(_)) = addr.iter().last() {

@@ -51,7 +51,7 @@ pub use store::{KadStore, MemoryBackend, StoreBackend, kad_record};
 
 use crate::forward::forward_to;
 use crate::platform::unix_now_ms;
-use crate::relay_link::is_circuit;
+use crate::relay_link::{is_circuit, is_relayed};
 use crate::report::{Report, WireSink};
 use crate::timer::Timer;
 
@@ -715,14 +715,14 @@ impl NetworkBehaviour for Behaviour {
             // The relay accepted our reservation: time to meet the others (eagerly at first).
             // The relay client reports one circuit address per relay address, and again on
             // each renewal: only the first starts discovery.
-            FromSwarm::NewListenAddr(e) if is_circuit(e.addr) && !is_webrtc(e.addr) => {
+            FromSwarm::NewListenAddr(e) if is_relayed(e.addr) => {
                 if let Some(discovery) = &mut self.discovery
                     && !discovery.is_running()
                 {
                     discovery.start(Instant::now());
                 }
             }
-            FromSwarm::ExpiredListenAddr(e) if is_circuit(e.addr) && !is_webrtc(e.addr) => {
+            FromSwarm::ExpiredListenAddr(e) if is_relayed(e.addr) => {
                 if let Some(discovery) = &mut self.discovery {
                     discovery.stop();
                 }

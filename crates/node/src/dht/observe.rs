@@ -109,7 +109,7 @@ struct DirectConnections(HashMap<PeerId, Vec<ConnectionId>>);
 
 impl DirectConnections {
     fn on_established(&mut self, peer: PeerId, connection: ConnectionId, remote: &Multiaddr) {
-        if !crate::relay_link::is_circuit(remote) || tabmesh_webrtc::addr::is_webrtc(remote) {
+        if !crate::relay_link::is_relayed(remote) {
             self.0.entry(peer).or_default().push(connection);
         }
     }
