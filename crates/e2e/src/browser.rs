@@ -83,6 +83,9 @@ pub struct Browser {
     tabs: Vec<Tab>,
     first_unused: bool,
     detached: bool,
+    /// Where the tabs are kept (see [`keep_tabs`](Self::keep_tabs)) when the browser is
+    /// dropped without [`quit`](Self::quit): a test that failed.
+    dir: PathBuf,
 }
 
 impl Browser {
@@ -149,6 +152,7 @@ impl Browser {
             tabs: Vec::new(),
             first_unused: true,
             detached: false,
+            dir: options.dir.clone(),
         })
     }
 
@@ -342,6 +346,41 @@ impl Browser {
         Ok(())
     }
 
+    /// Writes what every open tab shows and logged into `dir`: `tab-N.png` (a screenshot),
+    /// `tab-N-state.json` (`state()`) and `tab-N-wire.log` (its whole wire log, `wireLog()`,
+    /// a line per event), N counting tabs in opening order. Best effort: what a tab does not
+    /// give is noted in its wire log file instead, and the other tabs are still kept.
+    pub async fn keep_tabs(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (i, tab) in self.tabs.iter().enumerate() {
+            let mut log = String::new();
+            if let Err(e) = self
+                .screenshot(tab, &dir.join(format!("tab-{i}.png")))
+                .await
+            {
+                log.push_str(&format!("(no screenshot: {e:#})\n"));
+            }
+            match self.raw_state(tab).await {
+                Ok(state) => std::fs::write(
+                    dir.join(format!("tab-{i}-state.json")),
+                    serde_json::to_string_pretty(&state)?,
+                )?,
+                Err(e) => log.push_str(&format!("(no state: {e:#})\n")),
+            }
+            match self.call(tab, "window.tabmesh.wireLog()").await {
+                Ok(Ok(events)) => {
+                    for event in events.as_array().into_iter().flatten() {
+                        log.push_str(&wire_line(event));
+                    }
+                }
+                Ok(Err(e)) => log.push_str(&format!("(wireLog() failed: {e})\n")),
+                Err(e) => log.push_str(&format!("(no wire log: {e:#})\n")),
+            }
+            std::fs::write(dir.join(format!("tab-{i}-wire.log")), log)?;
+        }
+        Ok(())
+    }
+
     /// Reloads `tab`.
     pub async fn reload(&self, tab: &Tab) -> anyhow::Result<()> {
         self.switch(tab).await?;
@@ -385,9 +424,64 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// On a test's failure (dropped without `quit`): keeps the tabs in the browser's
+    /// directory, as [`keep_tabs`](Self::keep_tabs) does, so that a failure on CI can be read
+    /// from what each tab showed and logged. WebDriver's session runs on the test's runtime,
+    /// which must then have worker threads of its own (the browser tests' `multi_thread`);
+    /// under any other runtime the tabs are not kept. At most [`KEEP_TABS_TIMEOUT`].
+    fn keep_tabs_on_failure(&self) {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let multi_thread =
+            Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        if !multi_thread || self.tabs.is_empty() {
+            return;
+        }
+        let dir = self.dir.join("tabs");
+        let kept = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async {
+                        tokio::time::timeout(KEEP_TABS_TIMEOUT, self.keep_tabs(&dir))
+                            .await
+                            .map_err(|_| anyhow::anyhow!("timed out"))?
+                    })
+                })
+                .join()
+        });
+        match kept {
+            Ok(Ok(())) => eprintln!("the tabs as they were: {}", dir.display()),
+            Ok(Err(e)) => eprintln!("could not keep the tabs in {}: {e:#}", dir.display()),
+            Err(_) => eprintln!("could not keep the tabs in {}", dir.display()),
+        }
+    }
+}
+
+/// The longest a failed test's browser takes to keep its tabs.
+const KEEP_TABS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One line of a kept wire log: sequence number, time since the page loaded, direction,
+/// protocol, peer and what happened.
+fn wire_line(event: &Value) -> String {
+    let text = |key: &str| event[key].as_str().unwrap_or("-").to_owned();
+    format!(
+        "{:>6} {:>9} ms  {:<8} {:<9} {:<22} {}\n",
+        event["seq"].as_u64().unwrap_or_default(),
+        event["at_ms"].as_u64().unwrap_or_default(),
+        text("direction"),
+        text("protocol"),
+        text("peer"),
+        text("summary"),
+    )
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.detached {
+            self.keep_tabs_on_failure();
             // Killing only ChromeDriver would orphan Chromium: take the whole tree down.
             crate::kill_tree(self.driver.id());
             let _ = self.driver.wait();

@@ -494,6 +494,48 @@ async fn a_tab_keeps_as_many_wire_events_as_its_url_asks_and_copies_them_all() -
     Ok(())
 }
 
+/// A test that fails drops its browser without quitting it: the browser then keeps every tab
+/// it had open (a screenshot, its view and its whole wire log) beside the test's other logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_tests_browser_keeps_what_each_tab_showed_and_logged() -> anyhow::Result<()> {
+    let dir = run_dir("kept-tabs")?;
+    let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+    let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
+    let url = format!("{}/?search=off", relay.url());
+    for _ in 0..2 {
+        browser.open_tab(&url).await?;
+    }
+    let mut names = Vec::new();
+    for tab in browser.tabs() {
+        logged_more_than(&browser, tab, 5).await?;
+        names.push(browser.state(tab).await?.expect("a view").name);
+    }
+    // As when a wait fails and the test returns its error.
+    drop(browser);
+
+    let kept = dir.join("browser").join("tabs");
+    for (i, name) in names.iter().enumerate() {
+        let png = std::fs::read(kept.join(format!("tab-{i}.png")))?;
+        assert!(png.starts_with(b"\x89PNG"), "tab {i}: not a PNG");
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(kept.join(format!("tab-{i}-state.json")))?)?;
+        assert_eq!(state["name"], name.as_str(), "tab {i}");
+        let log = std::fs::read_to_string(kept.join(format!("tab-{i}-wire.log")))?;
+        let lines: Vec<&str> = log.lines().collect();
+        assert!(lines.len() > 5, "tab {i}: {log}");
+        assert!(
+            lines[0].trim_start().starts_with("1 "),
+            "tab {i} starts with its first event: {}",
+            lines[0]
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("relay")),
+            "tab {i} logged its relay: {log}"
+        );
+    }
+    Ok(())
+}
+
 /// The app's module as the tab fetched it: bytes on the wire and bytes decoded (Resource Timing).
 async fn module_transfer(browser: &Browser, tab: &tabmesh_e2e::Tab) -> anyhow::Result<(u64, u64)> {
     let entry = browser

@@ -183,6 +183,7 @@ async fn tabs_ban_a_rogue_refuse_it_while_banned_and_ban_it_longer_next_time() -
         "{:?}",
         second.counters
     );
+    browser.quit().await?;
     Ok(())
 }
 
