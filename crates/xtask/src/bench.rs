@@ -147,6 +147,14 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             mb(build.files_served),
             mb(build.files)
         );
+        if let Some(floor) = web::build_size_floor()? {
+            println!(
+                "libp2p stack alone {:>10} gzipped (crates/size-floor: the transports and libp2p \
+                 behaviours a tab runs, without tabmesh's own code); the rest, {}, is tabmesh's",
+                mb(floor),
+                mb(build.gzipped.saturating_sub(floor))
+            );
+        }
         size::report()?;
     }
     if args.wants(Section::Gimps) {

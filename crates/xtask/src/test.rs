@@ -40,6 +40,8 @@ pub(crate) fn run(e2e: bool, checks: bool, fuzz: bool) -> anyhow::Result<()> {
             "tabmesh-webrtc",
             "-p",
             "tabmesh-search-worker",
+            "-p",
+            "tabmesh-size-floor",
             "--",
             "-D",
             "warnings",

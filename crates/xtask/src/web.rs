@@ -346,6 +346,24 @@ pub(crate) fn build_with_names() -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(wasm))
 }
 
+/// The network stack a tab runs, alone (`crates/size-floor`), built and optimised as the app
+/// is: its size gzipped, or `None` without wasm-opt. Written into `target/size-floor/`.
+pub(crate) fn build_size_floor() -> anyhow::Result<Option<u64>> {
+    let Some(tool) = wasm_opt() else {
+        return Ok(None);
+    };
+    let name = "tabmesh_size_floor";
+    let input = build_wasm("tabmesh-size-floor", "wasm-release", name, Profile::Release)?;
+    let dir = tabmesh_e2e::target_dir().join("size-floor");
+    let _ = std::fs::remove_dir_all(&dir);
+    bindgen(&input, name, &dir, Profile::Release)?;
+    let wasm = dir.join(format!("{name}_bg.wasm"));
+    if !run_wasm_opt(&tool, APP_OPT, &wasm) {
+        bail!("wasm-opt failed on {}", wasm.display());
+    }
+    Ok(Some(file_size(&gzip_beside(&wasm, Profile::Release)?)?))
+}
+
 /// `cargo build` of `package`'s wasm library, with `release_profile` for a release build; the
 /// module it wrote (`artifact` is the library's name).
 fn build_wasm(

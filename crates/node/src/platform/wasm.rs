@@ -10,6 +10,7 @@ use libp2p::core::Transport;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
 use libp2p::{Swarm, noise, relay, websocket_websys, yamux};
 use tabmesh_core::bootstrap::{BootstrapInfo, RelayTransport};
 use wasm_bindgen::closure::Closure;
@@ -19,7 +20,6 @@ use wasm_bindgen_futures::JsFuture;
 use super::{bootstrap_from_addr, bootstrap_url};
 use tabmesh_core::dht::store::{ProviderEntry, StoreChange};
 
-use crate::behaviour::NodeBehaviour;
 use crate::dht::store::{Persisted, StoreBackend};
 use crate::direct::WebRtc;
 use crate::{BootstrapSource, NodeError};
@@ -170,15 +170,12 @@ fn close_connections_when_the_page_goes() {
 }
 
 /// The tab's swarm: WebSocket to the relay, relay circuits and `/webrtc`; `behaviour` builds
-/// the behaviours around the relay client and the WebRTC signaling.
-pub(crate) fn build_swarm(
+/// the behaviours around the relay client and the WebRTC signaling ([`crate::behaviour::NodeBehaviour`] in a
+/// tab; public for `crates/size-floor`, which measures this network stack alone).
+pub fn build_swarm<B: NetworkBehaviour>(
     keypair: Keypair,
-    behaviour: impl FnOnce(
-        &Keypair,
-        relay::client::Behaviour,
-        Option<WebRtc>,
-    ) -> Result<NodeBehaviour, NodeError>,
-) -> Result<Swarm<NodeBehaviour>, NodeError> {
+    behaviour: impl FnOnce(&Keypair, relay::client::Behaviour, Option<WebRtc>) -> Result<B, NodeError>,
+) -> Result<Swarm<B>, NodeError> {
     let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
     let direct = DirectTransport::default();
     // Our own stack instead of the builder's relay client: `/webrtc` must come before the relay
