@@ -188,8 +188,8 @@ pub fn build_swarm<B: NetworkBehaviour>(
     // message with the proposal and the first yamux frames with the next, instead of waiting
     // a round trip for each "yes". That is two round trips less per connection, through the
     // relay for a circuit, and a relayed connection is what lists a peer: 8 tabs opened
-    // together listed each other ~0.2 s sooner (`cargo xtask bench --only join`, six A/B
-    // pairs). A peer that refused one would end the connection either way. Streams keep `V1`:
+    // together listed each other 0.12 s sooner, the median of ten A/B pairs of `cargo xtask
+    // bench --only join` (README). A peer that refused one would end the connection either way. Streams keep `V1`:
     // an unsupported protocol must show as such (`UnsupportedProtocols`), not as a failed read.
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_wasm_bindgen()
