@@ -170,8 +170,9 @@ fn close_connections_when_the_page_goes() {
 }
 
 /// The tab's swarm: WebSocket to the relay, relay circuits and `/webrtc`; `behaviour` builds
-/// the behaviours around the relay client and the WebRTC signaling ([`crate::behaviour::NodeBehaviour`] in a
-/// tab; public for `crates/size-floor`, which measures this network stack alone).
+/// the behaviours around the relay client and the WebRTC signaling
+/// ([`crate::behaviour::NodeBehaviour`] in a tab; public for `crates/size-floor`, which
+/// measures this network stack alone).
 pub fn build_swarm<B: NetworkBehaviour>(
     keypair: Keypair,
     behaviour: impl FnOnce(&Keypair, relay::client::Behaviour, Option<WebRtc>) -> Result<B, NodeError>,
@@ -189,8 +190,9 @@ pub fn build_swarm<B: NetworkBehaviour>(
     // a round trip for each "yes". That is two round trips less per connection, through the
     // relay for a circuit, and a relayed connection is what lists a peer: 8 tabs opened
     // together listed each other 0.12 s sooner, the median of ten A/B pairs of `cargo xtask
-    // bench --only join` (README). A peer that refused one would end the connection either way. Streams keep `V1`:
-    // an unsupported protocol must show as such (`UnsupportedProtocols`), not as a failed read.
+    // bench --only join` (README). A peer that refused one would end the connection either
+    // way. Streams keep `V1`: an unsupported protocol must show as such
+    // (`UnsupportedProtocols`), not as a failed read.
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_wasm_bindgen()
         .with_other_transport(move |key| {
