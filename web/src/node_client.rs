@@ -451,7 +451,8 @@ const NODE_SLACK: Duration = Duration::from_secs(10);
 
 /// Settings from the page's query string, e.g. `?stale_timeout=5&ttl=3` (seconds for
 /// intervals), `?direct=off` (stay on the relay: no WebRTC upgrade, no `/webrtc` address),
-/// `?libp2p_ping=0.5` (seconds between libp2p pings on each connection), `?ban_secs=10`
+/// `?libp2p_ping=0.5` (seconds between libp2p pings on each connection), `?first_ping=0` (seconds
+/// a new connection waits for its first ping), `?ban_secs=10`
 /// (length of a first ban) or `?search_pace=full` (the search's share of a core: `full`,
 /// `gentle` or a percentage). Unknown keys are ignored; bad values keep the default and are
 /// logged.
@@ -476,6 +477,17 @@ fn url_settings(config: &mut NodeConfig) {
     };
     if let Some(d) = secs("libp2p_ping") {
         config.ping_interval = d;
+    }
+    // `?first_ping=0` pings each new connection at once, as libp2p does (to compare).
+    match params
+        .get("first_ping")
+        .map(|raw| (raw.parse::<f64>(), raw))
+    {
+        Some((Ok(v), _)) if (0.0..=60.0).contains(&v) => {
+            config.first_ping_after = Duration::from_secs_f64(v);
+        }
+        Some((_, raw)) => tracing::warn!(raw, "ignoring a bad first_ping in the URL"),
+        None => {}
     }
     if let Some(d) = secs("ban_secs") {
         config.ledger.first_ban = d;

@@ -74,6 +74,7 @@ impl NodeBehaviour {
                 key,
                 config.agent.clone(),
                 config.ping_interval,
+                config.first_ping_after,
                 config.peer_table.clone(),
                 origin,
                 wire.clone(),

@@ -5,7 +5,8 @@
 //! state machine, reading the clock once per event and passing it in:
 //!
 //! - [`ledger`]: the misbehaviour ledger every protocol reports violations to (bans, refusals);
-//! - [`peers`]: identify, ping and the peer table;
+//! - [`peers`]: identify, ping (its first ping held a while on each new connection:
+//!   [`held_start`]) and the peer table;
 //! - [`relay_link`]: the relay's bootstrap document, reservation and reconnection;
 //! - [`dht`]: Kademlia, the user's DHT operations and peer discovery;
 //! - [`direct`]: WebRTC signaling and the move from relayed to direct connections;
@@ -30,6 +31,7 @@ pub mod dht;
 pub mod direct;
 mod forward;
 pub mod gimps;
+pub mod held_start;
 pub mod ledger;
 mod node;
 pub mod peers;
@@ -96,6 +98,11 @@ pub struct NodeConfig {
     pub peer_table: PeerTableConfig,
     /// Interval between pings on each connection.
     pub ping_interval: Duration,
+    /// How long a new connection waits before its first ping. Tabs that join together need
+    /// their first second or two for the handshakes that make the mesh, and a ping at once
+    /// competes with them; a relayed connection replaced by a direct one within that time is
+    /// never pinged through the relay.
+    pub first_ping_after: Duration,
     /// How often a [`NodeView`] is published (the first one within this time of start, sooner
     /// when the first connection comes).
     pub view_interval: Duration,
@@ -142,6 +149,7 @@ impl NodeConfig {
             discovery: DiscoveryConfig::default(),
             peer_table: PeerTableConfig::default(),
             ping_interval: Duration::from_secs(5),
+            first_ping_after: Duration::from_secs(2),
             view_interval: Duration::from_millis(500),
             wire_log_capacity: 500,
             stream_wire_events: false,

@@ -42,6 +42,7 @@ use tabmesh_core::wire_log::Topic;
 use web_time::{Duration, Instant};
 
 use crate::forward::forward_to;
+use crate::held_start::HeldStart;
 use crate::report::{Report, WireSink, error_chain, truncate};
 use crate::timer::Timer;
 
@@ -110,7 +111,7 @@ mod protocols {
     #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
     pub struct Protocols {
         pub(super) identify: identify::Behaviour,
-        pub(super) ping: ping::Behaviour,
+        pub(super) ping: crate::held_start::HeldStart<ping::Behaviour>,
     }
 }
 
@@ -166,12 +167,14 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// The peers of `key`'s node, announcing `agent`; timestamps count from `origin`; log lines
-    /// go to `wire`.
+    /// The peers of `key`'s node, announcing `agent`, pinging each connection every
+    /// `ping_interval` from `first_ping_after` after it opened; timestamps count from `origin`;
+    /// log lines go to `wire`.
     pub fn new(
         key: &libp2p::identity::Keypair,
         agent: String,
         ping_interval: Duration,
+        first_ping_after: Duration,
         config: PeerTableConfig,
         origin: Instant,
         wire: WireSink,
@@ -184,10 +187,13 @@ impl Behaviour {
                         // Announce our circuit address as soon as the reservation is up.
                         .with_push_listen_addr_updates(true),
                 ),
-                ping: ping::Behaviour::new(
-                    ping::Config::new()
-                        .with_interval(ping_interval)
-                        .with_timeout(Duration::from_secs(10)),
+                ping: HeldStart::new(
+                    ping::Behaviour::new(
+                        ping::Config::new()
+                            .with_interval(ping_interval)
+                            .with_timeout(Duration::from_secs(10)),
+                    ),
+                    first_ping_after,
                 ),
             },
             table: PeerTable::new(config),

@@ -2034,6 +2034,7 @@ fn kad_dialer(key: &libp2p::identity::Keypair) -> KadDialer {
             key,
             "tabmesh-node/test".to_owned(),
             Duration::from_secs(15),
+            Duration::ZERO,
             tabmesh_core::peers::PeerTableConfig::default(),
             web_time::Instant::now(),
             WireSink::discard(),

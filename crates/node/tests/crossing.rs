@@ -72,6 +72,7 @@ fn peer_swarm(wire: WireSink) -> Swarm<Peer> {
                 key,
                 "tabmesh-node/test".to_owned(),
                 Duration::from_secs(15),
+                Duration::ZERO,
                 tabmesh_core::peers::PeerTableConfig::default(),
                 web_time::Instant::now(),
                 wire,

@@ -124,6 +124,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 key,
                 format!("tabmesh-rogue/{}", env!("CARGO_PKG_VERSION")),
                 Duration::from_secs(5),
+                Duration::ZERO,
                 PeerTableConfig::default(),
                 origin,
                 WireSink::discard(),
