@@ -426,7 +426,8 @@ fn json_value(value: &JsValue) -> Result<serde_json::Value, String> {
         .ok()
         .and_then(|t| t.as_string())
         .ok_or_else(|| "the data must be JSON (no functions or cycles)".to_owned())?;
-    serde_json::from_str(&text).map_err(|e| format!("the data must be JSON: {e}"))
+    // Bytes, not `from_str`: see `tabmesh_core::dht::store::ProviderEntry::decode`.
+    serde_json::from_slice(text.as_bytes()).map_err(|e| format!("the data must be JSON: {e}"))
 }
 
 /// `value` as a plain JS object.

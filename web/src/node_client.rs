@@ -388,7 +388,7 @@ async fn serve(handler: js_sys::Function, call: HostCall) {
         Ok(value) => js_sys::JSON::stringify(&value)
             .ok()
             .and_then(|text| text.as_string())
-            .and_then(|text| serde_json::from_str(&text).ok())
+            .and_then(|text| serde_json::from_slice(text.as_bytes()).ok())
             .ok_or_else(|| "the handler returned something that is not JSON".to_owned()),
         Err(thrown) => Err(error_text(&thrown)),
     };

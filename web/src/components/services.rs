@@ -425,10 +425,10 @@ fn call_form(props: &CallFormProps) -> Html {
                 .unwrap_or_default();
             let id = ui.client.next_request_id();
             let asked = format!("{name}/{kind}");
-            let parsed: Result<Value, _> = serde_json::from_str(if text.trim().is_empty() {
-                "null"
+            let parsed: Result<Value, _> = serde_json::from_slice(if text.trim().is_empty() {
+                b"null"
             } else {
-                &text
+                text.as_bytes()
             });
             let data = match parsed {
                 Ok(data) => data,

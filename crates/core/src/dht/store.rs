@@ -155,7 +155,9 @@ impl ProviderEntry {
 
     /// Parses [`encode`](Self::encode)'s text; `None` if it is not such an entry.
     pub fn decode(text: &str) -> Option<Self> {
-        let stored: StoredProvider = serde_json::from_str(text).ok()?;
+        // `from_slice`, not `from_str`, here and wherever the web app reads JSON text: one JSON
+        // reader (of bytes) in the module instead of two, ~4 KB less gzipped.
+        let stored: StoredProvider = serde_json::from_slice(text.as_bytes()).ok()?;
         Some(Self {
             provider: stored.provider.parse().ok()?,
             addrs: stored.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
