@@ -6,7 +6,7 @@
 //! Requests go to the node through the page's client; calls, catalog reads and offers are
 //! [`Action`]s on the page's reducer.
 
-use gloo_timers::callback::Interval;
+use gloo_timers::callback::{Interval, Timeout};
 use serde_json::Value;
 use tabmesh_core::peers::PeerView;
 use tabmesh_core::services::{
@@ -23,6 +23,11 @@ use crate::state::{Action, CallLine, CatalogLine, Part};
 
 /// How often the network's catalog is read while the panel is shown, in ms.
 const CATALOG_EVERY_MS: u32 = 30_000;
+
+/// When the catalog is first read, in ms after the panel is shown (the page's start): tabs
+/// opened together have met by then, and the survey's lookups no longer compete with their
+/// handshakes.
+const FIRST_CATALOG_AFTER_MS: u32 = 3_000;
 
 /// Properties of [`ServicesPanel`].
 #[derive(Properties, PartialEq)]
@@ -59,11 +64,17 @@ pub(crate) fn services_panel(props: &ServicesPanelProps) -> Html {
     {
         let ui = ui.clone();
         use_effect_with((), move |()| {
-            let timer = ui.map(|ui| {
-                read_catalog(&ui);
-                Interval::new(CATALOG_EVERY_MS, move || read_catalog(&ui))
+            let timers = ui.map(|ui| {
+                let first = {
+                    let ui = ui.clone();
+                    Timeout::new(FIRST_CATALOG_AFTER_MS, move || read_catalog(&ui))
+                };
+                (
+                    first,
+                    Interval::new(CATALOG_EVERY_MS, move || read_catalog(&ui)),
+                )
             });
-            move || drop(timer)
+            move || drop(timers)
         });
     }
     let Some(services) = props.services.as_ref() else {
