@@ -18,12 +18,13 @@ use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
 use libp2p::swarm::handler::ConnectionEvent;
 use libp2p::swarm::{
-    ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-    NetworkBehaviour, SubstreamProtocol, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, NetworkBehaviour,
+    SubstreamProtocol, THandlerInEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 use web_time::Instant;
 
+use crate::forward::forward_to;
 use crate::timer::Timer;
 
 /// `inner`, with every connection's outbound streams held for a while after it is established.
@@ -43,15 +44,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for HeldStart<B> {
     type ConnectionHandler = Held<B::ConnectionHandler>;
     type ToSwarm = B::ToSwarm;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.inner
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
+    forward_to!(inner: pending_inbound, pending_outbound, swarm_event, handler_event);
 
     fn handle_established_inbound_connection(
         &mut self,
@@ -67,21 +60,6 @@ impl<B: NetworkBehaviour> NetworkBehaviour for HeldStart<B> {
             remote_addr,
         )?;
         Ok(Held::new(handler, Instant::now() + self.hold))
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.inner.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
     }
 
     fn handle_established_outbound_connection(
@@ -100,20 +78,6 @@ impl<B: NetworkBehaviour> NetworkBehaviour for HeldStart<B> {
             port_use,
         )?;
         Ok(Held::new(handler, Instant::now() + self.hold))
-    }
-
-    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
-        self.inner.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer: PeerId,
-        connection: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.inner
-            .on_connection_handler_event(peer, connection, event);
     }
 
     fn poll(
@@ -214,8 +178,6 @@ impl<H: ConnectionHandler> ConnectionHandler for Held<H> {
 
 #[cfg(test)]
 mod tests {
-    use std::task::Waker;
-
     use libp2p::ping;
 
     use super::*;
@@ -235,20 +197,29 @@ mod tests {
             .unwrap()
     }
 
-    /// Polls `handler` until it asks for a stream (`true`) or `within` has passed (`false`).
-    /// libp2p's ping starts with a zero-length timer, which is ready a moment after its first
-    /// poll, not at it.
+    /// Runs `handler` until it asks for a stream (`true`) or `within` has passed (`false`),
+    /// woken by its own timers (libp2p's ping starts with a zero-length one, ready a moment
+    /// after its first poll, not at it; the hold's ends the hold).
     fn asks_for_a_stream<H: ConnectionHandler>(handler: &mut H, within: Duration) -> bool {
-        let give_up = Instant::now() + within;
-        while Instant::now() < give_up {
-            if let Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest { .. }) =
-                handler.poll(&mut Context::from_waker(Waker::noop()))
-            {
-                return true;
+        let asked = std::future::poll_fn(|cx| {
+            loop {
+                match handler.poll(cx) {
+                    Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest { .. }) => {
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(_) => {}
+                    Poll::Pending => return Poll::Pending,
+                }
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        false
+        });
+        let give_up = futures_timer::Delay::new(within);
+        futures::executor::block_on(async {
+            futures::pin_mut!(asked);
+            matches!(
+                futures::future::select(asked, give_up).await,
+                futures::future::Either::Left(_)
+            )
+        })
     }
 
     #[test]
@@ -272,8 +243,8 @@ mod tests {
             1,
             "the ping's stream request is kept, once"
         );
-        std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        assert!(asks_for_a_stream(&mut held, Duration::from_secs(1)));
+        assert!(asks_for_a_stream(&mut held, Duration::from_secs(2)));
+        assert!(Instant::now() >= until, "not before the hold ends");
         assert!(held.held.is_empty());
         assert!(held.until.is_none());
         // The ping now waits for its stream: nothing more to ask for.
