@@ -67,6 +67,20 @@ pub(crate) struct BenchArgs {
     /// Native clients for the relay at scale.
     #[arg(long, default_value_t = 500)]
     clients: usize,
+    /// Tab counts for the join times.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = [4, 8],
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=64)
+    )]
+    tabs: Vec<usize>,
+    /// Settings the tabs of the join and of the WebRTC upgrade time take from their URL, to
+    /// compare with the defaults, e.g.
+    /// `--query direct=off` or `--query first_ping=0&search_settle=0` (see the README's query
+    /// settings).
+    #[arg(long, default_value = "")]
+    query: String,
     /// Sections to run (default: all).
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<Section>,
@@ -112,7 +126,13 @@ impl BenchArgs {
             self.runs.to_string(),
             "--clients".to_owned(),
             self.clients.to_string(),
+            "--query".to_owned(),
+            self.query.clone(),
         ];
+        for tabs in &self.tabs {
+            args.push("--tabs".to_owned());
+            args.push(tabs.to_string());
+        }
         for section in &self.only {
             args.push("--only".to_owned());
             args.push(
@@ -194,8 +214,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
 pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
         if args.wants(Section::Join) {
-            for tabs in [4, 8] {
-                join::join_times(tabs, args.runs).await?;
+            for &tabs in &args.tabs {
+                join::join_times(tabs, args.runs, &args.query).await?;
             }
         }
         if args.wants(Section::Gimps) {
@@ -206,7 +226,7 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
             dht_latency().await?;
         }
         if args.wants(Section::Webrtc) {
-            upgrade_times().await?;
+            upgrade_times(&args.query).await?;
             direct_against_relayed().await?;
         }
         if args.wants(Section::Services) {
@@ -236,10 +256,23 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
 pub(super) async fn eight_quiet_tabs(
     name: &str,
 ) -> anyhow::Result<(std::path::PathBuf, Relay, Browser)> {
+    eight_quiet_tabs_at(name, "").await
+}
+
+/// [`eight_quiet_tabs`], each tab also taking the settings in `query` from its URL.
+async fn eight_quiet_tabs_at(
+    name: &str,
+    query: &str,
+) -> anyhow::Result<(std::path::PathBuf, Relay, Browser)> {
     let dir = run_dir(name)?;
     let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    let url = format!("{}/?search=off", relay.url());
+    let query = query.trim_start_matches('?');
+    let url = if query.is_empty() {
+        format!("{}/?search=off", relay.url())
+    } else {
+        format!("{}/?search=off&{query}", relay.url())
+    };
     for _ in 0..8 {
         browser.open_tab(&url).await?;
     }
@@ -308,8 +341,8 @@ async fn dht_latency() -> anyhow::Result<()> {
 
 /// Time from each tab's relayed connection to a peer to the direct WebRTC connection, among 8
 /// tabs (every tab, every peer: 56 figures), with the failed attempts on the way.
-async fn upgrade_times() -> anyhow::Result<()> {
-    let (_, relay, browser) = eight_quiet_tabs("bench-webrtc-upgrade").await?;
+async fn upgrade_times(query: &str) -> anyhow::Result<()> {
+    let (_, relay, browser) = eight_quiet_tabs_at("bench-webrtc-upgrade", query).await?;
     let views = wait_until(
         "all 28 pairs of 8 tabs direct",
         Duration::from_secs(180),
@@ -327,7 +360,11 @@ async fn upgrade_times() -> anyhow::Result<()> {
         .map(|ms| ms as f64)
         .collect();
     let failures: u32 = upgrades.iter().map(|u| u.failures).sum();
-    println!("== WebRTC: relayed connection to direct connection, 8 tabs ==");
+    if query.is_empty() {
+        println!("== WebRTC: relayed connection to direct connection, 8 tabs ==");
+    } else {
+        println!("== WebRTC: relayed connection to direct connection, 8 tabs at /?{query} ==");
+    }
     println!(
         "upgrade time       {}   (from the peer's identify on the relayed connection)",
         summary(times)

@@ -14,7 +14,9 @@ use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, run_dir, wait_un
 
 use super::{all_direct, all_listed, cpu, group_span, summary};
 
-pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
+/// `query`: URL settings every tab takes (empty: the defaults).
+pub(super) async fn join_times(tabs: usize, runs: usize, query: &str) -> anyhow::Result<()> {
+    let query = query.trim_start_matches('?');
     // Opened one after the other (WebDriver waits for each page to load): per tab from its own
     // page load, and the last tab's time to all its peers.
     let mut started = Vec::new();
@@ -49,20 +51,30 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
             let mode = if together { "together" } else { "sequential" };
             let dir = run_dir(&format!("bench-join-{tabs}-{mode}-{run}"))?;
             let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
+            let url = if query.is_empty() {
+                relay.url()
+            } else {
+                format!("{}/?{query}", relay.url())
+            };
             let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
             let mut sampler = None;
             if together {
                 sampler = Some(cpu::CpuSampler::start(browser.driver_pid(), relay.pid()));
-                browser.open_tabs_together(tabs, &relay.url()).await?;
+                browser.open_tabs_together(tabs, &url).await?;
             } else {
                 // The last tab joins a mesh that is there and settled: the others list each
                 // other and have gone direct before it opens.
                 for _ in 0..tabs - 1 {
-                    browser.open_tab(&relay.url()).await?;
+                    browser.open_tab(&url).await?;
                 }
-                let settle = Duration::from_secs(120);
-                wait_until("the first tabs are direct", settle, || all_direct(&browser)).await?;
-                browser.open_tab(&relay.url()).await?;
+                if stays_relayed(query) {
+                    all_listed(&browser, tabs - 1).await?;
+                } else {
+                    let settle = Duration::from_secs(120);
+                    wait_until("the first tabs are direct", settle, || all_direct(&browser))
+                        .await?;
+                }
+                browser.open_tab(&url).await?;
             }
             let views = all_listed(&browser, tabs).await?;
             if together {
@@ -145,7 +157,11 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
             relay.stop()?;
         }
     }
-    println!("== join time, {tabs} tabs, {runs} runs ==");
+    if query.is_empty() {
+        println!("== join time, {tabs} tabs, {runs} runs ==");
+    } else {
+        println!("== join time, {tabs} tabs, {runs} runs, tabs opened at /?{query} ==");
+    }
     println!("opened one by one, per tab from its page load:");
     println!("  to app running         {}", summary(started));
     println!("  to relay reservation   {}", summary(reservation));
@@ -205,6 +221,16 @@ pub(super) async fn join_times(tabs: usize, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `query` keeps the tabs on the relay (`direct=off`, as the web app reads it).
+fn stays_relayed(query: &str) -> bool {
+    query.split('&').any(|setting| {
+        matches!(
+            setting,
+            "direct=0" | "direct=false" | "direct=off" | "direct=no"
+        )
+    })
+}
+
 /// What the machine's cores did while tabs opened together joined (mean per run): the CPU
 /// seconds Chromium and the relay spent from the start of the loads until the last tab listed
 /// every other one (to the sampler's 100 ms), against the seconds the cores had, by part
@@ -228,4 +254,18 @@ fn print_join_cpu(by_part: &std::collections::BTreeMap<&str, f64>, span: f64, ru
         100.0 * total / (span * cores as f64).max(f64::EPSILON),
         top.join(", ")
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stays_relayed;
+
+    #[test]
+    fn only_a_direct_setting_that_is_off_keeps_the_tabs_on_the_relay() {
+        assert!(stays_relayed("direct=off"));
+        assert!(stays_relayed("first_ping=0&direct=0"));
+        assert!(!stays_relayed(""));
+        assert!(!stays_relayed("direct=on&direct_settle=0"));
+        assert!(!stays_relayed("indirect=off"));
+    }
 }
