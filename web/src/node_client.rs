@@ -463,31 +463,24 @@ fn url_settings(config: &mut NodeConfig) {
     let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search) else {
         return;
     };
-    let secs = |key: &str| -> Option<tabmesh_core::Duration> {
+    // Seconds in `range` (an interval is never 0; a delay may be, to compare with none).
+    let seconds = |key: &str, range: std::ops::RangeInclusive<f64>| -> Option<Duration> {
         let raw = params.get(key)?;
         match raw.parse::<f64>() {
-            Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => {
-                Some(tabmesh_core::Duration::from_secs_f64(v))
-            }
+            Ok(v) if range.contains(&v) => Some(Duration::from_secs_f64(v)),
             _ => {
-                tracing::warn!(key, raw, "ignoring a bad interval in the URL");
+                tracing::warn!(key, raw, "ignoring bad seconds in the URL");
                 None
             }
         }
     };
+    let secs = |key: &str| seconds(key, f64::MIN_POSITIVE..=86_400.0);
     if let Some(d) = secs("libp2p_ping") {
         config.ping_interval = d;
     }
     // `?first_ping=0` pings each new connection at once, as libp2p does (to compare).
-    match params
-        .get("first_ping")
-        .map(|raw| (raw.parse::<f64>(), raw))
-    {
-        Some((Ok(v), _)) if (0.0..=60.0).contains(&v) => {
-            config.first_ping_after = Duration::from_secs_f64(v);
-        }
-        Some((_, raw)) => tracing::warn!(raw, "ignoring a bad first_ping in the URL"),
-        None => {}
+    if let Some(d) = seconds("first_ping", 0.0..=60.0) {
+        config.first_ping_after = d;
     }
     if let Some(d) = secs("ban_secs") {
         config.ledger.first_ban = d;
@@ -537,14 +530,9 @@ fn url_settings(config: &mut NodeConfig) {
     if let Some(search) = params.get("search") {
         g.search = !matches!(search.as_str(), "0" | "false" | "off" | "no");
     }
-    if let Some(raw) = params.get("search_settle") {
-        // Zero is allowed here: the first round starts at once.
-        match raw.parse::<f64>() {
-            Ok(v) if (0.0..=3_600.0).contains(&v) => {
-                g.settle = tabmesh_core::Duration::from_secs_f64(v);
-            }
-            _ => tracing::warn!(raw, "ignoring a bad search_settle in the URL"),
-        }
+    // Zero is allowed here: the first round starts at once.
+    if let Some(d) = seconds("search_settle", 0.0..=3_600.0) {
+        g.settle = d;
     }
     if let Some(prune) = params.get("prune") {
         g.prune = !matches!(prune.as_str(), "0" | "false" | "off" | "no");
