@@ -452,7 +452,8 @@ const NODE_SLACK: Duration = Duration::from_secs(10);
 /// Settings from the page's query string, e.g. `?stale_timeout=5&ttl=3` (seconds for
 /// intervals), `?direct=off` (stay on the relay: no WebRTC upgrade, no `/webrtc` address),
 /// `?libp2p_ping=0.5` (seconds between libp2p pings on each connection), `?first_ping=0` (seconds
-/// a new connection waits for its first ping), `?ban_secs=10`
+/// a new connection waits for its first ping), `?direct_settle=0` (seconds without a new peer
+/// before going direct), `?ban_secs=10`
 /// (length of a first ban) or `?search_pace=full` (the search's share of a core: `full`,
 /// `gentle` or a percentage). Unknown keys are ignored; bad values keep the default and are
 /// logged.
@@ -481,6 +482,10 @@ fn url_settings(config: &mut NodeConfig) {
     // `?first_ping=0` pings each new connection at once, as libp2p does (to compare).
     if let Some(d) = seconds("first_ping", 0.0..=60.0) {
         config.first_ping_after = d;
+    }
+    // `?direct_settle=0` starts direct attempts while peers are still arriving (to compare).
+    if let Some(d) = seconds("direct_settle", 0.0..=60.0) {
+        config.upgrade.settle = d;
     }
     if let Some(d) = secs("ban_secs") {
         config.ledger.first_ban = d;

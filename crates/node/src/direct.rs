@@ -458,6 +458,7 @@ mod tests {
                 first_delay: web_time::Duration::ZERO,
                 takeover_delay: web_time::Duration::ZERO,
                 max_concurrent: 1,
+                settle: web_time::Duration::ZERO,
                 ..UpgradeConfig::default()
             };
             let (signaling, _streams) = tabmesh_webrtc::behaviour::new();

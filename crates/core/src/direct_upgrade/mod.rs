@@ -16,7 +16,9 @@
 //!    would cross it (24 tabs on two cores: ~170 pairs with two direct connections a run).
 //!    If both dialed a relayed connection, the smaller peer id leads (looked at again as each
 //!    relayed connection comes up: each side may see the other's first). An offer from the
-//!    peer postpones ours; failures back off exponentially; few attempts at once.
+//!    peer postpones ours; failures back off exponentially; few attempts at once. While peers
+//!    keep arriving through the relay (tabs opened together), attempts wait until none has
+//!    arrived for `settle` (at most `max_settle`): the join comes first.
 //! 2. **What to dial**: the `/webrtc` addresses the peer announced (identify), at most
 //!    `max_addrs_per_peer`, forgotten when the peer is gone. A peer without one is never dialed.
 //! 3. **Duplicates**: if both sides still offered at once and two direct connections came up,
@@ -266,6 +268,7 @@ impl<C: Copy + Eq + std::hash::Hash> DirectUpgrades<C> {
                 LinkChange::DirectUp { upgrade_ms }
             }
             ConnectionKind::Relayed => {
+                self.schedule.on_arrival(now);
                 if self.answers_directly(&peer) {
                     // A late relayed connection (the peer's discovery dial): it goes too.
                     self.relayed_closing
@@ -503,6 +506,15 @@ mod tests {
             .expect("valid")
     }
 
+    /// The rules of when to dial, without waiting for arrivals to stop (that rule has its own
+    /// test: `attempts_wait_until_peers_stop_arriving`).
+    fn without_settling() -> UpgradeConfig {
+        UpgradeConfig {
+            settle: Duration::ZERO,
+            ..UpgradeConfig::default()
+        }
+    }
+
     fn closes(actions: &[UpgradeAction<u32>]) -> Vec<(u32, CloseReason)> {
         actions
             .iter()
@@ -518,7 +530,7 @@ mod tests {
     #[test]
     fn rule_2_a_relayed_peer_with_a_webrtc_address_is_dialed_at_that_address() {
         let (small, large) = ordered_pair();
-        let config = UpgradeConfig::default();
+        let config = without_settling();
         let t0 = Instant::now();
         let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
         u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
@@ -545,7 +557,7 @@ mod tests {
     #[test]
     fn rule_1_a_leader_that_runs_these_rules_is_waited_for_patiently() {
         let (small, large) = ordered_pair();
-        let config = UpgradeConfig::default();
+        let config = without_settling();
         assert!(config.patient_takeover_delay > config.takeover_delay);
         let t0 = Instant::now();
         let dial = vec![UpgradeAction::Dial {
@@ -594,7 +606,7 @@ mod tests {
     #[test]
     fn rule_1_the_side_that_dialed_the_relayed_connection_leads() {
         let (small, large) = ordered_pair();
-        let config = UpgradeConfig::default();
+        let config = without_settling();
         let t0 = Instant::now();
         let dial = |peer| {
             vec![UpgradeAction::Dial {
@@ -652,7 +664,7 @@ mod tests {
     #[test]
     fn rule_2_addresses_are_bounded_per_peer_and_disabled_nodes_never_dial() {
         let (small, large) = ordered_pair();
-        let config = UpgradeConfig::default();
+        let config = without_settling();
         let t0 = Instant::now();
         let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
         u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
@@ -674,7 +686,7 @@ mod tests {
     fn rule_3_both_sides_keep_the_direct_connection_the_smaller_id_dialed() {
         let (small, large) = ordered_pair();
         let t0 = Instant::now();
-        let config = UpgradeConfig::default();
+        let config = without_settling();
         let mut at_small = DirectUpgrades::<u32>::new(small, config.clone(), true);
         let mut at_large = DirectUpgrades::<u32>::new(large, config, true);
         // Connection 7 was dialed by the small side, 8 by the large side; each side numbers them
@@ -733,7 +745,7 @@ mod tests {
     #[test]
     fn rule_4_the_relayed_connection_closes_after_the_grace_also_a_late_one() {
         let (small, large) = ordered_pair();
-        let config = UpgradeConfig::default();
+        let config = without_settling();
         let grace = config.relayed_grace;
         let t0 = Instant::now();
         let mut u = DirectUpgrades::<u32>::new(small, config, true);
@@ -769,7 +781,7 @@ mod tests {
         // Our side of the handshake finished just as the peer's dial timed out: the direct
         // connection is up here and nobody answers on it.
         let (small, large) = ordered_pair();
-        let config = UpgradeConfig::default();
+        let config = without_settling();
         let grace = config.relayed_grace;
         let t0 = Instant::now();
         let mut u = DirectUpgrades::<u32>::new(small, config, true);
@@ -795,7 +807,7 @@ mod tests {
     #[test]
     fn rule_4_a_relayed_connection_stays_if_the_direct_one_dropped_during_the_grace() {
         let (small, large) = ordered_pair();
-        let config = UpgradeConfig::default();
+        let config = without_settling();
         let t0 = Instant::now();
         let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
         u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
@@ -808,7 +820,7 @@ mod tests {
     #[test]
     fn rule_5_a_lost_direct_link_is_retried_and_a_failed_dial_backs_off() {
         let (small, large) = ordered_pair();
-        let config = UpgradeConfig::default();
+        let config = without_settling();
         let t0 = Instant::now();
         let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
         u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
@@ -841,5 +853,71 @@ mod tests {
             failed: 1,
         };
         assert_eq!(u.counters(), counted);
+    }
+
+    #[test]
+    fn attempts_wait_until_peers_stop_arriving() {
+        let (small, large) = ordered_pair();
+        let config = UpgradeConfig::default();
+        assert!(config.settle > Duration::ZERO && config.max_settle > config.settle);
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let dial = |peer| {
+            vec![UpgradeAction::Dial {
+                peer,
+                addrs: vec![webrtc_addr()],
+            }]
+        };
+        // We dialed a circuit to `large` and lead: the attempt waits for the arrivals to stop.
+        let mut u = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        u.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        u.on_addresses(t0, large, [webrtc_addr()]);
+        assert_eq!(u.poll(t0), vec![]);
+        assert_eq!(u.poll_timeout(), Some(t0 + config.settle));
+        let view = u.peer_view(t0, &large).expect("tracked");
+        assert_eq!(
+            view.next_attempt_in_ms,
+            Some(config.settle.as_millis() as u64)
+        );
+        // Another peer arrives just before: the wait starts again from it.
+        let other = Keypair::generate_ed25519().public().to_peer_id();
+        let t1 = t0 + config.settle - ms(1);
+        u.on_connection_established(t1, other, 2, ConnectionKind::Relayed, false);
+        assert_eq!(u.poll(t0 + config.settle), vec![]);
+        assert_eq!(u.poll_timeout(), Some(t1 + config.settle));
+        assert_eq!(u.poll(t1 + config.settle), dial(large));
+        // Peers that never stop arriving hold the attempts for `max_settle` at most.
+        let mut busy = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        busy.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        busy.on_addresses(t0, large, [webrtc_addr()]);
+        let step = config.settle / 2;
+        let mut t = t0;
+        let mut id = 10;
+        while t < t0 + config.max_settle {
+            assert_eq!(busy.poll(t), vec![], "held at {:?}", t - t0);
+            let arrival = Keypair::generate_ed25519().public().to_peer_id();
+            busy.on_connection_established(t, arrival, id, ConnectionKind::Relayed, false);
+            id += 1;
+            t += step;
+        }
+        assert_eq!(busy.poll_timeout(), Some(t0 + config.max_settle));
+        assert_eq!(busy.poll(t0 + config.max_settle), dial(large));
+        // A peer arriving later, alone (a tab opened once the others met), waits `settle`.
+        let later = t0 + Duration::from_secs(60);
+        let newcomer = Keypair::generate_ed25519().public().to_peer_id();
+        busy.on_connection_established(later, newcomer, 99, ConnectionKind::Relayed, true);
+        busy.on_addresses(later, newcomer, [webrtc_addr()]);
+        assert_eq!(busy.poll(later), vec![]);
+        assert_eq!(busy.poll(later + config.settle), dial(newcomer));
+        // A direct connection is not an arrival through the relay; settling off holds nothing.
+        let mut off = DirectUpgrades::<u32>::new(small, without_settling(), true);
+        off.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        off.on_addresses(t0, large, [webrtc_addr()]);
+        assert_eq!(off.poll(t0), dial(large));
+        let mut direct = DirectUpgrades::<u32>::new(small, config.clone(), true);
+        direct.on_connection_established(t0, large, 1, ConnectionKind::Relayed, true);
+        direct.on_addresses(t0, large, [webrtc_addr()]);
+        direct.on_connection_established(t1, other, 5, ConnectionKind::Direct, true);
+        assert_eq!(direct.poll(t0 + config.settle), dial(large));
     }
 }

@@ -10,6 +10,11 @@
 //! dialed the relayed connection). A failed attempt is retried with exponential backoff; the
 //! relayed connection stays in use meanwhile. At most a few attempts run at once, because every
 //! attempt holds a browser peer connection.
+//!
+//! While peers are still arriving through the relay (tabs opened together), no attempt starts:
+//! they wait until none has arrived for `settle`, at most `max_settle` from the first. Meeting
+//! is what a learner waits for; an attempt is a browser peer connection (ICE, DTLS, SCTP) that
+//! takes the same two cores the handshakes through the relay need.
 
 use std::collections::HashMap;
 
@@ -43,6 +48,11 @@ pub struct UpgradeConfig {
     pub relayed_grace: Duration,
     /// `/webrtc` addresses kept per peer at most.
     pub max_addrs_per_peer: usize,
+    /// Attempts wait until no peer has arrived through the relay for this long (zero: they
+    /// do not wait).
+    pub settle: Duration,
+    /// ... but no longer than this after the first peer of the burst arrived.
+    pub max_settle: Duration,
 }
 
 impl Default for UpgradeConfig {
@@ -56,6 +66,8 @@ impl Default for UpgradeConfig {
             max_concurrent: 8,
             relayed_grace: Duration::from_secs(3),
             max_addrs_per_peer: 4,
+            settle: Duration::from_millis(150),
+            max_settle: Duration::from_secs(1),
         }
     }
 }
@@ -134,12 +146,20 @@ pub struct UpgradeView {
     pub upgrade_ms: Option<u64>,
 }
 
+/// Peers arriving through the relay one after another: attempts wait until they stop.
+#[derive(Debug, Clone, Copy)]
+struct Burst {
+    first: Instant,
+    last: Instant,
+}
+
 /// The direct-upgrade timing rules for every peer of one node.
 #[derive(Debug, Clone)]
 pub struct UpgradeSchedule {
     local: PeerId,
     config: UpgradeConfig,
     peers: HashMap<PeerId, Entry>,
+    arriving: Option<Burst>,
 }
 
 impl UpgradeSchedule {
@@ -149,7 +169,37 @@ impl UpgradeSchedule {
             local,
             config,
             peers: HashMap::new(),
+            arriving: None,
         }
+    }
+
+    /// A peer arrived through the relay (a new relayed connection): attempts wait for the
+    /// arrivals to stop.
+    pub fn on_arrival(&mut self, now: Instant) {
+        if self.config.settle.is_zero() {
+            return;
+        }
+        let ongoing = self.held_until(now).is_some();
+        match &mut self.arriving {
+            Some(burst) if ongoing => burst.last = now,
+            _ => {
+                self.arriving = Some(Burst {
+                    first: now,
+                    last: now,
+                })
+            }
+        }
+    }
+
+    /// When the arrivals of `burst` count as stopped.
+    fn settled_at(&self, burst: &Burst) -> Instant {
+        (burst.last + self.config.settle).min(burst.first + self.config.max_settle)
+    }
+
+    /// Until when attempts wait for arrivals to stop, if they do at `now`.
+    fn held_until(&self, now: Instant) -> Option<Instant> {
+        let until = self.settled_at(self.arriving.as_ref()?);
+        (now < until).then_some(until)
     }
 
     /// `peer` is connected through the relay (and not directly); `turn` tells who dials first.
@@ -258,8 +308,11 @@ impl UpgradeSchedule {
         &self.config
     }
 
-    /// The attempts due at `now`, within the concurrency limit.
+    /// The attempts due at `now`, within the concurrency limit, once arrivals have stopped.
     pub fn poll(&mut self, now: Instant) -> Vec<ScheduleAction> {
+        if self.held_until(now).is_some() {
+            return Vec::new();
+        }
         let running = self
             .peers
             .values()
@@ -303,21 +356,28 @@ impl UpgradeSchedule {
         if running >= self.config.max_concurrent {
             return None;
         }
-        self.peers
+        let next = self
+            .peers
             .values()
             .filter_map(|e| match e.state {
                 State::Waiting { at } => Some(at),
                 _ => None,
             })
-            .min()
+            .min()?;
+        let held = self.arriving.as_ref().map(|b| self.settled_at(b));
+        Some(held.map_or(next, |until| next.max(until)))
     }
 
     /// `peer`'s state.
     pub fn peer_view(&self, now: Instant, peer: &PeerId) -> Option<UpgradeView> {
-        self.peers.get(peer).map(|e| Self::entry_view(now, peer, e))
+        let held = self.held_until(now);
+        self.peers
+            .get(peer)
+            .map(|e| Self::entry_view(now, held, peer, e))
     }
 
-    fn entry_view(now: Instant, peer: &PeerId, e: &Entry) -> UpgradeView {
+    /// `held`: until when arrivals hold the attempts.
+    fn entry_view(now: Instant, held: Option<Instant>, peer: &PeerId, e: &Entry) -> UpgradeView {
         UpgradeView {
             peer_id: peer.to_base58(),
             state: match e.state {
@@ -326,7 +386,10 @@ impl UpgradeSchedule {
                 State::Direct => UpgradeState::Direct,
             },
             next_attempt_in_ms: match e.state {
-                State::Waiting { at } => Some(millis(at.saturating_duration_since(now))),
+                State::Waiting { at } => {
+                    let at = held.map_or(at, |until| at.max(until));
+                    Some(millis(at.saturating_duration_since(now)))
+                }
                 _ => None,
             },
             failures: e.failures,
@@ -337,10 +400,11 @@ impl UpgradeSchedule {
 
     /// Every known peer's state, by peer id.
     pub fn view(&self, now: Instant) -> Vec<UpgradeView> {
+        let held = self.held_until(now);
         let mut out: Vec<UpgradeView> = self
             .peers
             .iter()
-            .map(|(peer, e)| Self::entry_view(now, peer, e))
+            .map(|(peer, e)| Self::entry_view(now, held, peer, e))
             .collect();
         out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
         out
