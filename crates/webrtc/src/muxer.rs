@@ -50,9 +50,8 @@ impl Inner {
     fn drive(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(event) = self.pc.events.poll_next_unpin(cx) {
             match event {
-                Some(PcEvent::DataChannel(channel)) if channel.channel.label() == "init" => {
-                    channel.channel.close();
-                }
+                // The dialer's `init` channel is the dialer's to close (see `Connection::new`).
+                Some(PcEvent::DataChannel(channel)) if channel.channel.label() == "init" => {}
                 Some(PcEvent::DataChannel(channel)) => {
                     if self.inbound.len() >= MAX_PENDING_INBOUND {
                         tracing::warn!("too many unaccepted WebRTC streams: closing one");
@@ -92,14 +91,15 @@ impl Connection {
     /// while signaling was finishing (see [`negotiate`](crate::browser::negotiate)).
     pub fn new(mut pc: PeerConnection, early: Vec<DataChannel>) -> Self {
         pc.watch_transport();
-        let mut inbound = VecDeque::new();
-        for channel in early {
-            if channel.channel.label() == "init" {
-                channel.channel.close();
-            } else {
-                inbound.push_back(channel);
-            }
-        }
+        // The dialer's `init` channel only gave its offer a data section; the dialer closes it
+        // once open, and we leave it alone. js-libp2p's dialer waits for it to be open after
+        // the peer connection is up: closed first from here, it is never open there, and the
+        // dial hangs until its deadline (a clean-clone CI run: js-libp2p's dial to a tab timed
+        // out after 30 s with the connection up at both ends).
+        let inbound: VecDeque<DataChannel> = early
+            .into_iter()
+            .filter(|c| c.channel.label() != "init")
+            .collect();
         Self {
             inner: SendWrapper::new(Inner {
                 pc,

@@ -234,3 +234,35 @@ async fn the_muxer_opens_and_accepts_streams_and_reports_a_closed_connection() {
         }
     }
 }
+
+/// The dialer's `init` channel is the dialer's to close. js-libp2p's dialer waits for it to be
+/// open once the peer connection is up and closes it itself; a listener that closed it first
+/// left that dialer waiting for an `open` that never came (its dial timed out, seen in CI).
+#[wasm_bindgen_test]
+async fn the_listener_leaves_the_dialers_init_channel_to_the_dialer() {
+    use libp2p::core::muxing::StreamMuxerExt;
+    use tabmesh_webrtc::muxer::Connection;
+    use web_sys::RtcDataChannelState;
+
+    let (_dialer, listener, d, l) = connected_pair().await;
+    let (init, _) = d.expect("dialer connected");
+    let mut init = init.expect("the dialer opened an init channel");
+    let (_, early) = l.expect("listener connected");
+    let mut muxer = Connection::new(listener, early);
+    // The listener's muxer runs for a while (whether the init channel reached it before or
+    // after the connection was up): it must neither offer it as a stream nor close it.
+    let inbound = futures::future::poll_fn(|cx| muxer.poll_inbound_unpin(cx));
+    futures::select! {
+        stream = futures::FutureExt::fuse(inbound) => {
+            panic!("the init channel came out as a stream: {:?}", stream.map(|_| ()))
+        }
+        () = futures::FutureExt::fuse(futures_timer::Delay::new(Duration::from_millis(500))) => {}
+    }
+    assert!(init.open().await, "the dialer's init channel opened");
+    assert_eq!(
+        init.channel.ready_state(),
+        RtcDataChannelState::Open,
+        "still open for the dialer to close"
+    );
+    init.channel.close();
+}
