@@ -212,10 +212,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
+    let query = args.query.trim_start_matches('?');
     tokio::runtime::Runtime::new()?.block_on(async {
         if args.wants(Section::Join) {
             for &tabs in &args.tabs {
-                join::join_times(tabs, args.runs, &args.query).await?;
+                join::join_times(tabs, args.runs, query).await?;
             }
         }
         if args.wants(Section::Gimps) {
@@ -226,7 +227,7 @@ pub(crate) fn run_inner(args: BenchArgs) -> anyhow::Result<()> {
             dht_latency().await?;
         }
         if args.wants(Section::Webrtc) {
-            upgrade_times(&args.query).await?;
+            upgrade_times(query).await?;
             direct_against_relayed().await?;
         }
         if args.wants(Section::Services) {
@@ -267,12 +268,7 @@ async fn eight_quiet_tabs_at(
     let dir = run_dir(name)?;
     let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
     let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
-    let query = query.trim_start_matches('?');
-    let url = if query.is_empty() {
-        format!("{}/?search=off", relay.url())
-    } else {
-        format!("{}/?search=off&{query}", relay.url())
-    };
+    let url = with_query(format!("{}/?search=off", relay.url()), query);
     for _ in 0..8 {
         browser.open_tab(&url).await?;
     }
@@ -360,11 +356,10 @@ async fn upgrade_times(query: &str) -> anyhow::Result<()> {
         .map(|ms| ms as f64)
         .collect();
     let failures: u32 = upgrades.iter().map(|u| u.failures).sum();
-    if query.is_empty() {
-        println!("== WebRTC: relayed connection to direct connection, 8 tabs ==");
-    } else {
-        println!("== WebRTC: relayed connection to direct connection, 8 tabs at /?{query} ==");
-    }
+    println!(
+        "== WebRTC: relayed connection to direct connection, 8 tabs{} ==",
+        opened_at(query)
+    );
     println!(
         "upgrade time       {}   (from the peer's identify on the relayed connection)",
         summary(times)
@@ -373,6 +368,24 @@ async fn upgrade_times(query: &str) -> anyhow::Result<()> {
     browser.quit().await?;
     relay.stop()?;
     Ok(())
+}
+
+/// `url` with the settings of `--query` (without its `?`) added to those it may carry.
+pub(super) fn with_query(url: String, query: &str) -> String {
+    match (query.is_empty(), url.contains('?')) {
+        (true, _) => url,
+        (false, true) => format!("{url}&{query}"),
+        (false, false) => format!("{url}/?{query}"),
+    }
+}
+
+/// For a section's heading: the settings of `--query` its tabs were opened with, if any.
+pub(super) fn opened_at(query: &str) -> String {
+    if query.is_empty() {
+        String::new()
+    } else {
+        format!(", tabs opened at /?{query}")
+    }
 }
 
 /// Every tab's view once each has a direct connection to every other tab.

@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use tabmesh_e2e::{Browser, BrowserOptions, Relay, RelayOptions, run_dir, wait_until};
 
-use super::{all_direct, all_listed, cpu, group_span, summary};
+use super::{all_direct, all_listed, cpu, group_span, opened_at, summary, with_query};
 
-/// `query`: URL settings every tab takes (empty: the defaults).
+/// `query`: URL settings every tab takes (without its `?`; empty: the defaults).
 pub(super) async fn join_times(tabs: usize, runs: usize, query: &str) -> anyhow::Result<()> {
-    let query = query.trim_start_matches('?');
     // Opened one after the other (WebDriver waits for each page to load): per tab from its own
     // page load, and the last tab's time to all its peers.
     let mut started = Vec::new();
@@ -51,11 +50,7 @@ pub(super) async fn join_times(tabs: usize, runs: usize, query: &str) -> anyhow:
             let mode = if together { "together" } else { "sequential" };
             let dir = run_dir(&format!("bench-join-{tabs}-{mode}-{run}"))?;
             let relay = Relay::start(RelayOptions::new(&dir)?, dir.join("relay.log")).await?;
-            let url = if query.is_empty() {
-                relay.url()
-            } else {
-                format!("{}/?{query}", relay.url())
-            };
+            let url = with_query(relay.url(), query);
             let mut browser = Browser::start(BrowserOptions::new(&dir.join("browser"))).await?;
             let mut sampler = None;
             if together {
@@ -157,11 +152,10 @@ pub(super) async fn join_times(tabs: usize, runs: usize, query: &str) -> anyhow:
             relay.stop()?;
         }
     }
-    if query.is_empty() {
-        println!("== join time, {tabs} tabs, {runs} runs ==");
-    } else {
-        println!("== join time, {tabs} tabs, {runs} runs, tabs opened at /?{query} ==");
-    }
+    println!(
+        "== join time, {tabs} tabs, {runs} runs{} ==",
+        opened_at(query)
+    );
     println!("opened one by one, per tab from its page load:");
     println!("  to app running         {}", summary(started));
     println!("  to relay reservation   {}", summary(reservation));
@@ -258,7 +252,7 @@ fn print_join_cpu(by_part: &std::collections::BTreeMap<&str, f64>, span: f64, ru
 
 #[cfg(test)]
 mod tests {
-    use super::stays_relayed;
+    use super::{stays_relayed, with_query};
 
     #[test]
     fn only_a_direct_setting_that_is_off_keeps_the_tabs_on_the_relay() {
@@ -267,5 +261,19 @@ mod tests {
         assert!(!stays_relayed(""));
         assert!(!stays_relayed("direct=on&direct_settle=0"));
         assert!(!stays_relayed("indirect=off"));
+    }
+
+    #[test]
+    fn the_query_joins_the_settings_a_url_already_has() {
+        let relay = "http://127.0.0.1:9090";
+        assert_eq!(with_query(relay.into(), ""), relay);
+        assert_eq!(
+            with_query(relay.into(), "direct=off"),
+            format!("{relay}/?direct=off")
+        );
+        assert_eq!(
+            with_query(format!("{relay}/?search=off"), "direct=off"),
+            format!("{relay}/?search=off&direct=off")
+        );
     }
 }
