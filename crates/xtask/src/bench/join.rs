@@ -6,7 +6,7 @@
 //! the first peer, the time from the start of the loads to every tab listing every other one,
 //! the CPU Chromium and the relay spent meanwhile (by process type and thread), what each tab
 //! sent and received by then (its wire log, by protocol, and its dials that crossed another
-//! tab's) and how often each part of a tab's page rendered.
+//! tab's) and how often each part of a tab's page rendered (read just after).
 
 use std::time::Duration;
 
@@ -101,14 +101,19 @@ pub(super) async fn join_times(tabs: usize, runs: usize, query: &str) -> anyhow:
                         together_renders.entry(part.clone()).or_default().push(n);
                     }
                 }
-                for tab in browser.tabs() {
+                let (first_load, last_listed) = group_span(&loads, &listed);
+                // The logs are read after the listing: what came later is left out.
+                for (tab, origin) in browser.tabs().iter().zip(&loads) {
                     let log = browser.call(tab, "window.tabmesh.wireLog()").await?;
                     let log = log.map_err(|e| anyhow::anyhow!("wireLog(): {e}"))?;
                     let events = log.as_array().cloned().unwrap_or_default();
                     together_said_partial |= events
                         .first()
                         .is_some_and(|e| e["seq"].as_u64().unwrap_or_default() > 1);
-                    for event in &events {
+                    let by_then = events.iter().filter(|e| {
+                        origin + e["at_ms"].as_f64().unwrap_or(f64::INFINITY) <= last_listed
+                    });
+                    for event in by_then {
                         let said = format!(
                             "{} {}",
                             event["protocol"].as_str().unwrap_or("?"),
@@ -118,7 +123,6 @@ pub(super) async fn join_times(tabs: usize, runs: usize, query: &str) -> anyhow:
                     }
                     together_said_tabs += 1;
                 }
-                let (first_load, last_listed) = group_span(&loads, &listed);
                 together_all.push(last_listed - first_load);
                 let spent = sampler
                     .as_ref()
@@ -188,7 +192,8 @@ pub(super) async fn join_times(tabs: usize, runs: usize, query: &str) -> anyhow:
             .map(|(kind, n)| format!("{kind} {n:.0}"))
             .collect();
         println!(
-            "  what a tab sent and received until then (wire log events, mean per tab{}): {}; \
+            "  what a tab sent and received until every tab listed every other (wire log events, \
+             mean per tab{}): {}; \
              dials that crossed another tab's {:.1}",
             if together_said_partial {
                 "; some logs had dropped their oldest, so these are at least"
@@ -208,7 +213,7 @@ pub(super) async fn join_times(tabs: usize, runs: usize, query: &str) -> anyhow:
             })
             .collect();
         println!(
-            "  page renders per tab until then, median by part: {}",
+            "  page renders per tab by the time they were read, median by part: {}",
             medians.join(", ")
         );
     }
