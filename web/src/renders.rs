@@ -8,15 +8,23 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 thread_local! {
-    static RENDERS: RefCell<BTreeMap<&'static str, u64>> = const { RefCell::new(BTreeMap::new()) };
+    static RENDERS: RefCell<BTreeMap<String, u64>> = const { RefCell::new(BTreeMap::new()) };
 }
 
 /// Counts one render of `part`.
 pub(crate) fn count(part: &'static str) {
-    RENDERS.with(|r| *r.borrow_mut().entry(part).or_default() += 1);
+    RENDERS.with(|r| {
+        let mut renders = r.borrow_mut();
+        match renders.get_mut(part) {
+            Some(n) => *n += 1,
+            None => {
+                renders.insert(part.to_owned(), 1);
+            }
+        }
+    });
 }
 
 /// Renders so far, by part.
-pub(crate) fn counts() -> BTreeMap<&'static str, u64> {
+pub(crate) fn counts() -> BTreeMap<String, u64> {
     RENDERS.with(|r| r.borrow().clone())
 }

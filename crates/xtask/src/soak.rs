@@ -1377,7 +1377,7 @@ fn holds(view: &NodeView) -> String {
         (
             d.records.len(),
             d.providers.len(),
-            d.queries.values().sum::<usize>(),
+            d.queries.values().sum::<u64>(),
         )
     });
     format!(

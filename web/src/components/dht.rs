@@ -7,8 +7,6 @@
 //! [`Action`]s on the page's reducer, which keeps the latest one ([`DhtRequestLine`]). The node
 //! checks requests and its refusals are shown as they come (the form only insists on a key).
 
-use std::collections::BTreeMap;
-
 use tabmesh_core::dht::lookup::{HopOutcome, HopView, LookupKind, LookupView};
 use tabmesh_core::dht::{
     BucketView, DhtConfigView, DhtCounters, DhtReply, DhtRequest, DhtSection, ProviderView,
@@ -498,11 +496,21 @@ fn lookup_path(lookup: Option<&LookupView>, relay: Option<&str>) -> Html {
             </div>
         };
     };
-    let mut rounds: BTreeMap<u32, Vec<&HopView>> = BTreeMap::new();
-    for hop in &l.hops {
-        rounds.entry(hop.round).or_default().push(hop);
-    }
-    let columns = rounds.into_iter().enumerate().map(|(i, (round, hops))| {
+    // The rounds in order, each with its hops (a lookup has a few dozen hops at most).
+    let after = |round: Option<u32>| {
+        l.hops
+            .iter()
+            .map(|h| h.round)
+            .filter(|r| round.is_none_or(|round| *r > round))
+            .min()
+    };
+    let mut next = after(None);
+    let rounds = std::iter::from_fn(|| {
+        let round = next?;
+        next = after(Some(round));
+        Some((round, l.hops.iter().filter(move |h| h.round == round)))
+    });
+    let columns = rounds.enumerate().map(|(i, (round, hops))| {
         let source = if round <= 1 {
             "peers we knew".to_owned()
         } else {
@@ -516,7 +524,7 @@ fn lookup_path(lookup: Option<&LookupView>, relay: Option<&str>) -> Html {
                         { format!("Round {round}") }
                         <span class="muted">{ source }</span>
                     </div>
-                    { for hops.into_iter().map(|h| hop_box(h, relay)) }
+                    { for hops.map(|h| hop_box(h, relay)) }
                 </div>
             </>
         }
@@ -661,7 +669,7 @@ fn ms_text(ms: u64) -> String {
 }
 
 /// "2 bootstrap, 1 replicate".
-fn queries_text(queries: &std::collections::BTreeMap<String, usize>) -> String {
+fn queries_text(queries: &std::collections::BTreeMap<String, u64>) -> String {
     queries
         .iter()
         .map(|(kind, n)| format!("{n} {kind}"))
@@ -671,6 +679,8 @@ fn queries_text(queries: &std::collections::BTreeMap<String, usize>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use tabmesh_core::dht::DhtConfig;
     use wasm_bindgen_test::wasm_bindgen_test;
 

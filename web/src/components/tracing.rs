@@ -12,7 +12,7 @@
 //! traced gossip copy held a second before it leaves) complete the panel. What is shown comes
 //! from the reducer ([`TraceLine`]); gathering goes through the page's client.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use tabmesh_core::dht::lookup::ASKED;
 use tabmesh_core::names::peer_name;
@@ -429,19 +429,23 @@ fn waterfall(trace: &Trace) -> Html {
 
 /// The peers that get a lane: those with spans, then those only asked (DHT), by first time.
 fn lane_peers(trace: &Trace) -> Vec<(String, bool)> {
-    let mut first: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+    // A lane per peer of a trace: a few dozen at most, found in a list.
+    let mut peers: Vec<(String, (u64, bool))> = Vec::new();
+    let mut saw =
+        |peer: &String, at: u64, traced: bool| match peers.iter_mut().find(|(p, _)| p == peer) {
+            Some((_, first)) if traced => *first = (first.0.min(at), true),
+            Some(_) => {}
+            None => peers.push((peer.clone(), (at, traced))),
+        };
     for p in &trace.spans {
         let at = p.span.start_ms;
-        let e = first.entry(p.span.peer.clone()).or_insert((at, true));
-        e.0 = e.0.min(at);
-        e.1 = true;
+        saw(&p.span.peer, at, true);
         for remote in [REMOTE, ASKED] {
             if let Some(other) = p.span.attributes.get(remote) {
-                first.entry(other.clone()).or_insert((at, false));
+                saw(other, at, false);
             }
         }
     }
-    let mut peers: Vec<_> = first.into_iter().collect();
     peers.sort_by_key(|(_, (at, traced))| (!traced, *at));
     peers
         .into_iter()

@@ -490,7 +490,7 @@ pub struct DhtSection {
     /// Kademlia queries in flight here, by kind: the lookups a user started and Kademlia's own
     /// (bootstrap, replication, republication, records handed to a joining peer).
     #[serde(default)]
-    pub queries: std::collections::BTreeMap<String, usize>,
+    pub queries: std::collections::BTreeMap<String, u64>,
     /// Traffic and refusals.
     pub counters: DhtCounters,
     /// Configuration and limits.

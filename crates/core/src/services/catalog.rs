@@ -175,25 +175,27 @@ impl Survey {
 
     /// The catalog gathered so far.
     pub fn catalog(&self) -> Catalog {
-        let mut services: BTreeMap<&str, Vec<ProviderListing>> = BTreeMap::new();
+        // The descriptors are in name order: each name's providers are next to each other.
+        let mut services: Vec<Listing> = Vec::new();
         for ((name, peer), d) in &self.descriptors {
-            services.entry(name).or_default().push(ProviderListing {
+            let provider = ProviderListing {
                 peer_id: peer.to_base58(),
                 peer_name: peer_name(peer),
                 version: d.version.clone(),
                 description: d.description.clone(),
                 types: d.types.clone(),
-            });
+            };
+            match services.last_mut() {
+                Some(listing) if listing.name == *name => listing.providers.push(provider),
+                _ => services.push(Listing {
+                    name: name.clone(),
+                    providers: vec![provider],
+                }),
+            }
         }
         let listed: BTreeSet<PeerId> = self.descriptors.keys().map(|(_, p)| *p).collect();
         Catalog {
-            services: services
-                .into_iter()
-                .map(|(name, providers)| Listing {
-                    name: name.to_owned(),
-                    providers,
-                })
-                .collect(),
+            services,
             unreadable: self.failed.difference(&listed).count(),
         }
     }

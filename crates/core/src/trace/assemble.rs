@@ -319,11 +319,11 @@ fn offsets(spans: &[Span], reference: &str) -> BTreeMap<String, i64> {
     }
     // Peers reached by one-way messages only: shifted so that none of their spans starts
     // before its parent, in tree order (parents first, as spans are sorted by start).
-    let peers: BTreeSet<&str> = spans.iter().map(|s| s.peer.as_str()).collect();
+    let peers: BTreeSet<String> = spans.iter().map(|s| s.peer.clone()).collect();
     for _ in 0..peers.len() {
         let mut changed = false;
         for peer in &peers {
-            if known.contains_key(*peer) {
+            if known.contains_key(peer) {
                 continue;
             }
             let mut need: Option<i128> = None;
@@ -345,7 +345,7 @@ fn offsets(spans: &[Span], reference: &str) -> BTreeMap<String, i64> {
                 need = Some(need.map_or(largest_offset, |n: i128| n.min(largest_offset)));
             }
             if placeable || need.is_some() {
-                known.insert((*peer).to_owned(), need.map_or(0, |n| n.min(0)));
+                known.insert(peer.clone(), need.map_or(0, |n| n.min(0)));
                 changed = true;
             }
         }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{Span, SpanStatus};
 
@@ -67,12 +67,16 @@ fn span_json(span: &Span) -> Value {
 
 /// `spans` as one OTLP/JSON export request.
 pub fn export<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Value {
-    let mut by_peer: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    // A JSON object is the map here (by peer, in order), so that the module carries no map type
+    // of its own for this.
+    let mut by_peer = Map::new();
     for span in spans {
-        by_peer
+        let listed = by_peer
             .entry(span.peer.as_str())
-            .or_default()
-            .push(span_json(span));
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(listed) = listed {
+            listed.push(span_json(span));
+        }
     }
     json!({
         "resourceSpans": by_peer.into_iter().map(|(peer, spans)| json!({

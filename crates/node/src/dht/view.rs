@@ -63,7 +63,7 @@ impl Behaviour {
     }
 
     /// Kademlia's queries in flight, by kind.
-    fn queries_by_kind(&self) -> BTreeMap<String, usize> {
+    fn queries_by_kind(&self) -> BTreeMap<String, u64> {
         let mut kinds = BTreeMap::new();
         for query in self.kad.iter_queries() {
             *kinds
