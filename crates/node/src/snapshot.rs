@@ -493,8 +493,7 @@ impl Behaviour {
                     .push(format!("{} left during the snapshot", peer_name(peer)));
             }
         }
-        let parts: Vec<_> = collecting.parts.values().cloned().collect();
-        let global = assemble(&expected, &parts);
+        let global = assemble(&expected, &collecting.parts);
         let id = if collecting.naive {
             format!("{}#naive{}", peer_name(&self.me), key.seq & 0xffff_ffff)
         } else {
@@ -510,10 +509,11 @@ impl Behaviour {
         result.bytes_sent = collecting.bytes;
         if !collecting.naive {
             // Every peer sent a marker on each of its channels, and its part to us.
-            result.markers_sent = parts.iter().map(|p| p.sent.len() as u64).sum();
+            result.markers_sent = collecting.parts.values().map(|p| p.sent.len() as u64).sum();
             let marker = 12 + ChannelFrame::Marker(Marker { id: key }).encode().len() as u64;
-            let parts_bytes: u64 = parts
-                .iter()
+            let parts_bytes: u64 = collecting
+                .parts
+                .values()
                 .filter(|p| p.peer != self.me)
                 .filter_map(|p| {
                     SnapshotRequest::Part {

@@ -517,14 +517,13 @@ pub struct GlobalSnapshot<S, M> {
     pub missing: Vec<String>,
 }
 
-/// Puts the parts of one snapshot together: `expected` are the peers that should have sent one.
+/// Puts the parts of one snapshot together: `expected` are the peers that should have sent one,
+/// `by_peer` the parts that came, by their sender.
 pub fn assemble<S: Clone, M: Clone>(
     expected: &[PeerId],
-    parts: &[LocalSnapshot<S, M>],
+    by_peer: &BTreeMap<PeerId, LocalSnapshot<S, M>>,
 ) -> GlobalSnapshot<S, M> {
     let mut missing = Vec::new();
-    let by_peer: BTreeMap<PeerId, &LocalSnapshot<S, M>> =
-        parts.iter().map(|p| (p.peer, p)).collect();
     for peer in expected {
         match by_peer.get(peer) {
             None => missing.push(format!("{} sent no part", peer_name(peer))),
@@ -537,7 +536,7 @@ pub fn assemble<S: Clone, M: Clone>(
         }
     }
     let mut channels = Vec::new();
-    for (to, part) in &by_peer {
+    for (to, part) in by_peer {
         for channel in &part.incoming {
             let sent = by_peer
                 .get(&channel.from)
@@ -555,7 +554,7 @@ pub fn assemble<S: Clone, M: Clone>(
     }
     let channels_consistent = channels.iter().all(|c| c.consistent);
     GlobalSnapshot {
-        complete: missing.is_empty() && parts.iter().all(|p| p.complete),
+        complete: missing.is_empty() && by_peer.values().all(|p| p.complete),
         states: by_peer
             .iter()
             .map(|(peer, part)| (peer.to_base58(), part.state.clone()))

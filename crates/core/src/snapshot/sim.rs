@@ -287,7 +287,8 @@ pub fn simulate(n: usize, degree: usize, transfer_ms: u64, seed: u64) -> SimResu
         }
     }
     result.duration_ms = last_part_ms.saturating_sub(start_ms);
-    let global = assemble(&ids, &parts);
+    let by_peer = parts.into_iter().map(|p| (p.peer, p)).collect();
+    let global = assemble(&ids, &by_peer);
     result.complete = global.complete && parts_arrived == n;
     result.channels_consistent = global.channels_consistent;
     result.in_flight = global.channels.iter().map(|c| c.in_flight.len()).sum();

@@ -360,7 +360,8 @@ impl Network {
             .collect();
         for id in &done {
             let parts = self.parts.remove(id).expect("there");
-            let global = assemble(&self.ids, &parts);
+            let by_peer = parts.into_iter().map(|p| (p.peer, p)).collect();
+            let global = assemble(&self.ids, &by_peer);
             assert!(global.complete, "{id}: {:?}", global.missing);
             assert!(global.channels_consistent, "{id}: {:?}", global.channels);
             let held: i64 = global.states.values().sum();
