@@ -47,6 +47,18 @@ pub use libp2p_identity::PeerId;
 pub use multiaddr::Multiaddr;
 pub use web_time::{Duration, Instant};
 
+/// `items` as a map, inserted one by one: the map `collect()` would make (of equal keys the last
+/// stays). `collect()` sorts the items first, with a sort compiled for each key, value and
+/// iterator type it is used with, some 2–4 KB of the web app each; inserting reuses the map's
+/// own code. For maps that code reaching the web app builds.
+pub fn map_from<K: Ord, V>(
+    items: impl IntoIterator<Item = (K, V)>,
+) -> std::collections::BTreeMap<K, V> {
+    let mut map = std::collections::BTreeMap::new();
+    map.extend(items);
+    map
+}
+
 /// Protocol names and agent strings that every tabmesh peer and the relay agree on.
 pub mod protocol {
     /// The Kademlia protocol of the tabmesh DHT. Our own name keeps tabmesh's DHT apart from

@@ -354,10 +354,11 @@ impl Behaviour {
             id,
             peer: self.me,
             state: self.state(),
-            sent: peers
-                .iter()
-                .map(|p| (*p, sent.get(p).copied().unwrap_or(0)))
-                .collect(),
+            sent: tabmesh_core::map_from(
+                peers
+                    .iter()
+                    .map(|p| (*p, sent.get(p).copied().unwrap_or(0))),
+            ),
             incoming: peers
                 .iter()
                 .map(|p| tabmesh_core::snapshot::IncomingChannel {

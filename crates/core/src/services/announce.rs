@@ -162,11 +162,11 @@ impl Announcer {
 
     fn put_index(&self) -> Announcement {
         let index = Index {
-            services: self
-                .offered
-                .values()
-                .map(|d| (d.name.clone(), d.version.clone()))
-                .collect(),
+            services: crate::map_from(
+                self.offered
+                    .values()
+                    .map(|d| (d.name.clone(), d.version.clone())),
+            ),
         };
         Announcement::Put {
             key: index_key(&self.me),

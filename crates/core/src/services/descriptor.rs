@@ -113,7 +113,7 @@ impl Descriptor {
             name: name.into(),
             version: version.into(),
             description: description.into(),
-            types: types.into_iter().collect(),
+            types: crate::map_from(types),
         };
         descriptor.check()?;
         Ok(descriptor)

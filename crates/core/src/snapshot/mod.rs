@@ -381,10 +381,11 @@ impl<S: Clone, M: Clone> Recorder<S, M> {
         incoming: &[PeerId],
         out: &mut Vec<SnapshotAction<S, M>>,
     ) {
-        let sent = outgoing
-            .iter()
-            .map(|p| (*p, self.sent.get(p).copied().unwrap_or(0)))
-            .collect();
+        let sent = crate::map_from(
+            outgoing
+                .iter()
+                .map(|p| (*p, self.sent.get(p).copied().unwrap_or(0))),
+        );
         let mut recording = BTreeMap::new();
         let mut done = Vec::new();
         for from in incoming.iter().filter(|p| **p != self.me) {
@@ -555,10 +556,11 @@ pub fn assemble<S: Clone, M: Clone>(
     let channels_consistent = channels.iter().all(|c| c.consistent);
     GlobalSnapshot {
         complete: missing.is_empty() && by_peer.values().all(|p| p.complete),
-        states: by_peer
-            .iter()
-            .map(|(peer, part)| (peer.to_base58(), part.state.clone()))
-            .collect(),
+        states: crate::map_from(
+            by_peer
+                .iter()
+                .map(|(peer, part)| (peer.to_base58(), part.state.clone())),
+        ),
         channels,
         channels_consistent,
         missing,

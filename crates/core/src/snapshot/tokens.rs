@@ -107,16 +107,10 @@ impl TokenDemo {
             minted: self.minted,
             balance: self.balance,
             running: self.running,
-            sent_to: self
-                .sent_to
-                .iter()
-                .map(|(p, n)| (p.to_base58(), *n))
-                .collect(),
-            received_from: self
-                .received_from
-                .iter()
-                .map(|(p, n)| (p.to_base58(), *n))
-                .collect(),
+            sent_to: crate::map_from(self.sent_to.iter().map(|(p, n)| (p.to_base58(), *n))),
+            received_from: crate::map_from(
+                self.received_from.iter().map(|(p, n)| (p.to_base58(), *n)),
+            ),
         })
     }
 }

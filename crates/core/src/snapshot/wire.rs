@@ -136,7 +136,7 @@ impl PartWire {
             initiator: part.id.initiator.to_base58(),
             seq: part.id.seq,
             state: part.state.clone(),
-            sent: part.sent.iter().map(|(p, n)| (p.to_base58(), *n)).collect(),
+            sent: crate::map_from(part.sent.iter().map(|(p, n)| (p.to_base58(), *n))),
             incoming: part
                 .incoming
                 .iter()

@@ -353,10 +353,11 @@ fn offsets(spans: &[Span], reference: &str) -> BTreeMap<String, i64> {
             break;
         }
     }
-    known
-        .into_iter()
-        .map(|(peer, offset)| (peer, i64::try_from(offset).unwrap_or(0)))
-        .collect()
+    crate::map_from(
+        known
+            .into_iter()
+            .map(|(peer, offset)| (peer, i64::try_from(offset).unwrap_or(0))),
+    )
 }
 
 /// The offsets `estimates` lowered, each as little as it takes, until every pair between peers
@@ -397,7 +398,9 @@ fn within_every_pair(
         }
         if !changed {
             let shift = offsets.get(reference).copied().unwrap_or(0);
-            return Some(offsets.into_iter().map(|(p, o)| (p, o - shift)).collect());
+            return Some(crate::map_from(
+                offsets.into_iter().map(|(p, o)| (p, o - shift)),
+            ));
         }
     }
     None
