@@ -110,7 +110,7 @@ pub fn assemble(trace_id: TraceId, reference: &str, answers: Vec<Answer>) -> Tra
             Err(reason) => missing.push(Missing { peer, reason }),
         }
     }
-    spans.sort_by_key(|s| (s.start_ms, s.span_id));
+    spans.sort_by_key(Span::start_order);
     if spans.len() > MAX_SPANS {
         refused += spans.len() - MAX_SPANS;
         spans.truncate(MAX_SPANS);

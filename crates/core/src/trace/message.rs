@@ -81,7 +81,7 @@ impl TraceRequest {
 impl TraceReply {
     /// The reply carrying `spans`: the earliest that fit both bounds.
     pub fn spans(mut spans: Vec<Span>) -> Self {
-        spans.sort_by_key(|s| s.start_ms);
+        spans.sort_by_key(Span::start_order);
         let mut truncated = spans.len() > MAX_SPANS_PER_REPLY;
         spans.truncate(MAX_SPANS_PER_REPLY);
         while !spans.is_empty()
