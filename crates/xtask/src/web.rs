@@ -279,7 +279,7 @@ fn stamp_build(json: &serde_json::Value, key: u64) -> Option<WebBuild> {
 /// test command fails above it, so a change that grows the download says so. The goal is 600 KB
 /// (issue 13); lower the budget as the app shrinks, and raise it only with the reason in the
 /// commit message.
-pub(crate) const SIZE_BUDGET_GZIPPED: u64 = 1_100_000;
+pub(crate) const SIZE_BUDGET_GZIPPED: u64 = 1_090_000;
 
 /// Fails when `build` (optimised with wasm-opt) is over [`SIZE_BUDGET_GZIPPED`].
 pub(crate) fn check_size_budget(build: &WebBuild) -> anyhow::Result<()> {
