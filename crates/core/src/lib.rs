@@ -47,14 +47,13 @@ pub use libp2p_identity::PeerId;
 pub use multiaddr::Multiaddr;
 pub use web_time::{Duration, Instant};
 
-/// `items` as a map, inserted one by one: the map `collect()` would make (of equal keys the last
-/// stays). `collect()` sorts the items first, with a sort compiled for each key, value and
-/// iterator type it is used with, some 2–4 KB of the web app each; inserting reuses the map's
-/// own code. For maps that code reaching the web app builds.
-pub fn map_from<K: Ord, V>(
-    items: impl IntoIterator<Item = (K, V)>,
-) -> std::collections::BTreeMap<K, V> {
-    let mut map = std::collections::BTreeMap::new();
+/// `items` as a map (a `BTreeMap`, or a JSON object), inserted one by one: the map `collect()`
+/// would make (of equal keys the last stays). `collect()` into a `BTreeMap` sorts the items
+/// first, with a sort compiled for each key, value and iterator type it is used with, some
+/// 2–4 KB of the web app each; inserting reuses the map's own code. For maps that code reaching
+/// the web app builds.
+pub fn map_from<M: Default + Extend<(K, V)>, K, V>(items: impl IntoIterator<Item = (K, V)>) -> M {
+    let mut map = M::default();
     map.extend(items);
     map
 }

@@ -137,15 +137,10 @@ impl Shape {
                 properties,
                 required,
                 ..
-            } => {
-                // Inserted one by one, as `crate::map_from` explains.
-                let mut example = serde_json::Map::new();
-                example.extend(required.iter().map(|name| {
-                    let value = properties.get(name).map_or(Value::Null, Shape::example);
-                    (name.clone(), value)
-                }));
-                Value::Object(example)
-            }
+            } => Value::Object(crate::map_from(required.iter().map(|name| {
+                let example = properties.get(name).map_or(Value::Null, Shape::example);
+                (name.clone(), example)
+            }))),
         }
     }
 }
@@ -202,8 +197,8 @@ impl From<Shape> for Value {
             } => {
                 set("type", "object".into());
                 if !properties.is_empty() {
-                    let mut props = serde_json::Map::new();
-                    props.extend(properties.into_iter().map(|(k, v)| (k, Value::from(v))));
+                    let props =
+                        crate::map_from(properties.into_iter().map(|(k, v)| (k, Value::from(v))));
                     set("properties", Value::Object(props));
                 }
                 if !required.is_empty() {
